@@ -1,0 +1,3 @@
+from natgan.cli import main
+
+main()

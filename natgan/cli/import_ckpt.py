@@ -1,0 +1,14 @@
+"""`nat-gan import` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import typer
+
+from natgan.errors import NatGanError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("import")
+    def _cmd() -> None:
+        """Not implemented yet."""
+        raise NatGanError("`nat-gan import` is not implemented yet")

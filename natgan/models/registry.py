@@ -1,0 +1,119 @@
+"""The model registry: one name per architecture (timm-style), one builder, one typed config.
+
+Contract every registered generator ``G`` honours, so the trainer, ``sample``, ``fid``, ``bench`` and
+``visualize`` never special-case an architecture:
+
+* ``G.z_dim`` (latent size), ``G.resolution`` (output side), ``G.normalization`` ("imagenet" or
+  "symmetric": the space images live in, see :mod:`natgan.models.normalization`);
+* ``G.mapping(z) -> w`` and ``G.synthesis(w) -> images`` with ``G(z, psi=1.0, w_avg=None)`` their
+  composition (truncation ``w_avg + psi * (w - w_avg)`` in w space);
+* ``G.n_latent``: when not None, ``w`` is ``[B, n_latent, w_dim]`` and style mixing swaps rows of dim 1.
+
+The discriminator maps ``[B, 3, R, R]`` images in the same space to ``[B, 1]`` logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from natgan import config as cfg
+from natgan.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its name, typed config, builder and what the user sees in ``bench --list``."""
+
+    name: str
+    config_cls: type
+    builder: Callable[[Any], tuple[nn.Module, nn.Module]]
+    description: str
+    defaults: dict[str, Any]
+    paper_params_g: float | None = None  # millions, as reported by the paper (for the acceptance table)
+
+    def make_config(self, overrides: dict[str, Any] | None = None, *, source: str = "model config") -> Any:
+        data = {**self.defaults, **(overrides or {})}
+        data.pop("name", None)
+        return cfg.build(self.config_cls, data, section="model", source=source)
+
+    @property
+    def default_resolution(self) -> int:
+        return self.make_config().resolution
+
+
+@dataclass
+class ModelPair:
+    """What :func:`create` returns: generator, discriminator, and the validated config that built them."""
+
+    name: str
+    config: Any
+    generator: nn.Module
+    discriminator: nn.Module
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_LOADED = False
+
+
+def register_model(name: str, *, config: type, description: str, defaults: dict[str, Any] | None = None,
+                   paper_params_g: float | None = None) -> Callable:
+    """Decorator for ``builder(config) -> (G, D)``; ``defaults`` lets one builder serve presets (hit-s/b/l)."""
+
+    def decorator(builder: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelSpec(name, config, builder, description, dict(defaults or {}), paper_params_g)
+        return builder
+
+    return decorator
+
+
+def _load_all() -> None:
+    """Import every module of :mod:`natgan.models` once, so each file registers its architectures."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    import natgan.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"natgan.models.{info.name}")
+
+
+def get_spec(name: str) -> ModelSpec:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model '{name}'; registered models: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def list_models() -> list[ModelSpec]:
+    _load_all()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def create(name: str, config: Any = None, **overrides: Any) -> ModelPair:
+    """Build a model by registry name: ``create("stylenat", resolution=32, channel_multiplier=1)``.
+
+    ``config`` may be an already validated config object (e.g. from a recipe); otherwise keyword
+    overrides are validated against the model's config class.
+    """
+    spec = get_spec(name)
+    if config is None:
+        config = spec.make_config(overrides)
+    elif overrides:
+        config = dataclasses.replace(config, **overrides)
+    generator, discriminator = spec.builder(config)
+    return ModelPair(name, config, generator, discriminator)
+
+
+def count_params(module: nn.Module) -> int:
+    """Trainable parameters (buffers such as BatchNorm statistics or SN vectors excluded)."""
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,202 @@
+"""Recipes: TOML files with ``[model]``, ``[data]``, ``[train]`` and ``[eval]`` validated into dataclasses.
+
+A recipe is the whole description of a run. The resolved recipe (file + ``--set`` overrides + defaults)
+is printed by ``train --dry-run`` and stored in every checkpoint, so a checkpoint always says exactly
+what produced it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from natgan import config as cfg
+from natgan.config import option
+from natgan.errors import ConfigError
+
+FidMode = Literal["clean", "legacy_pytorch", "legacy_tensorflow"]
+
+
+@dataclass
+class DataConfig:
+    """Where training images come from and how they are fed."""
+
+    path: str = option("", help="dataset (LMDB from `nat-gan prepare`, image folder or zip); --data overrides")
+    flip: bool = option(True, help="random horizontal flips (StyleNAT FFHQ: on; StyleSwin FFHQ: off)")
+    workers: int = option(2, min=0, max=256, help="DataLoader worker processes per GPU")
+
+
+@dataclass
+class TrainConfig:
+    """The GAN training algorithm (defaults: the official StyleNAT FFHQ-256 run, see recipes/ffhq256.toml)."""
+
+    batch: int = option(64, min=1, help="global batch (all GPUs together)")
+    batch_per_gpu: Optional[int] = option(None, min=1, help="micro-batch per GPU; gradient accumulation fills the rest")
+    iterations: int = option(1_000_000, min=1, help="optimizer steps")
+    g_lr: float = option(2e-4, min=0.0, help="generator lr (ignored when ttur = true)")
+    d_lr: float = option(2e-4, min=0.0, help="discriminator lr")
+    ttur: bool = option(True, help="two time-scale update rule: G lr = d_lr / 4 (official code)")
+    beta1: float = option(0.0, min=0.0, max=1.0)
+    beta2: float = option(0.99, min=0.0, max=1.0)
+    r1: float = option(10.0, min=0.0, help="R1 gamma")
+    r1_every: int = option(16, min=1, help="lazy R1 interval (1 = every step, as HiT)")
+    bcr: bool = option(True, help="balanced consistency regularisation")
+    bcr_real: float = option(10.0, min=0.0)
+    bcr_fake: float = option(10.0, min=0.0)
+    d_clip: float = option(5.0, min=0.0, help="clip D gradient norm after its main step (0 = off)")
+    ema_beta: float = option(0.5 ** (32 / 10_000), min=0.0, max=1.0, help="EMA decay per step (official 0.5^(32/10k))")
+    lr_decay: bool = option(True, help="linear lr decay to 0 from lr_decay_start to iterations")
+    lr_decay_start: int = option(775_000, min=0)
+    style_mixing: float = option(0.0, min=0.0, max=1.0, help="style-mixing probability (StyleGAN2: 0.9)")
+    pl_weight: float = option(0.0, min=0.0, help="path-length regularisation weight (StyleGAN2: 2)")
+    g_reg_every: int = option(4, min=1, help="lazy path-length interval")
+    seed: int = option(0, min=0)
+    precision: Literal["fp32", "tf32", "bf16"] = option("tf32", help="tf32 = fp32 weights with TF32 matmuls (papers)")
+    activation_checkpointing: bool = option(False)
+    checkpoint_every: int = option(25_000, min=1, help="steps between checkpoints")
+    keep_checkpoints: int = option(3, min=1, help="numbered checkpoints kept besides latest.pt")
+    sample_every: int = option(5_000, min=1, help="steps between sample grids")
+    log_every: int = option(100, min=1, help="steps between log lines / TensorBoard scalars")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+
+    def validate(self) -> None:
+        if self.batch_per_gpu is not None and self.batch_per_gpu > self.batch:
+            raise ConfigError(f"key 'train.batch_per_gpu': expected int <= train.batch ({self.batch}), "
+                              f"got {self.batch_per_gpu}")
+        if self.lr_decay and self.lr_decay_start > self.iterations:
+            raise ConfigError(f"key 'train.lr_decay_start': expected int <= train.iterations "
+                              f"({self.iterations}), got {self.lr_decay_start}")
+
+
+@dataclass
+class EvalConfig:
+    """Periodic FID during training, and the defaults `nat-gan fid` uses for this run."""
+
+    every: int = option(0, min=0, help="steps between FID evaluations (0 = never)")
+    num: int = option(50_000, min=2, help="generated images per FID")
+    mode: FidMode = option("legacy_pytorch", help="clean-fid mode (legacy_pytorch = the papers' protocol)")
+    reference: str = option("", help="reference dataset (default: data.path) or a clean-fid statistics name")
+    batch: int = option(64, min=1)
+
+
+@dataclass
+class Recipe:
+    """A fully validated recipe. ``model`` is the architecture's own config dataclass."""
+
+    model_name: str
+    model: Any
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = "<dict>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (TOML- and ``weights_only``-safe); :func:`from_dict` inverts it."""
+        return {
+            "model": {"name": self.model_name, **dataclasses.asdict(self.model)},
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+            "eval": dataclasses.asdict(self.eval),
+        }
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Recipe:
+    """Validate a raw recipe dict; every error names ``source`` and the dotted key."""
+    from natgan.models.registry import get_spec
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a table of sections, got {type(data).__name__}")
+    for key in data:
+        if key not in ("model", *SECTIONS):
+            raise ConfigError(f"{source}: unknown section '[{key}]'; valid sections: model, data, train, eval")
+    model = data.get("model")
+    if not isinstance(model, dict) or "name" not in model:
+        raise ConfigError(f"{source}: missing key 'model.name' (expected str: a registered model)")
+    if not isinstance(model["name"], str):
+        raise ConfigError(f"{source}: key 'model.name': expected str, got {model['name']!r}")
+    try:
+        spec = get_spec(model["name"])
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: key 'model.name': {exc}") from None
+    model_cfg = spec.make_config({k: v for k, v in model.items() if k != "name"}, source=source)
+    sections = {name: cfg.build(cls, data.get(name, {}), section=name, source=source)
+                for name, cls in SECTIONS.items()}
+    return Recipe(model_name=spec.name, model=model_cfg, source=source, **sections)
+
+
+def parse_override(expr: str) -> tuple[list[str], Any]:
+    """``"train.batch=16"`` -> (["train", "batch"], 16). Values are TOML literals; bare words are strings."""
+    if "=" not in expr:
+        raise ConfigError(f"--set {expr}: expected KEY=VALUE, e.g. --set train.batch=16")
+    key, raw = expr.split("=", 1)
+    path = [p.strip() for p in key.strip().split(".")]
+    if len(path) != 2 or not all(path):
+        raise ConfigError(f"--set {expr}: expected SECTION.KEY=VALUE with SECTION one of model, data, train, eval")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], *, base_source: str) -> Recipe:
+    """Validate ``raw``, then each ``--set`` in order, so an error names the override that caused it."""
+    data = copy.deepcopy(raw)
+    recipe = from_dict(data, source=base_source)
+    for expr in overrides:
+        path, value = parse_override(expr)
+        section, key = path
+        if section not in ("model", *SECTIONS):
+            raise ConfigError(f"--set {expr}: unknown section '{section}'; valid sections: model, data, train, eval")
+        data.setdefault(section, {})[key] = value
+        recipe = from_dict(data, source=f"--set {expr}")
+    recipe.source = base_source
+    return recipe
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read and validate a recipe file with optional ``--set`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    return apply_overrides(raw, overrides or [], base_source=str(path))
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Minimal TOML writer for recipe dicts (tables of scalars and nested lists); None is omitted."""
+    lines: list[str] = []
+    for section, table in data.items():
+        lines.append(f"[{section}]")
+        for key, value in table.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
