@@ -1,14 +1,77 @@
-"""`nat-gan train` (placeholder until its issue lands)."""
+"""`nat-gan train`: train or resume a run from a recipe."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
-from natgan.errors import NatGanError
+from natgan.cli.console import console, emit_json, err_console
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NatGanError("`nat-gan train` is not implemented yet")
+    def train_cmd(
+        recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe TOML (required for a new run)."),
+        data: Optional[str] = typer.Option(None, "--data", help="Training dataset; overrides data.path."),
+        outdir: Path = typer.Option(Path("runs/run"), "--outdir", "-o", help="Run directory (checkpoints, samples, logs)."),
+        overrides: List[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set train.batch=16 "
+                                                             "(repeatable, validated like the recipe)."),
+        resume: Optional[str] = typer.Option(None, "--resume", help="'auto' (newest valid checkpoint in --outdir, "
+                                                                     "or a fresh start) or a checkpoint path."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe, model sizes and schedule, then exit."),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1,
+                                                help="Stop after this many steps in this invocation (checkpoint first); "
+                                                     "handy for cluster time limits."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Live display / log lines."),
+        json_out: bool = typer.Option(False, "--json", help="Print the result (or the dry run) as JSON."),
+    ) -> None:
+        """Train a GAN from a recipe (single process, or multi-GPU under torchrun)."""
+        from natgan import train as training
+
+        resolved, resume_ck, decision = training.resolve_run(
+            recipe_path=recipe, overrides=overrides, outdir=outdir, resume=resume, data=data)
+        if dry_run:
+            _dry_run(resolved, decision, json_out)
+            return
+        if not json_out:
+            err_console.print(decision, highlight=False)
+        result = training.train(resolved, outdir, resume_from=resume_ck, max_steps=max_steps,
+                                console=err_console if json_out else console, show_progress=progress)
+        summary = {"step": result.step, "images_seen": result.images_seen, "latest_checkpoint": result.latest,
+                   "sample_grid": result.last_grid, "stopped_early": result.stopped_early, "reason": result.reason,
+                   "metrics": result.metrics}
+        if json_out:
+            emit_json(summary)
+            return
+        verb = "stopped" if result.stopped_early else "finished"
+        console.print(f"{verb} at step {result.step} ({result.reason}); latest checkpoint: {result.latest}",
+                      highlight=False)
+        if result.last_grid:
+            console.print(f"sample grid: {result.last_grid}", highlight=False)
+
+
+def _dry_run(resolved, decision: str, json_out: bool) -> None:
+    from natgan.models import count_params, create
+    from natgan.train import schedule_summary
+
+    pair = create(resolved.model_name, config=resolved.model)
+    sizes = {"g_params": count_params(pair.generator), "d_params": count_params(pair.discriminator),
+             "resolution": pair.generator.resolution}
+    sched = schedule_summary(resolved)
+    if json_out:
+        emit_json({"decision": decision, "recipe": resolved.to_dict(), "model": sizes, "schedule": sched})
+        return
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    console.print(f"[bold]{decision}[/]")
+    console.print("[bold]resolved recipe[/]")
+    console.print(Syntax(resolved.to_toml(), "toml", theme="ansi_dark", background_color="default"))
+    console.print(f"[bold]model[/] {resolved.model_name} at {sizes['resolution']}px: "
+                  f"G {sizes['g_params'] / 1e6:.2f} M, D {sizes['d_params'] / 1e6:.2f} M parameters")
+    table = Table(title="schedule", show_header=False)
+    for key, value in sched.items():
+        table.add_row(key, str(value))
+    console.print(table)

@@ -1,0 +1,77 @@
+"""Training API: ``resolve_run`` decides what to train (fresh or resumed), ``train`` runs it.
+
+The CLI is a thin wrapper over these two, so notebooks and tests drive exactly the same path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from natgan import checkpoint, recipe as recipes
+from natgan.errors import ConfigError, NatGanError
+from natgan.train.rundir import RunDir
+from natgan.train.trainer import Trainer, TrainResult, schedule_summary
+
+__all__ = ["resolve_run", "train", "Trainer", "TrainResult", "schedule_summary"]
+
+
+def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir: str | Path,
+                resume: str | None, data: str | None = None) -> tuple[recipes.Recipe, dict | None, str]:
+    """Return (recipe, checkpoint to resume from or None, a one-line description of the decision).
+
+    Resuming takes the recipe stored in the checkpoint (so a run cannot silently change model); ``--set``
+    may still change training/eval/data keys, e.g. to extend ``train.iterations``.
+    """
+    run_dir = RunDir(outdir)
+    ck = None
+    source = ""
+    if resume is None:
+        if run_dir.has_checkpoints():
+            raise NatGanError(f"{run_dir.path}: already holds checkpoints; continue that run with --resume auto "
+                              f"or choose a new --outdir")
+    elif resume == "auto":
+        found = run_dir.newest_valid()
+        if found is not None:
+            source, ck = str(found[0]), found[1]
+    else:
+        ck, source = checkpoint.load(resume), str(resume)
+
+    if data is not None:
+        overrides = [*overrides, f"data.path={_toml_string(data)}"]
+    if ck is None:
+        if recipe_path is None:
+            raise ConfigError("--recipe is required to start a new run")
+        how = "starting a new run" + (" (--resume auto found no checkpoint)" if resume == "auto" else "")
+        return recipes.load(recipe_path, overrides), None, how
+    if not ck.get("recipe"):
+        raise NatGanError(f"{source}: checkpoint has no recipe, so training cannot resume from it")
+    resolved = recipes.apply_overrides(ck["recipe"], overrides, base_source=f"{source} (stored recipe)")
+    if recipe_path is not None:
+        given = recipes.load(recipe_path)
+        if given.to_dict()["model"] != resolved.to_dict()["model"]:
+            raise ConfigError(f"{recipe_path}: [model] differs from the run being resumed ({source}); "
+                              f"resume without --recipe or start a new --outdir")
+    if any(o.split("=", 1)[0].strip().startswith("model.") for o in overrides):
+        raise ConfigError("--set model.*: the model of a run cannot change when resuming")
+    return resolved, ck, f"resuming from {source} at step {ck['progress']['step']}"
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def train(recipe: recipes.Recipe, outdir: str | Path, *, resume_from: dict | None = None,
+          max_steps: int | None = None, console: Console | None = None, show_progress: bool = True,
+          fid_extractor: Any = None) -> TrainResult:
+    """Train (or continue) a run in ``outdir``; returns where the latest checkpoint and samples are."""
+    trainer = Trainer(recipe, outdir, resume_from=resume_from, max_steps=max_steps, console=console,
+                      show_progress=show_progress, fid_extractor=fid_extractor)
+    try:
+        return trainer.run()
+    finally:
+        from natgan.train import distributed
+
+        distributed.shutdown()

@@ -1,0 +1,483 @@
+"""The GAN training loop shared by every registered model.
+
+One step, in the official StyleSwin/StyleNAT order: D step (logistic loss, optional bCR, gradient
+clipping) -> lazy R1 step -> G step (non-saturating loss, optional style mixing) -> lazy path-length
+step -> EMA -> counters. Everything random comes from generators whose state is checkpointed, and the
+data order is a pure function of (seed, images seen), so ``--resume`` continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from natgan import checkpoint
+from natgan.errors import ConfigError, DataError, NatGanError
+from natgan.models import count_params, create
+from natgan.models.normalization import to_uint8
+from natgan.recipe import Recipe
+from natgan.train import augment, distributed, losses, rng_state, schedule
+from natgan.train.display import Display
+from natgan.train.rundir import RunDir
+from natgan.train.sampler import ResumableSampler
+
+
+@dataclass
+class BatchPlan:
+    """How the global batch maps onto GPUs and micro-batches."""
+
+    global_batch: int
+    world: int
+    per_gpu: int
+    micro: int
+    accumulation: int
+
+    @classmethod
+    def make(cls, batch: int, world: int, batch_per_gpu: int | None) -> "BatchPlan":
+        if batch % world:
+            raise ConfigError(f"key 'train.batch': global batch {batch} is not divisible by {world} GPUs")
+        per_gpu = batch // world
+        micro = min(batch_per_gpu or per_gpu, per_gpu)
+        if per_gpu % micro:
+            raise ConfigError(f"key 'train.batch_per_gpu': {micro} does not divide the per-GPU batch {per_gpu}")
+        return cls(batch, world, per_gpu, micro, per_gpu // micro)
+
+
+def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def make_grid(images: torch.Tensor, nrow: int) -> np.ndarray:
+    """uint8 [N,3,H,W] -> HxWx3 grid with a 2-pixel black border."""
+    n, c, h, w = images.shape
+    ncol = math.ceil(n / nrow)
+    grid = np.zeros((ncol * (h + 2) + 2, nrow * (w + 2) + 2, c), dtype=np.uint8)
+    for i, img in enumerate(images.cpu().numpy()):
+        r, col = divmod(i, nrow)
+        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = img.transpose(1, 2, 0)
+    return grid
+
+
+@dataclass
+class TrainResult:
+    step: int
+    images_seen: int
+    latest: str | None
+    last_grid: str | None
+    stopped_early: bool
+    reason: str
+    metrics: list = field(default_factory=list)
+
+
+class Trainer:
+    """Build everything a run needs from a recipe; :meth:`run` trains until done or interrupted."""
+
+    def __init__(self, recipe: Recipe, outdir: str | Path, *, resume_from: dict | None = None,
+                 max_steps: int | None = None, console: Console | None = None, show_progress: bool = True,
+                 fid_extractor: Any = None):
+        self.recipe = recipe
+        self.t = recipe.train
+        self.run_dir = RunDir(outdir)
+        self.max_steps = max_steps
+        self.console = console or Console()
+        self.show_progress = show_progress
+        self.fid_extractor = fid_extractor
+        self.stop_reason: str | None = None
+        self.dist, self.device = distributed.init(self.t.device)
+        self.plan = BatchPlan.make(self.t.batch, self.dist.world, self.t.batch_per_gpu)
+        self._configure_precision()
+
+        torch.manual_seed(self.t.seed)
+        pair = create(recipe.model_name, config=recipe.model)
+        self.G, self.D = pair.generator.to(self.device), pair.discriminator.to(self.device)
+        if self.t.activation_checkpointing:
+            if not hasattr(self.G, "set_activation_checkpointing"):
+                raise ConfigError(f"key 'train.activation_checkpointing': model '{recipe.model_name}' "
+                                  f"does not support activation checkpointing")
+            self.G.set_activation_checkpointing(True)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        set_requires_grad(self.G_ema, False)
+        g_set, d_set = schedule.g_settings(self.t), schedule.d_settings(self.t)
+        self.g_opt = torch.optim.Adam(self.G.parameters(), lr=g_set.lr, betas=g_set.betas)
+        self.d_opt = torch.optim.Adam(self.D.parameters(), lr=d_set.lr, betas=d_set.betas)
+
+        self.step = 0
+        self.images_seen = 0
+        self.metrics: list[dict] = []
+        self.pl_mean = torch.zeros((), device=self.device)
+        self.gens = rng_state.TrainerGenerators(self.t.seed + 7919 * self.dist.rank)
+        if resume_from is not None:
+            self._restore(resume_from)
+        else:
+            distributed.broadcast_module(self.G, self.dist)
+            distributed.broadcast_module(self.D, self.dist)
+            self.G_ema.load_state_dict(self.G.state_dict())
+        grid_gen = torch.Generator().manual_seed(self.t.seed + 1)
+        self.grid_z = torch.randn(16, self.G.z_dim, generator=grid_gen)
+
+    # -------------------------------------------------------------------------------------- setup
+    def _configure_precision(self) -> None:
+        tf32 = self.t.precision in ("tf32", "bf16")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def autocast(self):
+        if self.t.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _restore(self, ck: dict) -> None:
+        w = ck["weights"]
+        self.G.load_state_dict(w["G"])
+        self.G_ema.load_state_dict(w.get("G_ema", w["G"]))
+        if "D" not in w:
+            raise NatGanError("checkpoint has no discriminator weights (key 'weights.D'): it cannot resume training")
+        self.D.load_state_dict(w["D"])
+        optim = ck.get("optim", {})
+        if "G" in optim and "D" in optim:
+            self.g_opt.load_state_dict(optim["G"])
+            self.d_opt.load_state_dict(optim["D"])
+        self.step = ck["progress"]["step"]
+        self.images_seen = ck["progress"]["images_seen"]
+        self.metrics = list(ck.get("metrics", []))
+        extra = ck.get("extra", {})
+        if "pl_mean" in extra:
+            self.pl_mean = extra["pl_mean"].to(self.device)
+        rng = ck.get("rng", {})
+        if rng:
+            rng_state.restore(rng, self.gens, rank=self.dist.rank)
+
+    def _data_iterator(self) -> Iterator[torch.Tensor]:
+        from natgan.data import TrainingDataset
+
+        path = self.recipe.data.path
+        if not path:
+            raise DataError("no training data: give --data PATH or set data.path in the recipe")
+        dataset = TrainingDataset(path, self.G.resolution, normalization=self.G.normalization, flip=False)
+        if len(dataset) < self.plan.micro:
+            raise DataError(f"{path}: {len(dataset)} images, fewer than one micro-batch ({self.plan.micro})")
+        start = self.step * self.plan.per_gpu
+        sampler = ResumableSampler(len(dataset), seed=self.t.seed, rank=self.dist.rank, world=self.dist.world,
+                                   start=start)
+        workers = self.recipe.data.workers
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.plan.micro, sampler=sampler, num_workers=workers, drop_last=True,
+            pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            generator=torch.Generator())  # keeps the global RNG untouched when the iterator starts
+        for batch in loader:
+            yield batch.to(self.device, non_blocking=True)
+
+    # ------------------------------------------------------------------------------------- pieces
+    def _latents(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.G.z_dim, generator=self.gens.z).to(self.device)
+
+    def _generate(self, n: int, *, return_w: bool = False):
+        """G(z) with style mixing at the recipe's probability for models with several latents."""
+        z = self._latents(n)
+        mixing = self.t.style_mixing > 0 and getattr(self.G, "n_latent", None)
+        if not mixing and not return_w:
+            return self.G(z)
+        w = self.G.mapping(z)
+        if mixing and torch.rand((), generator=self.gens.aug).item() < self.t.style_mixing:
+            w2 = self.G.mapping(self._latents(n))
+            cut = int(torch.randint(1, self.G.n_latent, (), generator=self.gens.aug))
+            w = torch.cat([w[:, :cut], w2[:, cut:]], dim=1)
+        if return_w:
+            return self.G.synthesis(w), w
+        return self.G.synthesis(w)
+
+    def _flip(self, real: torch.Tensor) -> torch.Tensor:
+        if not self.recipe.data.flip:
+            return real
+        mask = (torch.rand(real.shape[0], generator=self.gens.flip) < 0.5).to(self.device).view(-1, 1, 1, 1)
+        return torch.where(mask, real.flip(3), real)
+
+    def _d_step(self, data: Iterator[torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        set_requires_grad(self.G, False)
+        set_requires_grad(self.D, True)
+        self.D.zero_grad(set_to_none=True)
+        reals, total, cr_total = [], 0.0, 0.0
+        for _ in range(self.plan.accumulation):
+            real = self._flip(next(data))
+            reals.append(real)
+            with self.autocast():
+                with torch.no_grad():
+                    fake = self._generate(real.shape[0])
+                fake_logits, real_logits = self.D(fake).float(), self.D(real).float()
+                loss = losses.d_logistic(real_logits, fake_logits)
+                if self.t.bcr:
+                    cr = (self.t.bcr_fake * losses.consistency(self.D(augment.bcr_augment(fake, self.gens.aug)).float(),
+                                                               fake_logits)
+                          + self.t.bcr_real * losses.consistency(self.D(augment.bcr_augment(real, self.gens.aug)).float(),
+                                                                 real_logits))
+                    loss = loss + cr
+                    cr_total = cr_total + cr.detach()
+            (loss / self.plan.accumulation).backward()
+            total = total + loss.detach()
+        distributed.average_gradients(self.D, self.dist)
+        if self.t.d_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.D.parameters(), self.t.d_clip)
+        self.d_opt.step()
+        stats = {"D": total / self.plan.accumulation}
+        if self.t.bcr:
+            stats["bCR"] = cr_total / self.plan.accumulation
+        return stats, reals
+
+    def _r1_step(self, reals: list[torch.Tensor]) -> torch.Tensor:
+        self.D.zero_grad(set_to_none=True)
+        total = 0.0
+        for real in reals:
+            real = real.detach().requires_grad_(True)
+            logits = self.D(real).float()
+            penalty = losses.r1_penalty(logits, real)
+            loss = self.t.r1 / 2 * penalty * self.t.r1_every + 0 * logits[0].sum()
+            (loss / len(reals)).backward()
+            total = total + penalty.detach()
+        distributed.average_gradients(self.D, self.dist)
+        self.d_opt.step()
+        return total / len(reals)
+
+    def _g_step(self) -> torch.Tensor:
+        set_requires_grad(self.G, True)
+        set_requires_grad(self.D, False)
+        self.G.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(self.plan.accumulation):
+            with self.autocast():
+                loss = losses.g_nonsaturating(self.D(self._generate(self.plan.micro)).float())
+            (loss / self.plan.accumulation).backward()
+            total = total + loss.detach()
+        distributed.average_gradients(self.G, self.dist)
+        self.g_opt.step()
+        return total / self.plan.accumulation
+
+    def _pl_step(self) -> torch.Tensor:
+        self.G.zero_grad(set_to_none=True)
+        n = max(1, self.plan.micro // 2)
+        images, w = self._generate(n, return_w=True)
+        penalty, self.pl_mean, _ = losses.path_length_penalty(images, w, self.pl_mean)
+        loss = self.t.pl_weight * self.t.g_reg_every * penalty + 0 * images[0, 0, 0, 0]
+        loss.backward()
+        distributed.average_gradients(self.G, self.dist)
+        self.g_opt.step()
+        return penalty.detach()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        beta = self.t.ema_beta
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p.detach(), 1 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    def _set_lrs(self) -> tuple[float, float]:
+        g_lr, d_lr = schedule.learning_rates(self.t, self.step)
+        for group in self.g_opt.param_groups:
+            group["lr"] = g_lr
+        for group in self.d_opt.param_groups:
+            group["lr"] = d_lr
+        return g_lr, d_lr
+
+    # ------------------------------------------------------------------------------- persistence
+    def make_checkpoint(self) -> dict:
+        return checkpoint.make_checkpoint(
+            model_name=self.recipe.model_name, model_config=dataclasses.asdict(self.recipe.model),
+            recipe=self.recipe.to_dict(), normalization=self.G.normalization,
+            G=self.G.state_dict(), G_ema=self.G_ema.state_dict(), D=self.D.state_dict(),
+            optim={"G": self.g_opt.state_dict(), "D": self.d_opt.state_dict()},
+            step=self.step, images_seen=self.images_seen, rng=rng_state.capture(self.gens),
+            metrics=self.metrics, extra={"pl_mean": self.pl_mean.detach().cpu()})
+
+    def save_checkpoint(self) -> Path | None:
+        ck = self.make_checkpoint()  # every rank: RNG states are gathered collectively
+        if not self.dist.is_main:
+            return None
+        return self.run_dir.save(ck, self.step, self.t.keep_checkpoints)
+
+    def save_grid(self, writer: Any = None) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        from PIL import Image
+
+        with torch.no_grad():
+            images = torch.cat([self.G_ema(z.to(self.device)) for z in self.grid_z.split(8)])
+        grid = make_grid(to_uint8(images, self.G.normalization), nrow=4)
+        path = self.run_dir.path / "samples" / f"step-{self.step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        Image.fromarray(grid).save(tmp, format="PNG")
+        tmp.replace(path)
+        if writer is not None:
+            writer.add_image("samples", grid, self.step, dataformats="HWC")
+        return path
+
+    def evaluate_fid(self, writer: Any = None) -> dict:
+        from natgan.metrics import fid_for_generator
+
+        e = self.recipe.eval
+        result = fid_for_generator(self.G_ema, e.reference or self.recipe.data.path, num=e.num, mode=e.mode,
+                                   batch_size=e.batch, device=self.device, extractor=self.fid_extractor,
+                                   progress=False, seed=self.t.seed)
+        record = {"step": self.step, "kimg": self.images_seen / 1000, **result}
+        self.metrics.append(record)
+        if writer is not None:
+            writer.add_scalar("metrics/fid", result["fid"], self.step)
+        return record
+
+    # ------------------------------------------------------------------------------------ the loop
+    def run(self) -> TrainResult:
+        main = self.dist.is_main
+        if main:
+            self.run_dir.lock()
+        writer = None
+        previous_handlers = self._install_signal_handlers()
+        display = Display(total=self.t.iterations, start=self.step, log_every=self.t.log_every, console=self.console,
+                          log_file=self.run_dir.path / "log.txt" if main else None,
+                          enabled=main and self.show_progress)
+        latest = grid = None
+        try:
+            if main:
+                (self.run_dir.path / "recipe.toml").write_text(self.recipe.to_toml())
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(self.run_dir.path / "tb"))
+                display.message(self._banner())
+            data = self._data_iterator()
+            steps_this_run = 0
+            t_last, seen_last = time.perf_counter(), self.images_seen
+            while self.step < self.t.iterations:
+                g_lr, d_lr = self._set_lrs()
+                stats, reals = self._d_step(data)
+                if self.t.r1 > 0 and self.step % self.t.r1_every == 0:
+                    stats["R1"] = self._r1_step(reals)
+                stats["G"] = self._g_step()
+                if self.t.pl_weight > 0 and self.step % self.t.g_reg_every == 0:
+                    stats["PL"] = self._pl_step()
+                self._update_ema()
+                self._check_finite(stats)
+                self.step += 1
+                steps_this_run += 1
+                self.images_seen += self.plan.global_batch
+
+                log_now = self.step % self.t.log_every == 0 or self.step == self.t.iterations
+                now = time.perf_counter()
+                rate = (self.images_seen - seen_last) / max(now - t_last, 1e-9)
+                shown = None
+                if log_now:
+                    shown = {k: float(distributed.all_reduce_mean(v.float().reshape(1), self.dist))
+                             for k, v in stats.items()}
+                    t_last, seen_last = now, self.images_seen
+                    if writer is not None:
+                        for k, v in shown.items():
+                            writer.add_scalar(f"loss/{k}", v, self.step)
+                        writer.add_scalar("lr/G", g_lr, self.step)
+                        writer.add_scalar("lr/D", d_lr, self.step)
+                        writer.add_scalar("speed/img_per_s", rate, self.step)
+                        writer.add_scalar("progress/kimg", self.images_seen / 1000, self.step)
+                display.update(self.step, self.images_seen / 1000, rate, shown)
+
+                done = self.step == self.t.iterations
+                if self.recipe.eval.every and (self.step % self.recipe.eval.every == 0 or done) and main:
+                    record = self.evaluate_fid(writer)
+                    display.message(f"step {self.step}: FID {record['fid']:.3f} ({record.get('mode', '')}, "
+                                    f"{record.get('num_gen', '')} images)")
+                if self.step % self.t.sample_every == 0 or done:
+                    grid = self.save_grid(writer) or grid
+                stop = self.stop_reason is not None or (self.max_steps is not None and steps_this_run >= self.max_steps)
+                stop = distributed.any_flag(stop, self.device, self.dist)
+                if self.step % self.t.checkpoint_every == 0 or done or stop:
+                    latest = self.save_checkpoint() or latest
+                if stop:
+                    if self.stop_reason is None:
+                        self.stop_reason = f"--max-steps {self.max_steps} reached"
+                    break
+            if grid is None:
+                grid = self.save_grid(writer)
+            if latest is None and self.step > 0 and main:
+                latest = self.save_checkpoint()
+        finally:
+            display.close()
+            self._restore_signal_handlers(previous_handlers)
+            if writer is not None:
+                writer.close()
+            if main:
+                self.run_dir.unlock()
+        return TrainResult(self.step, self.images_seen, str(self.run_dir.latest) if latest else None,
+                           str(grid) if grid else None, self.stop_reason is not None,
+                           self.stop_reason or "finished", self.metrics)
+
+    def _banner(self) -> str:
+        p = self.plan
+        return (f"training {self.recipe.model_name} at {self.G.resolution}px on {self.device} "
+                f"(x{self.dist.world}): G {count_params(self.G) / 1e6:.2f} M, D {count_params(self.D) / 1e6:.2f} M params; "
+                f"batch {p.global_batch} = {p.world} x {p.accumulation} x {p.micro}; "
+                f"step {self.step}/{self.t.iterations}; run dir {self.run_dir.path}")
+
+    def _check_finite(self, stats: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([v.float().reshape(()) for v in stats.values()])
+        if not bool(torch.isfinite(values).all()):
+            shown = ", ".join(f"{k} {float(v):.4g}" for k, v in zip(stats, values))
+            good = self.run_dir.newest_valid() if self.dist.is_main else None
+            where = f"; last good checkpoint: {good[0]}" if good else "; no checkpoint was written yet"
+            raise NatGanError(f"non-finite loss at step {self.step} ({shown}): stopping without saving this "
+                              f"state{where} (try a lower learning rate or precision = \"fp32\")")
+
+    # ------------------------------------------------------------------------------------ signals
+    def _install_signal_handlers(self) -> dict:
+        def request_stop(signum, frame):
+            name = signal.Signals(signum).name
+            if self.stop_reason is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_reason = f"{name} received"
+
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not in the main thread (e.g. a notebook worker): no handlers
+            return {}
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
+    """What ``--dry-run`` prints besides the recipe: batch split, learning rates, regularisation cadence."""
+    t = recipe.train
+    plan = BatchPlan.make(t.batch, world, t.batch_per_gpu)
+    g, d = schedule.g_settings(t), schedule.d_settings(t)
+    return {
+        "iterations": t.iterations,
+        "total_kimg": t.iterations * t.batch / 1000,
+        "global_batch": t.batch, "gpus": world, "per_gpu_batch": plan.per_gpu, "micro_batch": plan.micro,
+        "accumulation_steps": plan.accumulation,
+        "g_lr": g.lr, "g_betas": list(g.betas), "d_lr": d.lr, "d_betas": list(d.betas),
+        "ttur": t.ttur,
+        "lr_decay": f"linear to 0 from step {t.lr_decay_start} to {t.iterations}" if t.lr_decay else "none",
+        "r1": f"gamma {t.r1} every {t.r1_every} steps" if t.r1 > 0 else "off",
+        "bcr": f"real {t.bcr_real}, fake {t.bcr_fake}" if t.bcr else "off",
+        "path_length": f"weight {t.pl_weight} every {t.g_reg_every} steps" if t.pl_weight > 0 else "off",
+        "style_mixing": t.style_mixing, "ema_beta": t.ema_beta, "precision": t.precision,
+        "checkpoint_every": t.checkpoint_every, "sample_every": t.sample_every,
+        "fid": (f"{recipe.eval.mode} with {recipe.eval.num} images every {recipe.eval.every} steps"
+                if recipe.eval.every else "off"),
+    }
+

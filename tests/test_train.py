@@ -1,0 +1,174 @@
+"""The training loop end to end: exact resume, kill/SIGTERM safety, non-finite stop, run-dir locking."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import tiny_model  # noqa: F401
+from natgan import checkpoint, recipe as recipes
+from natgan.errors import ConfigError, NatGanError
+from natgan.train import losses, resolve_run, train
+from natgan.train.rundir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from natgan.data import prepare_digits
+
+    out = tmp_path_factory.mktemp("data") / "digits8.lmdb"
+    prepare_digits(out, sizes=[8], progress=False)
+    return str(out)
+
+
+def tiny_recipe(tmp_path, digits, **train):
+    settings = {"batch": 4, "iterations": 8, "lr_decay_start": 4, "r1_every": 2, "style_mixing": 0.5,
+                "checkpoint_every": 2, "sample_every": 4, "log_every": 2, "bcr": True, "seed": 3,
+                "pl_weight": 0.0, **train}
+    text = "[model]\nname = \"_tiny_test\"\nresolution = 8\n[data]\npath = \"%s\"\nworkers = 0\n[train]\n" % digits
+    text += "".join(f"{k} = {recipes._toml_value(v)}\n" for k, v in settings.items())
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def state_tensors(ck):
+    out = {}
+    for name in ("G", "G_ema", "D"):
+        out.update({f"{name}.{k}": v for k, v in ck["weights"][name].items()})
+    for name in ("G", "D"):
+        for idx, st in ck["optim"][name]["state"].items():
+            out.update({f"opt{name}.{idx}.{k}": v for k, v in st.items() if torch.is_tensor(v)})
+    return out
+
+
+def run(recipe_path, outdir, resume=None, max_steps=None, overrides=()):
+    r, ck, _ = resolve_run(recipe_path=recipe_path, overrides=list(overrides), outdir=outdir, resume=resume)
+    return train(r, outdir, resume_from=ck, max_steps=max_steps, show_progress=False)
+
+
+def test_resume_is_bit_exact(tmp_path, digits):
+    recipe_path = tiny_recipe(tmp_path, digits)
+    straight = run(recipe_path, tmp_path / "straight")
+    assert straight.step == 8 and straight.images_seen == 32 and not straight.stopped_early
+    half = run(recipe_path, tmp_path / "split", max_steps=4)
+    assert half.stopped_early and half.step == 4
+    resumed = run(None, tmp_path / "split", resume="auto")
+    assert resumed.step == 8 and resumed.images_seen == 32
+    a = state_tensors(checkpoint.load(tmp_path / "straight" / "latest.pt"))
+    b = state_tensors(checkpoint.load(tmp_path / "split" / "latest.pt"))
+    assert a.keys() == b.keys() and any(k.startswith("optG") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ck = checkpoint.load(tmp_path / "split" / "latest.pt")
+    assert ck["progress"] == {"step": 8, "images_seen": 32}
+    # run directory contents
+    names = {p.name for p in (tmp_path / "split").iterdir()}
+    assert {"recipe.toml", "latest.pt", "samples", "tb", "log.txt"} <= names
+    assert len(list((tmp_path / "split").glob("ckpt-*.pt"))) <= 3
+    assert (tmp_path / "split" / "samples" / "step-0000008.png").exists()
+    stored = recipes.from_dict(ck["recipe"])
+    assert stored.train.batch == 4 and stored.model_name == "_tiny_test"
+
+
+def test_existing_run_needs_resume_and_model_cannot_change(tmp_path, digits):
+    recipe_path = tiny_recipe(tmp_path, digits, iterations=2, lr_decay=False)
+    run(recipe_path, tmp_path / "r")
+    with pytest.raises(NatGanError, match="already holds checkpoints; continue that run with --resume auto"):
+        resolve_run(recipe_path=recipe_path, overrides=[], outdir=tmp_path / "r", resume=None)
+    with pytest.raises(ConfigError, match="model of a run cannot change"):
+        resolve_run(recipe_path=None, overrides=["model.width=3"], outdir=tmp_path / "r", resume="auto")
+    r, ck, how = resolve_run(recipe_path=None, overrides=["train.iterations=4"], outdir=tmp_path / "r", resume="auto")
+    assert ck["progress"]["step"] == 2 and r.train.iterations == 4 and "resuming" in how
+    assert run(None, tmp_path / "r", resume="auto", overrides=["train.iterations=4"]).step == 4
+
+
+def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, digits, monkeypatch):
+    recipe_path = tiny_recipe(tmp_path, digits, iterations=10)
+    real = losses.g_nonsaturating
+    calls = {"n": 0}
+
+    def poisoned(logits):
+        calls["n"] += 1
+        value = real(logits)
+        return value * float("nan") if calls["n"] == 4 else value
+
+    monkeypatch.setattr(losses, "g_nonsaturating", poisoned)
+    with pytest.raises(NatGanError, match=r"non-finite loss at step 3 .*last good checkpoint: .*ckpt-0000002.pt"):
+        run(recipe_path, tmp_path / "nan")
+    assert checkpoint.load(tmp_path / "nan" / "latest.pt")["progress"]["step"] == 2
+    RunDir(tmp_path / "nan").lock()  # the failed trainer released its lock
+
+
+def test_second_trainer_is_refused(tmp_path, digits):
+    recipe_path = tiny_recipe(tmp_path, digits, iterations=2, lr_decay=False)
+    holder = RunDir(tmp_path / "busy")
+    holder.lock()
+    with pytest.raises(NatGanError, match="in use by another trainer"):
+        run(recipe_path, tmp_path / "busy")
+    holder.unlock()
+
+
+def _start_trainer(recipe_path, outdir):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    launcher = "import sys, tiny_model; from natgan.cli import main; main(sys.argv[1:])"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), env.get("PYTHONPATH", "")])
+    return subprocess.Popen([sys.executable, "-c", launcher, "train", "--recipe", str(recipe_path), "--outdir",
+                             str(outdir), "--resume", "auto", "--no-progress"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sigkill_then_resume_and_sigterm_checkpoints(tmp_path, digits):
+    recipe_path = tiny_recipe(tmp_path, digits, iterations=100_000, lr_decay=False, checkpoint_every=5,
+                              sample_every=1000, log_every=1000)
+    outdir = tmp_path / "killed"
+    proc = _start_trainer(recipe_path, outdir)
+    assert _wait_for(lambda: (outdir / "latest.pt").exists()), proc.communicate()[0]
+    proc.kill()
+    proc.wait()
+    saved = RunDir(outdir).newest_valid()
+    assert saved is not None and saved[1]["progress"]["step"] % 5 == 0
+    last_step = saved[1]["progress"]["step"]
+    # SIGTERM: the resumed trainer continues from the kill point and writes a checkpoint before exiting
+    proc = _start_trainer(recipe_path, outdir)
+    assert _wait_for(lambda: checkpoint.load(outdir / "latest.pt")["progress"]["step"] > last_step)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert f"resuming from {outdir}" in out and f"at step {last_step}" in out
+    assert "SIGTERM received" in out
+    final = checkpoint.load(outdir / "latest.pt")["progress"]
+    assert final["step"] > last_step and final["images_seen"] == final["step"] * 4
+    assert "latest checkpoint" in out
+
+
+def test_dry_run_prints_recipe_sizes_and_schedule(tmp_path, digits, capsys):
+    from natgan.cli import main
+
+    recipe_path = tiny_recipe(tmp_path, digits)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--recipe", str(recipe_path), "--outdir", str(tmp_path / "dry"), "--dry-run", "--json",
+              "--set", "train.batch=8"])
+    assert exc.value.code in (0, None)
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["recipe"]["train"]["batch"] == 8 and out["model"]["g_params"] > 0
+    assert out["schedule"]["d_lr"] == pytest.approx(2e-4 * 2 / 3) and out["schedule"]["accumulation_steps"] == 1
+    assert not (tmp_path / "dry").exists()
