@@ -1,14 +1,78 @@
-"""`nat-gan import` (placeholder until its issue lands)."""
+"""`nat-gan import`: convert an official StyleNAT/StyleSwin checkpoint into a nat-gan checkpoint."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from natgan.errors import NatGanError
+from natgan.cli.console import console, emit_json
+from natgan.errors import ConfigError
+
+
+def _parse_args_overrides(items: list[str]) -> dict:
+    """``--arg dilations=[[1],[1,2]]`` -> {"dilations": [[1], [1, 2]]} (values are TOML literals)."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"--arg {item}: expected KEY=VALUE, e.g. --arg 'dilations=[[1], [1], [1, 2]]'")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(f"--arg {item}: VALUE must be a TOML literal (number, true/false, list, \"text\")") from None
+    return out
 
 
 def register(app: typer.Typer) -> None:
     @app.command("import")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NatGanError("`nat-gan import` is not implemented yet")
+    def import_cmd(
+        source: Path = typer.Argument(..., help="Official checkpoint (.pt) saved by StyleNAT or StyleSwin training."),
+        kind: str = typer.Option(..., "--from", help="Which official code wrote it: stylenat | styleswin."),
+        out: Path = typer.Option(..., "--out", "-o", help="Where to write the nat-gan checkpoint."),
+        size: Optional[int] = typer.Option(None, "--size", min=8, help="Expected resolution (checked against the weights)."),
+        step: Optional[int] = typer.Option(None, "--step", min=0, help="Training step [default: from the file name, "
+                                                                       "e.g. FFHQ256_940k_flip.pt -> 940000]."),
+        keep_split_heads: bool = typer.Option(False, "--keep-split-heads",
+                                              help="Keep StyleNAT's legacy rpb0/rpb1 layout instead of Hydra partitions."),
+        arg: Optional[list[str]] = typer.Option(None, "--arg", metavar="KEY=VALUE",
+                                                help="Override a field of the official args (TOML literal), e.g. "
+                                                     "--arg 'dilations=[[1],[1],[1,2],[1,4],[1,8],[1,16],[1,32]]'."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+        json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Convert an official StyleNAT/StyleSwin checkpoint (G, G_ema, D, optimizers, recipe) to nat-gan format."""
+        from natgan.checkpoint import build_generator, load, save
+        from natgan.importers import import_official
+        from natgan.models import count_params
+
+        if out.exists() and not overwrite:
+            raise ConfigError(f"--out {out}: file exists (use --overwrite to replace it)")
+        if out.exists() and source.exists() and out.resolve() == source.resolve():
+            raise ConfigError(f"--out {out}: is the source file; write the converted checkpoint elsewhere")
+        ckpt = import_official(source, kind, size, keep_split_heads=keep_split_heads, step=step,
+                               args_override=_parse_args_overrides(arg or []))
+        save(ckpt, out)
+        written = load(out)
+        generator = build_generator(written)
+        info = written["extra"]["import"]
+        result = {
+            "source": str(source), "out": str(out), "model": written["model"]["name"],
+            "resolution": generator.resolution, "g_params": count_params(generator),
+            "step": written["progress"]["step"], "layout": info["layout"],
+            "weights": sorted(written["weights"]), "optimizers": sorted(written["optim"]),
+            "assumptions": info["assumptions"],
+        }
+        if json_out:
+            emit_json(result)
+            return
+        console.print(f"[bold]{result['model']}[/] {result['resolution']}x{result['resolution']}, "
+                      f"G {result['g_params'] / 1e6:.2f} M params, step {result['step']}")
+        console.print(f"weights: {', '.join(result['weights'])}; optimizer states: "
+                      f"{', '.join(result['optimizers']) or 'none'}; {result['layout']}")
+        for note in result["assumptions"]:
+            console.print(f"[yellow]note:[/] {note}")
+        console.print(f"wrote {out}")
