@@ -1,0 +1,146 @@
+"""StyleGAN2 (Karras et al., CVPR 2020), config-f generator and residual discriminator.
+
+The baseline of every table StyleNAT, StyleSwin and HiT report: at 256x256 with channel multiplier 2
+(512 channels up to 64x64, 256 at 128, 128 at 256), an 8-layer 512-wide mapping network (lr multiplier
+0.01) and style dim 512, the generator has 30.03 M parameters (StyleNAT Table 1 / StyleSwin Table 1).
+
+Synthesis: learned 4x4 constant -> per resolution [modulated 3x3 conv (x2 up) -> noise -> bias+lrelu] x 2,
+each level adding its modulated 1x1 ToRGB (no demodulation) to the FIR-upsampled RGB of the level below.
+``w`` is ``[B, n_latent, 512]`` with ``n_latent = 2 log2(R) - 2``: row ``i`` styles conv ``i`` and the ToRGB
+of a level reads the row after its second conv (rosinality's indexing), so style mixing swaps rows.
+Images live in [-1, 1] (``normalization = "symmetric"``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from natgan.config import option
+from natgan.errors import ConfigError
+from natgan.models.layers import FusedLeakyReLU, mapping_network
+from natgan.models.registry import register_model
+from natgan.models.stylegan2_layers import (NOISE_MODES, ConstantInput, ModulatedConv2d, NoiseInjection,
+                                            StyleGAN2Discriminator, ToRGB, channels_for, make_noise, mean_w,
+                                            truncate)
+
+
+@dataclass
+class StyleGAN2Config:
+    """StyleGAN2 hyper-parameters; the defaults are config-f at 256 (30.03 M G parameters)."""
+
+    resolution: int = option(256, min=8, help="output side (power of two)")
+    style_dim: int = option(512, min=1, help="z and w size")
+    n_mlp: int = option(8, min=1, help="mapping network depth")
+    lr_mlp: float = option(0.01, min=0.0, help="mapping network learning-rate multiplier")
+    channel_multiplier: int = option(2, min=1, help="widths min(channel_max, 16384*m/res); 2 = config-f")
+    channel_max: int = option(512, min=1, help="width cap (lower it for tiny test models)")
+    blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
+    mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
+
+    def validate(self) -> None:
+        if self.resolution & (self.resolution - 1):
+            raise ConfigError(f"key 'model.resolution': expected a power of two >= 8, got {self.resolution}")
+        if len(self.blur_kernel) < 2 or sum(self.blur_kernel) <= 0:
+            raise ConfigError(f"key 'model.blur_kernel': expected >= 2 taps with a positive sum, "
+                              f"got {self.blur_kernel}")
+
+
+class StyledConv(nn.Module):
+    """Modulated 3x3 conv (optionally x2 up) -> noise -> bias + leaky ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, style_dim: int, upsample: bool = False,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, 3, style_dim, upsample=upsample, blur_kernel=blur_kernel)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_ch)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise))
+
+
+class StyleGAN2Generator(nn.Module):
+    """Mapping network + synthesis network, following the registry's generator contract."""
+
+    normalization = "symmetric"
+
+    def __init__(self, cfg: StyleGAN2Config):
+        super().__init__()
+        self.resolution = cfg.resolution
+        self.z_dim = self.w_dim = cfg.style_dim
+        self.log_res = int(math.log2(cfg.resolution))
+        self.n_latent = 2 * self.log_res - 2
+        self.noise_mode = "random"
+        ch = {2 ** i: channels_for(2 ** i, cfg.channel_multiplier, cfg.channel_max)
+              for i in range(2, self.log_res + 1)}
+
+        self.style = mapping_network(cfg.style_dim, cfg.style_dim, cfg.n_mlp, cfg.lr_mlp)
+        self.input = ConstantInput(ch[4])
+        self.conv1 = StyledConv(ch[4], ch[4], cfg.style_dim, blur_kernel=cfg.blur_kernel)
+        self.to_rgb1 = ToRGB(ch[4], cfg.style_dim, upsample=False)
+
+        self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
+        self.noises = nn.Module()
+        self.noises.register_buffer("noise_0", torch.randn(1, 1, 4, 4))
+        in_ch = ch[4]
+        for i in range(3, self.log_res + 1):
+            res = 2 ** i
+            self.convs.append(StyledConv(in_ch, ch[res], cfg.style_dim, upsample=True, blur_kernel=cfg.blur_kernel))
+            self.convs.append(StyledConv(ch[res], ch[res], cfg.style_dim, blur_kernel=cfg.blur_kernel))
+            self.to_rgbs.append(ToRGB(ch[res], cfg.style_dim, blur_kernel=cfg.blur_kernel))
+            for j in (1, 2):
+                self.noises.register_buffer(f"noise_{2 * (i - 3) + j}", torch.randn(1, 1, res, res))
+            in_ch = ch[res]
+
+    # ------------------------------------------------------------------ contract
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """``z [B, style_dim] -> w [B, n_latent, style_dim]`` (one w broadcast to every layer)."""
+        return self.style(z).unsqueeze(1).repeat(1, self.n_latent, 1)
+
+    def synthesis(self, w: torch.Tensor, noise_mode: str | None = None) -> torch.Tensor:
+        """``w [B, n_latent, style_dim]`` (or ``[B, style_dim]``) -> image ``[B, 3, R, R]`` in [-1, 1]."""
+        if w.ndim == 2:
+            w = w.unsqueeze(1).expand(-1, self.n_latent, -1)
+        if w.ndim != 3 or w.shape[1] != self.n_latent or w.shape[2] != self.w_dim:
+            raise ValueError(f"w must be [B, {self.n_latent}, {self.w_dim}], got {list(w.shape)}")
+        mode = noise_mode or self.noise_mode
+        if mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}")
+        const = [getattr(self.noises, f"noise_{i}") for i in range(2 * self.log_res - 3)]
+
+        x = self.input(w.shape[0])
+        b = w.shape[0]
+        x = self.conv1(x, w[:, 0], make_noise(b, 4, mode, const[0]))
+        skip = self.to_rgb1(x, w[:, 1])
+        i = 1
+        for up, conv, to_rgb in zip(self.convs[::2], self.convs[1::2], self.to_rgbs):
+            res = x.shape[-1] * 2
+            x = up(x, w[:, i], make_noise(b, res, mode, const[i]))
+            x = conv(x, w[:, i + 1], make_noise(b, res, mode, const[i + 1]))
+            skip = to_rgb(x, w[:, i + 2], skip)
+            i += 2
+        return skip
+
+    def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.mapping(z)
+        if psi != 1.0:
+            w = truncate(w, psi, w_avg if w_avg is not None else self.mean_w())
+        return self.synthesis(w)
+
+    def mean_w(self, n: int = 4096) -> torch.Tensor:
+        """``[n_latent, style_dim]`` average of ``mapping(z)`` over ``n`` fixed-seed latents."""
+        return mean_w(self.mapping, self.z_dim, self.input.input.device, n)
+
+
+@register_model("stylegan2", config=StyleGAN2Config, paper_params_g=30.03,
+                description="StyleGAN2 config-f: modulated convs, noise, skip ToRGB; residual D")
+def build(cfg: StyleGAN2Config) -> tuple[nn.Module, nn.Module]:
+    generator = StyleGAN2Generator(cfg)
+    discriminator = StyleGAN2Discriminator(cfg.resolution, cfg.channel_multiplier, cfg.channel_max,
+                                           cfg.blur_kernel, cfg.mbstd_group)
+    return generator, discriminator

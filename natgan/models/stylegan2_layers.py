@@ -1,0 +1,174 @@
+"""StyleGAN2 pieces shared by the `stylegan2` and `ganformer` models.
+
+Modulated convolution (style-scaled input channels, optional weight demodulation), per-pixel noise
+injection, the modulated ToRGB with FIR-upsampled skip, and the StyleGAN2 residual discriminator.
+Parameter names and shapes follow rosinality's stylegan2-pytorch (``conv.weight`` is ``[1, out, in,
+k, k]``, ``conv.modulation``, ``noise.weight``, ``activate.bias``) so its checkpoints could be imported
+key-for-key; the arithmetic is Karras et al. 2020 (Analyzing and Improving the Image Quality of StyleGAN).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from natgan.models.layers import Blur, ConvLayer, EqualLinear, ResBlock, Upsample, minibatch_stddev
+
+NOISE_MODES = ("random", "const", "none")
+
+
+def channels_for(resolution: int, multiplier: int, channel_max: int = 512) -> int:
+    """Feature width at ``resolution``: ``min(channel_max, 16384 * multiplier / resolution)``.
+
+    With ``multiplier=2`` this is StyleGAN2 config-f / StyleGAN2-ADA ``channel_base=32768`` (512 up to 64x64,
+    256 at 128, 128 at 256), the table every 256px paper compares against; ``multiplier=1`` is rosinality's
+    default. ``channel_max`` exists so tests can build narrow models.
+    """
+    return max(1, min(channel_max, 16384 * multiplier // resolution))
+
+
+class ModulatedConv2d(nn.Module):
+    """Conv whose input channels are scaled per sample by ``affine(w)`` (styles), then optionally demodulated.
+
+    Computed as modulate-activations -> shared-weight conv -> scale outputs by the demodulation
+    coefficients, which equals the per-sample-weight (grouped) form exactly but lets cuDNN use one
+    weight for the whole batch. ``upsample=True`` is a stride-2 transposed conv followed by the FIR blur.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, style_dim: int, demodulate: bool = True,
+                 upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, kernel_size
+        self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
+        self.scale = 1 / math.sqrt(in_ch * kernel_size ** 2)
+        self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
+        self.demodulate, self.upsample = demodulate, upsample
+        if upsample:
+            factor = 2
+            p = (len(blur_kernel) - factor) - (kernel_size - 1)
+            self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        styles = self.modulation(style)                                   # [B, in]
+        weight = self.weight[0] * self.scale                              # [out, in, k, k]
+        x = x * styles.view(b, -1, 1, 1).to(x.dtype)
+        if self.upsample:
+            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2)
+            x = self.blur(x)
+        else:
+            x = F.conv2d(x, weight.to(x.dtype), padding=self.kernel_size // 2)
+        if self.demodulate:
+            # sum_{i,kh,kw} (w[o,i,kh,kw] * s[i])^2 = s^2 @ (sum_k w^2)^T, without materialising [B,out,in,k,k]
+            demod = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)  # [B, out]
+            x = x * demod.view(b, -1, 1, 1).to(x.dtype)
+        return x
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_ch}, {self.out_ch}, kernel_size={self.kernel_size}, demodulate={self.demodulate}, "
+                f"upsample={self.upsample}")
+
+
+class NoiseInjection(nn.Module):
+    """Add ``strength * noise`` (one scalar strength, learned, initialised to 0; noise is ``[B, 1, H, W]``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        if noise is None:
+            return x
+        return x + self.weight * noise.to(x.dtype)
+
+
+def make_noise(batch: int, size: int, mode: str, const: torch.Tensor) -> torch.Tensor | None:
+    """The ``[B, 1, size, size]`` noise of one layer: fresh, its stored buffer (``const``), or none."""
+    if mode == "random":
+        return torch.randn(batch, 1, size, size, device=const.device, dtype=const.dtype)
+    if mode == "const":
+        return const
+    if mode == "none":
+        return None
+    raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {mode!r}")
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated conv without demodulation + bias; adds the FIR-upsampled RGB of the previous level."""
+
+    def __init__(self, in_ch: int, style_dim: int, upsample: bool = True,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), out_ch: int = 3):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample(blur_kernel)
+        self.conv = ModulatedConv2d(in_ch, out_ch, 1, style_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+def truncate(w: torch.Tensor, psi: float, w_avg: torch.Tensor) -> torch.Tensor:
+    """The truncation trick in W: ``w_avg + psi * (w - w_avg)`` (psi = 1 returns ``w`` itself)."""
+    if psi == 1.0:
+        return w
+    return torch.lerp(w_avg.to(w), w, psi)
+
+
+@torch.no_grad()
+def mean_w(mapping, z_dim: int, device: torch.device, n: int = 4096, seed: int = 0) -> torch.Tensor:
+    """Average ``mapping(z)`` over ``n`` fixed-seed latents (the truncation centre when none is supplied)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, z_dim, generator=gen).to(device)
+    return torch.cat([mapping(chunk) for chunk in z.split(1024)]).mean(dim=0)
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator (config-e/f 'resnet' D), used by StyleGAN2 and GANformer.
+
+    fromRGB 1x1 -> one ResBlock per resolution down to 4x4 -> minibatch stddev (group 4, 1 feature) ->
+    3x3 conv -> FC -> FC(1). Names follow rosinality (``convs``, ``final_conv``, ``final_linear``).
+    """
+
+    def __init__(self, resolution: int, channel_multiplier: int = 2, channel_max: int = 512,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), mbstd_group: int = 4):
+        super().__init__()
+        log_res = int(math.log2(resolution))
+        ch = [channels_for(2 ** i, channel_multiplier, channel_max) for i in range(log_res + 1)]
+        blocks: list[nn.Module] = [ConvLayer(3, ch[log_res], 1)]
+        for i in range(log_res, 2, -1):
+            blocks.append(ResBlock(ch[i], ch[i - 1], blur_kernel))
+        self.convs = nn.Sequential(*blocks)
+        self.mbstd_group = mbstd_group
+        self.final_conv = ConvLayer(ch[2] + 1, ch[2], 3)
+        self.final_linear = nn.Sequential(EqualLinear(ch[2] * 16, ch[2], activation="fused_lrelu"),
+                                          EqualLinear(ch[2], 1))
+        self.resolution = resolution
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.convs(image)
+        x = minibatch_stddev(x, group=self.mbstd_group, features=1)
+        x = self.final_conv(x)
+        return self.final_linear(x.flatten(1))
+
+
+class ConstantInput(nn.Module):
+    """The learned 4x4 constant the synthesis network starts from."""
+
+    def __init__(self, channels: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channels, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.input.expand(batch, -1, -1, -1)
+
+
+__all__ = ["ConstantInput", "ModulatedConv2d", "NOISE_MODES", "NoiseInjection",
+           "StyleGAN2Discriminator", "ToRGB", "channels_for", "make_noise", "mean_w", "truncate"]
