@@ -1,0 +1,174 @@
+"""The on-disk LMDB layout shared with the official StyleSwin/StyleNAT/rosinality code, plus our metadata.
+
+Official layout (what their ``MultiResolutionDataset`` reads): an LMDB directory with
+``b"length"`` -> ``str(count)`` and ``f"{size}-{index:05d}"`` -> encoded image, several sizes in one
+file. nat-gan adds one record, ``__natgan_meta__`` (JSON), which official readers never look at, so
+our files work there and theirs work here (they simply have no metadata).
+
+Completeness: the builder writes ``length`` and the metadata in the *last* transaction, after every
+image is committed. An LMDB without ``length`` is therefore an interrupted build, ours or theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from natgan.errors import DataError
+
+LENGTH_KEY = b"length"
+META_KEY = b"__natgan_meta__"
+FORMAT_NAME = "natgan-lmdb"
+FORMAT_VERSION = 1
+MAP_SIZE = 1 << 40  # 1 TiB of address space (sparse on Linux), as the official builder
+
+
+def record_key(size: int, index: int) -> bytes:
+    """Official key: ``f"{size}-{index:05d}"`` (indices >= 100000 simply get more digits)."""
+    return f"{size}-{index:05d}".encode()
+
+
+def is_lmdb_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "data.mdb").is_file()
+
+
+class ReadHandle:
+    """A holder's reference to a read-only LMDB environment shared by the whole process.
+
+    Opened as the official reader does (no lock-file writes, no readahead). Two constraints shape it:
+    py-lmdb refuses to open the same files twice in one process (a trainer and an FID call may read
+    the same dataset), and it also refuses in a *forked child* whatever the parent had open at fork
+    time. So environments live in one per-process registry, are opened lazily by :meth:`env`, and are
+    all closed just before this process forks (the parent re-opens on its next read), which lets
+    DataLoader / ``prepare`` workers open their own. The key includes data.mdb's inode, so a dataset
+    rebuilt with ``--force`` is never read through a stale handle on the replaced file.
+    """
+
+    def __init__(self, path: Path):
+        if not path.exists():
+            raise DataError(f"{path}: no such dataset")
+        if not is_lmdb_dir(path):
+            raise DataError(f"{path}: not an LMDB directory (no data.mdb inside)")
+        self.path = path
+        self.ident = (os.path.realpath(path), os.stat(path / "data.mdb").st_ino)
+        _users[self.ident] = _users.get(self.ident, 0) + 1
+        self._released = False
+        self.env()  # fail now, with the path, if it cannot be opened
+
+    def env(self) -> lmdb.Environment:
+        env = _envs.get(self.ident)
+        if env is None:
+            try:
+                env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False,
+                                max_readers=256, subdir=True)
+            except lmdb.Error as exc:
+                raise DataError(f"{self.path}: cannot open LMDB ({exc})") from None
+            _envs[self.ident] = env
+        return env
+
+    def release(self) -> None:
+        """This holder is done; the environment closes when its last holder in this process is."""
+        if self._released:
+            return
+        self._released = True
+        users = _users.get(self.ident, 0) - 1
+        if users > 0:
+            _users[self.ident] = users
+            return
+        _users.pop(self.ident, None)
+        env = _envs.pop(self.ident, None)
+        if env is not None:
+            env.close()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "ident": self.ident, "_released": True}  # no refcount across processes
+
+
+_envs: dict[tuple[str, int], lmdb.Environment] = {}  # open environments of this process
+_users: dict[tuple[str, int], int] = {}              # live ReadHandles per environment
+
+
+def _close_before_fork() -> None:
+    for env in _envs.values():
+        env.close()
+    _envs.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_close_before_fork)
+
+
+def incomplete(path: Path) -> DataError:
+    return DataError(f"{path}: incomplete LMDB (no 'length' record): an interrupted build? "
+                     f"rebuild it with `nat-gan prepare ... --force`")
+
+
+def read_length(env: lmdb.Environment, path: Path) -> int:
+    """The ``length`` record, or a DataError saying the build is incomplete."""
+    with env.begin() as txn:
+        raw = txn.get(LENGTH_KEY)
+    if raw is None:
+        raise incomplete(path)
+    try:
+        return int(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise DataError(f"{path}: 'length' record is not an integer ({raw[:40]!r})") from None
+
+
+def read_meta(env: lmdb.Environment, path: Path) -> dict[str, Any] | None:
+    """Our metadata record, ``None`` for official LMDBs (which have none)."""
+    with env.begin() as txn:
+        raw = txn.get(META_KEY)
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError(f"{path}: metadata record {META_KEY.decode()!r} is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise DataError(f"{path}: metadata record {META_KEY.decode()!r} is not a {FORMAT_NAME} record")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise DataError(f"{path}: written by a newer nat-gan (format_version {meta['format_version']}, "
+                        f"this one reads <= {FORMAT_VERSION}); upgrade nat-gan")
+    return meta
+
+
+def scan_sizes(env: lmdb.Environment) -> list[int]:
+    """Every ``{size}-`` key prefix in the LMDB, found by jumping from prefix to prefix (O(#sizes · log n)).
+
+    Official LMDBs carry no list of their sizes; this reads it off the key space without a full scan.
+    """
+    sizes: list[int] = []
+    with env.begin() as txn, txn.cursor() as cur:
+        found = cur.first()
+        while found:
+            key = cur.key()
+            prefix, dash, rest = key.partition(b"-")
+            if dash and prefix.isdigit() and rest.isdigit():
+                sizes.append(int(prefix))
+                found = cur.set_range(prefix + b"-\xff")  # first key after every "{size}-..." record
+            else:
+                found = cur.next()
+    return sorted(sizes)
+
+
+def write_meta_value(meta: dict[str, Any]) -> bytes:
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable (POSIX: the directory entry lives in the parent's data)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,57 @@
+"""A rich progress bar on stderr with images/s and ETA (stdout stays clean for ``--json``)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
+
+ProgressCallback = Callable[[int, int], None]  # (done, total)
+
+_stderr = Console(stderr=True, highlight=False)
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:7.1f} img/s" if speed else "      - img/s", style="progress.data.speed")
+
+
+class ProgressBar:
+    """``with ProgressBar(total, "prepare", enabled) as bar: bar.advance()``; a no-op when disabled."""
+
+    def __init__(self, total: int, description: str, enabled: bool = True,
+                 callback: ProgressCallback | None = None):
+        self.total, self.done = total, 0
+        self.callback = callback
+        self._progress = None
+        if enabled:
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                                      TimeRemainingColumn(), console=_stderr, transient=False,
+                                      speed_estimate_period=10.0)
+            self._task = self._progress.add_task(description, total=total)
+
+    def __enter__(self) -> "ProgressBar":
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        if self._progress is not None:
+            self._progress.update(self._task, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
