@@ -1,14 +1,108 @@
-"""`nat-gan sample` (placeholder until its issue lands)."""
+"""`nat-gan sample`: images of chosen seeds, a grid, or a latent walk, from a checkpoint."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from natgan.errors import NatGanError
+from natgan.cli.console import console, emit_json
+from natgan.errors import ConfigError
+
+NOISE_MODES = ("const", "random", "none")
+
+
+def _interpolation_seeds(text: str) -> tuple[int, int]:
+    from natgan.sampling import parse_seeds
+
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--interpolate '{text}': expected two seeds SEED_A,SEED_B, e.g. 3,7")
+    a, b = (parse_seeds(p, option="--interpolate")[0] for p in parts)
+    return a, b
 
 
 def register(app: typer.Typer) -> None:
     @app.command("sample")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise NatGanError("`nat-gan sample` is not implemented yet")
+    def sample(
+        ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint written by `nat-gan train` or `nat-gan import`."),
+        seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0-99 or 0,3,10-19 (one image each; "
+                                                                  "default 0-15, or 0..COLS*ROWS-1 with --grid)."),
+        outdir: Path = typer.Option(Path("samples"), "--outdir", "-o", help="Output directory."),
+        grid: Optional[str] = typer.Option(None, "--grid", metavar="COLSxROWS",
+                                           help="Tile the seeds into one PNG, OUTDIR/grid.png (e.g. 8x8)."),
+        fmt: str = typer.Option("png", "--format", help="png (seedNNNN.png per seed) | zip (samples.zip) | npz "
+                                                        "(samples.npz: images uint8 [N,H,W,3], seeds)."),
+        trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi in w space (1 = off; the centre is the mean "
+                                                         "w of 10k fixed-seed latents)."),
+        interpolate: Optional[str] = typer.Option(None, "--interpolate", metavar="SEED_A,SEED_B",
+                                                  help="Linear walk in w space between two seeds: frames + GIF."),
+        frames: int = typer.Option(60, "--frames", min=2, help="Frames of --interpolate."),
+        fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate GIF."),
+        batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Images per forward pass (default: by device)."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
+        noise_mode: str = typer.Option("const", "--noise-mode", help="Models with noise inputs (StyleGAN2): const "
+                                                                     "(reproducible) | random | none."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    ) -> None:
+        """Generate images for seeds (same seed, same image on any device and batch size)."""
+        from natgan.data.progress import ProgressBar
+        from natgan.sampling import (FORMATS, auto_batch_size, compute_w_avg, format_seeds, load_generator,
+                                     parse_grid, parse_seeds, resolve_device, write_grid, write_interpolation,
+                                     write_samples)
+
+        if fmt not in FORMATS:
+            raise ConfigError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}")
+        if noise_mode not in NOISE_MODES:
+            raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
+        if not math.isfinite(trunc):
+            raise ConfigError(f"--trunc {trunc}: expected a finite number (1 = no truncation)")
+        if interpolate and (seeds or grid):
+            raise ConfigError("--interpolate makes its own frames; drop --seeds/--grid")
+        if grid and fmt != "png":
+            raise ConfigError(f"--grid writes one PNG; drop --format {fmt}")
+        walk = _interpolation_seeds(interpolate) if interpolate else None
+        cols_rows = parse_grid(grid) if grid else None
+        if cols_rows:
+            cells = cols_rows[0] * cols_rows[1]
+            seed_list = parse_seeds(seeds) if seeds else list(range(cells))
+            if len(seed_list) != cells:
+                raise ConfigError(f"--grid {grid} needs {cells} seeds, --seeds '{seeds}' gives {len(seed_list)}")
+        else:
+            seed_list = parse_seeds(seeds) if seeds else list(range(16))
+
+        dev = resolve_device(device)
+        loaded = load_generator(ckpt, ema=not no_ema, device=dev)
+        G = loaded.G
+        batch_size = batch or auto_batch_size(dev, int(G.resolution))
+        w_avg = compute_w_avg(G) if trunc != 1.0 else None
+        common = dict(batch_size=batch_size, psi=trunc, w_avg=w_avg, noise_mode=noise_mode)
+        total = frames if walk else len(seed_list)
+        with ProgressBar(total, "sampling", enabled=not quiet) as bar:
+            if walk:
+                files = write_interpolation(G, walk[0], walk[1], frames, outdir, fmt=fmt, fps=fps,
+                                            progress=bar.advance, **common)
+            elif cols_rows:
+                files = [write_grid(G, seed_list, Path(outdir) / "grid.png", *cols_rows, progress=bar.advance,
+                                    **common)]
+            else:
+                files = write_samples(G, seed_list, outdir, fmt=fmt, progress=bar.advance, **common)
+
+        info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode,
+                "format": "gif+" + fmt if walk else ("grid" if cols_rows else fmt),
+                "seeds": f"{walk[0]},{walk[1]}" if walk else format_seeds(seed_list),
+                "images": total, "outdir": str(outdir), "files": [str(f) for f in files]}
+        if json_out:
+            emit_json(info)
+            return
+        if walk:
+            frames_at = Path(outdir) / f"interp_{walk[0]}_{walk[1]}" if fmt == "png" else files[0]
+            console.print(f"wrote a {frames}-frame walk {walk[0]}->{walk[1]}: {frames_at} and {files[-1]}")
+        elif cols_rows:
+            console.print(f"wrote a {cols_rows[0]}x{cols_rows[1]} grid: {files[0]}")
+        else:
+            console.print(f"wrote {total} image(s): {Path(outdir) if fmt == 'png' else files[0]}")

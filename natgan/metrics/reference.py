@@ -1,0 +1,106 @@
+"""Reference statistics of a dataset (cached) or of a clean-fid published set, with their identity.
+
+A reference is a dataset path (nat-gan/official LMDB, image folder, zip; opened through
+:func:`natgan.data.open_dataset`) or a published name (``cleanfid:ffhq:256:trainval70k``). Dataset
+statistics are cached under the user cache, keyed by content hash, size, mode, extractor and count;
+changing the data changes the content hash and so misses the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from natgan.data.progress import ProgressBar
+from natgan.errors import DataError
+from natgan.metrics import published
+from natgan.metrics.cache import StatsCache, StatsKey
+from natgan.metrics.pipeline import dataset_features
+from natgan.metrics.stats import Statistics, statistics
+
+SUBSET_SEED = 0
+
+
+@dataclass
+class Reference:
+    stats: Statistics
+    identity: dict
+    cached: bool
+    seconds: float
+
+
+def default_workers() -> int:
+    """Decoder processes for dataset images: none on tiny machines, up to 8 elsewhere."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(8, cpus // 2)
+
+
+def open_source(path: str | Path, resolution: int | None):
+    from natgan.data import open_dataset
+
+    if not Path(path).expanduser().exists():
+        raise DataError(f"{path}: dataset not found")
+    return open_dataset(path, resolution=resolution)
+
+
+def subset_indices(length: int, count: int | None, seed: int = SUBSET_SEED) -> tuple[np.ndarray, str]:
+    """All images, or a fixed random subset of ``count`` (sorted, so reads stay sequential)."""
+    if count is None or count == length:
+        return np.arange(length), "all"
+    if count > length:
+        raise DataError(f"asked for {count:,} reference images but the dataset has {length:,}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(length, size=count, replace=False)), f"random-{seed}"
+
+
+def dataset_reference(path: str | Path, extractor, *, resolution: int | None = None, num: int | None = None,
+                      kid: bool = False, batch_size: int = 64, workers: int | None = None, use_cache: bool = True,
+                      progress: bool = True, label: str = "reference") -> Reference:
+    """Statistics of ``num`` images (default: all) of the dataset at ``path``, from the cache when possible."""
+    start = time.perf_counter()
+    src = open_source(path, resolution)
+    try:
+        indices, subset = subset_indices(len(src), num)
+        name = getattr(extractor, "name", None)
+        key = StatsKey(content_hash=src.content_hash, resolution=int(src.resolution), mode=extractor.mode,
+                       extractor=name or "", count=len(indices), subset=subset)
+        cache = StatsCache() if (use_cache and name) else None
+        identity = {"kind": "dataset", "path": str(path), "description": src.description,
+                    "content_hash": src.content_hash, "resolution": int(src.resolution), "length": len(src),
+                    "count": len(indices), "subset": subset}
+        hit = cache.load(key, need_feats=kid) if cache else None
+        if hit is not None:
+            identity["stats_file"] = str(hit.path)
+            stats = Statistics(mu=hit.mu, sigma=hit.sigma, count=len(indices), feats=hit.feats)
+            return Reference(stats, identity, cached=True, seconds=time.perf_counter() - start)
+        with ProgressBar(len(indices), f"{label} features", enabled=progress) as bar:
+            feats = dataset_features(src, indices, extractor, batch_size=batch_size,
+                                     workers=default_workers() if workers is None else workers, advance=bar.advance)
+        stats = statistics(feats, keep_feats=kid)
+        if cache:
+            identity["stats_file"] = str(cache.save(key, stats.mu, stats.sigma, feats if kid else None))
+        return Reference(stats, identity, cached=False, seconds=time.perf_counter() - start)
+    finally:
+        src.close()
+
+
+def published_reference(reference: str, mode: str, *, kid: bool = False) -> Reference:
+    start = time.perf_counter()
+    stats, identity = published.load(published.parse(reference), mode, kid=kid)
+    return Reference(stats, identity, cached=True, seconds=time.perf_counter() - start)
+
+
+def load_reference(reference: str | Path, extractor, *, resolution: int | None = None, num: int | None = None,
+                   kid: bool = False, batch_size: int = 64, workers: int | None = None, use_cache: bool = True,
+                   progress: bool = True) -> Reference:
+    """Dispatch on the reference kind (published name or dataset path)."""
+    if published.is_published(str(reference)):
+        if num is not None:
+            raise DataError(f"reference '{reference}': published statistics have a fixed image count; drop --num-ref")
+        return published_reference(str(reference), extractor.mode, kid=kid)
+    return dataset_reference(reference, extractor, resolution=resolution, num=num, kid=kid, batch_size=batch_size,
+                             workers=workers, use_cache=use_cache, progress=progress)

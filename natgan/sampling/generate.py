@@ -1,0 +1,135 @@
+"""Seeds -> 8-bit images through the generator contract, shared by ``sample``, ``fid`` and the trainer.
+
+Everything here uses only the contract (``z_dim``, ``mapping``, ``synthesis``, ``G(z, psi, w_avg)``,
+``normalization``), quantises with :func:`natgan.models.normalization.to_uint8` (the same rounding as
+the saved PNGs of the reference pipeline), and keeps per-seed latents, so an FID image ``i`` is the
+PNG that ``nat-gan sample --seeds i`` writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from natgan.models.normalization import to_uint8
+from natgan.sampling.seeds import latents_for_seeds
+
+W_AVG_SEED = 0x5EED  # fixed, so truncation centres are identical across runs and machines
+
+
+def model_device(G: nn.Module) -> torch.device:
+    for tensor in G.parameters():
+        return tensor.device
+    for tensor in G.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(G: nn.Module, noise_mode: str | None = None) -> Iterator[nn.Module]:
+    """Eval mode (and, for models with noise inputs such as StyleGAN2, ``G.noise_mode``) for the block."""
+    was_training = G.training
+    previous_noise = getattr(G, "noise_mode", None)
+    G.eval()
+    if noise_mode is not None and hasattr(G, "noise_mode"):
+        G.noise_mode = noise_mode
+    try:
+        yield G
+    finally:
+        G.train(was_training)
+        if noise_mode is not None and hasattr(G, "noise_mode"):
+            G.noise_mode = previous_noise
+
+
+@torch.inference_mode()
+def compute_w_avg(G: nn.Module, *, num: int = 10_000, seed: int = W_AVG_SEED, batch_size: int = 1024) -> torch.Tensor:
+    """Truncation centre: mean of ``G.mapping(z)`` over ``num`` latents from a fixed CPU seed.
+
+    All latents are drawn at once on the CPU and averaged in float64, so the result does not depend
+    on the batch size or the device. Shape: ``w.shape[1:]`` (broadcasts against ``[B, ...]``).
+    """
+    device = model_device(G)
+    z = torch.randn(num, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    total = None
+    for chunk in z.split(batch_size):
+        part = G.mapping(chunk.to(device)).double().sum(dim=0)
+        total = part if total is None else total + part
+    return (total / num).float()
+
+
+def truncate(w: torch.Tensor, psi: float, w_avg: torch.Tensor) -> torch.Tensor:
+    """``w_avg + psi * (w - w_avg)``; psi = 1 returns ``w`` untouched."""
+    return w if psi == 1.0 else torch.lerp(w_avg.to(w), w, psi)
+
+
+class ImageGenerator:
+    """Turns seeds into uint8 ``[B, 3, R, R]`` batches on the model's device.
+
+    ``psi != 1`` truncates in w space towards ``w_avg`` (computed with :func:`compute_w_avg` when not
+    given). On CUDA an out-of-memory error halves the batch and retries, so an optimistic automatic
+    batch size never kills a long run.
+    """
+
+    def __init__(self, G: nn.Module, *, batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.G = G
+        self.batch_size = int(batch_size)
+        self.psi = float(psi)
+        self.device = model_device(G)
+        if self.psi != 1.0 and w_avg is None:
+            w_avg = compute_w_avg(G)
+        self.w_avg = None if w_avg is None else w_avg.to(self.device)
+
+    def _forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.psi == 1.0:
+            images = self.G(z)
+        else:
+            images = self.G(z, psi=self.psi, w_avg=self.w_avg)
+        return to_uint8(images, self.G.normalization)
+
+    def _forward_w(self, w: torch.Tensor) -> torch.Tensor:
+        return to_uint8(self.G.synthesis(w), self.G.normalization)
+
+    def _run(self, fn, inputs: torch.Tensor) -> torch.Tensor:
+        """``fn(inputs)`` under inference mode; on CUDA OOM split the batch in two and retry."""
+        with torch.inference_mode():
+            try:
+                return fn(inputs.to(self.device))
+            except torch.cuda.OutOfMemoryError:
+                if len(inputs) == 1:
+                    raise
+        # Only reached after an OOM; retrying outside the except block frees the failed attempt first.
+        torch.cuda.empty_cache()
+        half = len(inputs) // 2
+        self.batch_size = max(1, min(self.batch_size, half))
+        return torch.cat([self._run(fn, inputs[:half]), self._run(fn, inputs[half:])])
+
+    def images(self, seeds: Sequence[int]) -> torch.Tensor:
+        """uint8 images for ``seeds`` (one forward pass, split only on OOM)."""
+        return self._run(self._forward, latents_for_seeds(seeds, self.G.z_dim))
+
+    def batches(self, seeds: Sequence[int]) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """``(seed_chunk, uint8 images)`` for consecutive chunks of at most ``batch_size`` seeds."""
+        seeds = list(seeds)
+        start = 0
+        while start < len(seeds):
+            chunk = seeds[start:start + self.batch_size]
+            yield chunk, self.images(chunk)
+            start += len(chunk)
+
+    def interpolation(self, seed_a: int, seed_b: int, frames: int) -> Iterator[torch.Tensor]:
+        """uint8 batches of a linear walk in (truncated) w space from ``seed_a`` to ``seed_b``."""
+        if frames < 2:
+            raise ValueError(f"an interpolation needs at least 2 frames, got {frames}")
+        with torch.inference_mode():
+            w = self.G.mapping(latents_for_seeds([seed_a, seed_b], self.G.z_dim).to(self.device))
+            if self.psi != 1.0:
+                w = truncate(w, self.psi, self.w_avg)
+            t = torch.linspace(0, 1, frames, device=self.device).view(-1, *([1] * (w.ndim - 1)))
+            path = torch.lerp(w[:1], w[1:2], t.to(w.dtype))
+        for chunk in path.split(self.batch_size):
+            yield self._run(self._forward_w, chunk)

@@ -1,0 +1,96 @@
+"""The Python API behind ``nat-gan sample``: load a checkpoint's generator, write seeds, grids, walks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from natgan import checkpoint as ckpt_io
+from natgan.sampling.export import SampleWriter, grid_image, save_gif, save_png, seed_name, to_hwc
+from natgan.sampling.generate import ImageGenerator, eval_mode
+
+Progress = Callable[[int], None]  # called with the number of images just finished
+
+
+@dataclass
+class LoadedGenerator:
+    G: nn.Module
+    ckpt: dict
+    path: Path
+    ema: bool  # whether the EMA weights were used
+
+    def describe(self) -> dict:
+        return {"checkpoint": str(self.path), "model": self.ckpt["model"]["name"],
+                "step": self.ckpt["progress"].get("step"), "ema": self.ema, "resolution": self.G.resolution}
+
+
+def load_generator(path: str | Path, *, ema: bool = True, device: torch.device | str = "cpu") -> LoadedGenerator:
+    """Rebuild a checkpoint's generator (EMA weights unless ``ema=False`` or the file has none)."""
+    path = Path(path)
+    ckpt = ckpt_io.load(path)
+    G = ckpt_io.build_generator(ckpt, ema=ema, device=device)
+    return LoadedGenerator(G=G, ckpt=ckpt, path=path, ema=bool(ema and "G_ema" in ckpt["weights"]))
+
+
+def write_samples(G: nn.Module, seeds: Sequence[int], outdir: str | Path, *, fmt: str = "png",
+                  batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
+                  noise_mode: str | None = "const", progress: Progress | None = None) -> list[Path]:
+    """One image per seed: ``seedNNNN.png`` files, or ``samples.zip`` / ``samples.npz`` in ``outdir``."""
+    writer = SampleWriter(fmt, Path(outdir), count=len(seeds))
+    try:
+        with eval_mode(G, noise_mode):
+            gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+            for chunk, images in gen.batches(seeds):
+                writer.add([seed_name(s) for s in chunk], images)
+                if progress:
+                    progress(len(chunk))
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def write_grid(G: nn.Module, seeds: Sequence[int], path: str | Path, cols: int, rows: int, *,
+               batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
+               noise_mode: str | None = "const", progress: Progress | None = None) -> Path:
+    """``cols x rows`` images of ``seeds`` (row-major) tiled into one PNG."""
+    parts = []
+    with eval_mode(G, noise_mode):
+        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+        for chunk, images in gen.batches(seeds):
+            parts.append(images.cpu())
+            if progress:
+                progress(len(chunk))
+    return save_png(Path(path), grid_image(torch.cat(parts), cols, rows))
+
+
+def write_interpolation(G: nn.Module, seed_a: int, seed_b: int, frames: int, outdir: str | Path, *,
+                        fmt: str = "png", fps: float = 20.0, batch_size: int = 8, psi: float = 1.0,
+                        w_avg: torch.Tensor | None = None, noise_mode: str | None = "const",
+                        progress: Progress | None = None) -> list[Path]:
+    """A linear walk in w space: frames (PNGs in ``interp_A_B/``, or one zip/npz) plus ``interp_A_B.gif``."""
+    outdir = Path(outdir)
+    stem = f"interp_{seed_a}_{seed_b}"
+    target = outdir / stem if fmt == "png" else outdir
+    writer = SampleWriter(fmt, target, stem=stem, count=frames)
+    hwc_frames = []
+    try:
+        with eval_mode(G, noise_mode):
+            gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+            done = 0
+            for images in gen.interpolation(seed_a, seed_b, frames):
+                writer.add([f"frame{done + i:04d}" for i in range(len(images))], images)
+                hwc_frames.extend(to_hwc(images))
+                done += len(images)
+                if progress:
+                    progress(len(images))
+        written = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    written.append(save_gif(outdir / f"{stem}.gif", hwc_frames, fps=fps))
+    return written
