@@ -172,3 +172,32 @@ def test_dry_run_prints_recipe_sizes_and_schedule(tmp_path, digits, capsys):
     assert out["recipe"]["train"]["batch"] == 8 and out["model"]["g_params"] > 0
     assert out["schedule"]["d_lr"] == pytest.approx(2e-4 * 2 / 3) and out["schedule"]["accumulation_steps"] == 1
     assert not (tmp_path / "dry").exists()
+
+
+def test_periodic_fid_is_logged_and_stored(tmp_path, digits):
+    recipe_path = tiny_recipe(tmp_path, digits, iterations=4, lr_decay=False)
+    r, _, _ = resolve_run(recipe_path=recipe_path, overrides=["eval.every=2", "eval.num=16", "eval.batch=8"],
+                          outdir=tmp_path / "fid", resume=None)
+    result = train(r, tmp_path / "fid", show_progress=False,
+                   fid_extractor=lambda images: images.float().mean(dim=(2, 3))[:, :2])
+    steps = [m["step"] for m in result.metrics]
+    assert steps == [2, 4] and all(m["fid"] >= 0 for m in result.metrics)
+    stored = checkpoint.load(tmp_path / "fid" / "latest.pt")["metrics"]
+    assert [m["step"] for m in stored] == [2, 4] and stored[-1]["fid"] == result.metrics[-1]["fid"]
+
+
+def test_torchrun_two_processes(tmp_path, digits):
+    """Data parallel under torchrun (gloo on CPU): one checkpoint, global batch counted once, per-rank RNG kept."""
+    recipe_path = tiny_recipe(tmp_path, digits, iterations=4, lr_decay=False, checkpoint_every=4)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    launcher = "import sys, tiny_model; from natgan.cli import main; main(sys.argv[1:])"
+    script = tmp_path / "launch.py"
+    script.write_text(launcher)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), "train", "--recipe", str(recipe_path), "--outdir", str(tmp_path / "ddp"),
+                           "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ck = checkpoint.load(tmp_path / "ddp" / "latest.pt")
+    assert ck["progress"] == {"step": 4, "images_seen": 16}
+    assert len(ck["rng"]["ranks"]) == 2
+    assert proc.stdout.count("finished at step 4") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -35,10 +36,13 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             _dry_run(resolved, decision, json_out)
             return
-        if not json_out:
+        is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
+        if not json_out and is_main:
             err_console.print(decision, highlight=False)
         result = training.train(resolved, outdir, resume_from=resume_ck, max_steps=max_steps,
                                 console=err_console if json_out else console, show_progress=progress)
+        if not is_main:
+            return
         summary = {"step": result.step, "images_seen": result.images_seen, "latest_checkpoint": result.latest,
                    "sample_grid": result.last_grid, "stopped_early": result.stopped_early, "reason": result.reason,
                    "metrics": result.metrics}
