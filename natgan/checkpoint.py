@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from natgan import __version__
+from natgan.fsutil import fsync_dir
 from natgan.errors import CheckpointError
 
 FORMAT = "nat-gan-checkpoint"
@@ -42,21 +43,8 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def make_checkpoint(*, model_name: str, model_config: dict, recipe: dict | None, normalization: str,

@@ -19,6 +19,7 @@ from typing import Any
 import lmdb
 
 from natgan.errors import DataError
+from natgan.fsutil import fsync_dir  # noqa: F401  (re-exported for the writer)
 
 LENGTH_KEY = b"length"
 META_KEY = b"__natgan_meta__"
@@ -158,17 +159,3 @@ def scan_sizes(env: lmdb.Environment) -> list[int]:
 
 def write_meta_value(meta: dict[str, Any]) -> bytes:
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX: the directory entry lives in the parent's data)."""
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
