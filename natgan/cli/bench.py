@@ -1,12 +1,17 @@
-"""`nat-gan bench`: the registered models, their sizes and (with --model) their speed."""
+"""`nat-gan bench`: the registered models, their sizes and their speed, side by side on one machine."""
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
-from natgan.cli.console import console, emit_json
+from natgan.bench.listing import model_table
+from natgan.cli.console import console, emit_json, err_console
+from natgan.errors import ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -14,31 +19,131 @@ def register(app: typer.Typer) -> None:
     def bench(
         list_models: bool = typer.Option(False, "--list", help="List registered models with default resolution "
                                                                 "and parameter counts (G and D)."),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to measure (comma list allowed)."),
+        models: Optional[str] = typer.Option(None, "--models", help="Several models, e.g. stylenat,styleswin,hit-b."),
+        recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe file; its model section is measured."),
+        sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a model key: model.KEY=VALUE."),
+        resolution: Optional[int] = typer.Option(None, "--resolution", help="Shortcut for --set model.resolution=R."),
+        batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, e.g. 1,8,32 (official protocol: 1)."),
+        warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed passes (default 10 on CUDA, 2 on CPU)."),
+        rounds: Optional[int] = typer.Option(None, "--rounds", help="Timed passes (default 500 on CUDA, 5 on CPU)."),
+        precision: str = typer.Option("tf32", "--precision", help="fp32 | tf32 (official) | bf16 (autocast)."),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the generator (and D with --train)."),
+        compile_mode: str = typer.Option("default", "--compile-mode",
+                                         help="default | reduce-overhead (CUDA graphs) | max-autotune | "
+                                              "max-autotune-no-cudagraphs."),
+        attn_backend: Optional[str] = typer.Option(None, "--attn-backend",
+                                                   help="Neighbourhood-attention backend: torch | natten | flex "
+                                                        "(sets NATGAN_NA_BACKEND)."),
+        train: bool = typer.Option(False, "--train", help="Also time one full G+D training step (fwd+bwd+Adam)."),
+        train_batch: Optional[int] = typer.Option(None, "--train-batch", help="Batch of the training step "
+                                                                               "(default: largest --batch)."),
+        train_rounds: Optional[int] = typer.Option(None, "--train-rounds", help="Timed training steps "
+                                                                                 "(default: min(rounds, 50))."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        flops: bool = typer.Option(True, "--flops/--no-flops", help="Count FLOPs per image (one extra pass)."),
+        peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops",
+                                                    help="Device peak TFLOP/s at this precision, to report the "
+                                                         "fraction of the compute bound."),
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON result here."),
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
-        """Benchmark models: parameters, throughput, memory, FLOPs."""
+        """Benchmark models: parameters, throughput, memory, FLOPs (and training step time with --train)."""
         if list_models:
             _list(json_out)
             return
-        raise typer.BadParameter("give --list (throughput benchmarks land with the bench issue)")
+        from natgan.bench.measure import BenchSettings, benchmark
+        from natgan.bench.models import parse_int_list
+
+        names = [n.strip() for text in (model, models) if text for n in text.split(",") if n.strip()]
+        settings = BenchSettings(
+            batches=tuple(parse_int_list(batch, "--batch")), warmup=warmup, rounds=rounds,
+            precision=precision,  # type: ignore[arg-type]
+            compile=compile_mode if compile_ else None, attn_backend=attn_backend, train=train,
+            train_batch=train_batch, train_rounds=train_rounds, device=device, flops=flops,
+            peak_tflops=peak_tflops)
+        if not compile_ and compile_mode != "default":
+            raise ConfigError("--compile-mode needs --compile")
+
+        def progress(row: dict) -> None:
+            best = max(row["throughput"], key=lambda r: r["img_per_s"])
+            err_console.print(f"[dim]{row['model']}: {best['img_per_s']:.2f} img/s at batch {best['batch']}[/]")
+
+        def start(name: str, index: int, total: int) -> None:
+            err_console.print(f"[dim]measuring {name} ({index + 1}/{total}) …[/]")
+
+        quiet = json_out
+        result = benchmark(names, settings, recipe=str(recipe) if recipe else None, sets=sets or [],
+                           resolution=resolution, on_start=None if quiet else start,
+                           on_result=None if quiet else progress)
+        if output is not None:
+            _write_json(result, output)
+        if json_out:
+            emit_json(result)
+        else:
+            console.print(results_table(result))
 
 
-def model_table() -> list[dict]:
-    """One row per registered model at its default config: name, resolution, G/D parameters."""
-    from natgan.models import count_params, create, list_models
+def _write_json(obj: Any, path: Path) -> None:
+    """Atomic write: a reader sees the previous file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
-    rows = []
-    for spec in list_models():
-        pair = create(spec.name)
-        rows.append({
-            "model": spec.name,
-            "resolution": pair.config.resolution,
-            "g_params": count_params(pair.generator),
-            "d_params": count_params(pair.discriminator),
-            "paper_g_params_m": spec.paper_params_g,
-            "description": spec.description,
-        })
-    return rows
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def results_table(result: dict):
+    """One row per model; one img/s, ms and memory column per batch size; training columns if measured."""
+    from rich.table import Table
+
+    machine, settings, rows = result["machine"], result["settings"], result["results"]
+    compile_txt = f", compile={settings['compile']}" if settings["compile"] else ""
+    table = Table(title=f"Generator throughput on {machine['device_name']} ({machine['device']}, torch "
+                        f"{machine['torch']})",
+                  caption=f"precision {settings['precision']}{compile_txt}, {settings['warmup']} warm-up / "
+                          f"{settings['rounds']} timed passes, mapping network included; memory: "
+                          f"{rows[0].get('memory_method', '-') if rows else '-'}")
+    table.add_column("model")
+    table.add_column("res", justify="right")
+    table.add_column("G (M)", justify="right")
+    table.add_column("D (M)", justify="right")
+    has_flops = any("gflops_per_img" in r for r in rows)
+    if has_flops:
+        table.add_column("GFLOP/img", justify="right")
+    for b in settings["batches"]:
+        table.add_column(f"img/s b{b}", justify="right")
+        table.add_column(f"ms b{b}", justify="right")
+        table.add_column(f"+MB b{b}", justify="right")
+    has_paper = any(r.get("paper_img_per_s") for r in rows)
+    if has_paper:
+        table.add_column("paper img/s", justify="right")
+    has_train = any(r.get("train") for r in rows)
+    if has_train:
+        table.add_column("train img/s", justify="right")
+        table.add_column("train ms/step", justify="right")
+    for r in rows:
+        cells = [r["model"], str(r["resolution"]), f"{r['g_params'] / 1e6:.2f}", f"{r['d_params'] / 1e6:.2f}"]
+        if has_flops:
+            cells.append(_fmt(r.get("gflops_per_img"), ".1f"))
+        by_batch = {t["batch"]: t for t in r["throughput"]}
+        for b in settings["batches"]:
+            t = by_batch.get(b, {})
+            cells += [_fmt(t.get("img_per_s")), _fmt(t.get("ms_per_call"), ".1f"), _fmt(t.get("added_memory_mb"), ".0f")]
+        if has_paper:
+            cells.append(_fmt(r.get("paper_img_per_s")))
+        if has_train:
+            tr = r.get("train") or {}
+            cells += [_fmt(tr.get("img_per_s")), _fmt(tr.get("step_ms"), ".1f")]
+        table.add_row(*cells)
+    return table
 
 
 def _list(json_out: bool) -> None:

@@ -1,0 +1,415 @@
+"""Generator throughput, memory, FLOPs and training-step time for registered models.
+
+``measure_generator`` times ``G(z)`` — mapping network included, ``torch.inference_mode``, one fixed
+z — with the official protocol by default on CUDA (batch 1, 10 warm-up, 500 timed rounds with CUDA
+events) and at any other batch sizes. ``measure_train_step`` times one full GAN step (D step + G step,
+forward and backward, Adam updates). ``benchmark`` does both for several models with the same
+settings on the same machine and returns one JSON-ready dict per model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from natgan.bench.flops import count_flops
+from natgan.bench.memory import PeakMemory
+from natgan.bench.timing import time_calls
+from natgan.errors import ConfigError, NatGanError
+
+Precision = Literal["fp32", "tf32", "bf16"]
+PRECISIONS = ("fp32", "tf32", "bf16")
+ATTN_BACKENDS = ("torch", "natten", "flex")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+BACKEND_ENV = "NATGAN_NA_BACKEND"
+
+# Generator throughput the papers report at 256x256 (img/s; StyleNAT Table 1, which quotes the others;
+# HiT's own Table: S 86.64 / B 52.09 / L 20.67 on one V100; the other GPUs are not named). Context only:
+# compare against a measurement only when it was taken on comparable hardware.
+PAPER_IMG_PER_S = {"stylenat": 32.56, "styleswin": 30.20, "stylegan2": 95.79,
+                   "hit": 52.09, "hit-b": 52.09, "hit-s": 86.64, "hit-l": 20.67}
+
+OFFICIAL = {"batch": 1, "warmup": 10, "rounds": 500}   # StyleNAT src/throughput.py / default_conf.yaml
+CPU_DEFAULTS = {"warmup": 2, "rounds": 5}              # a 2-core CPU cannot afford 500 rounds per model
+TRAIN_ROUNDS_CAP = 50
+
+
+@dataclass
+class BenchSettings:
+    """Everything that changes a measurement; defaults reproduce the official protocol on CUDA."""
+
+    batches: tuple[int, ...] = (1,)
+    warmup: int | None = None          # None: 10 on CUDA, 2 on CPU
+    rounds: int | None = None          # None: 500 on CUDA, 5 on CPU
+    precision: Precision = "tf32"      # official: fp32 weights with TF32 matmuls
+    compile: str | None = None         # a torch.compile mode, or None for eager
+    attn_backend: str | None = None    # NATGAN_NA_BACKEND for the run (None: the op's own choice)
+    train: bool = False
+    train_batch: int | None = None     # None: the largest of ``batches``
+    train_rounds: int | None = None    # None: min(rounds, 50)
+    device: str = "auto"
+    flops: bool = True
+    peak_tflops: float | None = None   # the device's peak for this precision, to report the fraction
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision: expected one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.attn_backend is not None and self.attn_backend not in ATTN_BACKENDS:
+            raise ConfigError(f"--attn-backend: expected one of {', '.join(ATTN_BACKENDS)}, "
+                              f"got '{self.attn_backend}'")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise ConfigError(f"--compile: expected one of {', '.join(COMPILE_MODES)}, got '{self.compile}'")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise ConfigError(f"--batch: expected positive integers, got {list(self.batches)}")
+        for key in ("warmup", "train_rounds", "rounds", "train_batch"):
+            value = getattr(self, key)
+            minimum = 0 if key == "warmup" else 1
+            if value is not None and value < minimum:
+                raise ConfigError(f"--{key.replace('_', '-')}: expected an integer >= {minimum}, got {value}")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ConfigError(f"--peak-tflops: expected a positive number, got {self.peak_tflops}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device: not a device: '{device}' (expected auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device: unsupported device type '{dev.type}' (expected cpu or cuda)")
+    return dev
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
+    """Set TF32 flags for the run and yield a factory of the autocast context forwards run under.
+
+    fp32: TF32 off. tf32: TF32 on for matmuls and cuDNN (the official setting; no effect on CPU).
+    bf16: autocast to bfloat16 (weights stay fp32, as in training) with TF32 on for what stays fp32.
+    """
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    tf32 = precision in ("tf32", "bf16")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the official main.py
+    try:
+        if precision == "bf16":
+            yield lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+        else:
+            yield contextlib.nullcontext
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.benchmark) = saved
+
+
+@contextlib.contextmanager
+def attention_backend(backend: str | None) -> Iterator[None]:
+    """Set ``NATGAN_NA_BACKEND`` (read by the NA op at call time) for the duration of the run."""
+    if backend is None:
+        yield
+        return
+    saved = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = backend
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = saved
+
+
+def _device_scope(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else round(n / 2**20, 1)
+
+
+def _latent(G: nn.Module, batch: int, device: torch.device, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, G.z_dim, generator=gen).to(device)
+
+
+def _compiled(module: nn.Module, mode: str | None) -> Callable:
+    if mode is None:
+        return module
+    return torch.compile(module, mode=None if mode == "default" else mode)
+
+
+def _counts(settings: BenchSettings, device: torch.device) -> tuple[int, int]:
+    cuda = device.type == "cuda"
+    warmup = settings.warmup if settings.warmup is not None else (OFFICIAL["warmup"] if cuda else CPU_DEFAULTS["warmup"])
+    rounds = settings.rounds if settings.rounds is not None else (OFFICIAL["rounds"] if cuda else CPU_DEFAULTS["rounds"])
+    return warmup, rounds
+
+
+def _run_guarded(what: str, fn: Callable[[], Any]) -> Any:
+    """Turn out-of-memory and backend failures into one-line errors naming what was being measured."""
+    try:
+        return fn()
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise NatGanError(f"{what}: out of device memory (try a smaller --batch)") from None
+    except (NotImplementedError, ValueError) as exc:  # e.g. an attention backend that cannot run this case
+        raise NatGanError(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def measure_generator(G: nn.Module, settings: BenchSettings | None = None, *, device: torch.device | None = None,
+                      label: str = "generator") -> dict[str, Any]:
+    """Throughput (img/s), time per call, peak memory and FLOPs per image of ``G(z)`` at each batch size."""
+    settings = settings or BenchSettings()
+    settings.validate()
+    device = device or resolve_device(settings.device)
+    warmup, rounds = _counts(settings, device)
+    G = G.to(device).eval()
+    result: dict[str, Any] = {"warmup": warmup, "rounds": rounds, "throughput": []}
+    with _device_scope(device), attention_backend(settings.attn_backend), \
+            precision_context(settings.precision, device) as autocast:
+        if settings.flops:
+            z1 = _latent(G, 1, device, settings.seed)
+
+            def one() -> None:
+                with autocast():
+                    G(z1)
+
+            report = _run_guarded(f"{label}: counting FLOPs", lambda: count_flops(one, [G]))
+            result["gflops_per_img"] = round(report.total / 1e9, 3)
+            result["flops_counted_g"] = round(report.counted / 1e9, 3)
+            result["flops_na_analytic_g"] = round(report.analytic / 1e9, 3)
+            result["flops_method"] = report.method
+        forward = _compiled(G, settings.compile)
+        for batch in settings.batches:
+            z = _latent(G, batch, device, settings.seed)
+
+            def call() -> None:
+                with torch.inference_mode(), autocast():
+                    forward(z)
+
+            def timed():
+                with PeakMemory(device) as mem:
+                    timing = time_calls(call, warmup=warmup, rounds=rounds, device=device)
+                return timing, mem.report
+
+            timing, mem = _run_guarded(f"{label} at batch {batch}", timed)
+            row = {
+                "batch": batch,
+                "img_per_s": round(timing.per_second(batch), 3),
+                "ms_per_call": round(timing.mean * 1e3, 3),
+                "ms_per_call_std": round(timing.std * 1e3, 3),
+                "first_call_s": None if timing.first_call_s is None else round(timing.first_call_s, 3),
+                "peak_memory_mb": _mb(mem.peak_bytes),
+                "added_memory_mb": _mb(mem.delta_bytes),
+            }
+            if "gflops_per_img" in result:
+                achieved = result["gflops_per_img"] * timing.per_second(batch) / 1e3
+                row["achieved_tflops"] = round(achieved, 4)
+                if settings.peak_tflops:
+                    row["fraction_of_peak"] = round(achieved / settings.peak_tflops, 4)
+            result["throughput"].append(row)
+            result["memory_method"] = mem.method
+    return result
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
+                  autocast: Callable[[], contextlib.AbstractContextManager], *, compile_mode: str | None = None,
+                  seed: int = 0, lr: float = 2e-4) -> Callable[[], None]:
+    """One full GAN step: D on real + detached fake, then G through D; both with backward and Adam.
+
+    Non-saturating logistic loss (every model family here uses it); lazy regularisers (R1, path
+    length) and bCR are left out, so this is the cost of the plain step that dominates training.
+    """
+    G.train().to(device)
+    D.train().to(device)
+    g_opt = torch.optim.Adam([p for p in G.parameters()], lr=lr / 4, betas=(0.0, 0.99))
+    d_opt = torch.optim.Adam([p for p in D.parameters()], lr=lr, betas=(0.0, 0.99))
+    g_fn, d_fn = _compiled(G, compile_mode), _compiled(D, compile_mode)
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, G.z_dim, generator=gen).to(device)
+    real = torch.randn(batch, 3, G.resolution, G.resolution, generator=gen).to(device)
+
+    def step() -> None:
+        _set_requires_grad(G, False)
+        _set_requires_grad(D, True)
+        with autocast():
+            with torch.no_grad():
+                fake = g_fn(z)
+            d_loss = F.softplus(d_fn(fake)).mean() + F.softplus(-d_fn(real)).mean()
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+        _set_requires_grad(G, True)
+        _set_requires_grad(D, False)
+        with autocast():
+            g_loss = F.softplus(-d_fn(g_fn(z))).mean()
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.step()
+
+    return step
+
+
+def measure_train_step(G: nn.Module, D: nn.Module, settings: BenchSettings | None = None, *,
+                       device: torch.device | None = None, label: str = "model") -> dict[str, Any]:
+    """Seconds per full G+D training step at ``settings.train_batch`` and the resulting images/s."""
+    settings = settings or BenchSettings(train=True)
+    settings.validate()
+    device = device or resolve_device(settings.device)
+    warmup, rounds = _counts(settings, device)
+    batch = settings.train_batch or max(settings.batches)
+    rounds = settings.train_rounds or min(rounds, TRAIN_ROUNDS_CAP)
+    warmup = max(1, min(warmup, 10))  # at least one step: optimizer state and allocator settle
+    with _device_scope(device), attention_backend(settings.attn_backend), \
+            precision_context(settings.precision, device) as autocast:
+        step = train_step_fn(G, D, batch, device, autocast, compile_mode=settings.compile, seed=settings.seed)
+
+        def timed():
+            with PeakMemory(device) as mem:
+                timing = time_calls(step, warmup=warmup, rounds=rounds, device=device)
+            return timing, mem.report
+
+        timing, mem = _run_guarded(f"{label}: training step at batch {batch}", timed)
+    return {
+        "batch": batch,
+        "warmup": warmup,
+        "rounds": rounds,
+        "step_ms": round(timing.mean * 1e3, 3),
+        "step_ms_std": round(timing.std * 1e3, 3),
+        "img_per_s": round(timing.per_second(batch), 3),
+        "peak_memory_mb": _mb(mem.peak_bytes),
+        "added_memory_mb": _mb(mem.delta_bytes),
+        "memory_method": mem.method,
+        "loss": "non-saturating logistic, G and D steps with backward + Adam; no R1/path-length/bCR",
+    }
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """Where the numbers were taken, for the JSON and the table caption."""
+    info = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, recipe: str | None = None,
+                    sets: list[str] | None = None, resolution: int | None = None,
+                    device: torch.device | None = None) -> dict[str, Any]:
+    """Build one registered model (defaults, recipe, overrides) and measure it; one JSON-ready dict."""
+    from natgan.bench.models import resolve_model
+    from natgan.models import count_params, get_spec
+
+    settings = settings or BenchSettings()
+    settings.validate()
+    device = device or resolve_device(settings.device)
+    torch.manual_seed(settings.seed)
+    pair = resolve_model(name, recipe=recipe, sets=sets, resolution=resolution)
+    spec = get_spec(pair.name)
+    warmup, rounds = _counts(settings, device)
+    official = (device.type == "cuda" and settings.batches[0] == OFFICIAL["batch"]
+                and (warmup, rounds) == (OFFICIAL["warmup"], OFFICIAL["rounds"]))
+    row: dict[str, Any] = {
+        "model": pair.name,
+        "resolution": pair.config.resolution,
+        "g_params": count_params(pair.generator),
+        "d_params": count_params(pair.discriminator),
+        "paper_g_params_m": spec.paper_params_g,
+        "paper_img_per_s": PAPER_IMG_PER_S.get(pair.name) if pair.config.resolution == 256 else None,
+        "precision": settings.precision,
+        "compile": settings.compile,
+        "attn_backend": settings.attn_backend or os.environ.get(BACKEND_ENV) or "auto",
+        "protocol": "official (batch 1, 10 warm-up, 500 rounds, CUDA events)" if official else
+                    f"reduced ({warmup} warm-up, {rounds} rounds, "
+                    f"{'CUDA events' if device.type == 'cuda' else 'perf_counter'})",
+    }
+    row.update(measure_generator(pair.generator, settings, device=device, label=pair.name))
+    if settings.train:
+        row["train"] = measure_train_step(pair.generator, pair.discriminator, settings, device=device,
+                                          label=pair.name)
+    del pair
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def benchmark(models: list[str], settings: BenchSettings | None = None, *, recipe: str | None = None,
+              sets: list[str] | None = None, resolution: int | None = None,
+              on_start: Callable[[str, int, int], None] | None = None,
+              on_result: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Measure several models with the same settings on the same machine: ``{"machine", "results"}``.
+
+    All names (and the recipe) are validated before anything is measured, so a typo in the fourth
+    model does not cost the first three measurements.
+    """
+    from natgan.bench.models import resolve_config
+    from natgan.models import get_spec
+
+    settings = settings or BenchSettings()
+    settings.validate()
+    device = resolve_device(settings.device)
+    if not models and recipe is None:
+        raise ConfigError("give --model/--models NAME[,NAME...] or --recipe FILE (see `nat-gan bench --list`)")
+    names: list[str | None] = [get_spec(m).name for m in models] or [None]
+    if recipe is not None and len(names) > 1:
+        raise ConfigError("--recipe describes one model; compare several with --models and --set/--resolution")
+    for n in names:  # validate every config up front (cheap compared to any measurement)
+        resolve_config(n, recipe=recipe, sets=sets, resolution=resolution)
+    if settings.attn_backend is not None:
+        from natgan.ops import available_backends
+
+        if settings.attn_backend not in available_backends():
+            raise ConfigError(f"--attn-backend {settings.attn_backend}: not available here "
+                              f"(available: {', '.join(available_backends())})")
+    results = []
+    for i, n in enumerate(names):
+        if on_start is not None:
+            on_start(n or str(recipe), i, len(names))
+        row = benchmark_model(n, settings, recipe=recipe, sets=sets, resolution=resolution, device=device)
+        results.append(row)
+        if on_result is not None:
+            on_result(row)
+    return {"machine": machine(device), "settings": _settings_dict(settings, device), "results": results}
+
+
+def _settings_dict(settings: BenchSettings, device: torch.device) -> dict[str, Any]:
+    warmup, rounds = _counts(settings, device)
+    return {"batches": list(settings.batches), "warmup": warmup, "rounds": rounds,
+            "precision": settings.precision, "compile": settings.compile, "attn_backend": settings.attn_backend,
+            "train": settings.train, "peak_tflops": settings.peak_tflops, "seed": settings.seed}
