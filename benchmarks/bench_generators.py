@@ -71,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--resolution", type=int)
     p.add_argument("--peak-tflops", type=float)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=None, help="write JSON here and Markdown next to it (.md)")
     args = p.parse_args(argv)
 
     settings = BenchSettings(batches=tuple(parse_int_list(args.batch, "--batch")), warmup=args.warmup,
                              rounds=args.rounds, precision=args.precision, compile=args.compile,
                              attn_backend=args.attn_backend, train=args.train, train_batch=args.train_batch,
-                             train_rounds=args.train_rounds, device=args.device, peak_tflops=args.peak_tflops)
+                             train_rounds=args.train_rounds, device=args.device, peak_tflops=args.peak_tflops,
+                             threads=args.threads)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     result = benchmark(names, settings, resolution=args.resolution,
                        on_start=lambda n, i, k: print(f"[{i + 1}/{k}] {n} ...", file=sys.stderr, flush=True))

@@ -187,6 +187,13 @@ def test_benchmark_json_structure():
     json.dumps(out)  # JSON-ready
 
 
+def test_threads_setting_is_scoped_to_the_run():
+    before = torch.get_num_threads()
+    out = benchmark([TINY], BenchSettings(threads=1, flops=False, **FAST))
+    assert out["machine"]["threads"] == 1 and out["settings"]["threads"] == 1
+    assert torch.get_num_threads() == before
+
+
 def test_measure_generator_on_a_plain_module_and_official_defaults():
     from natgan.models import create
 

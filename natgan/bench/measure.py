@@ -57,6 +57,7 @@ class BenchSettings:
     device: str = "auto"
     flops: bool = True
     peak_tflops: float | None = None   # the device's peak for this precision, to report the fraction
+    threads: int | None = None         # torch intra-op threads (CPU); None: torch's default
     seed: int = 0
 
     def validate(self) -> None:
@@ -69,7 +70,7 @@ class BenchSettings:
             raise ConfigError(f"--compile: expected one of {', '.join(COMPILE_MODES)}, got '{self.compile}'")
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"--batch: expected positive integers, got {list(self.batches)}")
-        for key in ("warmup", "train_rounds", "rounds", "train_batch"):
+        for key in ("warmup", "train_rounds", "rounds", "train_batch", "threads"):
             value = getattr(self, key)
             minimum = 0 if key == "warmup" else 1
             if value is not None and value < minimum:
@@ -130,6 +131,21 @@ def precision_context(precision: str, device: torch.device) -> Iterator[Callable
     finally:
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
          torch.backends.cudnn.benchmark) = saved
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads`` for the run. On a shared machine, fewer threads than cores keeps timings
+    stable: a parallel region waits for its slowest thread, and a descheduled one stalls every op."""
+    if threads is None:
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 @contextlib.contextmanager
@@ -398,18 +414,21 @@ def benchmark(models: list[str], settings: BenchSettings | None = None, *, recip
             raise ConfigError(f"--attn-backend {settings.attn_backend}: not available here "
                               f"(available: {', '.join(available_backends())})")
     results = []
-    for i, n in enumerate(names):
-        if on_start is not None:
-            on_start(n or str(recipe), i, len(names))
-        row = benchmark_model(n, settings, recipe=recipe, sets=sets, resolution=resolution, device=device)
-        results.append(row)
-        if on_result is not None:
-            on_result(row)
-    return {"machine": machine(device), "settings": _settings_dict(settings, device), "results": results}
+    with cpu_threads(settings.threads):
+        for i, n in enumerate(names):
+            if on_start is not None:
+                on_start(n or str(recipe), i, len(names))
+            row = benchmark_model(n, settings, recipe=recipe, sets=sets, resolution=resolution, device=device)
+            results.append(row)
+            if on_result is not None:
+                on_result(row)
+        info = machine(device)
+    return {"machine": info, "settings": _settings_dict(settings, device), "results": results}
 
 
 def _settings_dict(settings: BenchSettings, device: torch.device) -> dict[str, Any]:
     warmup, rounds = _counts(settings, device)
     return {"batches": list(settings.batches), "warmup": warmup, "rounds": rounds,
             "precision": settings.precision, "compile": settings.compile, "attn_backend": settings.attn_backend,
-            "train": settings.train, "peak_tflops": settings.peak_tflops, "seed": settings.seed}
+            "train": settings.train, "peak_tflops": settings.peak_tflops, "threads": settings.threads,
+            "seed": settings.seed}
