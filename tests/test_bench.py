@@ -342,7 +342,9 @@ def test_gpu_official_protocol_label():
 @pytest.mark.slow
 def test_compile_on_cpu():
     out = benchmark([TINY], BenchSettings(batches=(2,), compile="default", flops=False, **FAST))
-    assert out["results"][0]["compile"] == "default" and out["results"][0]["throughput"][0]["img_per_s"] > 0
+    row = out["results"][0]
+    assert row["compile"] == "default" and row["throughput"][0]["img_per_s"] > 0
+    assert row["compile_graph_breaks"] == 0                    # the tiny model compiles in one graph
 
 
 def test_benchmark_script_markdown(second_tiny, tmp_path, capsys):

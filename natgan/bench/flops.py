@@ -9,6 +9,8 @@ is wrapped: its own dispatches are hidden from the counter and it is charged the
 neighbourhood attention instead, ``4 · B · H · W · heads · K_h · K_w · head_dim`` (QK and AV, each
 one multiply-add per query, neighbour and channel). The result is the model's FLOPs per image, the
 figure the papers' tables and the roofline estimates use, independent of the attention backend.
+(Calls are charged when they go through the ``natgan.ops`` module attribute or any ``natgan.*``
+module's imported name, which is how every model reaches the op.)
 """
 
 from __future__ import annotations

@@ -165,6 +165,44 @@ def attention_backend(backend: str | None) -> Iterator[None]:
             os.environ[BACKEND_ENV] = saved
 
 
+@contextlib.contextmanager
+def compile_scope(enabled: bool) -> Iterator[dict[str, Any]]:
+    """Fresh dynamo state for one model, recompile limits raised, graph breaks counted.
+
+    Generators call the same block ``forward`` code once per block instance; after a graph break
+    (e.g. inside an attention op) each instance is a separate recompilation, and dynamo's default
+    limit of 8 would silently leave the later blocks eager — timings would then not be of a compiled
+    model. The number of graph breaks is reported so a user sees how much of the model compiled.
+    """
+    stats: dict[str, Any] = {}
+    if not enabled:
+        yield stats
+        return
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    limits = {"recompile_limit": 256, "accumulated_recompile_limit": 4096}
+    if not hasattr(dynamo.config, "recompile_limit"):  # older torch spelling
+        limits["cache_size_limit"] = 256
+    saved = {k: getattr(dynamo.config, k) for k in limits if hasattr(dynamo.config, k)}
+    for key, value in saved.items():
+        setattr(dynamo.config, key, max(value, limits[key]))
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover - private API moved
+        counters = None
+    if counters is not None:
+        counters.clear()
+    try:
+        yield stats
+    finally:
+        if counters is not None:
+            stats["graph_breaks"] = int(sum(counters["graph_break"].values()))
+        for key, value in saved.items():
+            setattr(dynamo.config, key, value)
+        dynamo.reset()
+
+
 def _device_scope(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -271,6 +309,9 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
 
     Non-saturating logistic loss (every model family here uses it); lazy regularisers (R1, path
     length) and bCR are left out, so this is the cost of the plain step that dominates training.
+    D sees fakes and reals as one concatenated batch: the same work as two calls, and a compiled
+    spectral-norm D cannot be called twice before backward (each call updates its power-iteration
+    vectors in place, invalidating what the first call saved).
     """
     G.train().to(device)
     D.train().to(device)
@@ -287,7 +328,8 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
         with autocast():
             with torch.no_grad():
                 fake = g_fn(z)
-            d_loss = F.softplus(d_fn(fake)).mean() + F.softplus(-d_fn(real)).mean()
+            logits = d_fn(torch.cat([fake, real]))
+            d_loss = F.softplus(logits[:batch]).mean() + F.softplus(-logits[batch:]).mean()
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
@@ -375,10 +417,13 @@ def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, 
                     f"reduced ({warmup} warm-up, {rounds} rounds, "
                     f"{'CUDA events' if device.type == 'cuda' else 'perf_counter'})",
     }
-    row.update(measure_generator(pair.generator, settings, device=device, label=pair.name))
-    if settings.train:
-        row["train"] = measure_train_step(pair.generator, pair.discriminator, settings, device=device,
-                                          label=pair.name)
+    with compile_scope(settings.compile is not None) as compile_stats:
+        row.update(measure_generator(pair.generator, settings, device=device, label=pair.name))
+        if settings.train:
+            row["train"] = measure_train_step(pair.generator, pair.discriminator, settings, device=device,
+                                              label=pair.name)
+    if "graph_breaks" in compile_stats:
+        row["compile_graph_breaks"] = compile_stats["graph_breaks"]
     del pair
     if device.type == "cuda":
         torch.cuda.empty_cache()
