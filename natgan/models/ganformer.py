@@ -40,7 +40,8 @@ from natgan.errors import ConfigError
 from natgan.models.ganformer_attention import ImageLatentAttention, LatentSelfAttention
 from natgan.models.layers import SQRT2, EqualConv2d, EqualLinear, FusedLeakyReLU, Upsample
 from natgan.models.registry import register_model
-from natgan.models.stylegan2_layers import (NOISE_MODES, ConstantInput, ModulatedConv2d,
+from natgan.models.stylegan2_layers import (
+    check_synthesis_config,NOISE_MODES, ConstantInput, ModulatedConv2d,
                                             NoiseInjection, StyleGAN2Discriminator, ToRGB, channels_for,
                                             make_noise, mean_w, truncate)
 
@@ -77,11 +78,7 @@ class GANformerConfig:
     mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
 
     def validate(self) -> None:
-        if self.resolution & (self.resolution - 1):
-            raise ConfigError(f"key 'model.resolution': expected a power of two >= 8, got {self.resolution}")
-        if len(self.blur_kernel) < 2 or sum(self.blur_kernel) <= 0:
-            raise ConfigError(f"key 'model.blur_kernel': expected >= 2 taps with a positive sum, "
-                              f"got {self.blur_kernel}")
+        check_synthesis_config(self.resolution, self.blur_kernel)
         if self.latent_dim % 4:
             raise ConfigError(f"key 'model.latent_dim': expected a multiple of 4 (2-D sinusoid), got {self.latent_dim}")
         for res in range(2, int(math.log2(self.resolution)) + 1):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from natgan.errors import ConfigError
 from natgan.models.layers import Blur, ConvLayer, EqualLinear, ResBlock, Upsample, minibatch_stddev
 
 NOISE_MODES = ("random", "const", "none")
@@ -172,3 +173,11 @@ class ConstantInput(nn.Module):
 
 __all__ = ["ConstantInput", "ModulatedConv2d", "NOISE_MODES", "NoiseInjection",
            "StyleGAN2Discriminator", "ToRGB", "channels_for", "make_noise", "mean_w", "truncate"]
+
+
+def check_synthesis_config(resolution: int, blur_kernel: list[int]) -> None:
+    """Checks shared by every StyleGAN2-style synthesis config (StyleGAN2, GANformer)."""
+    if resolution & (resolution - 1):
+        raise ConfigError(f"key 'model.resolution': expected a power of two >= 8, got {resolution}")
+    if len(blur_kernel) < 2 or sum(blur_kernel) <= 0:
+        raise ConfigError(f"key 'model.blur_kernel': expected >= 2 taps with a positive sum, got {blur_kernel}")
