@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from natgan.config import option
-from natgan.errors import ConfigError
 from natgan.models.layers import FusedLeakyReLU, mapping_network
 from natgan.models.registry import register_model
 from natgan.models.stylegan2_layers import (
