@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -143,6 +144,33 @@ def compare_records(ours: Path, theirs: Path, size: int) -> dict:
     return {"records": len(a), "byte_identical": identical, "same_length": len(a) == len(b)}
 
 
+def stage_profile(src: Path, size: int, count: int = 40) -> dict:
+    """Single-process ms per image for each stage of the per-image work, to show where the time goes:
+    Pillow's decode (what the official builder uses) vs ours (libspng for PNG), resize, JPEG encode."""
+    from natgan.data import imaging
+
+    files = sorted(p for p in src.rglob("*") if p.is_file())[:count]
+    datas = [p.read_bytes() for p in files]
+
+    def pillow_decode(data: bytes):
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+    def timed(fn, items):
+        fn(items[0])
+        t = time.perf_counter()
+        out = [fn(x) for x in items]
+        return out, 1e3 * (time.perf_counter() - t) / len(items)
+
+    _, pil_ms = timed(pillow_decode, datas)
+    imgs, ours_ms = timed(imaging.decode_rgb, datas)
+    resized, resize_ms = timed(lambda im: imaging.resize_square(im, size, Image.Resampling.LANCZOS), imgs)
+    _, encode_ms = timed(lambda im: imaging.encode(im, "jpeg"), resized)
+    return {"images": len(datas), "decode_pillow_ms": pil_ms, "decode_natgan_ms": ours_ms,
+            "resize_ms": resize_ms, "encode_ms": encode_ms}
+
+
 def bench_reader(lmdb_path: Path, size: int, seconds: float, loader_workers: int, batch: int) -> list[dict]:
     import torch
     from torch.utils.data import DataLoader
@@ -234,6 +262,7 @@ def main() -> None:
         base = report["prepare"][1]
         report["speedup_vs_rosinality_same_workers"] = report["prepare"][0]["images_per_s"] / base["images_per_s"]
         report["cpu_ratio_rosinality_over_natgan"] = base["cpu_ms_per_image"] / report["prepare"][0]["cpu_ms_per_image"]
+    report["stages"] = stage_profile(src, args.size)
     report["reader"] = bench_reader(ours_out, args.size, args.reader_seconds, args.loader_workers, args.batch)
 
     if args.json:
@@ -249,6 +278,9 @@ def main() -> None:
               f"theirs/ours {report['cpu_ratio_rosinality_over_natgan']:.2f}); records "
               f"byte-identical: {report['records_vs_rosinality']['byte_identical']}/"
               f"{report['records_vs_rosinality']['records']}")
+    st = report["stages"]
+    print(f"  per image, one process: decode {st['decode_pillow_ms']:.1f} ms (Pillow) / {st['decode_natgan_ms']:.1f} ms "
+          f"(nat-gan), resize {st['resize_ms']:.1f} ms, JPEG encode {st['encode_ms']:.2f} ms")
     for row in report["reader"]:
         cpu = f"  ({row['cpu_ms_per_image']:.2f} CPU-ms/img)" if "cpu_ms_per_image" in row else ""
         print(f"  {row['reader']:<42} {row['images_per_s']:8.1f} img/s{cpu}")

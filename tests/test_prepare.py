@@ -25,7 +25,9 @@ import pytest
 from PIL import Image
 
 from natgan.cli import main
-from natgan.data import check_dataset, open_dataset, prepare_dataset, prepare_digits
+from natgan.data import check_dataset, imaging, open_dataset, prepare_dataset, prepare_digits
+from natgan.data.parallel import OrderedMap
+from natgan.data.prepare import Transcoder
 from natgan.errors import ConfigError, DataError
 
 SKLEARN_IMAGES = Path(list(importlib.util.find_spec("sklearn").submodule_search_locations)[0]) / "datasets" / "images"
@@ -208,6 +210,27 @@ def test_parallel_workers_match_inline_and_rerun_is_deterministic(tmp_path, sour
     again = prepare_dataset(sources["folder"], tmp_path / "par2.lmdb", sizes=[32, 64], encoding="png", workers=2,
                             progress=False)
     assert again["content_hash"] == result["content_hash"]
+
+
+class _ReportsBlockCache:
+    """Picklable worker callable: reports the Pillow block cache its process ended up with."""
+
+    def setup_worker(self):
+        imaging.cache_image_memory()
+
+    def __call__(self, item):
+        return item, Image.core.get_blocks_max()
+
+
+def test_pool_workers_reuse_image_memory_and_leave_the_caller_alone():
+    before = Image.core.get_blocks_max()
+    with OrderedMap(_ReportsBlockCache(), range(6), workers=2) as results:
+        got = list(results)
+    assert [i for i, _ in got] == list(range(6))
+    assert all(blocks >= imaging.IMAGE_BLOCK_CACHE for _, blocks in got)
+    assert Image.core.get_blocks_max() == before  # the parent process is not retuned
+    assert [b for _, b in OrderedMap(_ReportsBlockCache(), range(2), workers=0)] == [before, before]
+    assert hasattr(Transcoder, "setup_worker")
 
 
 def test_max_images(tmp_path, sources, files):

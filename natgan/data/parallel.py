@@ -1,7 +1,7 @@
 """``OrderedMap``: run a picklable callable over items in worker processes, results in input order.
 
 Used by ``prepare`` and ``check``. The callable is shipped once per worker (pool initializer), not
-once per item, and the pool starts in the constructor, i.e. before the caller starts any thread
+once per item (its optional ``setup_worker()`` runs there too), and the pool starts in the constructor, i.e. before the caller starts any thread
 (rich's progress-bar refresh thread). Start method: ``fork`` while the caller is single-threaded
 (instant start; workers never touch inherited LMDB/zip handles because sources re-open per process
 id); otherwise ``forkserver``, which is thread-safe but makes each worker re-import the caller's
@@ -18,8 +18,12 @@ _worker_fn: Callable[[Any], Any] | None = None
 
 
 def _init(fn: Callable[[Any], Any]) -> None:
+    """Pool initializer: keep ``fn`` and run its optional ``setup_worker()`` (per-process tuning)."""
     global _worker_fn
     _worker_fn = fn
+    setup = getattr(fn, "setup_worker", None)
+    if setup is not None:
+        setup()
 
 
 def _call(item: Any) -> Any:

@@ -42,6 +42,10 @@ class Transcoder:
         self.resample = imaging.check_filter(filter)
         self.encoding, self.quality = encoding, quality
 
+    def setup_worker(self) -> None:
+        """Runs once in each worker process (see :class:`OrderedMap`)."""
+        imaging.cache_image_memory()
+
     def __call__(self, index: int) -> tuple[int, list[bytes] | None, list[str] | None, str | None, bool]:
         """``(index, values, digests, error, upscaled)``; ``error`` is set for an unreadable image."""
         try:
