@@ -2,9 +2,10 @@
 
 ``FlopCounterMode`` counts matrix products and convolutions (2 FLOPs per multiply-add; element-wise
 work such as norms, activations and softmax is not counted, by its convention and ours). It sees the
-aten ops a call dispatches, which is wrong for neighbourhood attention in both directions: a custom
-op (natten) is invisible to it, and our pure-PyTorch op runs dense halo GEMMs that compute about 4x
-the products a neighbourhood really needs. So while counting, :func:`natgan.ops.neighborhood_attention`
+aten ops a call dispatches, which is wrong for neighbourhood attention in both directions: natten's
+op is invisible to it, and flex or a traced halo-GEMM op would be charged for dense products that
+compute about 4x what a neighbourhood really needs (our torch backend's custom op registers the model
+formula with the counter, but natten and flex do not). So while counting, :func:`natgan.ops.neighborhood_attention`
 is wrapped: its own dispatches are hidden from the counter and it is charged the model FLOPs of
 neighbourhood attention instead, ``4 · B · H · W · heads · K_h · K_w · head_dim`` (QK and AV, each
 one multiply-add per query, neighbour and channel). The result is the model's FLOPs per image, the

@@ -104,11 +104,22 @@ def _tile_size(longest_group: int, target: int) -> int:
     return -(-longest_group // n_tiles)
 
 
+def axis_tile_layout(length: int, dilation: int, target_tile: int) -> tuple[int, int]:
+    """``(number of tiles, tile length)`` of one axis, with plain integers (no tensors).
+
+    Shapes only: the custom op's fake (meta) implementation uses it under ``torch.compile``, where
+    building the cached index tensors would be traced.
+    """
+    group_lengths = [_group_length(length, dilation, g) for g in range(dilation)]
+    tile = _tile_size(max(group_lengths), target_tile)
+    return sum(-(-n // tile) for n in group_lengths), tile
+
+
 @functools.lru_cache(maxsize=256)
 def axis_tiles(length: int, kernel: int, dilation: int, target_tile: int) -> AxisTiles:
     """Tile one axis for the halo-GEMM algorithm (see :class:`AxisTiles`)."""
     group_lengths = [_group_length(length, dilation, g) for g in range(dilation)]
-    tile = _tile_size(max(group_lengths), target_tile)
+    _, tile = axis_tile_layout(length, dilation, target_tile)
     spans = []
     tiles = []  # (group, group_length, first query, number of queries)
     for group, group_length in enumerate(group_lengths):
