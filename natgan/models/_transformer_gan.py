@@ -26,10 +26,10 @@ from typing import Callable, Optional, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from natgan.config import option
 from natgan.errors import ConfigError
+from natgan.models.checkpointing import checkpointed
 from natgan.models.layers import EqualLinear, Upsample, mapping_network
 
 # Official generator widths for levels 4, 8, ..., 1024 (entries 4.. scale with channel_multiplier).
@@ -241,8 +241,8 @@ class StyleLevel(nn.Module):
 
     def forward(self, x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor) -> torch.Tensor:
         for block, w in zip(self.blocks, (w0, w1)):
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, w, use_reentrant=False)
+            if self.activation_checkpointing:
+                x = checkpointed(block, block, x, w)
             else:
                 x = block(x, w)
         return self.upsample(x) if self.upsample is not None else x
@@ -312,6 +312,10 @@ class TransformerGenerator(nn.Module):
         """Recompute each block in backward instead of storing its activations (the trainer sets this)."""
         for level in self.layers:
             level.activation_checkpointing = bool(enabled)
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """The trainer's hook (see :mod:`natgan.models.checkpointing`): one block at a time."""
+        self.activation_checkpointing = enabled
 
 
 def trunc_normal_init_(tensor: torch.Tensor, std: float = 0.02) -> torch.Tensor:

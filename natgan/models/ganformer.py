@@ -37,6 +37,7 @@ from torch import nn
 
 from natgan.config import option
 from natgan.errors import ConfigError
+from natgan.models.checkpointing import checkpointed
 from natgan.models.ganformer_attention import ImageLatentAttention, LatentSelfAttention
 from natgan.models.layers import SQRT2, EqualConv2d, EqualLinear, FusedLeakyReLU, Upsample
 from natgan.models.registry import register_model
@@ -250,6 +251,11 @@ class GANformerGenerator(nn.Module):
             self.blocks.append(GANformerBlock(in_ch, out_ch, 2 ** i, cfg, is_last=i == log_res))
             in_ch = out_ch
         self.n_latent = sum(b.num_ws for b in self.blocks) + 1  # + the final ToRGB
+        self.activation_checkpointing = False
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute each resolution block in backward; noise is redrawn identically."""
+        self.activation_checkpointing = bool(enabled)
 
     @property
     def _pos(self) -> torch.Tensor | None:
@@ -271,8 +277,10 @@ class GANformerGenerator(nn.Module):
         ws = w.view(w.shape[0], self.n_latent, self.k, self.d)
         x, row, rgb = None, 0, None
         for block in self.blocks:
-            x, rgb = block(x, ws[:, row:row + block.num_ws + (1 if block.torgb is not None else 0)],
-                           self._pos, mode, w.shape[0])
+            args = (x, ws[:, row:row + block.num_ws + (1 if block.torgb is not None else 0)], self._pos, mode,
+                    w.shape[0])
+            x, rgb = checkpointed(block, block, *args) if self.activation_checkpointing and x is not None \
+                else block(*args)
             row += block.num_ws
         return rgb
 

@@ -41,6 +41,7 @@ from torch import nn
 
 from natgan.config import option
 from natgan.errors import ConfigError
+from natgan.models.checkpointing import checkpointed
 from natgan.models.hit_discriminator import HiTDiscriminator
 from natgan.models.hit_layers import (AttentionBlock, LatentCrossAttention, MLP, MultiAxisAttention, PixelShuffleUp,
                                       linear, make_norm, trunc_normal_)
@@ -196,6 +197,11 @@ class HiTGenerator(nn.Module):
         self.stages = nn.ModuleList(
             HiTStage(spec, specs[i + 1].width if i + 1 < len(specs) else None, c0, cfg)
             for i, spec in enumerate(specs))
+        self.activation_checkpointing = False
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute each stage's attention/MLP layers in backward (BatchNorm statistics update once)."""
+        self.activation_checkpointing = bool(enabled)
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """HiT has no mapping network: w is z."""
@@ -211,7 +217,7 @@ class HiTGenerator(nn.Module):
         latents = self.latents(w)
         image = None
         for stage in self.stages:
-            x = stage(x, latents)
+            x = checkpointed(stage, stage, x, latents) if self.activation_checkpointing else stage(x, latents)
             if stage.to_rgb is not None:
                 rgb = stage.to_rgb(x).permute(0, 3, 1, 2)
                 image = rgb if image is None else F.interpolate(image, scale_factor=2, mode="nearest") + rgb

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from natgan.config import option
+from natgan.models.checkpointing import checkpointed
 from natgan.models.layers import FusedLeakyReLU, mapping_network
 from natgan.models.registry import register_model
 from natgan.models.stylegan2_layers import (
@@ -60,6 +61,15 @@ class StyledConv(nn.Module):
         return self.activate(self.noise(self.conv(x, style), noise))
 
 
+def _resolution_level(up: StyledConv, conv: StyledConv, to_rgb: nn.Module, x: torch.Tensor, skip: torch.Tensor,
+                      w: torch.Tensor, const: list[torch.Tensor], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One resolution of the synthesis network: x2 styled conv, styled conv, ToRGB into the skip image."""
+    b, res = x.shape[0], x.shape[-1] * 2
+    x = up(x, w[:, 0], make_noise(b, res, mode, const[0]))
+    x = conv(x, w[:, 1], make_noise(b, res, mode, const[1]))
+    return x, to_rgb(x, w[:, 2], skip)
+
+
 class StyleGAN2Generator(nn.Module):
     """Mapping network + synthesis network, following the registry's generator contract."""
 
@@ -80,6 +90,7 @@ class StyleGAN2Generator(nn.Module):
         self.conv1 = StyledConv(ch[4], ch[4], cfg.style_dim, blur_kernel=cfg.blur_kernel)
         self.to_rgb1 = ToRGB(ch[4], cfg.style_dim, upsample=False)
 
+        self.activation_checkpointing = False
         self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
         self.noises = nn.Module()
         self.noises.register_buffer("noise_0", torch.randn(1, 1, 4, 4))
@@ -115,12 +126,15 @@ class StyleGAN2Generator(nn.Module):
         skip = self.to_rgb1(x, w[:, 1])
         i = 1
         for up, conv, to_rgb in zip(self.convs[::2], self.convs[1::2], self.to_rgbs):
-            res = x.shape[-1] * 2
-            x = up(x, w[:, i], make_noise(b, res, mode, const[i]))
-            x = conv(x, w[:, i + 1], make_noise(b, res, mode, const[i + 1]))
-            skip = to_rgb(x, w[:, i + 2], skip)
+            args = (up, conv, to_rgb, x, skip, w[:, i:i + 3], const[i:i + 2], mode)
+            x, skip = checkpointed(self, _resolution_level, *args) if self.activation_checkpointing \
+                else _resolution_level(*args)
             i += 2
         return skip
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute each resolution (two styled convs + ToRGB) in backward; noise is redrawn identically."""
+        self.activation_checkpointing = bool(enabled)
 
     def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
         w = self.mapping(z)
