@@ -176,7 +176,8 @@ class ImageLatentAttention(BipartiteAttention):
         control, probs = self.attend(logits, v)
         if self.capture:
             self.captured = {"attn": probs.detach().view(b, self.heads, h, w, self.num_latents),
-                             "labels": [f"{self.mode} {h}x{w} head {i}" for i in range(self.heads)]}
+                             # the renderer adds "h{i}" and the block title the resolution: keep tiles readable
+                             "labels": [self.mode.replace("_", " ") for _ in range(self.heads)]}
         out = self.integrate(tokens, control)
         return out.transpose(1, 2).reshape(b, c, h, w)
 
