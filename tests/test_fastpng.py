@@ -118,6 +118,18 @@ def test_non_png_and_broken_files_fall_back_to_pillow(photo, monkeypatch):
     assert fastpng.decode_png_rgb(data) is None
 
 
+def test_bad_header_checksum_is_refused_like_pillow(photo):
+    data = bytearray(handmade_png(photo, 2, extra=chunk(b"gAMA", struct.pack(">I", 45455))))
+    for name in (b"IHDR", b"gAMA"):  # Pillow checks every chunk before the image data
+        broken = bytearray(data)
+        start = broken.index(name)
+        length = struct.unpack(">I", broken[start - 4: start])[0]
+        broken[start + 4 + length] ^= 0xFF
+        assert fastpng.decode_png_rgb(bytes(broken)) is None
+        with pytest.raises(imaging.BadImage):
+            imaging.decode_rgb(bytes(broken))
+
+
 def test_bad_crc_is_tolerated_like_pillow(photo):
     data = bytearray(handmade_png(photo, 2))
     idat = data.index(b"IDAT")

@@ -15,6 +15,7 @@ ICC and tRNS chunks are ignored by both decoders.
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -34,8 +35,24 @@ def available() -> bool:
 
 
 def _header(data: bytes) -> tuple[int, int, int, int] | None:
-    """(width, height, bit depth, colour type) from the IHDR chunk, or None if this is not a PNG."""
+    """(width, height, bit depth, colour type) of a PNG whose chunks before the first IDAT have valid CRCs.
+
+    Pillow verifies those checksums and refuses the file otherwise, while libspng is told to ignore
+    CRC errors (so that, like Pillow, it accepts a bad IDAT checksum); checking them here keeps the
+    two decoders agreeing on which files are broken.
+    """
     if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            break
+        end = pos + 8 + length
+        if end + 4 > len(data) or zlib.crc32(data[pos + 4:end]) != struct.unpack(">I", data[end:end + 4])[0]:
+            return None
+        pos = end + 4
+    else:
         return None
     width, height, depth, color = struct.unpack(">IIBB", data[16:26])
     return width, height, depth, color
