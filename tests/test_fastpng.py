@@ -137,3 +137,13 @@ def test_bad_crc_is_tolerated_like_pillow(photo):
     data[idat + 4 + length] ^= 0xFF  # corrupt the IDAT checksum only
     data = bytes(data)
     np.testing.assert_array_equal(np.asarray(imaging.decode_rgb(data)), photo)
+
+
+def test_without_pyspng_pillow_decodes_everything(photo, monkeypatch):
+    """Platforms without a pyspng wheel still work, through Pillow, with the same pixels."""
+    data = pil_png(Image.fromarray(photo))
+    fast = np.asarray(imaging.decode_rgb(data))
+    monkeypatch.setattr(fastpng, "pyspng", None)
+    assert not fastpng.available() and fastpng.decode_png_rgb(data) is None
+    np.testing.assert_array_equal(np.asarray(imaging.decode_rgb(data)), fast)
+    np.testing.assert_array_equal(imaging.decode_array(data), fast)
