@@ -49,6 +49,14 @@ class TrainConfig:
     bcr_fake: float = option(10.0, min=0.0)
     d_clip: float = option(5.0, min=0.0, help="clip D gradient norm after its main step (0 = off)")
     ema_beta: float = option(0.5 ** (32 / 10_000), min=0.0, max=1.0, help="EMA decay per step (official 0.5^(32/10k))")
+    ema_start: int = option(0, min=0, help="G_ema copies G up to this step and averages after it (HiT: 10; "
+                                            "0 = average from the first step, as StyleNAT/StyleGAN2)")
+    ema_buffers: Literal["copy", "average"] = option("copy", help="BatchNorm statistics etc.: copied into G_ema, "
+                                                                  "or averaged like weights (HiT)")
+    update: Literal["alternating", "simultaneous"] = option(
+        "alternating", help="alternating: D step, then G step on fresh latents (StyleGAN2/StyleNAT); "
+                            "simultaneous: one forward, G and D updated from the same logits, R1 inside "
+                            "the D loss (HiT)")
     lr_decay: bool = option(True, help="linear lr decay to 0 from lr_decay_start to iterations")
     lr_decay_start: int = option(775_000, min=0)
     style_mixing: float = option(0.0, min=0.0, max=1.0, help="style-mixing probability (StyleGAN2: 0.9)")
@@ -67,6 +75,9 @@ class TrainConfig:
         if self.batch_per_gpu is not None and self.batch_per_gpu > self.batch:
             raise ConfigError(f"key 'train.batch_per_gpu': expected int <= train.batch ({self.batch}), "
                               f"got {self.batch_per_gpu}")
+        if self.update == "simultaneous" and self.pl_weight > 0:
+            raise ConfigError("key 'train.pl_weight': path-length regularisation needs train.update = "
+                              "'alternating' (its lazy G step has no place in a simultaneous update)")
         if self.lr_decay and self.lr_decay_start > self.iterations:
             raise ConfigError(f"key 'train.lr_decay_start': expected int <= train.iterations "
                               f"({self.iterations}), got {self.lr_decay_start}")

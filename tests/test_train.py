@@ -201,3 +201,91 @@ def test_torchrun_two_processes(tmp_path, digits):
     assert ck["progress"] == {"step": 4, "images_seen": 16}
     assert len(ck["rng"]["ranks"]) == 2
     assert proc.stdout.count("finished at step 4") == 1
+
+
+# ---------------------------------------------------------------- HiT's simultaneous update and delayed EMA
+
+
+def _trainer(tmp_path, digits, **train_settings):
+    from natgan.train.trainer import Trainer
+
+    r, _, _ = resolve_run(recipe_path=tiny_recipe(tmp_path, digits, **train_settings), overrides=[],
+                          outdir=tmp_path / "run", resume=None)
+    return Trainer(r, tmp_path / "run", show_progress=False)
+
+
+def test_simultaneous_update_uses_one_forward_and_own_losses(tmp_path, digits):
+    """Both networks step from the same fakes against the pre-update D, each with its own loss; R1 and
+    bCR sit inside the D loss; accumulation over micro-batches averages."""
+    t = _trainer(tmp_path, digits, update="simultaneous", batch=4, batch_per_gpu=2, r1_every=1, r1=3.0,
+                 style_mixing=0.0, bcr=True, d_clip=0.0)
+    torch.manual_seed(0)
+    reals = [torch.rand(2, 3, 8, 8) * 2 - 1 for _ in range(2)]
+    G0, D0 = [{k: v.clone() for k, v in m.state_dict().items()} for m in (t.G, t.D)]
+    gens_state = {name: getattr(t.gens, name).get_state() for name in ("z", "aug", "flip")}
+    captured = {}
+    d_step = t.d_opt.step  # D really steps (first): G's gradient must still be the pre-update one
+    t.d_opt.step = lambda: (captured.__setitem__("D", [p.grad.clone() for p in t.D.parameters()]), d_step())
+    t.g_opt.step = lambda: captured.__setitem__("G", [p.grad.clone() for p in t.G.parameters()])
+    stats = t._joint_step(iter(reals))
+    assert set(stats) == {"D", "G", "bCR", "R1"}
+
+    # the same step written out by hand, from the saved weights and random streams
+    from natgan.train import augment
+
+    t.G.load_state_dict(G0)
+    t.D.load_state_dict(D0)
+    for name, state in gens_state.items():
+        getattr(t.gens, name).set_state(state)
+    g_ref = [torch.zeros_like(p) for p in t.G.parameters()]
+    d_ref = [torch.zeros_like(p) for p in t.D.parameters()]
+    for real in reals:
+        real = t._flip(real).requires_grad_(True)
+        fake = t.G(torch.randn(2, t.G.z_dim, generator=t.gens.z))
+        fake_logits, real_logits = t.D(fake), t.D(real)
+        d_loss = losses.d_logistic(real_logits, fake_logits)
+        d_loss = d_loss + 10.0 * losses.consistency(t.D(augment.bcr_augment(fake.detach(), t.gens.aug)), fake_logits)
+        d_loss = d_loss + 10.0 * losses.consistency(t.D(augment.bcr_augment(real.detach(), t.gens.aug)), real_logits)
+        d_loss = d_loss + 3.0 / 2 * losses.r1_penalty(real_logits, real)
+        g_loss = losses.g_nonsaturating(fake_logits)
+        for ref, loss, module in ((d_ref, d_loss, t.D), (g_ref, g_loss, t.G)):
+            grads = torch.autograd.grad(loss / 2, list(module.parameters()), retain_graph=True, allow_unused=True)
+            for r, g in zip(ref, grads):
+                r += 0 if g is None else g
+    for got, ref in ((captured["D"], d_ref), (captured["G"], g_ref)):
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_simultaneous_update_trains_and_resumes_exactly(tmp_path, digits):
+    extra = dict(update="simultaneous", r1_every=1, ema_start=3, ema_buffers="average", style_mixing=0.0)
+    recipe_path = tiny_recipe(tmp_path, digits, **extra)
+    straight = run(recipe_path, tmp_path / "straight")
+    assert straight.step == 8
+    run(recipe_path, tmp_path / "split", max_steps=4)
+    run(None, tmp_path / "split", resume="auto")
+    a = state_tensors(checkpoint.load(tmp_path / "straight" / "latest.pt"))
+    b = state_tensors(checkpoint.load(tmp_path / "split" / "latest.pt"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_ema_start_copies_then_averages_and_buffers_can_be_averaged(tmp_path, digits):
+    t = _trainer(tmp_path, digits, ema_start=2, ema_beta=0.5, ema_buffers="average")
+    t.G.register_buffer("stat", torch.zeros(3))
+    t.G_ema.register_buffer("stat", torch.full((3,), 7.0))
+    param = next(t.G.parameters())
+    for step, value in ((0, 1.0), (1, 2.0), (2, 4.0)):
+        t.step = step
+        with torch.no_grad():
+            param.fill_(value)
+            t.G.stat.fill_(value)
+        t._update_ema()
+    ema_param = next(t.G_ema.parameters())
+    assert torch.all(ema_param == 3.0)        # copy after updates 1 and 2 (2.0), then 0.5 * 2 + 0.5 * 4
+    assert torch.all(t.G_ema.stat == 3.0)     # the float buffer is averaged the same way
+
+
+def test_simultaneous_update_refuses_path_length(tmp_path, digits):
+    with pytest.raises(ConfigError, match="train.pl_weight"):
+        run(tiny_recipe(tmp_path, digits, update="simultaneous", pl_weight=2.0), tmp_path / "out")

@@ -25,7 +25,7 @@ REDUCED = {
 TRAIN = {
     "stylegan2": dict(style_mixing=0.9, pl_weight=2.0, g_reg_every=2, bcr=False, ttur=False, g_lr=0.002, d_lr=0.002),
     "ganformer": dict(style_mixing=0.9, bcr=False, ttur=False),
-    "hit": dict(r1_every=1, r1=20.0, d_clip=0.0),
+    "hit": dict(r1_every=1, r1=20.0, d_clip=0.0, update="simultaneous", ema_start=1, ema_buffers="average"),
 }
 
 

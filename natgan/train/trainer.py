@@ -238,6 +238,57 @@ class Trainer:
             stats["bCR"] = cr_total / self.plan.accumulation
         return stats, reals
 
+    def _joint_step(self, data: Iterator[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """HiT's update (``train.update = "simultaneous"``): one forward of G and D per micro-batch. D learns
+        from its logistic loss (+ bCR, + R1 when due, inside the same step), G from the non-saturating loss
+        on the *same* fake logits, so both see the pre-update D; each network gets gradients of its own
+        loss only, and both optimizers step once."""
+        set_requires_grad(self.G, True)
+        set_requires_grad(self.D, True)
+        self.G.zero_grad(set_to_none=True)
+        self.D.zero_grad(set_to_none=True)
+        g_params = [p for p in self.G.parameters() if p.requires_grad]
+        d_params = [p for p in self.D.parameters() if p.requires_grad]
+        r1_now = self.t.r1 > 0 and self.step % self.t.r1_every == 0
+        acc = self.plan.accumulation
+        totals = {"D": 0.0, "G": 0.0, "bCR": 0.0, "R1": 0.0}
+        for _ in range(acc):
+            real = self._flip(next(data))
+            if r1_now:
+                real = real.detach().requires_grad_(True)
+            with self.autocast():
+                fake = self._generate(real.shape[0])
+                fake_logits, real_logits = self.D(fake).float(), self.D(real).float()
+                d_loss = losses.d_logistic(real_logits, fake_logits)
+                g_loss = losses.g_nonsaturating(fake_logits)
+                if self.t.bcr:
+                    cr = (self.t.bcr_fake * losses.consistency(
+                              self.D(augment.bcr_augment(fake.detach(), self.gens.aug)).float(), fake_logits)
+                          + self.t.bcr_real * losses.consistency(
+                              self.D(augment.bcr_augment(real.detach(), self.gens.aug)).float(), real_logits))
+                    d_loss = d_loss + cr
+                    totals["bCR"] = totals["bCR"] + cr.detach()
+            if r1_now:
+                penalty = losses.r1_penalty(real_logits, real)
+                d_loss = d_loss + self.t.r1 / 2 * penalty * self.t.r1_every
+                totals["R1"] = totals["R1"] + penalty.detach()
+            d_grads = torch.autograd.grad(d_loss / acc, d_params, retain_graph=True, allow_unused=True)
+            g_grads = torch.autograd.grad(g_loss / acc, g_params, allow_unused=True)
+            for params, grads in ((d_params, d_grads), (g_params, g_grads)):
+                for p, g in zip(params, grads):
+                    g = torch.zeros_like(p) if g is None else g  # same tensors on every rank for all-reduce
+                    p.grad = g if p.grad is None else p.grad + g
+            totals["D"] = totals["D"] + d_loss.detach()
+            totals["G"] = totals["G"] + g_loss.detach()
+        distributed.average_gradients(self.D, self.dist)
+        distributed.average_gradients(self.G, self.dist)
+        if self.t.d_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.D.parameters(), self.t.d_clip)
+        self.d_opt.step()
+        self.g_opt.step()
+        keep = ["D", "G"] + (["bCR"] if self.t.bcr else []) + (["R1"] if r1_now else [])
+        return {k: totals[k] / acc for k in keep}
+
     def _r1_step(self, reals: list[torch.Tensor]) -> torch.Tensor:
         self.D.zero_grad(set_to_none=True)
         total = 0.0
@@ -279,11 +330,18 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        beta = self.t.ema_beta
+        """Called after the optimizer steps of update ``self.step + 1``. Up to ``train.ema_start`` updates
+        G_ema is a copy of G (HiT starts its EMA at step 10); afterwards weights (and, with
+        ``ema_buffers = "average"``, floating-point buffers such as BatchNorm statistics) are averaged."""
+        beta = 0.0 if self.step + 1 <= self.t.ema_start else self.t.ema_beta
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
             p_ema.lerp_(p.detach(), 1 - beta)
+        average_buffers = self.t.ema_buffers == "average"
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+            if average_buffers and b.is_floating_point():
+                b_ema.lerp_(b, 1 - beta)
+            else:
+                b_ema.copy_(b)
 
     def _set_lrs(self) -> tuple[float, float]:
         g_lr, d_lr = schedule.learning_rates(self.t, self.step)
@@ -362,12 +420,15 @@ class Trainer:
             t_last, seen_last = time.perf_counter(), self.images_seen
             while self.step < self.t.iterations:
                 g_lr, d_lr = self._set_lrs()
-                stats, reals = self._d_step(data)
-                if self.t.r1 > 0 and self.step % self.t.r1_every == 0:
-                    stats["R1"] = self._r1_step(reals)
-                stats["G"] = self._g_step()
-                if self.t.pl_weight > 0 and self.step % self.t.g_reg_every == 0:
-                    stats["PL"] = self._pl_step()
+                if self.t.update == "simultaneous":
+                    stats = self._joint_step(data)
+                else:
+                    stats, reals = self._d_step(data)
+                    if self.t.r1 > 0 and self.step % self.t.r1_every == 0:
+                        stats["R1"] = self._r1_step(reals)
+                    stats["G"] = self._g_step()
+                    if self.t.pl_weight > 0 and self.step % self.t.g_reg_every == 0:
+                        stats["PL"] = self._pl_step()
                 self._update_ema()
                 self._check_finite(stats)
                 self.step += 1
@@ -471,11 +532,16 @@ def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
         "accumulation_steps": plan.accumulation,
         "g_lr": g.lr, "g_betas": list(g.betas), "d_lr": d.lr, "d_betas": list(d.betas),
         "ttur": t.ttur,
+        "update": ("simultaneous: one forward, G and D from the same logits, R1 in the D loss"
+                   if t.update == "simultaneous" else "alternating: D step, then G step"),
         "lr_decay": f"linear to 0 from step {t.lr_decay_start} to {t.iterations}" if t.lr_decay else "none",
         "r1": f"gamma {t.r1} every {t.r1_every} steps" if t.r1 > 0 else "off",
         "bcr": f"real {t.bcr_real}, fake {t.bcr_fake}" if t.bcr else "off",
         "path_length": f"weight {t.pl_weight} every {t.g_reg_every} steps" if t.pl_weight > 0 else "off",
-        "style_mixing": t.style_mixing, "ema_beta": t.ema_beta, "precision": t.precision,
+        "style_mixing": t.style_mixing,
+        "ema": (f"beta {t.ema_beta}" + (f", a copy of G for the first {t.ema_start} steps" if t.ema_start else "")
+                + (", buffers averaged" if t.ema_buffers == "average" else ", buffers copied")),
+        "precision": t.precision,
         "checkpoint_every": t.checkpoint_every, "sample_every": t.sample_every,
         "fid": (f"{recipe.eval.mode} with {recipe.eval.num} images every {recipe.eval.every} steps"
                 if recipe.eval.every else "off"),
