@@ -83,3 +83,31 @@ def test_flex_reuses_its_compiled_kernel_when_only_values_change():
     second = [t.float().cuda() + 1 for t in tensors]  # new tensors, same shapes: no recompile allowed
     with dynamo_config.patch(error_on_recompile=True):
         neighborhood_attention(*second[:3], 7, 2, rpb=second[3], backend="flex")
+
+
+@pytest.mark.parametrize("backend", ["torch", "flex"])
+def test_compiled_stylenat_generator_on_cuda_matches_eager_without_graph_breaks(backend, monkeypatch):
+    """The whole generator under torch.compile on the GPU: one graph, outputs and gradients as eager."""
+    import torch._dynamo as dynamo
+
+    from natgan.models import create
+
+    monkeypatch.setenv("NATGAN_NA_BACKEND", backend)
+    torch.manual_seed(0)
+    G = create("stylenat", resolution=32, style_dim=64, n_mlp=4, channels=[64, 64, 64, 32], min_heads=2,
+               kernel_size=5).generator.cuda()
+    z = torch.randn(2, 64, device="cuda")
+    dynamo.reset()
+    try:
+        explained = dynamo.explain(G)(z)
+        assert explained.graph_break_count == 0, explained.break_reasons
+        eager = G(z)
+        eager_grads = torch.autograd.grad(eager.square().mean(), list(G.parameters()), allow_unused=True)
+        compiled = torch.compile(G)(z)
+        grads = torch.autograd.grad(compiled.square().mean(), list(G.parameters()), allow_unused=True)
+    finally:
+        dynamo.reset()
+    torch.testing.assert_close(compiled, eager, rtol=1e-3, atol=1e-3)
+    for a, b in zip(grads, eager_grads):
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
