@@ -186,9 +186,10 @@ def test_periodic_fid_is_logged_and_stored(tmp_path, digits):
     assert [m["step"] for m in stored] == [2, 4] and stored[-1]["fid"] == result.metrics[-1]["fid"]
 
 
-def test_torchrun_two_processes(tmp_path, digits):
+@pytest.mark.parametrize("update", ["alternating", "simultaneous"])
+def test_torchrun_two_processes(tmp_path, digits, update):
     """Data parallel under torchrun (gloo on CPU): one checkpoint, global batch counted once, per-rank RNG kept."""
-    recipe_path = tiny_recipe(tmp_path, digits, iterations=4, lr_decay=False, checkpoint_every=4)
+    recipe_path = tiny_recipe(tmp_path, digits, iterations=4, lr_decay=False, checkpoint_every=4, update=update)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     launcher = "import sys, tiny_model; from natgan.cli import main; main(sys.argv[1:])"
     script = tmp_path / "launch.py"
