@@ -59,9 +59,9 @@ def cpu_seconds() -> float:
 
 def make_images(root: Path, count: int, fmt: str) -> Path:
     """Photo-like images (see module docstring); reused when already there."""
-    size = 256 if fmt == "webp" else 1024
+    size = 256 if fmt in ("webp", "png256") else 1024
     folder = root / f"{fmt}{size}" / "images"  # one subfolder: rosinality's ImageFolder needs a class dir
-    ext = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}[fmt]
+    ext = {"png": ".png", "png256": ".png", "jpeg": ".jpg", "webp": ".webp"}[fmt]
     existing = sorted(folder.glob(f"*{ext}")) if folder.is_dir() else []
     if len(existing) >= count:
         return folder.parent
@@ -82,7 +82,7 @@ def make_images(root: Path, count: int, fmt: str) -> Path:
         arr = np.asarray(img).astype(np.float32) * rng.uniform(0.8, 1.2, size=3) + rng.uniform(-20, 20)
         arr += rng.normal(0, 2.5, arr.shape)
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-        if fmt == "png":
+        if fmt in ("png", "png256"):
             img.save(folder / f"{i:05d}.png")
         elif fmt == "webp":
             img.save(folder / f"{i:05d}.webp", quality=80)
@@ -221,8 +221,9 @@ def main() -> None:
     ap.add_argument("--rosinality", type=Path, help="path to rosinality's prepare_data.py (fetched outside the repo)")
     ap.add_argument("--images-dir", type=Path, default=Path("/tmp/natgan-bench"))
     ap.add_argument("--count", type=int, default=300)
-    ap.add_argument("--format", choices=("png", "jpeg", "webp"), default="png",
-                    help="png/jpeg: 1024x1024 (FFHQ-like); webp: shorter side 256, up to 1.6:1 (LSUN-like)")
+    ap.add_argument("--format", choices=("png", "png256", "jpeg", "webp"), default="png",
+                    help="png/jpeg: 1024x1024 (FFHQ-like); png256: 256x256 PNG (the FFHQ-256 folder StyleNAT "
+                         "trains from); webp: shorter side 256, up to 1.6:1 (LSUN-like)")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--reader-seconds", type=float, default=10.0)
@@ -245,7 +246,8 @@ def main() -> None:
         print(json.dumps(row))
         return
     report: dict = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "images": args.count,
-                    "image_format": "webp 256xW (LSUN-like)" if args.format == "webp" else f"{args.format} 1024x1024",
+                    "image_format": {"webp": "webp 256xW (LSUN-like)", "png256": "png 256x256"}.get(
+                        args.format, f"{args.format} 1024x1024"),
                     "size": args.size, "prepare": []}
 
     ours_out, theirs_out = work / f"natgan-{args.workers}.lmdb", work / f"rosinality-{args.workers}.lmdb"
