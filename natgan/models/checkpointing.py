@@ -1,6 +1,6 @@
 """Activation checkpointing shared by every generator: recompute a segment in backward, store only its input.
 
-``checkpointed(fn, *args)`` is ``torch.utils.checkpoint`` (non-reentrant, RNG state preserved, so noise
+``checkpointed(module, fn, *args)`` is ``torch.utils.checkpoint`` (non-reentrant, RNG state preserved, so noise
 injections draw the same values when recomputed) plus one fix: BatchNorm layers inside the segment
 update their running statistics on the first pass only. Without it, HiT's BatchNorm generator would
 take two momentum steps per training step when checkpointed. The recomputation still normalises with
