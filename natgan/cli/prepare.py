@@ -28,6 +28,19 @@ def _out_opt(default: Optional[str]) -> Any:
     return typer.Option(default, "--out", "-o", help="Output LMDB directory.", show_default=bool(default))
 
 
+# Options shared by the ffhq / church / folder builders (one declaration, used as each parameter's default)
+SIZES_OPT = typer.Option(None, "--sizes", help=SIZES_HELP)
+ENCODING_OPT = typer.Option("jpeg", "--encoding", help=ENCODING_HELP)
+FILTER_OPT = typer.Option("lanczos", "--filter", help=FILTER_HELP)
+WORKERS_OPT = typer.Option(None, "--workers", "-j", help="Worker processes (default: all cores; 0 = none).")
+MAX_IMAGES_OPT = typer.Option(None, "--max-images", help="Stop after N images (quick subsets).")
+SKIP_BAD_OPT = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed at the end and in the "
+                                                      "metadata) instead of stopping.")
+FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing output LMDB.")
+PROGRESS_OPT = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (stderr).")
+JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
 def _run_prepare(dataset: str, src: Optional[str], out: str, sizes: Optional[str], encoding: str, filter: str,
                  workers: Optional[int], max_images: Optional[int], skip_bad: bool, force: bool, json_out: bool,
                  progress: bool) -> None:
@@ -79,17 +92,15 @@ def register(app: typer.Typer) -> None:
 def ffhq(
     src: Optional[str] = typer.Argument(None, help="FFHQ images1024x1024 folder (nested) or a zip of it."),
     out: str = _out_opt("ffhq.lmdb"),
-    sizes: Optional[str] = typer.Option(None, "--sizes", help=SIZES_HELP),
-    encoding: str = typer.Option("jpeg", "--encoding", help=ENCODING_HELP),
-    filter: str = typer.Option("lanczos", "--filter", help=FILTER_HELP),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: all cores; 0 = "
-                                                                         "none)."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after N images (quick subsets)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed at the end and in the "
-                                                             "metadata) instead of stopping."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output LMDB."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (stderr)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    sizes: Optional[str] = SIZES_OPT,
+    encoding: str = ENCODING_OPT,
+    filter: str = FILTER_OPT,
+    workers: Optional[int] = WORKERS_OPT,
+    max_images: Optional[int] = MAX_IMAGES_OPT,
+    skip_bad: bool = SKIP_BAD_OPT,
+    force: bool = FORCE_OPT,
+    progress: bool = PROGRESS_OPT,
+    json_out: bool = JSON_OPT,
 ) -> None:
     """FFHQ (70,000 faces, 1024x1024 PNG) -> LMDB. Without SRC, explains where to get it."""
     _run_prepare("ffhq", src, out, sizes, encoding, filter, workers, max_images, skip_bad, force, json_out, progress)
@@ -100,16 +111,15 @@ def church(
     src: Optional[str] = typer.Argument(None, help="LSUN church_outdoor_train_lmdb directory, or a folder / zip "
                                                    "of images."),
     out: str = _out_opt("church.lmdb"),
-    sizes: Optional[str] = typer.Option(None, "--sizes", help=SIZES_HELP),
-    encoding: str = typer.Option("jpeg", "--encoding", help=ENCODING_HELP),
-    filter: str = typer.Option("lanczos", "--filter", help=FILTER_HELP),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: all cores; 0 = "
-                                                                         "none)."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after N images (quick subsets)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images instead of stopping."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output LMDB."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (stderr)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    sizes: Optional[str] = SIZES_OPT,
+    encoding: str = ENCODING_OPT,
+    filter: str = FILTER_OPT,
+    workers: Optional[int] = WORKERS_OPT,
+    max_images: Optional[int] = MAX_IMAGES_OPT,
+    skip_bad: bool = SKIP_BAD_OPT,
+    force: bool = FORCE_OPT,
+    progress: bool = PROGRESS_OPT,
+    json_out: bool = JSON_OPT,
 ) -> None:
     """LSUN Church (LSUN's own LMDB export, or a folder / zip) -> LMDB. Without SRC, explains where to get it."""
     _run_prepare("church", src, out, sizes, encoding, filter, workers, max_images, skip_bad, force, json_out,
@@ -121,16 +131,15 @@ def folder(
     src: str = typer.Argument(..., help="Image folder (nested), zip archive, or an LMDB of images."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Output LMDB directory (default: <SRC name>.lmdb "
                                                                  "in the current directory)."),
-    sizes: Optional[str] = typer.Option(None, "--sizes", help=SIZES_HELP),
-    encoding: str = typer.Option("jpeg", "--encoding", help=ENCODING_HELP),
-    filter: str = typer.Option("lanczos", "--filter", help=FILTER_HELP),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: all cores; 0 = "
-                                                                         "none)."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after N images (quick subsets)."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable images instead of stopping."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output LMDB."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (stderr)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    sizes: Optional[str] = SIZES_OPT,
+    encoding: str = ENCODING_OPT,
+    filter: str = FILTER_OPT,
+    workers: Optional[int] = WORKERS_OPT,
+    max_images: Optional[int] = MAX_IMAGES_OPT,
+    skip_bad: bool = SKIP_BAD_OPT,
+    force: bool = FORCE_OPT,
+    progress: bool = PROGRESS_OPT,
+    json_out: bool = JSON_OPT,
 ) -> None:
     """Any image collection (nested folders, zip) -> LMDB."""
     if out is None:
@@ -146,9 +155,9 @@ def digits(
     encoding: str = typer.Option("png", "--encoding", help=ENCODING_HELP),
     filter: str = typer.Option("bicubic", "--filter", help=FILTER_HELP),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after N images."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output LMDB."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (stderr)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    force: bool = FORCE_OPT,
+    progress: bool = PROGRESS_OPT,
+    json_out: bool = JSON_OPT,
 ) -> None:
     """The built-in default dataset: scikit-learn's 1,797 handwritten digits, 32x32 RGB (no download)."""
     from natgan.data.digits import prepare_digits
@@ -161,9 +170,8 @@ def digits(
 @prepare_app.command("check")
 def check(
     path: str = typer.Argument(..., help="LMDB to verify (nat-gan or official layout)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: all cores; 0 = "
-                                                                         "none)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (stderr)."),
+    workers: Optional[int] = WORKERS_OPT,
+    progress: bool = PROGRESS_OPT,
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Decode every record, count images per size, compare content hashes; exit 1 on any problem."""

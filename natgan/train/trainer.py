@@ -207,6 +207,18 @@ class Trainer:
         mask = (torch.rand(real.shape[0], generator=self.gens.flip) < 0.5).to(self.device).view(-1, 1, 1, 1)
         return torch.where(mask, real.flip(3), real)
 
+    def _bcr_loss(self, fake: torch.Tensor, fake_logits: torch.Tensor, real: torch.Tensor,
+                  real_logits: torch.Tensor) -> torch.Tensor:
+        """bCR: D on augmented copies of the (detached) images should give the logits of the originals."""
+        aug_fake = self.D(augment.bcr_augment(fake.detach(), self.gens.aug)).float()
+        aug_real = self.D(augment.bcr_augment(real.detach(), self.gens.aug)).float()
+        return (self.t.bcr_fake * losses.consistency(aug_fake, fake_logits)
+                + self.t.bcr_real * losses.consistency(aug_real, real_logits))
+
+    def _r1_weighted(self, penalty: torch.Tensor) -> torch.Tensor:
+        """R1 as it enters the D loss: gamma/2, times the lazy interval (StyleGAN2's lazy regularisation)."""
+        return self.t.r1 / 2 * penalty * self.t.r1_every
+
     def _d_step(self, data: Iterator[torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
         set_requires_grad(self.G, False)
         set_requires_grad(self.D, True)
@@ -221,10 +233,7 @@ class Trainer:
                 fake_logits, real_logits = self.D(fake).float(), self.D(real).float()
                 loss = losses.d_logistic(real_logits, fake_logits)
                 if self.t.bcr:
-                    cr = (self.t.bcr_fake * losses.consistency(self.D(augment.bcr_augment(fake, self.gens.aug)).float(),
-                                                               fake_logits)
-                          + self.t.bcr_real * losses.consistency(self.D(augment.bcr_augment(real, self.gens.aug)).float(),
-                                                                 real_logits))
+                    cr = self._bcr_loss(fake, fake_logits, real, real_logits)
                     loss = loss + cr
                     cr_total = cr_total + cr.detach()
             (loss / self.plan.accumulation).backward()
@@ -262,15 +271,12 @@ class Trainer:
                 d_loss = losses.d_logistic(real_logits, fake_logits)
                 g_loss = losses.g_nonsaturating(fake_logits)
                 if self.t.bcr:
-                    cr = (self.t.bcr_fake * losses.consistency(
-                              self.D(augment.bcr_augment(fake.detach(), self.gens.aug)).float(), fake_logits)
-                          + self.t.bcr_real * losses.consistency(
-                              self.D(augment.bcr_augment(real.detach(), self.gens.aug)).float(), real_logits))
+                    cr = self._bcr_loss(fake, fake_logits, real, real_logits)
                     d_loss = d_loss + cr
                     totals["bCR"] = totals["bCR"] + cr.detach()
             if r1_now:
                 penalty = losses.r1_penalty(real_logits, real)
-                d_loss = d_loss + self.t.r1 / 2 * penalty * self.t.r1_every
+                d_loss = d_loss + self._r1_weighted(penalty)
                 totals["R1"] = totals["R1"] + penalty.detach()
             d_grads = torch.autograd.grad(d_loss / acc, d_params, retain_graph=True, allow_unused=True)
             g_grads = torch.autograd.grad(g_loss / acc, g_params, allow_unused=True)
@@ -296,7 +302,7 @@ class Trainer:
             real = real.detach().requires_grad_(True)
             logits = self.D(real).float()
             penalty = losses.r1_penalty(logits, real)
-            loss = self.t.r1 / 2 * penalty * self.t.r1_every + 0 * logits[0].sum()
+            loss = self._r1_weighted(penalty) + 0 * logits[0].sum()
             (loss / len(reals)).backward()
             total = total + penalty.detach()
         distributed.average_gradients(self.D, self.dist)
