@@ -13,7 +13,6 @@ never leaves a truncated file under the final name, and loading never unpickles 
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 
 from natgan import __version__
-from natgan.fsutil import fsync_dir
+from natgan.fsutil import atomic_write
 from natgan.errors import CheckpointError
 
 FORMAT = "nat-gan-checkpoint"
@@ -31,20 +30,7 @@ REQUIRED_KEYS = ("model", "weights", "progress")
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``path`` atomically: readers see the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def make_checkpoint(*, model_name: str, model_config: dict, recipe: dict | None, normalization: str,

@@ -1,9 +1,22 @@
-"""Filesystem durability helpers shared by every writer that promises "complete or absent"."""
+"""Filesystem durability helpers shared by every writer that promises "complete or absent".
+
+Every file nat-gan publishes (checkpoints, ``latest.pt``, ``recipe.toml``, sample PNGs/zips/npz,
+attention maps, cached FID statistics, extractor weights, benchmark JSON) goes through
+:class:`AtomicFile`: the bytes go to ``.<name>.tmp-<pid>`` beside the target, are fsynced, renamed over
+the target in one step and the directory is fsynced, so a reader (or a crash, or ``kill -9``) sees the
+old file or the complete new one, never a torn one. A failed write removes its temp file; temp files
+of writers that died without cleaning up (``kill -9``) are removed by the next writer of the same
+target, or by :func:`remove_stale_temps` for a whole directory, once their pid is no longer alive.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import IO, Any, Callable
+
+TEMP_RE = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)$")
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -18,3 +31,150 @@ def fsync_dir(path: str | Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def temp_path(path: str | Path, pid: int | None = None) -> Path:
+    """The temp name a writer of ``path`` uses: hidden, beside it (same filesystem), carrying the pid."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid() if pid is None else pid}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this host (a pid we may not signal still exists)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temps(directory: str | Path, target: str | None = None) -> list[Path]:
+    """Delete temp files in ``directory`` (of ``target`` only, if given) whose writer is dead."""
+    directory = Path(directory)
+    removed: list[Path] = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = TEMP_RE.match(entry.name)
+        if not m or (target is not None and m.group("target") != target):
+            continue
+        pid = int(m.group("pid"))
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except (IsADirectoryError, FileNotFoundError, PermissionError):
+            continue
+    return removed
+
+
+class AtomicFile:
+    """A temp file that becomes ``path`` on :meth:`commit` and disappears on :meth:`abort`.
+
+    Use as a context manager (commit on success, abort on any exception) or drive it by hand when the
+    file object is handed to something that streams into it (a ``ZipFile``)."""
+
+    def __init__(self, path: str | Path, mode: str = "wb", **open_kwargs: Any):
+        if "w" not in mode:
+            raise ValueError("AtomicFile writes a new file: mode must contain 'w'")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path.parent, self.path.name)
+        self.tmp = temp_path(self.path)
+        self.fh: IO[Any] = open(self.tmp, mode, **open_kwargs)
+        self.done = False
+
+    def commit(self) -> Path:
+        """fsync the data, rename it over the target, fsync the directory."""
+        try:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+            self.fh.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self.done = True
+        fsync_dir(self.path.parent)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the temp file (no-op after a commit)."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.fh.close()
+        except (OSError, ValueError):
+            pass
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> IO[Any]:
+        return self.fh
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(binary_file)`` and publish the result at ``path`` atomically."""
+    target = AtomicFile(path, "wb")
+    with target as fh:
+        write(fh)
+    return target.path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_link(source: str | Path, path: str | Path) -> Path:
+    """Make ``path`` a hard link to ``source`` atomically (a copy where hard links are unsupported)."""
+    source, path = Path(source), Path(path)
+    remove_stale_temps(path.parent, path.name)
+    tmp = temp_path(path)
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        return atomic_write(path, lambda fh: fh.write(source.read_bytes()))
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True if ``a`` and ``b`` name the same file or directory: resolved paths (``..``, symlinks) or inodes."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):
+        pass
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False

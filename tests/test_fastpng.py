@@ -102,7 +102,9 @@ def test_palette_and_16_bit_files_are_left_to_pillow(photo):
     sixteen = pil_png(Image.fromarray((photo[:, :, 0].astype(np.uint16) * 257)).convert("I;16"))
     for data in (palette, sixteen):
         assert fastpng.decode_png_rgb(data) is None
-        np.testing.assert_array_equal(np.asarray(imaging.decode_rgb(data)), pillow_rgb(data))
+    np.testing.assert_array_equal(np.asarray(imaging.decode_rgb(palette)), pillow_rgb(palette))
+    # 16-bit grey is scaled to its high byte (Pillow's own convert("RGB") would clip it to white)
+    np.testing.assert_array_equal(np.asarray(imaging.decode_rgb(sixteen)), np.repeat(photo[:, :, :1], 3, axis=2))
 
 
 def test_non_png_and_broken_files_fall_back_to_pillow(photo, monkeypatch):

@@ -73,7 +73,29 @@ def decode_rgb(data: bytes) -> Image.Image:
         raise BadImage("not a recognised image file") from None
     except Exception as exc:  # noqa: BLE001 - corrupt files make Pillow's plugins raise almost anything
         raise BadImage(str(exc) or type(exc).__name__) from None
-    return img if img.mode == "RGB" else img.convert("RGB")
+    return to_rgb(img)
+
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode Pillow decodes, with high-bit-depth greys *scaled*, not clipped.
+
+    Why: Pillow opens a 16-bit grey PNG as mode ``I;16`` and ``convert("RGB")`` clips its 0..65535
+    values at 255, so nearly every pixel turns white. A 16-bit RGB PNG Pillow itself reduces to its
+    high byte; greys get the same rule (``v >> 8``) so both layouts agree. 32-bit integer and float
+    images have no agreed 8-bit scale and are refused rather than guessed.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode in _SIXTEEN_BIT or (img.mode == "I" and img.format == "PNG"):
+        grey = (np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if img.mode in ("I", "F"):
+        raise BadImage(f"{'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels have no defined "
+                       f"8-bit scale; convert the image to 8 or 16 bits per channel")
+    return img.convert("RGB")
 
 
 def decode_array(data: bytes) -> np.ndarray:
@@ -81,10 +103,7 @@ def decode_array(data: bytes) -> np.ndarray:
     fast = fastpng.decode_png_rgb(data)
     if fast is not None:
         return fast
-    img = Image.open(io.BytesIO(data))
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.array(img)
+    return np.array(to_rgb(Image.open(io.BytesIO(data))))
 
 
 def resized_shape(width: int, height: int, size: int) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from natgan.data.hashing import SizeHasher, dataset_hash, record_digest
 from natgan.data.parallel import OrderedMap
 from natgan.data.progress import ProgressBar, ProgressCallback
 from natgan.data.sources import IMAGE_EXTENSIONS, MissingSourceError, RawSource, SourceError, open_source
+from natgan.fsutil import same_file
 from natgan.data.writer import BATCH_IMAGES, LmdbBuilder, check_replaceable
 from natgan.errors import ConfigError, DataError
 
@@ -176,7 +177,7 @@ def prepare_dataset(src: str | os.PathLike | RawSource | None, out: str | os.Pat
     out_path = Path(out).expanduser().absolute()
 
     source = _open_checked(src, dataset)
-    if source.path.absolute() == out_path:
+    if same_file(source.path, out_path):
         raise ConfigError(f"--out {out_path}: is the source itself; choose another output path")
     fingerprint = source.fingerprint()
     request = _request(dataset, source, fingerprint, size_list, filter, encoding, jpeg_quality, max_images, skip_bad)

@@ -22,21 +22,12 @@ from typing import Any
 
 import lmdb
 
+from natgan.fsutil import pid_alive
 from natgan.data import lmdb_format as fmt
 from natgan.errors import DataError
 
 BATCH_BYTES = 256 << 20    # commit at least every 256 MiB ...
 BATCH_IMAGES = 2048        # ... or every 2048 images: few large transactions, bounded memory
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stale_partials(out: Path) -> list[Path]:
@@ -48,7 +39,7 @@ def stale_partials(out: Path) -> list[Path]:
         for tag in (".partial-", ".replaced-"):
             prefix = out.name + tag
             if sibling.name.startswith(prefix) and sibling.name[len(prefix):].isdigit():
-                if not _pid_alive(int(sibling.name[len(prefix):])):
+                if not pid_alive(int(sibling.name[len(prefix):])):
                     stale.append(sibling)
     return stale
 

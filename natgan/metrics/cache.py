@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from natgan.fsutil import atomic_write
+
 
 def cache_dir() -> Path:
     """Root of nat-gan's user cache (not created here)."""
@@ -32,22 +34,6 @@ def cache_dir() -> Path:
     if xdg:
         return Path(xdg).expanduser() / "nat-gan"
     return Path.home() / ".cache" / "nat-gan"
-
-
-def atomic_write_bytes(path: Path, write) -> Path:
-    """Call ``write(fileobj)`` on a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 @dataclass(frozen=True)
@@ -109,4 +95,4 @@ class StatsCache:
         arrays = {"mu": mu, "sigma": sigma, "meta": np.array(json.dumps(key.as_dict(), sort_keys=True))}
         if feats is not None:
             arrays["feats"] = feats
-        return atomic_write_bytes(self.path(key), lambda fh: np.savez(fh, **arrays))
+        return atomic_write(self.path(key), lambda fh: np.savez(fh, **arrays))

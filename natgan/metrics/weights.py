@@ -26,7 +26,8 @@ import torch
 from cleanfid import downloads_helper, inception_pytorch
 
 from natgan.errors import ConfigError, NatGanError
-from natgan.metrics.cache import atomic_write_bytes, cache_dir
+from natgan.fsutil import atomic_write
+from natgan.metrics.cache import cache_dir
 
 MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
 DOWNLOAD_TIMEOUT_S = 60
@@ -76,7 +77,7 @@ def download(url: str, target: Path, *, sha256_prefix: str | None = None) -> Pat
         if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
             raise OSError(f"checksum mismatch (sha256 {digest.hexdigest()[:8]}, expected {sha256_prefix})")
 
-    return atomic_write_bytes(target, write)
+    return atomic_write(target, write)
 
 
 def missing_message(mode: str, spec: WeightsFile, reason: str) -> str:

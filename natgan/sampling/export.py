@@ -8,7 +8,6 @@ exporting 50k images at 1024 px needs no more memory than one batch.
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 
 from natgan.errors import ConfigError, NatGanError
+from natgan.fsutil import AtomicFile, atomic_write_bytes
 
 FORMATS = ("png", "zip", "npz")
 
@@ -31,24 +31,10 @@ def to_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
 
 
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def _png_bytes(hwc: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(hwc).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = _tmp_for(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class SampleWriter:
@@ -67,9 +53,9 @@ class SampleWriter:
         self._done = 0
         if fmt in ("zip", "npz"):
             self.path = self.outdir / f"{stem}.{fmt}"
-            self._tmp = _tmp_for(self.path)
+            self._target = AtomicFile(self.path, "w+b")  # zipfile seeks back to patch local headers
             mode = zipfile.ZIP_STORED  # PNGs are already compressed; npy of pixels barely compresses
-            self._zip = zipfile.ZipFile(self._tmp, "w", compression=mode, allowZip64=True)
+            self._zip = zipfile.ZipFile(self._target.fh, "w", compression=mode, allowZip64=True)
             if fmt == "npz" and count is None:
                 raise ValueError("the npz writer streams its array and needs the image count up front")
 
@@ -80,7 +66,7 @@ class SampleWriter:
         if self.fmt == "png":
             for name, img in zip(names, hwc):
                 path = self.outdir / f"{name}.png"
-                _write_atomic(path, _png_bytes(img))
+                atomic_write_bytes(path, _png_bytes(img))
                 self.written.append(path)
         elif self.fmt == "zip":
             for name, img in zip(names, hwc):
@@ -118,7 +104,7 @@ class SampleWriter:
                 with self._zip.open("seeds.npy", "w") as fh:
                     np.lib.format.write_array(fh, np.array(seeds, dtype=np.int64))
             self._zip.close()
-            os.replace(self._tmp, self.path)
+            self._target.commit()
         finally:
             self.abort()
         self.written.append(self.path)
@@ -136,8 +122,8 @@ class SampleWriter:
                 self._zip.close()
             except (ValueError, OSError):
                 pass
-        if self._zip is not None and self._tmp.exists():
-            self._tmp.unlink()
+        if self._zip is not None:
+            self._target.abort()
 
 
 def seed_name(seed: int) -> str:
@@ -164,7 +150,7 @@ def grid_image(images: torch.Tensor | np.ndarray, cols: int, rows: int) -> np.nd
 
 def save_png(path: Path, hwc: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, _png_bytes(hwc))
+    atomic_write_bytes(path, _png_bytes(hwc))
     return path
 
 
@@ -177,5 +163,5 @@ def save_gif(path: Path, frames: Iterable[np.ndarray], *, fps: float = 20.0) -> 
     pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:], duration=max(1, round(1000 / fps)),
                 loop=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path

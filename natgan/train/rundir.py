@@ -19,6 +19,7 @@ from pathlib import Path
 
 from natgan import checkpoint
 from natgan.errors import CheckpointError, NatGanError
+from natgan.fsutil import atomic_link, remove_stale_temps
 
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
 
@@ -45,6 +46,7 @@ class RunDir:
         fh.write(str(os.getpid()))
         fh.flush()
         self._lock_fh = fh
+        remove_stale_temps(self.path)  # left by a writer killed mid-write (kill -9)
 
     def unlock(self) -> None:
         if self._lock_fh is not None:
@@ -89,14 +91,7 @@ class RunDir:
     def save(self, ckpt: dict, step: int, keep: int) -> Path:
         """Atomically write ckpt-<step>.pt, point latest.pt at it, prune old numbered snapshots."""
         path = checkpoint.save(ckpt, self.checkpoint_path(step))
-        tmp = self.path / f".latest.tmp-{os.getpid()}"
-        if tmp.exists():
-            tmp.unlink()
-        try:
-            os.link(path, tmp)
-        except OSError:  # filesystems without hard links: write a second copy
-            checkpoint.save(ckpt, tmp)
-        os.replace(tmp, self.latest)
+        atomic_link(path, self.latest)
         for _, old in self.numbered_checkpoints()[keep:]:
             old.unlink(missing_ok=True)
         return path

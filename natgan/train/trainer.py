@@ -24,6 +24,7 @@ from rich.console import Console
 
 from natgan import checkpoint
 from natgan.errors import ConfigError, DataError, NatGanError
+from natgan.fsutil import atomic_write, atomic_write_text
 from natgan.models import count_params, create
 from natgan.models.normalization import to_uint8
 from natgan.recipe import Recipe
@@ -382,10 +383,7 @@ class Trainer:
             images = torch.cat([self.G_ema(z.to(self.device)) for z in self.grid_z.split(8)])
         grid = make_grid(to_uint8(images, self.G.normalization), nrow=4)
         path = self.run_dir.path / "samples" / f"step-{self.step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(grid).save(tmp, format="PNG")
-        tmp.replace(path)
+        atomic_write(path, lambda fh: Image.fromarray(grid).save(fh, format="PNG"))
         if writer is not None:
             writer.add_image("samples", grid, self.step, dataformats="HWC")
         return path
@@ -416,7 +414,7 @@ class Trainer:
         latest = grid = None
         try:
             if main:
-                (self.run_dir.path / "recipe.toml").write_text(self.recipe.to_toml())
+                atomic_write_text(self.run_dir.path / "recipe.toml", self.recipe.to_toml())
                 from torch.utils.tensorboard import SummaryWriter
 
                 writer = SummaryWriter(str(self.run_dir.path / "tb"))

@@ -20,7 +20,6 @@ most-attended latent; ``latents`` draws one tile per (head, latent).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from natgan.errors import ConfigError
+from natgan.fsutil import atomic_write
 from natgan.viz import colormaps
 from natgan.viz.maps import AttentionMaps, BlockAttention
 
@@ -189,14 +189,7 @@ def _block_title(block: BlockAttention) -> str:
 
 
 def _save(image: Image.Image, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda fh: image.save(fh, format="PNG"))
 
 
 def render(result: AttentionMaps, outdir: str | Path, *, cmap: str = "gray", norm: str = "head",
