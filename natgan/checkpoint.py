@@ -14,12 +14,13 @@ never leaves a truncated file under the final name, and loading never unpickles 
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from natgan import __version__
+from natgan import __version__, checkpoint_schema
 from natgan.fsutil import atomic_write
 from natgan.errors import CheckpointError
 
@@ -77,14 +78,24 @@ def save(ckpt: dict[str, Any], path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a v1 checkpoint; any problem is a one-line :class:`CheckpointError`."""
+    """Load and validate a v1 checkpoint; any problem is a one-line :class:`CheckpointError`.
+
+    The zip container's CRC-32 of every entry is verified first (``torch.load`` does not), so a flipped
+    byte inside a weight or optimizer tensor is refused, naming the damaged entry, instead of loading
+    silently different numbers. Then the whole structure is checked (:mod:`natgan.checkpoint_schema`).
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a FIFO, socket or device), not a checkpoint")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (truncated checkpoint)")
+    if not _looks_pickled(path):
+        raise CheckpointError(f"{path}: not a checkpoint (neither a torch zip archive nor a pickle)")
+    _verify_container(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -101,11 +112,34 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return validate(obj, path)
 
 
+def _verify_container(path: Path) -> None:
+    """CRC-check every entry of a torch zip checkpoint; name the first damaged one."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint archive ({type(exc).__name__}: "
+                              f"{(str(exc).splitlines() or [''])[0]})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt checkpoint: entry '{bad}' fails its CRC check "
+                              f"(the file was damaged after it was written)")
+
+
 def _looks_truncated(path: Path) -> bool:
     """A torch zip whose header is intact but whose end of central directory is missing."""
     with open(path, "rb") as fh:
         head = fh.read(4)
     return head == b"PK\x03\x04"
+
+
+def _looks_pickled(path: Path) -> bool:
+    """A torch zip holds a pickle; a bare pickle (protocol 2+, legacy torch files too) starts with PROTO.
+    Random bytes are neither, and must not be described as "pickled Python objects"."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def validate(obj: Any, path: str | Path = "<checkpoint>") -> dict[str, Any]:
@@ -121,13 +155,17 @@ def validate(obj: Any, path: str | Path = "<checkpoint>") -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
         raise CheckpointError(f"{path}: checkpoint is missing key '{missing[0]}'")
-    if "G" not in obj["weights"]:
+    if not isinstance(obj["weights"], dict) or "G" not in obj["weights"]:
         raise CheckpointError(f"{path}: checkpoint has no generator weights (key 'weights.G')")
+    checkpoint_schema.check(obj, path)
     return obj
 
 
-def build_generator(ckpt: dict[str, Any], *, ema: bool = True, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the checkpoint's generator (EMA weights by default) in eval mode."""
+def build_generator(ckpt: dict[str, Any], *, ema: bool = True, device: str | torch.device = "cpu",
+                    source: str | Path = "checkpoint") -> torch.nn.Module:
+    """Rebuild the checkpoint's generator (EMA weights by default) in eval mode; refuse NaN/inf weights.
+
+    ``source`` names the file in error messages."""
     from natgan.models import get_spec
 
     spec = get_spec(ckpt["model"]["name"])
@@ -135,5 +173,9 @@ def build_generator(ckpt: dict[str, Any], *, ema: bool = True, device: str | tor
     generator, _ = spec.builder(config)
     weights = ckpt["weights"]
     key = "G_ema" if ema and "G_ema" in weights else "G"
+    bad = next((name for name, t in weights[key].items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{source}: key 'weights.{key}.{bad}': non-finite values "
+                              f"(NaN/inf); this generator would only produce garbage images")
     generator.load_state_dict(weights[key])
     return generator.to(device).eval()

@@ -6,6 +6,7 @@ One test (at least) per defect of the adversarial pass; each fails on the code b
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -90,3 +91,140 @@ def test_prepare_of_a_sixteen_bit_folder_keeps_the_ramp(tmp_path):
 
     img = open_dataset(out, 32)[0]
     assert abs(img.mean() - 127.5) < 1 and img.min() == 0 and img.max() == 255
+
+
+# ------------------------------------------------------------------ checkpoints: integrity + structure
+import os  # noqa: E402
+import zipfile  # noqa: E402
+
+import torch  # noqa: E402
+
+import tiny_model  # noqa: E402,F401
+from natgan import checkpoint, recipe as recipes  # noqa: E402
+from natgan.errors import CheckpointError  # noqa: E402
+from natgan.models import create  # noqa: E402
+
+
+def tiny_checkpoint(step: int = 7) -> dict:
+    r = recipes.from_dict({"model": {"name": "_tiny_test"}, "train": {"batch": 4}})
+    pair = create("_tiny_test")
+    opt = torch.optim.Adam(pair.generator.parameters(), lr=1e-3)
+    pair.generator(torch.randn(2, 8)).sum().backward()
+    opt.step()
+    return checkpoint.make_checkpoint(
+        model_name="_tiny_test", model_config={"resolution": 8, "z_dim": 8, "width": 16}, recipe=r.to_dict(),
+        normalization="symmetric", G=pair.generator.state_dict(), G_ema=pair.generator.state_dict(),
+        D=pair.discriminator.state_dict(), optim={"G": opt.state_dict()}, step=step, images_seen=4 * step)
+
+
+def flip_byte_in_entry(path: Path, entry_suffix: str) -> str:
+    """Flip one byte inside the data of the first zip entry whose name ends with ``entry_suffix``."""
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(entry_suffix))
+    with open(path, "r+b") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+        pos = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        fh.seek(pos)
+        byte = fh.read(1)
+        fh.seek(pos)
+        fh.write(bytes([byte[0] ^ 0x10]))
+    return info.filename
+
+
+def test_a_flipped_byte_inside_a_tensor_is_refused_naming_the_entry(tmp_path):
+    path = checkpoint.save(tiny_checkpoint(), tmp_path / "c.pt")
+    entry = flip_byte_in_entry(path, "/data/0")
+    with pytest.raises(CheckpointError, match=f"entry '{entry}' fails its CRC check"):
+        checkpoint.load(path)
+
+
+def _mutations():
+    def set_key(dotted, value):
+        def mutate(ck):
+            *parents, last = dotted.split(".")
+            node = ck
+            for p in parents:
+                node = node[p]
+            node[last] = value
+        return mutate
+
+    def drop_weight(ck):
+        ck["weights"]["G"].pop(next(iter(ck["weights"]["G"])))
+
+    def extra_weight(ck):
+        ck["weights"]["G"]["bogus.weight"] = torch.zeros(2)
+
+    def wrong_shape(ck):
+        name = next(iter(ck["weights"]["G_ema"]))
+        ck["weights"]["G_ema"][name] = torch.zeros(3, 3, 3)
+
+    def wrong_adam_moment(ck):
+        state = ck["optim"]["G"]["state"]
+        state[next(iter(state))]["exp_avg"] = torch.zeros(1)
+
+    return {
+        "model not a table": (set_key("model", [1]), "key 'model'"),
+        "config not a table": (set_key("model.config", "x"), "key 'model.config'"),
+        "recipe a list": (set_key("recipe", [1]), "key 'recipe'"),
+        "progress a string": (set_key("progress", "x"), "key 'progress'"),
+        "negative step": (set_key("progress.step", -1), "key 'progress.step'"),
+        "absurd step": (set_key("progress.step", 10 ** 15), "key 'progress.step'"),
+        "float step": (set_key("progress.step", 1.5), "key 'progress.step'"),
+        "rng a list": (set_key("rng", [1]), "key 'rng'"),
+        "rng ranks garbage": (set_key("rng", {"ranks": [{"torch": 1}]}), "key 'rng.ranks"),
+        "extra a list": (set_key("extra", [1]), "key 'extra'"),
+        "pl_mean a string": (set_key("extra", {"pl_mean": "x"}), "key 'extra.pl_mean'"),
+        "optim a list": (set_key("optim", [1]), "key 'optim'"),
+        "optim.G garbage": (set_key("optim", {"G": {"state": 1}}), "key 'optim.G'"),
+        "adam moment shape": (wrong_adam_moment, "key 'optim.G.state"),
+        "metrics a dict": (set_key("metrics", {"a": 1}), "key 'metrics'"),
+        "metrics entries not tables": (set_key("metrics", [1]), "key 'metrics[0]'"),
+        "weights.G a list": (set_key("weights.G", [1, 2]), "key 'weights.G'"),
+        "weights.G values not tensors": (set_key("weights.G", {"map.weight": 3}), "key 'weights.G'"),
+        "unknown weight set": (set_key("weights.X", {}), "key 'weights.X'"),
+        "missing tensor": (drop_weight, "missing tensor"),
+        "extra tensor": (extra_weight, "unexpected tensor 'bogus.weight'"),
+        "wrong shape": (wrong_shape, "does not match the model's"),
+        "unknown model": (set_key("model.name", "nope"), "key 'model'"),
+        "bad config value": (set_key("model.config", {"resolution": "x"}), "key 'model'"),
+        "absurd config": (set_key("model.config", {"resolution": 64, "z_dim": 2 ** 22, "width": 2 ** 22}),
+                          "refusing to allocate"),
+    }
+
+
+MUTATIONS = _mutations()
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_malformed_checkpoints_are_one_line_errors_from_load(tmp_path, name):
+    mutate, expected = MUTATIONS[name]
+    ck = tiny_checkpoint()
+    mutate(ck)
+    path = tmp_path / "bad.pt"
+    torch.save(ck, path)
+    with pytest.raises(CheckpointError, match=re.escape(expected)) as info:
+        checkpoint.load(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_random_bytes_and_fifos_are_named_as_such(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(np.random.default_rng(1).integers(0, 128, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match="neither a torch zip archive nor a pickle"):
+        checkpoint.load(junk)
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        checkpoint.load(fifo)
+
+
+def test_non_finite_generator_weights_are_refused(tmp_path):
+    ck = tiny_checkpoint()
+    name = next(iter(ck["weights"]["G_ema"]))
+    ck["weights"]["G_ema"][name] = torch.full_like(ck["weights"]["G_ema"][name], float("nan"))
+    path = checkpoint.save(ck, tmp_path / "nan.pt")
+    loaded = checkpoint.load(path)
+    with pytest.raises(CheckpointError, match=rf"nan.pt: key 'weights.G_ema.{re.escape(name)}': non-finite"):
+        checkpoint.build_generator(loaded, source=path)
+    checkpoint.build_generator(loaded, ema=False, source=path)  # G itself is fine

@@ -84,7 +84,7 @@ def _generator(ckpt: Optional[Path], model: Optional[str], recipe: Optional[Path
         from natgan import checkpoint
 
         data = checkpoint.load(ckpt)
-        return checkpoint.build_generator(data, ema=not no_ema), data["model"]["name"]
+        return checkpoint.build_generator(data, ema=not no_ema, source=ckpt), data["model"]["name"]
     if model is None and recipe is None:
         raise ConfigError("give --ckpt FILE, or --model NAME (random weights) with an optional --recipe")
     from natgan.bench.models import resolve_model

@@ -32,7 +32,7 @@ def load_generator(path: str | Path, *, ema: bool = True, device: torch.device |
     """Rebuild a checkpoint's generator (EMA weights unless ``ema=False`` or the file has none)."""
     path = Path(path)
     ckpt = ckpt_io.load(path)
-    G = ckpt_io.build_generator(ckpt, ema=ema, device=device)
+    G = ckpt_io.build_generator(ckpt, ema=ema, device=device, source=path)
     return LoadedGenerator(G=G, ckpt=ckpt, path=path, ema=bool(ema and "G_ema" in ckpt["weights"]))
 
 
