@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
                                                              "(repeatable, validated like the recipe)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="'auto' (newest valid checkpoint in --outdir, "
                                                                      "or a fresh start) or a checkpoint path."),
+        start_over: bool = typer.Option(False, "--start-over", help="Move the checkpoints already in --outdir "
+                                        "into a previous-<time>/ folder there and start afresh (a new run, or the "
+                                        "--resume FILE given); never needed for an empty directory."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe, model sizes and schedule, then exit."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1,
                                                 help="Stop after this many steps in this invocation (checkpoint first); "
@@ -32,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from natgan import train as training
 
         resolved, resume_ck, decision = training.resolve_run(
-            recipe_path=recipe, overrides=overrides, outdir=outdir, resume=resume, data=data)
+            recipe_path=recipe, overrides=overrides, outdir=outdir, resume=resume, data=data, start_over=start_over)
         if dry_run:
             _dry_run(resolved, decision, json_out)
             return
@@ -40,7 +43,8 @@ def register(app: typer.Typer) -> None:
         if not json_out and is_main:
             err_console.print(decision, highlight=False)
         result = training.train(resolved, outdir, resume_from=resume_ck, max_steps=max_steps,
-                                console=err_console if json_out else console, show_progress=progress)
+                                console=err_console if json_out else console, show_progress=progress,
+                                start_over=start_over)
         if not is_main:
             return
         summary = {"step": result.step, "images_seen": result.images_seen, "latest_checkpoint": result.latest,

@@ -5,6 +5,7 @@ The CLI is a thin wrapper over these two, so notebooks and tests drive exactly t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from natgan import checkpoint, recipe as recipes
 from natgan.errors import ConfigError, NatGanError
+from natgan.train import resume_policy
 from natgan.train.rundir import RunDir
 from natgan.train.trainer import Trainer, TrainResult, schedule_summary
 
@@ -19,25 +21,27 @@ __all__ = ["resolve_run", "train", "Trainer", "TrainResult", "schedule_summary"]
 
 
 def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir: str | Path,
-                resume: str | None, data: str | None = None) -> tuple[recipes.Recipe, dict | None, str]:
+                resume: str | None, data: str | None = None,
+                start_over: bool = False) -> tuple[recipes.Recipe, dict | None, str]:
     """Return (recipe, checkpoint to resume from or None, a one-line description of the decision).
 
     Resuming takes the recipe stored in the checkpoint (so a run cannot silently change model); ``--set``
-    may still change training/eval/data keys, e.g. to extend ``train.iterations``.
+    may still change training/eval/data keys, e.g. to extend ``train.iterations``. What is allowed in a
+    directory that already holds checkpoints is :mod:`natgan.train.resume_policy`'s decision;
+    ``start_over`` (``--start-over``) lets :func:`train` move them aside first.
     """
     run_dir = RunDir(outdir)
     ck = None
     source = ""
     if resume is None:
-        if run_dir.has_checkpoints():
-            raise NatGanError(f"{run_dir.path}: already holds checkpoints; continue that run with --resume auto "
-                              f"or choose a new --outdir")
+        resume_policy.refuse_new_run_over_checkpoints(run_dir, start_over)
     elif resume == "auto":
-        found = run_dir.newest_valid()
+        found = None if start_over else resume_policy.auto(run_dir)
         if found is not None:
             source, ck = str(found[0]), found[1]
     else:
         ck, source = checkpoint.load(resume), str(resume)
+        resume_policy.check_same_run(run_dir, ck, source, start_over)
 
     if data is not None:
         overrides = [*overrides, f"data.path={_toml_string(data)}"]
@@ -45,6 +49,8 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
         if recipe_path is None:
             raise ConfigError("--recipe is required to start a new run")
         how = "starting a new run" + (" (--resume auto found no checkpoint)" if resume == "auto" else "")
+        if start_over and run_dir.has_checkpoints():
+            how += f"; --start-over: the checkpoints in {run_dir.path} are moved into a previous-<time>/ folder"
         return recipes.load(recipe_path, overrides), None, how
     if not ck.get("recipe"):
         raise NatGanError(f"{source}: checkpoint has no recipe, so training cannot resume from it")
@@ -65,8 +71,12 @@ def _toml_string(value: str) -> str:
 
 def train(recipe: recipes.Recipe, outdir: str | Path, *, resume_from: dict | None = None,
           max_steps: int | None = None, console: Console | None = None, show_progress: bool = True,
-          fid_extractor: Any = None) -> TrainResult:
-    """Train (or continue) a run in ``outdir``; returns where the latest checkpoint and samples are."""
+          fid_extractor: Any = None, start_over: bool = False) -> TrainResult:
+    """Train (or continue) a run in ``outdir``; returns where the latest checkpoint and samples are.
+
+    ``start_over``: first move the directory's existing checkpoints aside (see :func:`resolve_run`)."""
+    if start_over and int(os.environ.get("RANK", "0")) == 0:
+        resume_policy.set_aside_for_new_start(outdir)
     trainer = Trainer(recipe, outdir, resume_from=resume_from, max_steps=max_steps, console=console,
                       show_progress=show_progress, fid_extractor=fid_extractor)
     try:

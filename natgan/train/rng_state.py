@@ -25,6 +25,13 @@ class TrainerGenerators:
         self.flip = torch.Generator().manual_seed(seed * 3 + 3)
 
 
+def seed_globals(seed: int) -> None:
+    """Seed numpy's and Python's global generators from the run seed, so a fresh run is as reproducible
+    as a resumed one (torch's global generator is seeded by the trainer before it builds the models)."""
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
 def capture_local(gens: TrainerGenerators) -> dict:
     np_state = np.random.get_state()
     py_version, py_state, py_gauss = random.getstate()

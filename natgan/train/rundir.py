@@ -5,6 +5,7 @@ Layout::
     run/recipe.toml              resolved recipe of this run
     run/ckpt-0001000.pt …        numbered snapshots (the newest `keep_checkpoints` kept)
     run/latest.pt                the newest snapshot (hard link, so no second write)
+    run/run-id                   the id of the run this directory holds (also in each checkpoint's extra.run_id)
     run/samples/step-0001000.png grids from fixed latents
     run/tb/                      TensorBoard event files
     run/log.txt                  plain-text log lines
@@ -15,13 +16,35 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from natgan import checkpoint
 from natgan.errors import CheckpointError, NatGanError
-from natgan.fsutil import atomic_link, remove_stale_temps
+from natgan.fsutil import atomic_link, atomic_write_text, remove_stale_temps
 
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
+RUN_ID_FILE = "run-id"
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def run_id_of(ckpt: dict) -> str | None:
+    """The run a checkpoint belongs to (None for checkpoints written before run ids existed)."""
+    value = ckpt.get("extra", {}).get("run_id")
+    return value if isinstance(value, str) else None
+
+
+@dataclass
+class Scan:
+    """What a run directory's checkpoints hold: the newest that loads, and why the others do not."""
+
+    best: tuple[Path, dict] | None = None
+    failures: list[tuple[Path, str]] = field(default_factory=list)
 
 
 class RunDir:
@@ -72,21 +95,52 @@ class RunDir:
     def has_checkpoints(self) -> bool:
         return self.latest.exists() or bool(self.numbered_checkpoints())
 
-    def newest_valid(self) -> tuple[Path, dict] | None:
-        """The newest checkpoint that loads and validates; broken ones are skipped (e.g. a torn disk)."""
+    def scan(self) -> Scan:
+        """Load every checkpoint; keep the newest (most steps; at equal steps the one with the longer
+        metrics history, so an FID recorded into latest.pt after the fact survives a resume)."""
         candidates = [p for _, p in self.numbered_checkpoints()]
         if self.latest.exists():
-            candidates.append(self.latest)  # same step as a numbered file normally: prefer the numbered name
-        best: tuple[int, Path, dict] | None = None
+            candidates.append(self.latest)
+        result = Scan()
+        best_key: tuple[int, int] | None = None
         for path in candidates:
             try:
                 ck = checkpoint.load(path)
-            except CheckpointError:
+            except CheckpointError as exc:
+                result.failures.append((path, str(exc).removeprefix(f"{path}: ")))
                 continue
-            step = ck["progress"]["step"]
-            if best is None or step > best[0]:
-                best = (step, path, ck)
-        return (best[1], best[2]) if best else None
+            key = (ck["progress"]["step"], len(ck.get("metrics", [])))
+            if best_key is None or key > best_key:
+                best_key, result.best = key, (path, ck)
+        return result
+
+    def newest_valid(self) -> tuple[Path, dict] | None:
+        """The newest checkpoint that loads and validates; broken ones are skipped (e.g. a torn disk)."""
+        return self.scan().best
+
+    # ---------------------------------------------------------------------------------- identity
+    def run_id(self) -> str | None:
+        """The id recorded in ``run-id`` (None for a new directory or one from before run ids)."""
+        try:
+            text = (self.path / RUN_ID_FILE).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text or None
+
+    def claim(self, run_id: str) -> None:
+        """Record which run this directory holds (atomically)."""
+        if self.run_id() != run_id:
+            atomic_write_text(self.path / RUN_ID_FILE, run_id + "\n")
+
+    def set_aside(self) -> Path:
+        """Move every checkpoint and the run id into ``previous-<UTC time>/`` (``--start-over``): nothing is
+        deleted, and the new run's resume and pruning never see the old files."""
+        target = self.path / time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+        target.mkdir()
+        for path in [p for _, p in self.numbered_checkpoints()] + [self.latest, self.path / RUN_ID_FILE]:
+            if path.exists():
+                os.replace(path, target / path.name)
+        return target
 
     def save(self, ckpt: dict, step: int, keep: int) -> Path:
         """Atomically write ckpt-<step>.pt, point latest.pt at it, prune old numbered snapshots."""

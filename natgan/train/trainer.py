@@ -30,7 +30,7 @@ from natgan.models.normalization import to_uint8
 from natgan.recipe import Recipe
 from natgan.train import augment, distributed, losses, rng_state, schedule
 from natgan.train.display import Display
-from natgan.train.rundir import RunDir
+from natgan.train.rundir import RunDir, new_run_id, run_id_of
 from natgan.train.sampler import ResumableSampler
 
 
@@ -119,6 +119,8 @@ class Trainer:
         self.metrics: list[dict] = []
         self.pl_mean = torch.zeros((), device=self.device)
         self.gens = rng_state.TrainerGenerators(self.t.seed + 7919 * self.dist.rank)
+        rng_state.seed_globals(self.t.seed + 7919 * self.dist.rank)
+        self.run_id = run_id_of(resume_from or {}) or new_run_id()
         if resume_from is not None:
             self._restore(resume_from)
         else:
@@ -366,7 +368,7 @@ class Trainer:
             G=self.G.state_dict(), G_ema=self.G_ema.state_dict(), D=self.D.state_dict(),
             optim={"G": self.g_opt.state_dict(), "D": self.d_opt.state_dict()},
             step=self.step, images_seen=self.images_seen, rng=rng_state.capture(self.gens),
-            metrics=self.metrics, extra={"pl_mean": self.pl_mean.detach().cpu()})
+            metrics=self.metrics, extra={"pl_mean": self.pl_mean.detach().cpu(), "run_id": self.run_id})
 
     def save_checkpoint(self) -> Path | None:
         ck = self.make_checkpoint()  # every rank: RNG states are gathered collectively
@@ -406,6 +408,7 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self.run_dir.lock()
+            self.run_dir.claim(self.run_id)
         writer = None
         previous_handlers = self._install_signal_handlers()
         display = Display(total=self.t.iterations, start=self.step, log_every=self.t.log_every, console=self.console,
