@@ -94,14 +94,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (truncated checkpoint)")
     try:
-        if not _looks_pickled(path):
-            raise CheckpointError(f"{path}: not a checkpoint (neither a torch zip archive nor a pickle)")
-        _verify_container(path)
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except CheckpointError:
-        raise
-    except OSError as exc:
+        pickled = _looks_pickled(path)
+    except OSError as exc:  # permissions, I/O errors: say so rather than "not a checkpoint"
         raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    if not pickled:
+        raise CheckpointError(f"{path}: not a checkpoint (neither a torch zip archive nor a pickle)")
+    _verify_container(path)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = str(exc).splitlines()
         culprit = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), "")

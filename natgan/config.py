@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -119,6 +120,17 @@ def _check_range(value: Any, f: dataclasses.Field, key: str, source: str, expect
             raise ConfigError(f"{source}: key '{key}': expected {expected} {bounds}, got {value!r}")
 
 
+def _check_finite(value: Any, key: str, source: str) -> None:
+    """NaN and inf parse as TOML floats but are never a meaningful setting (a NaN EMA decay or learning
+    rate silently turns every weight into NaN), so they are refused wherever a float is accepted."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            _check_finite(item, key, source)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{source}: key '{key}': expected a finite number, got {value!r}")
+
+
 def build(cls: type, data: dict[str, Any], *, section: str, source: str) -> Any:
     """Validate ``data`` against dataclass ``cls``; ``section`` prefixes keys in messages (e.g. ``train``)."""
     if not isinstance(data, dict):
@@ -144,6 +156,7 @@ def build(cls: type, data: dict[str, Any], *, section: str, source: str) -> Any:
             value = _coerce(data[name], hints[name])
         except _Mismatch:
             raise ConfigError(f"{source}: key '{key}': expected {expected}, got {data[name]!r}") from None
+        _check_finite(value, key, source)
         _check_range(value, f, key, source, expected)
         kwargs[name] = value
     obj = cls(**kwargs)

@@ -161,17 +161,30 @@ def parse_override(expr: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], *, base_source: str) -> Recipe:
-    """Validate ``raw``, then each ``--set`` in order, so an error names the override that caused it."""
-    data = copy.deepcopy(raw)
-    recipe = from_dict(data, source=base_source)
+    """Apply every ``--set`` to ``raw``, then validate the result once.
+
+    Validating once, after all overrides, makes the outcome independent of their order (``--set
+    train.iterations=1000 --set train.lr_decay_start=500`` and the reverse both work); an error about a
+    key that an override set names that override."""
+    data = copy.deepcopy(raw) if isinstance(raw, dict) else raw
+    applied: list[tuple[str, str]] = []
     for expr in overrides:
         path, value = parse_override(expr)
         section, key = path
         if section not in ("model", *SECTIONS):
             raise ConfigError(f"--set {expr}: unknown section '{section}'; valid sections: model, data, train, eval")
-        data.setdefault(section, {})[key] = value
-        recipe = from_dict(data, source=f"--set {expr}")
-    recipe.source = base_source
+        if not isinstance(data, dict) or not isinstance(data.setdefault(section, {}), dict):
+            break  # the recipe itself is malformed: from_dict below says how
+        data[section][key] = value
+        applied.append((expr, f"{section}.{key}"))
+    try:
+        recipe = from_dict(data, source=base_source)
+    except ConfigError as exc:
+        message = str(exc)
+        culprit = next((expr for expr, key in reversed(applied) if f"'{key}'" in message), None)
+        if culprit is None or not message.startswith(f"{base_source}: "):
+            raise
+        raise ConfigError(f"--set {culprit}: {message.removeprefix(f'{base_source}: ')}") from None
     return recipe
 
 

@@ -539,3 +539,29 @@ def test_record_refuses_a_checkpoint_that_changed(tmp_path):
         record_in_checkpoint(ck, {"metric": "fid", "fid": 1.0}, ema=True, expected=before)
     entry = record_in_checkpoint(ck, {"metric": "fid", "fid": 1.0}, ema=True)
     assert entry["step"] == 7 and ckpt_io.load(ck)["metrics"][-1]["fid"] == 1.0
+
+
+def test_cached_reference_statistics_are_keyed_on_the_weights_file_content(tmp_path, net, G):
+    torch.manual_seed(1)
+    first = write_fake_torchscript(tmp_path / "w1")
+    torch.manual_seed(2)
+    second = write_fake_torchscript(tmp_path / "w2")  # same file name, other weights
+    id1, id2 = (build_inception("clean", inception=p).weights_id for p in (first, second))
+    assert id1 and id2 and id1 != id2 and build_inception("clean", inception=first).weights_id == id1
+
+    ref = make_folder(tmp_path / "ref", 8, seed=7)
+    kw = dict(num=4, batch_size=4, progress=False, workers=0)
+    ext = FeatureExtractor(net, mode="clean", name="tf-inception-2015-12-05")
+    ext.weights_id = id1
+    one = fid_for_generator(G, str(ref), extractor=ext, **kw)
+    assert fid_for_generator(G, str(ref), extractor=ext, **kw)["reference_cached"]
+    ext.weights_id = id2
+    assert not fid_for_generator(G, str(ref), extractor=ext, **kw)["reference_cached"]
+    assert one["fid"] > 0
+
+
+def test_an_empty_inception_file_is_refused_with_one_line(tmp_path):
+    empty = tmp_path / "inception-2015-12-05.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(NatGanError, match=r"--inception .*inception-2015-12-05.pt: empty file"):
+        build_inception("clean", inception=empty)

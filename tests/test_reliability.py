@@ -228,3 +228,38 @@ def test_non_finite_generator_weights_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match=rf"nan.pt: key 'weights.G_ema.{re.escape(name)}': non-finite"):
         checkpoint.build_generator(loaded, source=path)
     checkpoint.build_generator(loaded, ema=False, source=path)  # G itself is fine
+
+
+# ------------------------------------------------------------------ item 6: NaN / inf in recipes
+MINIMAL = {"model": {"name": "_tiny_test"}, "train": {"batch": 4}}
+
+
+@pytest.mark.parametrize("key", ["train.ema_beta", "train.d_lr", "train.g_lr", "train.beta1", "train.r1",
+                                 "train.style_mixing"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_floats_are_refused_everywhere(key, value):
+    with pytest.raises(ConfigError, match=rf"--set {key}={value}: key '{key}': expected a finite number"):
+        recipes.apply_overrides(MINIMAL, [f"{key}={value}"], base_source="r.toml")
+
+
+def test_non_finite_floats_in_a_recipe_file_and_model_config(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[model]\nname = "_tiny_test"\n[train]\nd_lr = nan\n')
+    with pytest.raises(ConfigError, match=r"r.toml: key 'train.d_lr': expected a finite number, got nan"):
+        recipes.load(path)
+    with pytest.raises(ConfigError, match=r"key 'model.lr_mlp': expected a finite number"):
+        recipes.from_dict({"model": {"name": "stylenat", "lr_mlp": float("inf")}})
+
+
+# ------------------------------------------------------------------ --set is order-independent
+def test_set_overrides_are_validated_after_all_are_applied():
+    a = recipes.apply_overrides(MINIMAL, ["train.iterations=1000", "train.lr_decay_start=500"], base_source="r")
+    b = recipes.apply_overrides(MINIMAL, ["train.lr_decay_start=500", "train.iterations=1000"], base_source="r")
+    assert a.to_dict() == b.to_dict() and a.train.iterations == 1000 and a.train.lr_decay_start == 500
+    base = {"model": {"name": "stylenat"}}
+    kernels = "model.kernels=[[7], [7], [7], [7], [7]]"
+    c = recipes.apply_overrides(base, ["model.resolution=64", kernels], base_source="r")
+    d = recipes.apply_overrides(base, [kernels, "model.resolution=64"], base_source="r")
+    assert c.to_dict() == d.to_dict() and c.model.resolution == 64
+    with pytest.raises(ConfigError, match=r"^--set train.lr_decay_start=5000: key 'train.lr_decay_start'"):
+        recipes.apply_overrides(MINIMAL, ["train.lr_decay_start=5000", "train.iterations=1000"], base_source="r")

@@ -1,9 +1,9 @@
 """The user cache directory and the reference-statistics cache kept in it.
 
 Reference statistics (mean and covariance of the reference set's features) dominate the cost of a
-first FID run, so they are computed once per (dataset content hash, image size, mode, extractor,
-image count) and reused. They live in a per-user directory, never inside site-packages (which may be
-read-only and is wiped by reinstalls), as clean-fid's custom statistics do:
+first FID run, so they are computed once per (dataset content hash, image size, mode, extractor, hash of
+the extractor's weights file, image count) and reused. They live in a per-user directory, never inside
+site-packages (which may be read-only and is wiped by reinstalls), as clean-fid's custom statistics do:
 
 ``$NATGAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/nat-gan``, else ``~/.cache/nat-gan``.
 
@@ -46,10 +46,11 @@ class StatsKey:
     extractor: str
     count: int
     subset: str  # "all" or "random-<seed>": which images when count < dataset length
+    weights: str = ""  # content hash of the extractor's weights file ("" for networks built in code)
 
     def as_dict(self) -> dict[str, Any]:
         return {"content_hash": self.content_hash, "resolution": self.resolution, "mode": self.mode,
-                "extractor": self.extractor, "count": self.count, "subset": self.subset}
+                "extractor": self.extractor, "weights": self.weights, "count": self.count, "subset": self.subset}
 
     def filename(self) -> str:
         digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:20]

@@ -33,7 +33,7 @@ from cleanfid.resize import build_resizer
 from torch import nn
 
 from natgan.errors import ConfigError, NatGanError
-from natgan.metrics.weights import MODES, PYTORCH_FID, TORCHSCRIPT, resolve_weights
+from natgan.metrics.weights import MODES, PYTORCH_FID, TORCHSCRIPT, resolve_weights, weights_digest
 
 INCEPTION_SIZE = (299, 299)
 
@@ -75,6 +75,7 @@ class FeatureExtractor:
         self.network = network
         self.mode = mode
         self.name = name
+        self.weights_id = ""  # content hash of the weights file (see build_inception); part of cache keys
         self.protocol: str | None = None  # set for the real Inception networks (see PROTOCOLS)
         self.device = torch.device(device)
         self._pil_resize = build_resizer("clean") if mode == "clean" else None
@@ -209,5 +210,6 @@ def build_inception(mode: str, *, device: str | torch.device = "cpu",
         network = TorchScriptInception(path, resize_inside=(mode == "legacy_tensorflow"))
     network = network.to(device).eval()
     extractor = FeatureExtractor(network, mode=mode, name=inception_name(mode), device=device)
+    extractor.weights_id = weights_digest(path)  # another file under the same name must not reuse statistics
     extractor.protocol = PROTOCOLS[mode]
     return extractor

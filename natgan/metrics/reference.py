@@ -67,7 +67,8 @@ def dataset_reference(path: str | Path, extractor, *, resolution: int | None = N
         indices, subset = subset_indices(len(src), num)
         name = getattr(extractor, "name", None)
         key = StatsKey(content_hash=src.content_hash, resolution=int(src.resolution), mode=extractor.mode,
-                       extractor=name or "", count=len(indices), subset=subset)
+                       extractor=name or "", count=len(indices), subset=subset,
+                       weights=getattr(extractor, "weights_id", ""))
         cache = StatsCache() if (use_cache and name) else None
         identity = {"kind": "dataset", "path": str(path), "description": src.description,
                     "content_hash": src.content_hash, "resolution": int(src.resolution), "length": len(src),

@@ -86,6 +86,27 @@ def missing_message(mode: str, spec: WeightsFile, reason: str) -> str:
             f"directory), or save it as {spec.cache_location()}")
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def weights_digest(path: str | Path) -> str:
+    """sha256 (first 16 hex digits) of a weights file, memoised per (path, size, mtime) in this process.
+
+    Why: cached reference statistics depend on the extractor's weights, not on its name; keying them by
+    this digest means swapping the file behind ``--inception`` recomputes them instead of reusing stale ones.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
 def resolve_weights(mode: str, inception: str | Path | None = None) -> Path:
     """Path of the weights file for ``mode`` (see the module docstring for the search order)."""
     spec = weights_for_mode(mode)
@@ -99,6 +120,9 @@ def resolve_weights(mode: str, inception: str | Path | None = None) -> Path:
             raise NatGanError(f"{source} {path}: the directory has no {spec.filename}, which --mode {mode} needs "
                               f"(download it from {spec.url})")
         if path.is_file():
+            if path.stat().st_size == 0:
+                raise NatGanError(f"{source} {path}: empty file, not the Inception weights {spec.filename} "
+                                  f"(download it from {spec.url})")
             return path
         raise NatGanError(f"{source} {path}: file not found (--mode {mode} needs {spec.filename} from {spec.url})")
     for candidate in (spec.cache_location(), spec.cleanfid_location()):
