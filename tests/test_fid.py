@@ -236,12 +236,13 @@ def test_generator_modes_are_restored(tmp_path, net):
     torch.manual_seed(99)
     expected_next = torch.rand(3)
     torch.manual_seed(99)
-    first = fid_for_generator(G, str(ref), **kw)
+    first = fid_for_generator(G, str(ref), noise_mode="random", **kw)
     assert torch.equal(torch.rand(3), expected_next)  # the caller's RNG stream is untouched
     assert G.training and G.noise_mode == "random"
-    assert fid_for_generator(G, str(ref), **kw)["fid"] == first["fid"]  # random noise, but seeded
+    assert fid_for_generator(G, str(ref), noise_mode="random", **kw)["fid"] == first["fid"]  # random, but seeded
     assert first["generated"]["noise_mode"] == "random"
-    const = fid_for_generator(G, str(ref), noise_mode="const", **kw)
+    const = fid_for_generator(G, str(ref), **kw)  # the default, as `sample`
+    assert const["generated"]["noise_mode"] == "const"
     assert const["fid"] != first["fid"] and G.noise_mode == "random"
 
 
@@ -565,3 +566,33 @@ def test_an_empty_inception_file_is_refused_with_one_line(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(NatGanError, match=r"--inception .*inception-2015-12-05.pt: empty file"):
         build_inception("clean", inception=empty)
+
+
+def test_folders_of_different_sizes_are_each_scored_at_their_own_size(tmp_path, net):
+    small = make_folder(tmp_path / "small", 10, seed=1, size=8)
+    large = make_folder(tmp_path / "large", 10, seed=2, size=16)
+    kw = dict(mode="legacy_pytorch", extractor=FeatureExtractor(net, mode="legacy_pytorch"), batch_size=5,
+              progress=False, workers=0, use_cache=False)
+    ab = fid_for_datasets(small, str(large), **kw)
+    ba = fid_for_datasets(large, str(small), **kw)
+    assert ab["fid"] == pytest.approx(ba["fid"], rel=1e-6)  # argument order no longer matters
+    assert ab["generated"]["resolution"] == 8 and ab["reference"]["resolution"] == 16
+    assert any("8px but the reference is 16px" in w for w in ab["warnings"])
+
+
+@pytest.mark.parametrize("family", ["stylegan2", "ganformer", "stylenat", "styleswin", "hit"])
+def test_generator_fid_does_not_depend_on_the_batch_size(tmp_path, net, family):
+    import importlib
+
+    from natgan.models import create
+
+    tiny = importlib.import_module(f"test_{family}").TINY
+    torch.manual_seed(0)
+    G = create(family, **tiny).generator.eval()
+    ref = make_folder(tmp_path / "ref", 6, seed=3, size=tiny["resolution"])
+    kw = dict(num=6, extractor=FeatureExtractor(net, mode="legacy_pytorch"), progress=False, workers=0,
+              use_cache=False)
+    one = fid_for_generator(G, str(ref), batch_size=2, **kw)
+    other = fid_for_generator(G, str(ref), batch_size=3, **kw)
+    assert one["fid"] == pytest.approx(other["fid"], rel=1e-5)
+    assert one["generated"]["noise_mode"] == "const"

@@ -263,3 +263,26 @@ def test_set_overrides_are_validated_after_all_are_applied():
     assert c.to_dict() == d.to_dict() and c.model.resolution == 64
     with pytest.raises(ConfigError, match=r"^--set train.lr_decay_start=5000: key 'train.lr_decay_start'"):
         recipes.apply_overrides(MINIMAL, ["train.lr_decay_start=5000", "train.iterations=1000"], base_source="r")
+
+
+# ------------------------------------------------------------------ item 8: Fréchet distance without sqrtm
+@pytest.mark.parametrize("n", [300, 40])
+def test_frechet_distance_needs_no_sqrtm_and_equals_clean_fid(monkeypatch, n):
+    import scipy.linalg
+    from cleanfid import fid as cleanfid_fid
+
+    from natgan.metrics.stats import frechet_distance, statistics
+
+    rng = np.random.default_rng(n)
+    mix = rng.normal(size=(64, 64))
+    a = statistics((rng.normal(size=(n, 64)) @ mix).astype(np.float32))
+    b = statistics((rng.normal(size=(n, 64)) @ mix + 0.3).astype(np.float32))
+    theirs = cleanfid_fid.frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+
+    def removed(*args, **kwargs):
+        raise TypeError("sqrtm() got an unexpected keyword argument 'disp'")  # SciPy >= 1.18
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", removed)
+    ours = frechet_distance(a, b)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6 * ours)

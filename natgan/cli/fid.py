@@ -9,6 +9,7 @@ import typer
 
 from natgan.cli.console import console, emit_json, err_console
 from natgan.errors import ConfigError, DataError
+from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 
 
 def recipe_reference(ckpt: dict, path: Path) -> str:
@@ -79,8 +80,9 @@ def register(app: typer.Typer) -> None:
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = off, the standard FID protocol)."),
         seed: int = typer.Option(0, "--seed", min=0, help="Image i uses the latent of seed SEED+i."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Score the raw generator weights, not the EMA."),
-        noise_mode: Optional[str] = typer.Option(None, "--noise-mode", help="Models with noise inputs: random "
-                                                                            "(default, as NVIDIA) | const | none."),
+        noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode", help="Models with noise inputs: const (default, "
+                                                                    "as `sample`; batch-size independent) | "
+                                                                    "random (NVIDIA's metrics) | none."),
         inception: Optional[Path] = typer.Option(None, "--inception", help="Inception weights file or directory "
                                                                            "(offline machines; also $NATGAN_INCEPTION)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Recompute reference statistics; do not store them."),
@@ -98,8 +100,8 @@ def register(app: typer.Typer) -> None:
         inputs = list(inputs or [])
         if mode is not None and mode not in MODES:
             raise ConfigError(f"--mode '{mode}': expected one of {', '.join(MODES)}")
-        if noise_mode is not None and noise_mode not in ("random", "const", "none"):
-            raise ConfigError(f"--noise-mode '{noise_mode}': expected random, const or none")
+        if noise_mode not in NOISE_MODES:
+            raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         common = dict(kid=kid, inception=inception, use_cache=not no_cache, workers=workers, progress=not quiet)
         dev = resolve_device(device)
 

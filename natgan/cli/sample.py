@@ -10,8 +10,8 @@ import typer
 
 from natgan.cli.console import console, emit_json
 from natgan.errors import ConfigError
+from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 
-NOISE_MODES = ("const", "random", "none")
 
 
 def _interpolation_seeds(text: str) -> tuple[int, int]:
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Images per forward pass (default: by device)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
-        noise_mode: str = typer.Option("const", "--noise-mode", help="Models with noise inputs (StyleGAN2): const "
+        noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode", help="Models with noise inputs (StyleGAN2): const "
                                                                      "(reproducible) | random | none."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),

@@ -47,6 +47,33 @@ def open_source(path: str | Path, resolution: int | None):
     return open_dataset(path, resolution=resolution)
 
 
+def matched_resolutions(a: str | Path, b: str | Path) -> tuple[int, int | None]:
+    """The size each side of a dataset-vs-dataset FID is read at: its own (native) size, so the score does
+    not depend on argument order, except that an LMDB storing the other side's size serves that size (the
+    same images, without resampling). ``b`` may be a published name (None: not a dataset)."""
+    def sizes(src) -> list[int]:
+        return list(getattr(src, "sizes", [src.resolution]))
+
+    src_a = open_source(a, None)
+    try:
+        native_a, stored_a = int(src_a.resolution), sizes(src_a)
+    finally:
+        src_a.close()
+    if not Path(b).expanduser().exists():
+        return native_a, native_a
+    src_b = open_source(b, None)
+    try:
+        native_b, stored_b = int(src_b.resolution), sizes(src_b)
+    finally:
+        src_b.close()
+    if native_a != native_b:
+        if native_a in stored_b:
+            return native_a, native_a
+        if native_b in stored_a:
+            return native_b, native_b
+    return native_a, native_b
+
+
 def subset_indices(length: int, count: int | None, seed: int = SUBSET_SEED) -> tuple[np.ndarray, str]:
     """All images, or a fixed random subset of ``count`` (sorted, so reads stay sequential)."""
     if count is None or count == length:

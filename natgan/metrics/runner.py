@@ -20,10 +20,11 @@ from natgan.data.progress import ProgressBar
 from natgan.errors import ConfigError
 from natgan.metrics.extractors import as_extractor, build_inception
 from natgan.metrics.pipeline import generator_features
-from natgan.metrics.reference import Reference, dataset_reference, load_reference
+from natgan.metrics.reference import Reference, dataset_reference, load_reference, matched_resolutions
 from natgan.metrics.stats import Statistics, frechet_distance, kernel_inception_distance, statistics
 from natgan.metrics.weights import MODES
 from natgan.sampling.device import resolve_device
+from natgan.noise_modes import DEFAULT_NOISE_MODE
 from natgan.sampling.generate import ImageGenerator, eval_mode, model_device
 from natgan.sampling.seeds import format_seeds
 
@@ -75,7 +76,7 @@ def _result(scores: dict, *, mode: str, extractor, generated: dict, num_gen: int
 def fid_for_generator(G: nn.Module, reference: str, *, num: int, mode: str = "legacy_pytorch", batch_size: int = 64,
                       device: str | torch.device = "cpu", extractor: Any = None, progress: bool = True,
                       seed: int = 0, num_ref: int | None = None, kid: bool = False, psi: float = 1.0,
-                      noise_mode: str | None = None, inception: str | Path | None = None, use_cache: bool = True,
+                      noise_mode: str | None = DEFAULT_NOISE_MODE, inception: str | Path | None = None, use_cache: bool = True,
                       workers: int | None = None, overlap: bool = True) -> dict:
     """FID of ``num`` images of ``G`` against ``reference`` (dataset path or ``cleanfid:NAME:RES:SPLIT``).
 
@@ -85,8 +86,9 @@ def fid_for_generator(G: nn.Module, reference: str, *, num: int, mode: str = "le
     is put in eval mode for the duration. ``extractor``: None (the mode's Inception, weights from
     ``inception`` / ``$NATGAN_INCEPTION`` / the cache), a :class:`FeatureExtractor` (whose own mode then
     applies), or any callable ``uint8 [B, 3, H, W] -> [B, D]``. ``noise_mode`` (models with noise inputs)
-    defaults to the model's own (random noise, as NVIDIA's and rosinality's metrics use), drawn from a
-    global RNG seeded with ``seed`` inside a forked RNG state, so the caller's random stream is untouched.
+    defaults to ``const`` (:data:`~natgan.noise_modes.DEFAULT_NOISE_MODE`, as ``sample``), so the score
+    does not depend on the batch size; ``random`` (NVIDIA's metrics) is drawn from a global RNG seeded with
+    ``seed`` inside a forked RNG state, so the caller's random stream is untouched; None keeps the model's.
     """
     _check(mode, num)
     _check(mode, num_ref, "--num-ref")
@@ -129,17 +131,20 @@ def fid_for_datasets(a: str | Path, b: str, *, mode: str = "legacy_pytorch", num
                      inception: str | Path | None = None, use_cache: bool = True, workers: int | None = None) -> dict:
     """FID of dataset ``a`` (``num`` images, default all) against ``b`` (dataset or published name).
 
-    ``b`` is served at ``a``'s resolution (an LMDB's stored size, or a folder resized like ``prepare``).
+    Each side is read at its own size and resized by the extractor, as its protocol does, so FID(a, b) ==
+    FID(b, a); an LMDB that stores the other side's size serves it (see :func:`matched_resolutions`). Sizes
+    that differ are reported in the result and warned about.
     """
     _check(mode, num)
     _check(mode, num_ref, "--num-ref")
     t0 = time.perf_counter()
     device = resolve_device(device, option="device")
     ext, mode = _extractor(extractor, mode, device, inception)
-    side_a = dataset_reference(a, ext, num=num, kid=kid, batch_size=batch_size, workers=workers,
+    res_a, res_b = matched_resolutions(a, b)
+    side_a = dataset_reference(a, ext, resolution=res_a, num=num, kid=kid, batch_size=batch_size, workers=workers,
                                use_cache=use_cache, progress=progress, label="A")
     resolution = side_a.identity["resolution"]
-    side_b = load_reference(b, ext, resolution=resolution, num=num_ref, kid=kid, batch_size=batch_size, workers=workers,
+    side_b = load_reference(b, ext, resolution=res_b, num=num_ref, kid=kid, batch_size=batch_size, workers=workers,
                             use_cache=use_cache, progress=progress)
     t1 = time.perf_counter()
     scores = _scores(side_a.stats, side_b.stats, kid=kid, seed=0)
@@ -158,6 +163,6 @@ def fid_for_datasets(a: str | Path, b: str, *, mode: str = "legacy_pytorch", num
 def _resolution_warning(identity: dict, resolution: int) -> list[str]:
     ref_res = identity.get("resolution")
     if ref_res and ref_res != resolution:
-        return [f"images are {resolution}px but the reference is {ref_res}px; both are resized to 299 for "
-                f"Inception, but such numbers are not comparable with same-size protocols"]
+        return [f"images are {resolution}px but the reference is {ref_res}px; each side is resized by the "
+                f"extractor from its own size, but such numbers are not comparable with same-size protocols"]
     return []

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from natgan import checkpoint as ckpt_io
+from natgan.noise_modes import DEFAULT_NOISE_MODE
 from natgan.sampling.export import SampleWriter, grid_image, save_gif, save_png, seed_name, to_hwc
 from natgan.sampling.generate import ImageGenerator, eval_mode
 
@@ -38,7 +39,7 @@ def load_generator(path: str | Path, *, ema: bool = True, device: torch.device |
 
 def write_samples(G: nn.Module, seeds: Sequence[int], outdir: str | Path, *, fmt: str = "png",
                   batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
-                  noise_mode: str | None = "const", progress: Progress | None = None) -> list[Path]:
+                  noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> list[Path]:
     """One image per seed: ``seedNNNN.png`` files, or ``samples.zip`` / ``samples.npz`` in ``outdir``."""
     writer = SampleWriter(fmt, Path(outdir), count=len(seeds))
     try:
@@ -56,7 +57,7 @@ def write_samples(G: nn.Module, seeds: Sequence[int], outdir: str | Path, *, fmt
 
 def write_grid(G: nn.Module, seeds: Sequence[int], path: str | Path, cols: int, rows: int, *,
                batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
-               noise_mode: str | None = "const", progress: Progress | None = None) -> Path:
+               noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> Path:
     """``cols x rows`` images of ``seeds`` (row-major) tiled into one PNG."""
     parts = []
     with eval_mode(G, noise_mode):
@@ -70,7 +71,7 @@ def write_grid(G: nn.Module, seeds: Sequence[int], path: str | Path, cols: int, 
 
 def write_interpolation(G: nn.Module, seed_a: int, seed_b: int, frames: int, outdir: str | Path, *,
                         fmt: str = "png", fps: float = 20.0, batch_size: int = 8, psi: float = 1.0,
-                        w_avg: torch.Tensor | None = None, noise_mode: str | None = "const",
+                        w_avg: torch.Tensor | None = None, noise_mode: str | None = DEFAULT_NOISE_MODE,
                         progress: Progress | None = None) -> list[Path]:
     """A linear walk in w space: frames (PNGs in ``interp_A_B/``, or one zip/npz) plus ``interp_A_B.gif``."""
     outdir = Path(outdir)
