@@ -6,6 +6,7 @@ code; ``*.expected.pt`` holds its outputs for fixed latents.
 
 import argparse
 import json
+import re
 import os
 from pathlib import Path
 
@@ -233,3 +234,30 @@ def test_cli_round_trip(tmp_path, capsys):
         main(["import", str(tmp_path / "missing.pt"), "--from", "stylenat", "--out", str(tmp_path / "x.pt")])
     assert exc.value.code == 1 and "file not found" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("field, value", [("batch", 0), ("batch", "8"), ("iter", "x"), ("iter", 1.5),
+                                          ("G_lr", "fast"), ("bcr", 1)])
+def test_invalid_official_args_are_refused_not_replaced_by_defaults(field, value):
+    ck = _fixture_dict()
+    setattr(ck["args"], field, value)
+    with pytest.raises(CheckpointError, match=rf"official args.{field}: expected .*, got {re.escape(repr(value))}; "
+                                              rf"correct it with --arg {field}=VALUE"):
+        import_official(ck, "stylenat")
+    # the way out the message names works
+    good = {"batch": 4, "iter": 100, "G_lr": 0.001, "bcr": True}[field]
+    ckpt = import_official(ck, "stylenat", args_override={field: good})
+    assert ckpt["extra"]["import"]["official_args"][field] == good
+
+
+def test_import_out_directory_and_help_text(tmp_path, capsys):
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["import", str(FIXTURES / "stylenat_hydra_tiny.pt"), "--from", "stylenat", "--out",
+              str(tmp_path / "dir"), "--overwrite"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "is a directory" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["import", "--help"])
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", capsys.readouterr().out).split())
+    assert "Training step (default: from the file name" in text and "Training step ." not in text

@@ -34,8 +34,8 @@ def register(app: typer.Typer) -> None:
         kind: str = typer.Option(..., "--from", help="Which official code wrote it: stylenat | styleswin."),
         out: Path = typer.Option(..., "--out", "-o", help="Where to write the nat-gan checkpoint."),
         size: Optional[int] = typer.Option(None, "--size", min=8, help="Expected resolution (checked against the weights)."),
-        step: Optional[int] = typer.Option(None, "--step", min=0, help="Training step [default: from the file name, "
-                                                                       "e.g. FFHQ256_940k_flip.pt -> 940000]."),
+        step: Optional[int] = typer.Option(None, "--step", min=0, help="Training step (default: from the file name, "
+                                                                       "e.g. FFHQ256_940k_flip.pt -> 940000)."),
         keep_split_heads: bool = typer.Option(False, "--keep-split-heads",
                                               help="Keep StyleNAT's legacy rpb0/rpb1 layout instead of Hydra partitions."),
         arg: Optional[list[str]] = typer.Option(None, "--arg", metavar="KEY=VALUE",
@@ -49,9 +49,13 @@ def register(app: typer.Typer) -> None:
         from natgan.importers import import_official
         from natgan.models import count_params
 
+        from natgan.fsutil import same_file
+
+        if out.is_dir():
+            raise ConfigError(f"--out {out}: is a directory; give the checkpoint's file name, e.g. {out / 'model.pt'}")
         if out.exists() and not overwrite:
             raise ConfigError(f"--out {out}: file exists (use --overwrite to replace it)")
-        if out.exists() and source.exists() and out.resolve() == source.resolve():
+        if out.exists() and source.exists() and same_file(out, source):
             raise ConfigError(f"--out {out}: is the source file; write the converted checkpoint elsewhere")
         ckpt = import_official(source, kind, size, keep_split_heads=keep_split_heads, step=step,
                                args_override=_parse_args_overrides(arg or []))

@@ -538,7 +538,9 @@ def _recipe(kind: str, model: dict[str, Any], args: dict, assumptions: list[str]
     """The resolved recipe of the official run (its training hyper-parameters), as a plain dict."""
     defaults = recipe_mod.TrainConfig()
     per_gpu = args.get("batch")
-    if isinstance(per_gpu, int) and per_gpu >= 1:
+    if per_gpu is not None and not (isinstance(per_gpu, int) and not isinstance(per_gpu, bool) and per_gpu >= 1):
+        raise CheckpointError(_bad_arg("batch", "a positive int", per_gpu))
+    if per_gpu is not None:
         gpus = ASSUMED_GPUS if args.get("distributed") else 1
         if args.get("distributed"):
             assumptions.append(f"args.batch = {per_gpu} per GPU; assumed {ASSUMED_GPUS} GPUs as in the papers "
@@ -556,10 +558,12 @@ def _recipe(kind: str, model: dict[str, Any], args: dict, assumptions: list[str]
     train: dict[str, Any] = dict(batch)
     for ours, (theirs, tp) in pick.items():
         value = args.get(theirs)
-        if value is None or isinstance(value, bool) != (tp is bool):
+        if value is None:
             continue
-        if isinstance(value, (int, float)):
-            train[ours] = tp(value)
+        is_bool = isinstance(value, bool)
+        if is_bool != (tp is bool) or not isinstance(value, (int, float)) or (tp is int and isinstance(value, float)):
+            raise CheckpointError(_bad_arg(theirs, {int: "an int", float: "a number", bool: "true or false"}[tp], value))
+        train[ours] = tp(value)
     # Official code: D grad-norm clip 5, EMA 0.5^(32/10k), no style mixing / path-length, fp32 + TF32.
     train.update({"d_clip": 5.0, "ema_beta": defaults.ema_beta, "style_mixing": 0.0, "pl_weight": 0.0,
                   "precision": "tf32", "seed": int(args["seed"]) if isinstance(args.get("seed"), int) else 0})
@@ -578,6 +582,12 @@ def _recipe(kind: str, model: dict[str, Any], args: dict, assumptions: list[str]
         return recipe_mod.from_dict(raw, source="official args").to_dict()
     except ConfigError as exc:
         raise CheckpointError(f"cannot express the official training settings as a recipe: {exc}") from None
+
+
+def _bad_arg(name: str, expected: str, value: Any) -> str:
+    """An official ``args`` field nat-gan cannot use: refuse rather than silently substitute a default."""
+    return (f"official args.{name}: expected {expected}, got {value!r}; correct it with --arg {name}=VALUE "
+            f"(the value the run really used)")
 
 
 def step_from_filename(path: str | Path) -> int | None:
