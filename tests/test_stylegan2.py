@@ -10,6 +10,7 @@ from natgan import recipe
 from natgan.errors import ConfigError
 from natgan.models import count_params, create, get_spec
 from natgan.models.layers import make_kernel, upfirdn2d
+from natgan.sampling import compute_w_avg
 from natgan.models.stylegan2 import StyleGAN2Generator
 from natgan.models.stylegan2_layers import ModulatedConv2d, StyleGAN2Discriminator, channels_for
 
@@ -151,7 +152,7 @@ def test_generator_contract_truncation_and_mixing():
         img1, img2 = G.synthesis(w1), G.synthesis(w2)
         assert img1.shape == (3, 3, 16, 16)
         torch.testing.assert_close(G(z1, psi=1.0), img1)                      # psi = 1 is the identity
-        w_avg = G.mean_w(256)
+        w_avg = compute_w_avg(G, num=256)
         assert w_avg.shape == (6, 16)
         centre = G(z1, psi=0.0, w_avg=w_avg)                                  # psi = 0 collapses to the centre
         torch.testing.assert_close(centre, centre[:1].expand_as(centre))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import signal
 import time
 from contextlib import nullcontext
@@ -18,16 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from rich.console import Console
 
 from natgan import checkpoint
 from natgan.errors import ConfigError, DataError, NatGanError
 from natgan.models import count_params, create
-from natgan.models.normalization import to_uint8
 from natgan.recipe import Recipe
-from natgan.train import augment, distributed, losses, rng_state, schedule
+from natgan.train import augment, distributed, losses, preview, rng_state, schedule
+from natgan.train.batch_checks import check_discriminator_batch
 from natgan.train.display import Display
 from natgan.train.rundir import RunDir
 from natgan.train.sampler import ResumableSampler
@@ -57,17 +55,6 @@ class BatchPlan:
 def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
-
-
-def make_grid(images: torch.Tensor, nrow: int) -> np.ndarray:
-    """uint8 [N,3,H,W] -> HxWx3 grid with a 2-pixel black border."""
-    n, c, h, w = images.shape
-    ncol = math.ceil(n / nrow)
-    grid = np.zeros((ncol * (h + 2) + 2, nrow * (w + 2) + 2, c), dtype=np.uint8)
-    for i, img in enumerate(images.cpu().numpy()):
-        r, col = divmod(i, nrow)
-        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = img.transpose(1, 2, 0)
-    return grid
 
 
 @dataclass
@@ -102,6 +89,7 @@ class Trainer:
         torch.manual_seed(self.t.seed)
         pair = create(recipe.model_name, config=recipe.model)
         self.G, self.D = pair.generator.to(self.device), pair.discriminator.to(self.device)
+        check_discriminator_batch(self.D, self.plan.micro)
         if self.t.activation_checkpointing:
             if not hasattr(self.G, "set_activation_checkpointing"):
                 raise ConfigError(f"key 'train.activation_checkpointing': model '{recipe.model_name}' "
@@ -124,8 +112,6 @@ class Trainer:
             distributed.broadcast_module(self.G, self.dist)
             distributed.broadcast_module(self.D, self.dist)
             self.G_ema.load_state_dict(self.G.state_dict())
-        grid_gen = torch.Generator().manual_seed(self.t.seed + 1)
-        self.grid_z = torch.randn(16, self.G.z_dim, generator=grid_gen)
 
     # -------------------------------------------------------------------------------------- setup
     def _configure_precision(self) -> None:
@@ -376,16 +362,8 @@ class Trainer:
     def save_grid(self, writer: Any = None) -> Path | None:
         if not self.dist.is_main:
             return None
-        from PIL import Image
-
-        with torch.no_grad():
-            images = torch.cat([self.G_ema(z.to(self.device)) for z in self.grid_z.split(8)])
-        grid = make_grid(to_uint8(images, self.G.normalization), nrow=4)
         path = self.run_dir.path / "samples" / f"step-{self.step:07d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        Image.fromarray(grid).save(tmp, format="PNG")
-        tmp.replace(path)
+        grid = preview.save_preview(self.G_ema, path)
         if writer is not None:
             writer.add_image("samples", grid, self.step, dataformats="HWC")
         return path
@@ -421,6 +399,7 @@ class Trainer:
 
                 writer = SummaryWriter(str(self.run_dir.path / "tb"))
                 display.message(self._banner())
+                display.message(preview.preview_note())
             data = self._data_iterator()
             steps_this_run = 0
             t_last, seen_last = time.perf_counter(), self.images_seen
