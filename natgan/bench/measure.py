@@ -22,10 +22,11 @@ from torch import nn
 from natgan.bench.flops import count_flops
 from natgan.bench.memory import PeakMemory
 from natgan.bench.timing import time_calls
+from natgan.devices import PRECISIONS, precision_context, resolve_device
 from natgan.errors import ConfigError, NatGanError
+from natgan.models import set_requires_grad
 
 Precision = Literal["fp32", "tf32", "bf16"]
-PRECISIONS = ("fp32", "tf32", "bf16")
 ATTN_BACKENDS = ("torch", "natten", "flex")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 BACKEND_ENV = "NATGAN_NA_BACKEND"
@@ -79,24 +80,6 @@ class BenchSettings:
             raise ConfigError(f"--peak-tflops: expected a positive number, got {self.peak_tflops}")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device: not a device: '{device}' (expected auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        raise ConfigError(f"--device: unsupported device type '{dev.type}' (expected cpu or cuda)")
-    return dev
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -108,29 +91,6 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
-    """Set TF32 flags for the run and yield a factory of the autocast context forwards run under.
-
-    fp32: TF32 off. tf32: TF32 on for matmuls and cuDNN (the official setting; no effect on CPU).
-    bf16: autocast to bfloat16 (weights stay fp32, as in training) with TF32 on for what stays fp32.
-    """
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
-    tf32 = precision in ("tf32", "bf16")
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as the official main.py
-    try:
-        if precision == "bf16":
-            yield lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-        else:
-            yield contextlib.nullcontext
-    finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.benchmark) = saved
 
 
 @contextlib.contextmanager
@@ -297,11 +257,6 @@ def measure_generator(G: nn.Module, settings: BenchSettings | None = None, *, de
     return result
 
 
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
                   autocast: Callable[[], contextlib.AbstractContextManager], *, compile_mode: str | None = None,
                   seed: int = 0, lr: float = 2e-4) -> Callable[[], None]:
@@ -323,8 +278,8 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
     real = torch.randn(batch, 3, G.resolution, G.resolution, generator=gen).to(device)
 
     def step() -> None:
-        _set_requires_grad(G, False)
-        _set_requires_grad(D, True)
+        set_requires_grad(G, False)
+        set_requires_grad(D, True)
         with autocast():
             with torch.no_grad():
                 fake = g_fn(z)
@@ -333,8 +288,8 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
-        _set_requires_grad(G, True)
-        _set_requires_grad(D, False)
+        set_requires_grad(G, True)
+        set_requires_grad(D, False)
         with autocast():
             g_loss = F.softplus(-d_fn(g_fn(z))).mean()
         g_opt.zero_grad(set_to_none=True)

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the written files and maps as JSON."),
     ) -> None:
         """Draw per-block, per-head attention maps (mean query · every key) and one overview per level."""
-        from natgan.bench.measure import resolve_device
+        from natgan.devices import resolve_device
         from natgan.viz import attention_maps, render
         from natgan.viz.colormaps import lookup_table
         from natgan.viz.render import CROSS_MODES, NORMS

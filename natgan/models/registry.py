@@ -114,6 +114,12 @@ def create(name: str, config: Any = None, **overrides: Any) -> ModelPair:
     return ModelPair(name, config, generator, discriminator)
 
 
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    """Freeze or unfreeze every parameter (GAN steps train one network against the other, frozen)."""
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
 def count_params(module: nn.Module) -> int:
     """Trainable parameters (buffers such as BatchNorm statistics or SN vectors excluded)."""
     return sum(p.numel() for p in module.parameters())

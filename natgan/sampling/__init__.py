@@ -4,7 +4,8 @@
 through the same :class:`ImageGenerator`, so an FID image is bit-identical to the sample PNG of its seed.
 """
 
-from natgan.sampling.device import auto_batch_size, resolve_device
+from natgan.devices import resolve_device
+from natgan.sampling.device import auto_batch_size
 from natgan.sampling.export import FORMATS, SampleWriter, grid_image, parse_grid, save_gif, seed_name
 from natgan.sampling.generate import ImageGenerator, compute_w_avg, eval_mode, model_device, truncate
 from natgan.sampling.run import (LoadedGenerator, load_generator, seed_grid, write_grid, write_interpolation,

@@ -8,11 +8,11 @@ data order is a pure function of (seed, images seen), so ``--resume`` continues 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,9 +20,9 @@ from typing import Any, Iterator
 import torch
 from rich.console import Console
 
-from natgan import checkpoint
+from natgan import checkpoint, devices
 from natgan.errors import ConfigError, DataError, NatGanError
-from natgan.models import count_params, create
+from natgan.models import count_params, create, set_requires_grad
 from natgan.recipe import Recipe
 from natgan.train import augment, distributed, losses, preview, rng_state, schedule
 from natgan.train.batch_checks import check_discriminator_batch
@@ -52,11 +52,6 @@ class BatchPlan:
         return cls(batch, world, per_gpu, micro, per_gpu // micro)
 
 
-def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 @dataclass
 class TrainResult:
     step: int
@@ -84,7 +79,6 @@ class Trainer:
         self.stop_reason: str | None = None
         self.dist, self.device = distributed.init(self.t.device)
         self.plan = BatchPlan.make(self.t.batch, self.dist.world, self.t.batch_per_gpu)
-        self._configure_precision()
 
         torch.manual_seed(self.t.seed)
         pair = create(recipe.model_name, config=recipe.model)
@@ -114,17 +108,8 @@ class Trainer:
             self.G_ema.load_state_dict(self.G.state_dict())
 
     # -------------------------------------------------------------------------------------- setup
-    def _configure_precision(self) -> None:
-        tf32 = self.t.precision in ("tf32", "bf16")
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-
     def autocast(self):
-        if self.t.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return devices.autocast(self.t.precision, self.device)
 
     def _restore(self, ck: dict) -> None:
         w = ck["weights"]
@@ -153,7 +138,7 @@ class Trainer:
         path = self.recipe.data.path
         if not path:
             raise DataError("no training data: give --data PATH or set data.path in the recipe")
-        dataset = TrainingDataset(path, self.G.resolution, normalization=self.G.normalization, flip=False)
+        dataset = TrainingDataset(path, self.G.resolution, normalization=self.G.normalization)
         if len(dataset) < self.plan.micro:
             raise DataError(f"{path}: {len(dataset)} images, fewer than one micro-batch ({self.plan.micro})")
         start = self.step * self.plan.per_gpu
@@ -190,8 +175,7 @@ class Trainer:
     def _flip(self, real: torch.Tensor) -> torch.Tensor:
         if not self.recipe.data.flip:
             return real
-        mask = (torch.rand(real.shape[0], generator=self.gens.flip) < 0.5).to(self.device).view(-1, 1, 1, 1)
-        return torch.where(mask, real.flip(3), real)
+        return augment.flip(real, self.gens.flip)
 
     def _bcr_loss(self, fake: torch.Tensor, fake_logits: torch.Tensor, real: torch.Tensor,
                   real_logits: torch.Tensor) -> torch.Tensor:
@@ -392,6 +376,8 @@ class Trainer:
                           log_file=self.run_dir.path / "log.txt" if main else None,
                           enabled=main and self.show_progress)
         latest = grid = None
+        flags = contextlib.ExitStack()  # the global TF32 flags hold for the run and are restored after it
+        flags.enter_context(devices.precision_context(self.t.precision, self.device))
         try:
             if main:
                 (self.run_dir.path / "recipe.toml").write_text(self.recipe.to_toml())
@@ -457,6 +443,7 @@ class Trainer:
             if latest is None and self.step > 0 and main:
                 latest = self.save_checkpoint()
         finally:
+            flags.close()
             display.close()
             self._restore_signal_handlers(previous_handlers)
             if writer is not None:
