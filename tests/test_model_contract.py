@@ -30,6 +30,10 @@ def test_registry_metadata():
         assert spec.description and spec.name == spec.name.lower()
         assert spec.paper_params_g is None or spec.paper_params_g > 0
         assert spec.make_config().resolution >= 8
+    # the papers' figures live beside the parameter counts in the registry (bench shows them)
+    assert {n: s.paper_img_per_s for n, s in zip(NAMES, SPECS) if s.paper_img_per_s} == {
+        "stylenat": 32.56, "styleswin": 30.20, "stylegan2": 95.79, "hit": 52.09, "hit-b": 52.09, "hit-s": 86.64,
+        "hit-l": 20.67}
 
 
 def test_attributes(model):

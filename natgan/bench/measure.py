@@ -31,12 +31,6 @@ ATTN_BACKENDS = ("torch", "natten", "flex")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 BACKEND_ENV = "NATGAN_NA_BACKEND"
 
-# Generator throughput the papers report at 256x256 (img/s; StyleNAT Table 1, which quotes the others;
-# HiT's own Table: S 86.64 / B 52.09 / L 20.67 on one V100; the other GPUs are not named). Context only:
-# compare against a measurement only when it was taken on comparable hardware.
-PAPER_IMG_PER_S = {"stylenat": 32.56, "styleswin": 30.20, "stylegan2": 95.79,
-                   "hit": 52.09, "hit-b": 52.09, "hit-s": 86.64, "hit-l": 20.67}
-
 OFFICIAL = {"batch": 1, "warmup": 10, "rounds": 500}   # StyleNAT src/throughput.py / default_conf.yaml
 CPU_DEFAULTS = {"warmup": 2, "rounds": 5}              # a 2-core CPU cannot afford 500 rounds per model
 TRAIN_ROUNDS_CAP = 50
@@ -346,7 +340,7 @@ def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, 
                     sets: list[str] | None = None, resolution: int | None = None,
                     device: torch.device | None = None) -> dict[str, Any]:
     """Build one registered model (defaults, recipe, overrides) and measure it; one JSON-ready dict."""
-    from natgan.bench.models import resolve_model
+    from natgan.model_choice import resolve_model
     from natgan.models import count_params, get_spec
 
     settings = settings or BenchSettings()
@@ -364,7 +358,7 @@ def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, 
         "g_params": count_params(pair.generator),
         "d_params": count_params(pair.discriminator),
         "paper_g_params_m": spec.paper_params_g,
-        "paper_img_per_s": PAPER_IMG_PER_S.get(pair.name) if pair.config.resolution == 256 else None,
+        "paper_img_per_s": spec.paper_img_per_s if pair.config.resolution == 256 else None,
         "precision": settings.precision,
         "compile": settings.compile,
         "attn_backend": settings.attn_backend or os.environ.get(BACKEND_ENV) or "auto",
@@ -394,7 +388,7 @@ def benchmark(models: list[str], settings: BenchSettings | None = None, *, recip
     All names (and the recipe) are validated before anything is measured, so a typo in the fourth
     model does not cost the first three measurements.
     """
-    from natgan.bench.models import resolve_config
+    from natgan.model_choice import resolve_config
     from natgan.models import get_spec
 
     settings = settings or BenchSettings()

@@ -14,15 +14,11 @@ other order. Images are never squashed.
 from __future__ import annotations
 
 import io
-from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from natgan.data import fastpng
-
-Filter = Literal["lanczos", "box", "bicubic", "bilinear"]
-Encoding = Literal["jpeg", "png"]
 
 FILTERS: dict[str, int] = {
     "lanczos": Image.Resampling.LANCZOS,   # official default (rosinality prepare_data.py, StyleSwin FFHQ-256)

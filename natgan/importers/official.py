@@ -37,7 +37,7 @@ from natgan import recipe as recipe_mod
 from natgan.checkpoint import make_checkpoint
 from natgan.errors import CheckpointError, ConfigError
 from natgan.models import get_spec
-from natgan.models._transformer_gan import default_channels, heads_for, level_resolutions
+from natgan.models.transformer_gan import default_channels, heads_for, level_resolutions
 from natgan.models.stylenat import hydra_partitions, pattern_dilations
 from natgan.models.styleswin import shifted_window_mask
 from natgan.models.wavelet_discriminator import default_d_channels

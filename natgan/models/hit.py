@@ -241,13 +241,13 @@ class HiTGenerator(nn.Module):
 _ABOUT = "multi-axis blocked attention, latent cross-attention, MLP-only high-res stages (Zhao et al. 2021)"
 
 
-@register_model("hit", config=HiTConfig, defaults={"variant": "B"}, paper_params_g=46.22,
+@register_model("hit", config=HiTConfig, defaults={"variant": "B"}, paper_params_g=46.22, paper_img_per_s=52.09,
                 description=f"HiT-B (alias of hit-b): {_ABOUT}")
-@register_model("hit-s", config=HiTConfig, defaults={"variant": "S"}, paper_params_g=38.01,
+@register_model("hit-s", config=HiTConfig, defaults={"variant": "S"}, paper_params_g=38.01, paper_img_per_s=86.64,
                 description="HiT-S: Table 9 with HiT-B widths from stage 4, the paper's 38.01 M (see docs)")
-@register_model("hit-b", config=HiTConfig, defaults={"variant": "B"}, paper_params_g=46.22,
+@register_model("hit-b", config=HiTConfig, defaults={"variant": "B"}, paper_params_g=46.22, paper_img_per_s=52.09,
                 description=f"HiT-B: {_ABOUT}")
-@register_model("hit-l", config=HiTConfig, defaults={"variant": "L"}, paper_params_g=97.46,
+@register_model("hit-l", config=HiTConfig, defaults={"variant": "L"}, paper_params_g=97.46, paper_img_per_s=20.67,
                 description=f"HiT-L: {_ABOUT}")
 @register_model("hit-b-128", config=HiTConfig, defaults={"variant": "B", "resolution": 128},
                 description="HiT-B at 128x128 (official 128 config: widths to 128, depth 2 everywhere)")

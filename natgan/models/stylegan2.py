@@ -147,7 +147,7 @@ class StyleGAN2Generator(nn.Module):
         return self.synthesis(truncate(self.mapping(z), psi, w_avg))
 
 
-@register_model("stylegan2", config=StyleGAN2Config, paper_params_g=30.03,
+@register_model("stylegan2", config=StyleGAN2Config, paper_params_g=30.03, paper_img_per_s=95.79,
                 description="StyleGAN2 config-f: modulated convs, noise, skip ToRGB; residual D")
 def build(cfg: StyleGAN2Config) -> tuple[nn.Module, nn.Module]:
     generator = StyleGAN2Generator(cfg)
