@@ -95,7 +95,7 @@ def test_torch_backend_matches_oracle_forward_and_gradients(height, width, kerne
     got = torch.autograd.grad(out, (q, k, v, rpb), grad_out)
     want = torch.autograd.grad(expected, (q, k, v, rpb), grad_out)
     for name, a, b in zip("q k v rpb".split(), got, want):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-11, msg=lambda m: f"d{name}: {m}")
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11, msg=lambda m: f"d{name}: {m}")  # noqa: B023
 
 
 def test_torch_backend_without_rpb_custom_scale_and_wider_values():

@@ -47,7 +47,8 @@ def test_config_f_256_parameter_counts():
 def test_state_dict_uses_rosinality_names():
     keys = set(tiny().generator.state_dict())
     for key in ("style.1.weight", "input.input", "conv1.conv.weight", "conv1.conv.modulation.bias",
-                "conv1.noise.weight", "conv1.activate.bias", "to_rgb1.bias", "convs.0.conv.blur.kernel", "to_rgbs.0.upsample.kernel",
+                "conv1.noise.weight", "conv1.activate.bias", "to_rgb1.bias", "convs.0.conv.blur.kernel",
+                "to_rgbs.0.upsample.kernel",
                 "noises.noise_0", "noises.noise_4"):
         assert key in keys, key
     assert tiny().generator.conv1.conv.weight.shape == (1, 16, 16, 3, 3)

@@ -46,7 +46,8 @@ def _broadcast(kernels: list[int], dilations: list[int], where: str) -> tuple[li
     return kernels, dilations
 
 
-def hydra_partitions(heads: int, kernels: list[int], dilations: list[int], where: str = "hydra attention") -> list[Partition]:
+def hydra_partitions(heads: int, kernels: list[int], dilations: list[int],
+                     where: str = "hydra attention") -> list[Partition]:
     """Split ``heads`` into contiguous partitions in config order; the last ones absorb the remainder.
 
     16 heads over 3 partitions -> 5, 5, 6 (official rule). A partition left without heads is an error
@@ -243,8 +244,8 @@ class MultiHeadSelfAttentionRPB(nn.Module):
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, heads, N, hd]
         q = q * self.scale
         if self.capture:
-            self.captured = {"q": q.detach().view(b, self.heads, h, w, -1), "k": k.detach().view(b, self.heads, h, w, -1),
-                             "labels": ["full"] * self.heads}
+            self.captured = {"q": q.detach().view(b, self.heads, h, w, -1),
+                             "k": k.detach().view(b, self.heads, h, w, -1), "labels": ["full"] * self.heads}
         bias = self.rpb.flatten(1)[:, self.relative_position_index.view(-1)].view(self.heads, n, n)
         attn = (q @ k.transpose(-2, -1) + bias).softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(b, h, w, c))

@@ -73,8 +73,8 @@ class TransformerGANConfig:
     qkv_bias: bool = option(True)
     qk_scale: Optional[float] = option(None, min=0.0, help="attention scale (default head_dim ** -0.5)")
     d_channel_multiplier: int = option(2, min=1, help="discriminator width multiplier")
-    d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per resolution 4..resolution "
-                                                               "(as in the official D, the resolution/2 entry is unused)")
+    d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per resolution 4..resolution (as "
+                                                               "in the official D, the resolution/2 entry is unused)")
     d_sn: bool = option(True, help="spectral norm in the discriminator (official runs: on)")
 
     def validate(self) -> None:
