@@ -20,13 +20,7 @@ TINY = dict(resolution=16, components=4, latent_dim=8, channel_max=16, attn_max_
 MODES = ("simplex", "duplex", "duplex_kmeans")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are all per-op overhead; two OpenMP threads on a busy 2-core box mostly spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides):

@@ -16,13 +16,7 @@ from natgan.ops import available_backends, neighborhood_attention
 from natgan.ops import dispatch, na_torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The problems here are tiny: extra intra-op threads only add synchronisation (3x slower on a busy box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _window(i: int, length: int, kernel: int, dilation: int) -> list[int]:

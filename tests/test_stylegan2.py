@@ -17,13 +17,7 @@ from natgan.models.stylegan2_layers import ModulatedConv2d, StyleGAN2Discriminat
 TINY = dict(resolution=16, style_dim=16, n_mlp=2, channel_max=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are all per-op overhead; two OpenMP threads on a busy 2-core box mostly spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides):
