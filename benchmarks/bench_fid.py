@@ -160,7 +160,8 @@ def main(argv=None) -> dict:
         t = time.perf_counter()
         warm = fid_for_generator(G, str(ref), **common)
         warm_s = time.perf_counter() - t
-        official = None if args.skip_official else official_path(G, args, device, ref, workdir / "official", extractor.network)
+        official = None if args.skip_official else official_path(G, args, device, ref, workdir / "official",
+                                                                 extractor.network)
 
         result = {
             "machine": {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else

@@ -55,7 +55,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from natgan.bench import BenchSettings, benchmark
-    from natgan.bench.models import parse_int_list
+    from natgan.model_choice import parse_int_list
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=DEFAULT_MODELS)

@@ -281,8 +281,9 @@ def main() -> None:
               f"byte-identical: {report['records_vs_rosinality']['byte_identical']}/"
               f"{report['records_vs_rosinality']['records']}")
     st = report["stages"]
-    print(f"  per image, one process: decode {st['decode_pillow_ms']:.1f} ms (Pillow) / {st['decode_natgan_ms']:.1f} ms "
-          f"(nat-gan), resize {st['resize_ms']:.1f} ms, JPEG encode {st['encode_ms']:.2f} ms")
+    print(f"  per image, one process: decode {st['decode_pillow_ms']:.1f} ms (Pillow) / "
+          f"{st['decode_natgan_ms']:.1f} ms (nat-gan), resize {st['resize_ms']:.1f} ms, "
+          f"JPEG encode {st['encode_ms']:.2f} ms")
     for row in report["reader"]:
         cpu = f"  ({row['cpu_ms_per_image']:.2f} CPU-ms/img)" if "cpu_ms_per_image" in row else ""
         print(f"  {row['reader']:<42} {row['images_per_s']:8.1f} img/s{cpu}")

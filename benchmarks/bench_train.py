@@ -10,8 +10,8 @@ recipe's resolution, so it needs no download.
 The run logs every ``--warmup`` steps (logging every step would add TensorBoard writes to what is timed). Each
 logged rate covers the time since the previous log line, so consecutive lines add up to the wall time between
 them; that also holds on a GPU, where reading the losses synchronises. The first ``--warmup`` steps (allocator,
-cudnn/compile autotuning) are dropped. The rest are summed as images over seconds. One checkpoint and one sample grid are written at the very end, outside
-the timed steps.
+cudnn/compile autotuning) are dropped. The rest are summed as images over seconds. One checkpoint and one
+sample grid are written at the very end, outside the timed steps.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def train_extractor(images: torch.Tensor, seed: int = 0) -> nn.Module:
     net = DigitsNet()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     x = images.float() / 255
-    for epoch in range(8):
+    for _epoch in range(8):
         perm = torch.randperm(len(x))
         for idx in perm.split(64):
             loss = nn.functional.cross_entropy(net(x[idx]), labels[idx])

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 import tiny_model  # noqa: F401  (registers "_tiny_test")
 from natgan.bench import (BenchSettings, PeakMemory, benchmark, count_flops, measure_generator, na_flops,
                           resolve_config, time_calls)
-from natgan.bench.measure import attention_backend, precision_context, resolve_device
+from natgan.bench.measure import attention_backend
+from natgan.devices import precision_context, resolve_device
 from natgan.cli import app, main
 from natgan.cli.bench import results_table
 from natgan.errors import ConfigError

@@ -21,7 +21,8 @@ from PIL import Image
 
 from natgan.data import fastpng, imaging
 
-PHOTO = Path(list(importlib.util.find_spec("sklearn").submodule_search_locations)[0]) / "datasets" / "images" / "china.jpg"
+SKLEARN = Path(list(importlib.util.find_spec("sklearn").submodule_search_locations)[0])
+PHOTO = SKLEARN / "datasets" / "images" / "china.jpg"
 ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
 
 

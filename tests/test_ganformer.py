@@ -12,6 +12,7 @@ from natgan.errors import ConfigError
 from natgan.models import count_params, create
 from natgan.models.ganformer import GANformerGenerator
 from natgan.models.ganformer_attention import ImageLatentAttention, LatentSelfAttention, sinusoidal_grid
+from natgan.sampling import compute_w_avg
 
 # 4 px (attention) -> 8 px (attention) -> 16 px (no attention, conv_last + ToRGB); 4 local + 1 global latent.
 TINY = dict(resolution=16, components=4, latent_dim=8, channel_max=16, attn_max_res=8, mapping_layers=4,
@@ -19,13 +20,7 @@ TINY = dict(resolution=16, components=4, latent_dim=8, channel_max=16, attn_max_
 MODES = ("simplex", "duplex", "duplex_kmeans")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are all per-op overhead; two OpenMP threads on a busy 2-core box mostly spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides):
@@ -233,7 +228,7 @@ def test_contract_truncation_and_style_mixing():
         img1, img2 = G.synthesis(w1), G.synthesis(w2)
         assert img1.shape == (3, 3, 16, 16)
         torch.testing.assert_close(G(z1, psi=1.0), img1)
-        w_avg = G.mean_w(256)
+        w_avg = compute_w_avg(G, num=256)
         centre = G(z1, psi=0.0, w_avg=w_avg)
         torch.testing.assert_close(centre, centre[:1].expand_as(centre))
         torch.testing.assert_close(G(z1, psi=0.7, w_avg=w_avg), G.synthesis(torch.lerp(w_avg, w1, 0.7)))

@@ -20,13 +20,7 @@ TINY = dict(resolution=32, low_res_stages=2, widths=[32, 32, 16], heads=[4, 2, 2
             block_sizes=[4, 4], z_dim=16, d_channel_multiplier=1, d_max_channels=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are all per-op overhead; two OpenMP threads on a busy 2-core box spin-wait 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(name="hit", **overrides):

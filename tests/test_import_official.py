@@ -135,7 +135,7 @@ def test_refuses_pickled_objects_other_than_namespace(tmp_path):
 
     bad = tmp_path / "bad.pt"
     torch.save({"g_ema": {}, "args": Payload()}, bad)
-    with pytest.raises(CheckpointError, match=r"refused to unpickle 'posix.makedirs'|refused to unpickle 'os.makedirs'"):
+    with pytest.raises(CheckpointError, match=r"refused to unpickle '(posix|os)\.makedirs'"):
         import_official(bad, "stylenat")
     assert not marker.exists()
     torch.save({"g_ema": {}, "args": argparse.Namespace(size=32), "extra": torch.nn.Linear(2, 2)}, bad)

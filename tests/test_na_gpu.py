@@ -53,7 +53,7 @@ def test_cuda_backends_match_cpu_float64_forward_and_gradients(backend, height, 
     for name, a, b in zip(["out", "dq", "dk", "dv", "drpb"], got, expected):
         assert torch.isfinite(a).all(), f"{backend}: non-finite {name}"
         scale = b.abs().max().item()
-        torch.testing.assert_close(a, b, rtol=0, atol=2e-3 * max(1.0, scale), msg=lambda m: f"{backend} {name}: {m}")
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-3 * max(1.0, scale), msg=lambda m: f"{backend} {name}: {m}")  # noqa: B023
 
 
 @pytest.mark.parametrize("height,width,kernel,dilation", [(32, 32, 7, 1), (64, 64, 7, 8)])

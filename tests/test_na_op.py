@@ -16,13 +16,7 @@ from natgan.ops import available_backends, neighborhood_attention
 from natgan.ops import dispatch, na_torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The problems here are tiny: extra intra-op threads only add synchronisation (3x slower on a busy box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _window(i: int, length: int, kernel: int, dilation: int) -> list[int]:
@@ -95,7 +89,7 @@ def test_torch_backend_matches_oracle_forward_and_gradients(height, width, kerne
     got = torch.autograd.grad(out, (q, k, v, rpb), grad_out)
     want = torch.autograd.grad(expected, (q, k, v, rpb), grad_out)
     for name, a, b in zip("q k v rpb".split(), got, want):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-11, msg=lambda m: f"d{name}: {m}")
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11, msg=lambda m: f"d{name}: {m}")  # noqa: B023
 
 
 def test_torch_backend_without_rpb_custom_scale_and_wider_values():

@@ -10,19 +10,14 @@ from natgan import recipe
 from natgan.errors import ConfigError
 from natgan.models import count_params, create, get_spec
 from natgan.models.layers import make_kernel, upfirdn2d
+from natgan.sampling import compute_w_avg
 from natgan.models.stylegan2 import StyleGAN2Generator
 from natgan.models.stylegan2_layers import ModulatedConv2d, StyleGAN2Discriminator, channels_for
 
 TINY = dict(resolution=16, style_dim=16, n_mlp=2, channel_max=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models are all per-op overhead; two OpenMP threads on a busy 2-core box mostly spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides):
@@ -46,7 +41,8 @@ def test_config_f_256_parameter_counts():
 def test_state_dict_uses_rosinality_names():
     keys = set(tiny().generator.state_dict())
     for key in ("style.1.weight", "input.input", "conv1.conv.weight", "conv1.conv.modulation.bias",
-                "conv1.noise.weight", "conv1.activate.bias", "to_rgb1.bias", "convs.0.conv.blur.kernel", "to_rgbs.0.upsample.kernel",
+                "conv1.noise.weight", "conv1.activate.bias", "to_rgb1.bias", "convs.0.conv.blur.kernel",
+                "to_rgbs.0.upsample.kernel",
                 "noises.noise_0", "noises.noise_4"):
         assert key in keys, key
     assert tiny().generator.conv1.conv.weight.shape == (1, 16, 16, 3, 3)
@@ -151,7 +147,7 @@ def test_generator_contract_truncation_and_mixing():
         img1, img2 = G.synthesis(w1), G.synthesis(w2)
         assert img1.shape == (3, 3, 16, 16)
         torch.testing.assert_close(G(z1, psi=1.0), img1)                      # psi = 1 is the identity
-        w_avg = G.mean_w(256)
+        w_avg = compute_w_avg(G, num=256)
         assert w_avg.shape == (6, 16)
         centre = G(z1, psi=0.0, w_avg=w_avg)                                  # psi = 0 collapses to the centre
         torch.testing.assert_close(centre, centre[:1].expand_as(centre))

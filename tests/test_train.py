@@ -290,3 +290,20 @@ def test_ema_start_copies_then_averages_and_buffers_can_be_averaged(tmp_path, di
 def test_simultaneous_update_refuses_path_length(tmp_path, digits):
     with pytest.raises(ConfigError, match="train.pl_weight"):
         run(tiny_recipe(tmp_path, digits, update="simultaneous", pl_weight=2.0), tmp_path / "out")
+
+
+def test_preview_grid_is_sample_of_the_logged_seeds(tmp_path, digits):
+    """The preview PNG is what `nat-gan sample --seeds 0-15 --grid 4x4` writes from the same checkpoint,
+    and the log names those seeds."""
+    import numpy as np
+    from PIL import Image
+
+    from natgan.sampling import load_generator, write_grid
+
+    run(tiny_recipe(tmp_path, digits, iterations=4, checkpoint_every=4), tmp_path / "run")
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "preview grids: seeds 0-15" in log and "--seeds 0-15 --grid 4x4" in log
+    preview = np.asarray(Image.open(tmp_path / "run" / "samples" / "step-0000004.png"))
+    G = load_generator(tmp_path / "run" / "latest.pt").G
+    sampled = np.asarray(Image.open(write_grid(G, list(range(16)), tmp_path / "grid.png", 4, 4)))
+    assert preview.shape == (32, 32, 3) and np.array_equal(preview, sampled)

@@ -10,27 +10,14 @@ import torch
 from natgan import checkpoint, recipe as recipes
 from natgan.models import list_models
 from natgan.train import train
+from reduced_models import REDUCED, family
 
-REDUCED = {
-    "stylenat": dict(resolution=16, style_dim=16, n_mlp=2, channels=[32, 32, 32], min_heads=2, kernel_size=3,
-                     d_channels=[16, 16, 16]),
-    "styleswin": dict(resolution=16, style_dim=16, n_mlp=2, channels=[32, 32, 32], min_heads=2,
-                      d_channels=[16, 16, 16]),
-    "stylegan2": dict(resolution=16, style_dim=16, n_mlp=2, channel_max=16),
-    "ganformer": dict(resolution=16, components=4, latent_dim=8, channel_max=16, attn_max_res=8, mapping_layers=2),
-    "hit": dict(resolution=16, low_res_stages=1, widths=[32, 16], heads=[4, 2], depths=[1, 1], block_sizes=[4],
-                z_dim=16, d_channel_multiplier=1, d_max_channels=16),
-}
 # Per-architecture training settings that differ from the StyleNAT defaults (as in each paper's recipe).
 TRAIN = {
     "stylegan2": dict(style_mixing=0.9, pl_weight=2.0, g_reg_every=2, bcr=False, ttur=False, g_lr=0.002, d_lr=0.002),
     "ganformer": dict(style_mixing=0.9, bcr=False, ttur=False),
     "hit": dict(r1_every=1, r1=20.0, d_clip=0.0, update="simultaneous", ema_start=1, ema_buffers="average"),
 }
-
-
-def family(name: str) -> str:
-    return next(k for k in REDUCED if name == k or name.startswith(k + "-"))
 
 
 @pytest.fixture(scope="module")

@@ -338,8 +338,6 @@ def test_cli_writes_files_and_json(tiny_registered, tmp_path):
     ([], "give --ckpt"),
 ])
 def test_cli_errors_are_one_line(tiny_registered, tmp_path, args, match):
-    from natgan.cli import main
-
     res = CliRunner().invoke(app, ["visualize", "--outdir", str(tmp_path / "o"), *args])
     assert res.exit_code != 0
     assert isinstance(res.exception, (NatGanError, SystemExit))

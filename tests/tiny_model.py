@@ -11,6 +11,7 @@ from torch import nn
 
 from natgan.config import option
 from natgan.models import registry
+from natgan.models.truncation import truncate
 
 NAME = "_tiny_test"
 
@@ -40,10 +41,7 @@ class TinyGenerator(nn.Module):
         return torch.tanh(img)
 
     def forward(self, z, psi=1.0, w_avg=None):
-        w = self.mapping(z)
-        if w_avg is not None and psi != 1.0:
-            w = w_avg + psi * (w - w_avg)
-        return self.synthesis(w)
+        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
 
 
 class TinyDiscriminator(nn.Module):

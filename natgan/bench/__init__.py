@@ -10,7 +10,7 @@ from natgan.bench.listing import model_table
 from natgan.bench.measure import (ATTN_BACKENDS, COMPILE_MODES, PRECISIONS, BenchSettings, benchmark,
                                   benchmark_model, machine, measure_generator, measure_train_step, resolve_device)
 from natgan.bench.memory import MemoryReport, PeakMemory
-from natgan.bench.models import resolve_config, resolve_model
+from natgan.model_choice import resolve_config, resolve_model
 from natgan.bench.timing import Timing, time_calls
 
 __all__ = ["ATTN_BACKENDS", "COMPILE_MODES", "PRECISIONS", "BenchSettings", "FlopReport", "MemoryReport",

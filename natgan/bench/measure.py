@@ -22,19 +22,14 @@ from torch import nn
 from natgan.bench.flops import count_flops
 from natgan.bench.memory import PeakMemory
 from natgan.bench.timing import time_calls
+from natgan.devices import PRECISIONS, precision_context, resolve_device
 from natgan.errors import ConfigError, NatGanError
+from natgan.models import set_requires_grad
 
 Precision = Literal["fp32", "tf32", "bf16"]
-PRECISIONS = ("fp32", "tf32", "bf16")
 ATTN_BACKENDS = ("torch", "natten", "flex")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 BACKEND_ENV = "NATGAN_NA_BACKEND"
-
-# Generator throughput the papers report at 256x256 (img/s; StyleNAT Table 1, which quotes the others;
-# HiT's own Table: S 86.64 / B 52.09 / L 20.67 on one V100; the other GPUs are not named). Context only:
-# compare against a measurement only when it was taken on comparable hardware.
-PAPER_IMG_PER_S = {"stylenat": 32.56, "styleswin": 30.20, "stylegan2": 95.79,
-                   "hit": 52.09, "hit-b": 52.09, "hit-s": 86.64, "hit-l": 20.67}
 
 OFFICIAL = {"batch": 1, "warmup": 10, "rounds": 500}   # StyleNAT src/throughput.py / default_conf.yaml
 CPU_DEFAULTS = {"warmup": 2, "rounds": 5}              # a 2-core CPU cannot afford 500 rounds per model
@@ -79,24 +74,6 @@ class BenchSettings:
             raise ConfigError(f"--peak-tflops: expected a positive number, got {self.peak_tflops}")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device: not a device: '{device}' (expected auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type != "cpu":
-        raise ConfigError(f"--device: unsupported device type '{dev.type}' (expected cpu or cuda)")
-    return dev
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -104,33 +81,11 @@ def device_name(device: torch.device) -> str:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+                    name = line.split(":", 1)[1].strip()
+                    return f"{name} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     except OSError:
         pass
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
-    """Set TF32 flags for the run and yield a factory of the autocast context forwards run under.
-
-    fp32: TF32 off. tf32: TF32 on for matmuls and cuDNN (the official setting; no effect on CPU).
-    bf16: autocast to bfloat16 (weights stay fp32, as in training) with TF32 on for what stays fp32.
-    """
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
-    tf32 = precision in ("tf32", "bf16")
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as the official main.py
-    try:
-        if precision == "bf16":
-            yield lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-        else:
-            yield contextlib.nullcontext
-    finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.benchmark) = saved
 
 
 @contextlib.contextmanager
@@ -224,8 +179,9 @@ def _compiled(module: nn.Module, mode: str | None) -> Callable:
 
 def _counts(settings: BenchSettings, device: torch.device) -> tuple[int, int]:
     cuda = device.type == "cuda"
-    warmup = settings.warmup if settings.warmup is not None else (OFFICIAL["warmup"] if cuda else CPU_DEFAULTS["warmup"])
-    rounds = settings.rounds if settings.rounds is not None else (OFFICIAL["rounds"] if cuda else CPU_DEFAULTS["rounds"])
+    defaults = OFFICIAL if cuda else CPU_DEFAULTS
+    warmup = settings.warmup if settings.warmup is not None else defaults["warmup"]
+    rounds = settings.rounds if settings.rounds is not None else defaults["rounds"]
     return warmup, rounds
 
 
@@ -270,7 +226,7 @@ def measure_generator(G: nn.Module, settings: BenchSettings | None = None, *, de
 
             def call() -> None:
                 with torch.inference_mode(), autocast():
-                    forward(z)
+                    forward(z)  # noqa: B023 (called within this iteration only)
 
             def timed():
                 with PeakMemory(device) as mem:
@@ -297,11 +253,6 @@ def measure_generator(G: nn.Module, settings: BenchSettings | None = None, *, de
     return result
 
 
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
                   autocast: Callable[[], contextlib.AbstractContextManager], *, compile_mode: str | None = None,
                   seed: int = 0, lr: float = 2e-4) -> Callable[[], None]:
@@ -323,8 +274,8 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
     real = torch.randn(batch, 3, G.resolution, G.resolution, generator=gen).to(device)
 
     def step() -> None:
-        _set_requires_grad(G, False)
-        _set_requires_grad(D, True)
+        set_requires_grad(G, False)
+        set_requires_grad(D, True)
         with autocast():
             with torch.no_grad():
                 fake = g_fn(z)
@@ -333,8 +284,8 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
-        _set_requires_grad(G, True)
-        _set_requires_grad(D, False)
+        set_requires_grad(G, True)
+        set_requires_grad(D, False)
         with autocast():
             g_loss = F.softplus(-d_fn(g_fn(z))).mean()
         g_opt.zero_grad(set_to_none=True)
@@ -391,7 +342,7 @@ def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, 
                     sets: list[str] | None = None, resolution: int | None = None,
                     device: torch.device | None = None) -> dict[str, Any]:
     """Build one registered model (defaults, recipe, overrides) and measure it; one JSON-ready dict."""
-    from natgan.bench.models import resolve_model
+    from natgan.model_choice import resolve_model
     from natgan.models import count_params, get_spec
 
     settings = settings or BenchSettings()
@@ -409,7 +360,7 @@ def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, 
         "g_params": count_params(pair.generator),
         "d_params": count_params(pair.discriminator),
         "paper_g_params_m": spec.paper_params_g,
-        "paper_img_per_s": PAPER_IMG_PER_S.get(pair.name) if pair.config.resolution == 256 else None,
+        "paper_img_per_s": spec.paper_img_per_s if pair.config.resolution == 256 else None,
         "precision": settings.precision,
         "compile": settings.compile,
         "attn_backend": settings.attn_backend or os.environ.get(BACKEND_ENV) or "auto",
@@ -439,7 +390,7 @@ def benchmark(models: list[str], settings: BenchSettings | None = None, *, recip
     All names (and the recipe) are validated before anything is measured, so a typo in the fourth
     model does not cost the first three measurements.
     """
-    from natgan.bench.models import resolve_config
+    from natgan.model_choice import resolve_config
     from natgan.models import get_spec
 
     settings = settings or BenchSettings()

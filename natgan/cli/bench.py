@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
             _list(json_out)
             return
         from natgan.bench.measure import BenchSettings, benchmark
-        from natgan.bench.models import parse_int_list
+        from natgan.model_choice import parse_int_list
 
         names = [n.strip() for text in (model, models) if text for n in text.split(",") if n.strip()]
         settings = BenchSettings(

@@ -12,7 +12,7 @@ from natgan.errors import ConfigError
 
 
 def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
-    from natgan.bench.models import parse_int_list
+    from natgan.model_choice import parse_int_list
 
     return None if text is None else parse_int_list(text, option)
 
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the written files and maps as JSON."),
     ) -> None:
         """Draw per-block, per-head attention maps (mean query · every key) and one overview per level."""
-        from natgan.bench.measure import resolve_device
+        from natgan.devices import resolve_device
         from natgan.viz import attention_maps, render
         from natgan.viz.colormaps import lookup_table
         from natgan.viz.render import CROSS_MODES, NORMS
@@ -87,7 +87,7 @@ def _generator(ckpt: Optional[Path], model: Optional[str], recipe: Optional[Path
         return checkpoint.build_generator(data, ema=not no_ema, source=ckpt), data["model"]["name"]
     if model is None and recipe is None:
         raise ConfigError("give --ckpt FILE, or --model NAME (random weights) with an optional --recipe")
-    from natgan.bench.models import resolve_model
+    from natgan.model_choice import resolve_model
 
     torch.manual_seed(0)  # random weights are reproducible run to run
     pair = resolve_model(model, recipe=str(recipe) if recipe else None, sets=sets, resolution=resolution)

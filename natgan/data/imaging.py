@@ -6,23 +6,19 @@ side ``int(size * long / short)``, torchvision's rule) and centre-cropping with 
 same bytes as the official builder run with the same Pillow; PNGs are decoded by libspng when
 available, which gives Pillow's pixels faster, see :mod:`natgan.data.fastpng`). Pillow 13 runs the
 vertical pass first when the height loses more than twice as many pixels as the width, so very tall
-portraits (aspect above about 2:1) come out slightly different under Pillow < 13. Resampling only the crop window with Pillow's ``box=`` would be
-cheaper for non-square inputs but is *not* identical: Pillow then may run its two 8-bit passes in the
-other order. Images are never squashed.
+portraits (aspect above about 2:1) come out slightly different under Pillow < 13. Resampling only the
+crop window with Pillow's ``box=`` would be cheaper for non-square inputs but is *not* identical: Pillow
+then may run its two 8-bit passes in the other order. Images are never squashed.
 """
 
 from __future__ import annotations
 
 import io
-from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from natgan.data import fastpng
-
-Filter = Literal["lanczos", "box", "bicubic", "bilinear"]
-Encoding = Literal["jpeg", "png"]
 
 FILTERS: dict[str, int] = {
     "lanczos": Image.Resampling.LANCZOS,   # official default (rosinality prepare_data.py, StyleSwin FFHQ-256)

@@ -1,11 +1,11 @@
 """``OrderedMap``: run a picklable callable over items in worker processes, results in input order.
 
 Used by ``prepare`` and ``check``. The callable is shipped once per worker (pool initializer), not
-once per item (its optional ``setup_worker()`` runs there too), and the pool starts in the constructor, i.e. before the caller starts any thread
-(rich's progress-bar refresh thread). Start method: ``fork`` while the caller is single-threaded
-(instant start; workers never touch inherited LMDB/zip handles because sources re-open per process
-id); otherwise ``forkserver``, which is thread-safe but makes each worker re-import the caller's
-``__main__`` (seconds when that imports torch).
+once per item (its optional ``setup_worker()`` runs there too), and the pool starts in the constructor,
+i.e. before the caller starts any thread (rich's progress-bar refresh thread). Start method: ``fork``
+while the caller is single-threaded (instant start; workers never touch inherited LMDB/zip handles
+because sources re-open per process id); otherwise ``forkserver``, which is thread-safe but makes each
+worker re-import the caller's ``__main__`` (seconds when that imports torch).
 """
 
 from __future__ import annotations

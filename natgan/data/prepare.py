@@ -24,7 +24,7 @@ from natgan.data import lmdb_format as fmt
 from natgan.data.hashing import SizeHasher, dataset_hash, record_digest
 from natgan.data.parallel import OrderedMap
 from natgan.data.progress import ProgressBar, ProgressCallback
-from natgan.data.sources import IMAGE_EXTENSIONS, MissingSourceError, RawSource, SourceError, open_source
+from natgan.data.sources import IMAGE_EXTENSIONS, MissingSourceError, RawSource, SourceError, open_raw_source
 from natgan.fsutil import same_file
 from natgan.data.writer import BATCH_IMAGES, LmdbBuilder, check_replaceable
 from natgan.errors import ConfigError, DataError
@@ -252,7 +252,7 @@ def _open_checked(src: str | os.PathLike | RawSource | None, dataset: str) -> Ra
     else:
         if src is None or str(src) == "":
             raise MissingSourceError(f"{dataset}: no source given (pass the dataset folder, zip or LMDB as SRC)")
-        source = open_source(src)
+        source = open_raw_source(src)
     if len(source) == 0:
         inside = _lmdb_in_zip(source)
         if inside:

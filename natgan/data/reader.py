@@ -31,7 +31,7 @@ import numpy as np
 
 from natgan.data import imaging
 from natgan.data import lmdb_format as fmt
-from natgan.data.sources import LmdbSource, RawSource, open_source
+from natgan.data.sources import LmdbSource, RawSource, open_raw_source
 from natgan.errors import DataError
 
 SAMPLED_RECORDS = 256
@@ -222,4 +222,4 @@ def open_dataset(path: str | os.PathLike, resolution: int | None = None) -> Imag
         if sized or empty:  # '{size}-{i}' records without 'length': a build that never finished
             raise fmt.incomplete(p)
         return FileImageSource(LmdbSource(p), resolution)  # LSUN's raw export: hash keys -> images
-    return FileImageSource(open_source(p), resolution)
+    return FileImageSource(open_raw_source(p), resolution)

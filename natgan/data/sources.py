@@ -226,7 +226,7 @@ class LmdbSource(RawSource):
         self._hread = None
 
 
-def open_source(path: str | os.PathLike) -> RawSource:
+def open_raw_source(path: str | os.PathLike) -> RawSource:
     """Pick the reader from what ``path`` is: LMDB directory, zip file, or any other directory."""
     p = Path(path).expanduser()
     if not p.exists():

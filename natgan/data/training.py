@@ -31,12 +31,15 @@ def _affine(normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TrainingDataset(Dataset):
-    """``dataset[i]`` -> float32 ``[3, R, R]`` in the model's space, randomly h-flipped if ``flip``."""
+    """``dataset[i]`` -> float32 ``[3, R, R]`` in the model's space.
 
-    def __init__(self, path: str | os.PathLike, resolution: int, normalization: str = "imagenet",
-                 flip: bool = True):
+    No augmentation here: the trainer flips batches with :func:`natgan.train.augment.flip` on its own
+    generator, which a checkpoint saves, so ``--resume`` stays bit-exact whatever the worker count.
+    """
+
+    def __init__(self, path: str | os.PathLike, resolution: int, normalization: str = "imagenet"):
         self.scale, self.shift = _affine(normalization)
-        self.path, self.normalization, self.flip = str(path), normalization, bool(flip)
+        self.path, self.normalization = str(path), normalization
         self.source: ImageSource = open_dataset(path, resolution)
         self.source.close()  # validated; workers open their own handles lazily after fork
         if len(self.source) == 0:
@@ -50,11 +53,8 @@ class TrainingDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = torch.from_numpy(self.source[index]).permute(2, 0, 1)  # HWC uint8 -> CHW view
-        if self.flip and torch.rand(()) < 0.5:  # torch RNG: DataLoader seeds it per worker
-            image = image.flip(-1)
         out = image.to(torch.float32, memory_format=torch.contiguous_format)
         return out.mul_(self.scale).add_(self.shift)
 
     def __repr__(self) -> str:
-        return (f"TrainingDataset({self.description}, normalization={self.normalization!r}, "
-                f"flip={self.flip})")
+        return f"TrainingDataset({self.description}, normalization={self.normalization!r})"

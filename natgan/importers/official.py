@@ -37,7 +37,7 @@ from natgan import recipe as recipe_mod
 from natgan.checkpoint import make_checkpoint
 from natgan.errors import CheckpointError, ConfigError
 from natgan.models import get_spec
-from natgan.models._transformer_gan import default_channels, heads_for, level_resolutions
+from natgan.models.transformer_gan import default_channels, heads_for, level_resolutions
 from natgan.models.stylenat import hydra_partitions, pattern_dilations
 from natgan.models.styleswin import shifted_window_mask
 from natgan.models.wavelet_discriminator import default_d_channels
@@ -64,8 +64,8 @@ def load_official_container(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: refused to unpickle {what}: official checkpoints may only contain tensors, "
                               f"plain containers and argparse.Namespace") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint "
-                              f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from None
     return obj
 
 
@@ -172,7 +172,8 @@ def _nat_partitions(sd: dict[str, torch.Tensor], level: int, src: str) -> tuple[
                 raise CheckpointError(f"{src}: g_ema: missing key '{prefix}rpb.0' (or legacy '{prefix}rpb0')")
             layout, keys = "hydra", [f"{prefix}rpb.{p}" for p in range(count)]
         shapes = [_shape(sd, k, src) for k in keys]
-        found.append((layout, keys, [(shape[0], _table_kernel(shape, k, src)) for k, shape in zip(keys, shapes)], shapes))
+        tables = [(shape[0], _table_kernel(shape, k, src)) for k, shape in zip(keys, shapes)]
+        found.append((layout, keys, tables, shapes))
     (layout0, keys0, parts0, shapes0), (layout1, keys1, parts1, shapes1) = found
     if layout0 != layout1 or len(keys0) != len(keys1):
         raise CheckpointError(f"{src}: g_ema: blocks 0 and 1 of level {level} have different tables "

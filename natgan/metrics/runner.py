@@ -23,7 +23,7 @@ from natgan.metrics.pipeline import generator_features
 from natgan.metrics.reference import Reference, dataset_reference, load_reference, matched_resolutions
 from natgan.metrics.stats import Statistics, frechet_distance, kernel_inception_distance, statistics
 from natgan.metrics.weights import MODES
-from natgan.sampling.device import resolve_device
+from natgan.devices import resolve_device
 from natgan.noise_modes import DEFAULT_NOISE_MODE
 from natgan.sampling.generate import ImageGenerator, eval_mode, model_device
 from natgan.sampling.seeds import format_seeds

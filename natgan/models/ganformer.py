@@ -27,6 +27,7 @@ exactly the official style mixing. Images live in [-1, 1].
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -41,10 +42,10 @@ from natgan.models.checkpointing import checkpointed
 from natgan.models.ganformer_attention import ImageLatentAttention, LatentSelfAttention
 from natgan.models.layers import SQRT2, EqualConv2d, EqualLinear, FusedLeakyReLU, Upsample
 from natgan.models.registry import register_model
-from natgan.models.stylegan2_layers import (
-    check_synthesis_config,NOISE_MODES, ConstantInput, ModulatedConv2d,
-                                            NoiseInjection, StyleGAN2Discriminator, ToRGB, channels_for,
-                                            make_noise, mean_w, truncate)
+from natgan.models.stylegan2_layers import (NOISE_MODES, ConstantInput, ModulatedConv2d, NoiseInjection,
+                                            StyleGAN2Discriminator, ToRGB, channels_for, check_synthesis_config,
+                                            make_noise)
+from natgan.models.truncation import truncate
 
 SQRT_HALF = math.sqrt(0.5)
 
@@ -285,15 +286,7 @@ class GANformerGenerator(nn.Module):
         return rgb
 
     def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.mapping(z)
-        if psi != 1.0:
-            w = truncate(w, psi, w_avg if w_avg is not None else self.mean_w())
-        return self.synthesis(w)
-
-    def mean_w(self, n: int = 4096) -> torch.Tensor:
-        """``[n_latent, k*d]`` average of ``mapping(z)`` over ``n`` fixed-seed latents (per component;
-        the official code keeps one average shared by all components)."""
-        return mean_w(self.mapping, self.z_dim, self.latent_pos.device, n)
+        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
 
     def attention_layers(self) -> list[ImageLatentAttention]:
         """Every image<-latent attention module, coarse to fine (what ``visualize`` captures)."""
@@ -305,6 +298,6 @@ class GANformerGenerator(nn.Module):
                             "(official k-means duplex; paper simplex/duplex via model.attention)")
 def build(cfg: GANformerConfig) -> tuple[nn.Module, nn.Module]:
     generator = GANformerGenerator(cfg)
-    discriminator = StyleGAN2Discriminator(cfg.resolution, cfg.channel_multiplier, cfg.channel_max,
-                                           cfg.blur_kernel, cfg.mbstd_group)
+    widths = functools.partial(channels_for, multiplier=cfg.channel_multiplier, channel_max=cfg.channel_max)
+    discriminator = StyleGAN2Discriminator(cfg.resolution, widths, cfg.blur_kernel, cfg.mbstd_group)
     return generator, discriminator

@@ -191,11 +191,13 @@ class ImageLatentAttention(BipartiteAttention):
         return split_heads(keys, self.heads)
 
     def kmeans_logits(self, q_content: torch.Tensor, q_position: torch.Tensor, scale: float) -> torch.Tensor:
-        """Official default: points ``[q_content, q_position]`` per head against learned centroids;
+        """Official default: points ``[q_content, q_position]`` (concatenated, then split into heads)
+        against learned centroids;
         iterations after the first re-estimate centroids as assignment-weighted means of the points."""
-        q_position = q_position.expand_as(q_content)
-        points = torch.cat([split_heads(q_content, self.heads),
-                            split_heads(q_position, self.heads)], dim=-1)       # [B, heads, n, 2s]
+        # The official layout: concatenate [content, position] over channels, then split into heads, so
+        # with 2 heads head 0 sees all content channels and head 1 all position channels.
+        points = split_heads(torch.cat([q_content, q_position.expand_as(q_content)], dim=-1),
+                             self.heads)                                       # [B, heads, n, 2s]
         centroids = self.centroids.expand(points.shape[0], -1, -1, -1)
         logits = None
         for i in range(self.kmeans_iters):

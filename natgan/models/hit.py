@@ -46,6 +46,7 @@ from natgan.models.hit_discriminator import HiTDiscriminator
 from natgan.models.hit_layers import (AttentionBlock, LatentCrossAttention, MLP, MultiAxisAttention, PixelShuffleUp,
                                       linear, make_norm, trunc_normal_)
 from natgan.models.registry import register_model
+from natgan.models.truncation import truncate
 
 INITIAL_SIZE = 8  # the first stage is 8x8 (paper §4.2)
 
@@ -58,6 +59,12 @@ VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     "B": {"widths": (512, 512, 256, 128, 64, 64, 32, 32), "heads": (16, 8, 4, 4, 4, 4, 4, 4),
           "depths": (2, 2, 2, 2, 1, 1, 1, 1)},
     "L": {"widths": (1024, 512, 256, 128, 128, 128), "heads": (16, 8, 4, 4, 4, 4), "depths": (2, 2, 2, 2, 2, 2)},
+}
+# The official code has one configuration per output size; at 256 and 1024 it is Table 9's B column, at
+# 128 (its ImageNet-128 command) it has its own: stage widths end at 128 and every stage has depth 2.
+# ``variant = "B"`` follows the official code, so these replace the B column at their resolution.
+OFFICIAL_B_BY_RESOLUTION: dict[int, dict[str, tuple[int, ...]]] = {
+    128: {"widths": (512, 512, 256, 128, 128), "heads": (16, 8, 4, 4, 4), "depths": (2, 2, 2, 2, 2)},
 }
 BLOCK_SIZES = (4, 4, 8, 8)  # low-resolution stages 1-4, "balanced" so b^2 ~ (H/b)^2 (paper §3.2)
 
@@ -109,6 +116,8 @@ class HiTConfig:
                                   f"{self.resolution} px), got {len(given)}")
             return list(given)
         table = VARIANTS[self.variant][key]
+        if self.variant == "B" and self.resolution in OFFICIAL_B_BY_RESOLUTION:
+            table = OFFICIAL_B_BY_RESOLUTION[self.resolution][key]
         if len(table) < n:
             top = INITIAL_SIZE * 2 ** (len(table) - 1)
             raise ConfigError(f"key 'model.resolution': HiT-{self.variant} is specified up to {top} px; got "
@@ -226,23 +235,22 @@ class HiTGenerator(nn.Module):
         return image.contiguous()
 
     def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.mapping(z)
-        if w_avg is not None and psi != 1.0:
-            w = w_avg + psi * (w - w_avg)
-        return self.synthesis(w)
+        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
 
 
 _ABOUT = "multi-axis blocked attention, latent cross-attention, MLP-only high-res stages (Zhao et al. 2021)"
 
 
-@register_model("hit", config=HiTConfig, defaults={"variant": "B"}, paper_params_g=46.22,
+@register_model("hit", config=HiTConfig, defaults={"variant": "B"}, paper_params_g=46.22, paper_img_per_s=52.09,
                 description=f"HiT-B (alias of hit-b): {_ABOUT}")
-@register_model("hit-s", config=HiTConfig, defaults={"variant": "S"}, paper_params_g=38.01,
+@register_model("hit-s", config=HiTConfig, defaults={"variant": "S"}, paper_params_g=38.01, paper_img_per_s=86.64,
                 description="HiT-S: Table 9 with HiT-B widths from stage 4, the paper's 38.01 M (see docs)")
-@register_model("hit-b", config=HiTConfig, defaults={"variant": "B"}, paper_params_g=46.22,
+@register_model("hit-b", config=HiTConfig, defaults={"variant": "B"}, paper_params_g=46.22, paper_img_per_s=52.09,
                 description=f"HiT-B: {_ABOUT}")
-@register_model("hit-l", config=HiTConfig, defaults={"variant": "L"}, paper_params_g=97.46,
+@register_model("hit-l", config=HiTConfig, defaults={"variant": "L"}, paper_params_g=97.46, paper_img_per_s=20.67,
                 description=f"HiT-L: {_ABOUT}")
+@register_model("hit-b-128", config=HiTConfig, defaults={"variant": "B", "resolution": 128},
+                description="HiT-B at 128x128 (official 128 config: widths to 128, depth 2 everywhere)")
 @register_model("hit-b-1024", config=HiTConfig, defaults={"variant": "B", "resolution": 1024},
                 description="HiT-B at 1024x1024 (official 1024 config; the paper reports no count)")
 def build(cfg: HiTConfig) -> tuple[nn.Module, nn.Module]:

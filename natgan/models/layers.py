@@ -202,13 +202,23 @@ class ResBlock(nn.Module):
 
 
 def minibatch_stddev(x: torch.Tensor, group: int = 4, features: int = 1) -> torch.Tensor:
-    """Append the across-group feature std as extra channel(s) (StyleGAN2 discriminator head)."""
+    """Append the across-group feature std as extra channel(s) (StyleGAN2 discriminator head).
+
+    The group is ``min(group, batch)``, as in the official code; a batch it does not divide is refused
+    rather than silently falling back to groups of one (whose std is a constant channel).
+    """
     b, c, h, w = x.shape
-    g = min(b, group)
-    if b % g:
-        g = 1
+    g = mbstd_group_size(b, group)
     y = x.view(g, -1, features, c // features, h, w)
     y = torch.sqrt(y.var(0, unbiased=False) + 1e-8)
     y = y.mean(dim=[2, 3, 4], keepdim=True).squeeze(2)
     y = y.repeat(g, 1, h, w)
     return torch.cat([x, y], dim=1)
+
+
+def mbstd_group_size(batch: int, group: int) -> int:
+    """``min(group, batch)``; raises ValueError when that does not divide ``batch``."""
+    g = min(batch, group)
+    if batch % g:
+        raise ValueError(f"minibatch-stddev group {g} does not divide the batch {batch}")
+    return g

@@ -7,11 +7,7 @@ feature batch and the LMDB the reference set came from are quantised identically
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-
-Normalization = Literal["imagenet", "symmetric"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

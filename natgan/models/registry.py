@@ -36,15 +36,14 @@ class ModelSpec:
     description: str
     defaults: dict[str, Any]
     paper_params_g: float | None = None  # millions, as reported by the paper (for the acceptance table)
+    # Generator img/s the paper reports at 256x256 (StyleNAT Table 1 for StyleNAT/StyleSwin/StyleGAN2, HiT's
+    # own table on one V100): context for `bench`, comparable only with a measurement on like hardware
+    paper_img_per_s: float | None = None
 
     def make_config(self, overrides: dict[str, Any] | None = None, *, source: str = "model config") -> Any:
         data = {**self.defaults, **(overrides or {})}
         data.pop("name", None)
         return cfg.build(self.config_cls, data, section="model", source=source)
-
-    @property
-    def default_resolution(self) -> int:
-        return self.make_config().resolution
 
 
 @dataclass
@@ -62,13 +61,18 @@ _LOADED = False
 
 
 def register_model(name: str, *, config: type, description: str, defaults: dict[str, Any] | None = None,
-                   paper_params_g: float | None = None) -> Callable:
-    """Decorator for ``builder(config) -> (G, D)``; ``defaults`` lets one builder serve presets (hit-s/b/l)."""
+                   paper_params_g: float | None = None, paper_img_per_s: float | None = None) -> Callable:
+    """Decorator for ``builder(config) -> (G, D)``; ``defaults`` lets one builder serve presets (hit-s/b/l).
+
+    ``paper_params_g`` (millions) and ``paper_img_per_s`` (generator throughput at 256x256) are what the
+    paper reports, shown beside measurements by ``bench``.
+    """
 
     def decorator(builder: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, config, builder, description, dict(defaults or {}), paper_params_g)
+        _REGISTRY[name] = ModelSpec(name, config, builder, description, dict(defaults or {}), paper_params_g,
+                                    paper_img_per_s)
         return builder
 
     return decorator
@@ -112,6 +116,12 @@ def create(name: str, config: Any = None, **overrides: Any) -> ModelPair:
         config = dataclasses.replace(config, **overrides)
     generator, discriminator = spec.builder(config)
     return ModelPair(name, config, generator, discriminator)
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    """Freeze or unfreeze every parameter (GAN steps train one network against the other, frozen)."""
+    for p in module.parameters():
+        p.requires_grad_(flag)
 
 
 def count_params(module: nn.Module) -> int:

@@ -13,9 +13,10 @@ Images live in [-1, 1] (``normalization = "symmetric"``).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -24,10 +25,10 @@ from natgan.config import option
 from natgan.models.checkpointing import checkpointed
 from natgan.models.layers import FusedLeakyReLU, mapping_network
 from natgan.models.registry import register_model
-from natgan.models.stylegan2_layers import (
-    check_synthesis_config,NOISE_MODES, ConstantInput, ModulatedConv2d, NoiseInjection,
-                                            StyleGAN2Discriminator, ToRGB, channels_for, make_noise, mean_w,
-                                            truncate)
+from natgan.models.stylegan2_layers import (NOISE_MODES, ConstantInput, ModulatedConv2d, NoiseInjection,
+                                            StyleGAN2Discriminator, ToRGB, check_synthesis_config, make_noise,
+                                            rosinality_channels)
+from natgan.models.truncation import truncate
 
 
 @dataclass
@@ -38,13 +39,20 @@ class StyleGAN2Config:
     style_dim: int = option(512, min=1, help="z and w size")
     n_mlp: int = option(8, min=1, help="mapping network depth")
     lr_mlp: float = option(0.01, min=0.0, help="mapping network learning-rate multiplier")
-    channel_multiplier: int = option(2, min=1, help="widths min(channel_max, 16384*m/res); 2 = config-f")
-    channel_max: int = option(512, min=1, help="width cap (lower it for tiny test models)")
+    channel_multiplier: int = option(2, min=1, help="widths 512 up to 32 px, then 16384*m/res uncapped "
+                                                    "(rosinality's table); 2 = config-f")
+    channel_max: Optional[int] = option(None, min=1, help="width cap (none = the reference table; set it "
+                                                          "for tiny test models)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
     mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
 
     def validate(self) -> None:
         check_synthesis_config(self.resolution, self.blur_kernel)
+
+
+def stylegan2_widths(cfg: StyleGAN2Config):
+    """``res -> width`` for G and D: rosinality's table (``channel_multiplier`` 4 gives 1024 at 64 px)."""
+    return functools.partial(rosinality_channels, multiplier=cfg.channel_multiplier, channel_max=cfg.channel_max)
 
 
 class StyledConv(nn.Module):
@@ -82,8 +90,7 @@ class StyleGAN2Generator(nn.Module):
         self.log_res = int(math.log2(cfg.resolution))
         self.n_latent = 2 * self.log_res - 2
         self.noise_mode = "random"
-        ch = {2 ** i: channels_for(2 ** i, cfg.channel_multiplier, cfg.channel_max)
-              for i in range(2, self.log_res + 1)}
+        ch = {2 ** i: stylegan2_widths(cfg)(2 ** i) for i in range(2, self.log_res + 1)}
 
         self.style = mapping_network(cfg.style_dim, cfg.style_dim, cfg.n_mlp, cfg.lr_mlp)
         self.input = ConstantInput(ch[4])
@@ -137,20 +144,12 @@ class StyleGAN2Generator(nn.Module):
         self.activation_checkpointing = bool(enabled)
 
     def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.mapping(z)
-        if psi != 1.0:
-            w = truncate(w, psi, w_avg if w_avg is not None else self.mean_w())
-        return self.synthesis(w)
-
-    def mean_w(self, n: int = 4096) -> torch.Tensor:
-        """``[n_latent, style_dim]`` average of ``mapping(z)`` over ``n`` fixed-seed latents."""
-        return mean_w(self.mapping, self.z_dim, self.input.input.device, n)
+        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
 
 
-@register_model("stylegan2", config=StyleGAN2Config, paper_params_g=30.03,
+@register_model("stylegan2", config=StyleGAN2Config, paper_params_g=30.03, paper_img_per_s=95.79,
                 description="StyleGAN2 config-f: modulated convs, noise, skip ToRGB; residual D")
 def build(cfg: StyleGAN2Config) -> tuple[nn.Module, nn.Module]:
     generator = StyleGAN2Generator(cfg)
-    discriminator = StyleGAN2Discriminator(cfg.resolution, cfg.channel_multiplier, cfg.channel_max,
-                                           cfg.blur_kernel, cfg.mbstd_group)
+    discriminator = StyleGAN2Discriminator(cfg.resolution, stylegan2_widths(cfg), cfg.blur_kernel, cfg.mbstd_group)
     return generator, discriminator

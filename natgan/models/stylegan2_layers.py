@@ -10,7 +10,7 @@ key-for-key; the arithmetic is Karras et al. 2020 (Analyzing and Improving the I
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +25,22 @@ NOISE_MODES = ("random", "const", "none")
 def channels_for(resolution: int, multiplier: int, channel_max: int = 512) -> int:
     """Feature width at ``resolution``: ``min(channel_max, 16384 * multiplier / resolution)``.
 
-    With ``multiplier=2`` this is StyleGAN2 config-f / StyleGAN2-ADA ``channel_base=32768`` (512 up to 64x64,
-    256 at 128, 128 at 256), the table every 256px paper compares against; ``multiplier=1`` is rosinality's
-    default. ``channel_max`` exists so tests can build narrow models.
+    The StyleGAN2-ADA rule (``channel_base = 16384 * multiplier``, capped at ``channel_max``) that GANformer's
+    official code uses; with ``multiplier=2`` this is config-f (512 up to 64x64, 256 at 128, 128 at 256).
+    ``channel_max`` below 512 builds narrow test models.
     """
     return max(1, min(channel_max, 16384 * multiplier // resolution))
+
+
+def rosinality_channels(resolution: int, multiplier: int, channel_max: int | None = None) -> int:
+    """Feature width at ``resolution`` by rosinality's table (StyleGAN2 here follows its layer names).
+
+    512 up to 32x32, then ``16384 * multiplier / resolution`` with no cap: ``multiplier=4`` gives 1024
+    channels at 64x64, where :func:`channels_for` would stop at 512. For multipliers 1 and 2 both tables
+    agree. ``channel_max`` (none by default) caps the widths to build narrow test models.
+    """
+    width = 512 if resolution <= 32 else 16384 * multiplier // resolution
+    return max(1, width if channel_max is None else min(channel_max, width))
 
 
 class ModulatedConv2d(nn.Module):
@@ -116,21 +127,6 @@ class ToRGB(nn.Module):
         return out
 
 
-def truncate(w: torch.Tensor, psi: float, w_avg: torch.Tensor) -> torch.Tensor:
-    """The truncation trick in W: ``w_avg + psi * (w - w_avg)`` (psi = 1 returns ``w`` itself)."""
-    if psi == 1.0:
-        return w
-    return torch.lerp(w_avg.to(w), w, psi)
-
-
-@torch.no_grad()
-def mean_w(mapping, z_dim: int, device: torch.device, n: int = 4096, seed: int = 0) -> torch.Tensor:
-    """Average ``mapping(z)`` over ``n`` fixed-seed latents (the truncation centre when none is supplied)."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, z_dim, generator=gen).to(device)
-    return torch.cat([mapping(chunk) for chunk in z.split(1024)]).mean(dim=0)
-
-
 class StyleGAN2Discriminator(nn.Module):
     """StyleGAN2 residual discriminator (config-e/f 'resnet' D), used by StyleGAN2 and GANformer.
 
@@ -138,11 +134,12 @@ class StyleGAN2Discriminator(nn.Module):
     3x3 conv -> FC -> FC(1). Names follow rosinality (``convs``, ``final_conv``, ``final_linear``).
     """
 
-    def __init__(self, resolution: int, channel_multiplier: int = 2, channel_max: int = 512,
+    def __init__(self, resolution: int, widths: Callable[[int], int],
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), mbstd_group: int = 4):
+        """``widths(res)`` is the feature width at ``res`` (the generator's table, so G and D mirror)."""
         super().__init__()
         log_res = int(math.log2(resolution))
-        ch = [channels_for(2 ** i, channel_multiplier, channel_max) for i in range(log_res + 1)]
+        ch = [widths(2 ** i) for i in range(log_res + 1)]
         blocks: list[nn.Module] = [ConvLayer(3, ch[log_res], 1)]
         for i in range(log_res, 2, -1):
             blocks.append(ResBlock(ch[i], ch[i - 1], blur_kernel))
@@ -172,7 +169,7 @@ class ConstantInput(nn.Module):
 
 
 __all__ = ["ConstantInput", "ModulatedConv2d", "NOISE_MODES", "NoiseInjection",
-           "StyleGAN2Discriminator", "ToRGB", "channels_for", "make_noise", "mean_w", "truncate"]
+           "StyleGAN2Discriminator", "ToRGB", "channels_for", "make_noise", "rosinality_channels"]
 
 
 def check_synthesis_config(resolution: int, blur_kernel: list[int]) -> None:

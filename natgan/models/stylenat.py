@@ -4,7 +4,7 @@ Hydra-NA splits a block's heads into contiguous partitions, each attending over 
 neighbourhood: dense local kernels and sparse global ones side by side, each partition with its own
 relative position bias table and its own softmax. The 4x4 level uses full self-attention with a 7x7
 relative bias instead. Everything else (mapping, AdaIN blocks, upsampling, ToRGB skips, wavelet D) is the
-shared skeleton in :mod:`natgan.models._transformer_gan`.
+shared skeleton in :mod:`natgan.models.transformer_gan`.
 
 Dilation patterns from the paper are available by name: ``two_partition`` (the official FFHQ runs:
 [1] at 8x8, [1, res/8] above) and ``progressive`` ([1, 2, 4, ..., res/8], Appendix A); explicit
@@ -22,7 +22,7 @@ from torch import nn
 
 from natgan.config import option
 from natgan.errors import ConfigError
-from natgan.models._transformer_gan import TransformerGANConfig, build_pair, level_resolutions, trunc_normal_init_
+from natgan.models.transformer_gan import TransformerGANConfig, build_pair, level_resolutions, trunc_normal_init_
 from natgan.models.registry import register_model
 
 DilationPattern = Literal["two_partition", "progressive"]
@@ -46,7 +46,8 @@ def _broadcast(kernels: list[int], dilations: list[int], where: str) -> tuple[li
     return kernels, dilations
 
 
-def hydra_partitions(heads: int, kernels: list[int], dilations: list[int], where: str = "hydra attention") -> list[Partition]:
+def hydra_partitions(heads: int, kernels: list[int], dilations: list[int],
+                     where: str = "hydra attention") -> list[Partition]:
     """Split ``heads`` into contiguous partitions in config order; the last ones absorb the remainder.
 
     16 heads over 3 partitions -> 5, 5, 6 (official rule). A partition left without heads is an error
@@ -243,8 +244,8 @@ class MultiHeadSelfAttentionRPB(nn.Module):
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [B, heads, N, hd]
         q = q * self.scale
         if self.capture:
-            self.captured = {"q": q.detach().view(b, self.heads, h, w, -1), "k": k.detach().view(b, self.heads, h, w, -1),
-                             "labels": ["full"] * self.heads}
+            self.captured = {"q": q.detach().view(b, self.heads, h, w, -1),
+                             "k": k.detach().view(b, self.heads, h, w, -1), "labels": ["full"] * self.heads}
         bias = self.rpb.flatten(1)[:, self.relative_position_index.view(-1)].view(self.heads, n, n)
         attn = (q @ k.transpose(-2, -1) + bias).softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(b, h, w, c))
@@ -268,7 +269,7 @@ def nat_attention(cfg: StyleNATConfig):
     return factory
 
 
-@register_model("stylenat", config=StyleNATConfig, paper_params_g=48.92,
+@register_model("stylenat", config=StyleNATConfig, paper_params_g=48.92, paper_img_per_s=32.56,
                 description="StyleNAT: Hydra neighborhood attention generator + wavelet D (Walton et al. 2022)")
 def build_stylenat(cfg: StyleNATConfig) -> tuple[nn.Module, nn.Module]:
     return build_pair(cfg, nat_attention(cfg))

@@ -5,7 +5,7 @@ non-overlapping ``window_size`` windows, the second inside windows shifted by ha
 roll + a -100 mask between pixels that the roll brought together), so information crosses window
 borders every block. Levels up to ``full_resolution`` use one window covering the whole map. Relative
 position bias tables follow Swin (query - key). Same generator skeleton and wavelet discriminator as
-StyleNAT (:mod:`natgan.models._transformer_gan`).
+StyleNAT (:mod:`natgan.models.transformer_gan`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 
 from natgan.config import option
 from natgan.errors import ConfigError
-from natgan.models._transformer_gan import TransformerGANConfig, build_pair, level_resolutions, trunc_normal_init_
+from natgan.models.transformer_gan import TransformerGANConfig, build_pair, level_resolutions, trunc_normal_init_
 from natgan.models.registry import register_model
 
 
@@ -168,7 +168,7 @@ def swin_attention(cfg: StyleSwinConfig):
     return factory
 
 
-@register_model("styleswin", config=StyleSwinConfig, paper_params_g=48.93,
+@register_model("styleswin", config=StyleSwinConfig, paper_params_g=48.93, paper_img_per_s=30.20,
                 description="StyleSwin: double window attention generator + wavelet D (Zhang et al. 2022)")
 def build_styleswin(cfg: StyleSwinConfig) -> tuple[nn.Module, nn.Module]:
     return build_pair(cfg, swin_attention(cfg))

@@ -103,6 +103,7 @@ class WaveletDiscriminator(nn.Module):
         ch = {4 * 2 ** i: c for i, c in enumerate(widths)}
         log_size = int(math.log2(resolution)) - 1
         self.dwt = HaarTransform()
+        self.mbstd_group = 4  # the official StyleSwin/StyleNAT head: group 4, one feature
         self.from_rgbs = nn.ModuleList()
         self.convs = nn.ModuleList()
         in_ch = ch[resolution]
@@ -128,5 +129,5 @@ class WaveletDiscriminator(nn.Module):
             wavelets, features = from_rgb(wavelets, features)
             features = conv(features)
         _, features = self.from_rgbs[-1](wavelets, features)
-        features = self.final_conv(minibatch_stddev(features))
+        features = self.final_conv(minibatch_stddev(features, group=self.mbstd_group))
         return self.final_linear(features.flatten(1))

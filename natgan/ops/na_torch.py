@@ -9,9 +9,9 @@ probabilities are scattered back into the dense tile for the second matrix produ
 Why this and not a loop over the K*K window offsets: per-offset gathers are memory-bound elementwise
 passes (49 of them for K=7, forward and backward), while the halo products run as batched GEMMs; on
 CPU the forward measured ~7x faster (64x64, 16 heads x 32, K=7) even though about 4x the useful FLOPs
-are computed (K=7, tile 8: halo 14x14 = 196 keys for 49 used). Memory stays lean: tiles are processed in chunks whose dense
-buffers fit a fixed budget, k and v are copied about 3x per chunk (never K*K-fold), and only q, k, v,
-rpb and the compact ``[.., K*K]`` attention are saved for backward (the halos are re-gathered).
+are computed (K=7, tile 8: halo 14x14 = 196 keys for 49 used). Memory stays lean: tiles are processed
+in chunks whose dense buffers fit a fixed budget, k and v are copied about 3x per chunk (never K*K-fold),
+and only q, k, v, rpb and the compact ``[.., K*K]`` attention are saved for backward (the halos are re-gathered).
 Dilation needs no special case: tiles are built inside dilation groups, so gathers do the folding.
 Forward and backward are torch custom ops, so ``torch.compile`` sees one opaque call per attention.
 """

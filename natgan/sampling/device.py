@@ -1,33 +1,8 @@
-"""Device choice and a batch size that suits it (sampling and FID share these)."""
+"""A batch size that suits the device (sampling and FID share it; devices are named by natgan.devices)."""
 
 from __future__ import annotations
 
 import torch
-
-from natgan.errors import ConfigError
-
-
-def resolve_device(name: str | torch.device | None = "auto", *, option: str = "--device") -> torch.device:
-    """``auto`` -> the current CUDA device when there is one, else CPU; unusable devices are clear errors."""
-    if isinstance(name, torch.device):
-        return name
-    text = (name or "auto").strip().lower()
-    if text == "auto":
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ConfigError(f"{option} '{name}': not a device (expected auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{option} '{name}': CUDA is not available on this machine (use --device cpu)")
-        index = torch.cuda.current_device() if device.index is None else device.index
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"{option} '{name}': this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return torch.device("cuda", index)
-    if device.type not in ("cpu", "mps"):
-        raise ConfigError(f"{option} '{name}': unsupported device type '{device.type}' (use cpu or cuda)")
-    return device
 
 
 def auto_batch_size(device: torch.device, resolution: int) -> int:

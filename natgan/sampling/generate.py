@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from natgan.models.normalization import to_uint8
+from natgan.models.truncation import truncate
 from natgan.sampling.seeds import latents_for_seeds
 
 W_AVG_SEED = 0x5EED  # fixed, so truncation centres are identical across runs and machines
@@ -58,11 +59,6 @@ def compute_w_avg(G: nn.Module, *, num: int = 10_000, seed: int = W_AVG_SEED, ba
         part = G.mapping(chunk.to(device)).double().sum(dim=0)
         total = part if total is None else total + part
     return (total / num).float()
-
-
-def truncate(w: torch.Tensor, psi: float, w_avg: torch.Tensor) -> torch.Tensor:
-    """``w_avg + psi * (w - w_avg)``; psi = 1 returns ``w`` untouched."""
-    return w if psi == 1.0 else torch.lerp(w_avg.to(w), w, psi)
 
 
 class ImageGenerator:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -59,6 +60,14 @@ def write_grid(G: nn.Module, seeds: Sequence[int], path: str | Path, cols: int, 
                batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
                noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> Path:
     """``cols x rows`` images of ``seeds`` (row-major) tiled into one PNG."""
+    return save_png(Path(path), seed_grid(G, seeds, cols, rows, batch_size=batch_size, psi=psi, w_avg=w_avg,
+                                          noise_mode=noise_mode, progress=progress))
+
+
+def seed_grid(G: nn.Module, seeds: Sequence[int], cols: int, rows: int, *, batch_size: int = 8, psi: float = 1.0,
+              w_avg: torch.Tensor | None = None, noise_mode: str | None = "const",
+              progress: Progress | None = None) -> np.ndarray:
+    """The ``[rows*H, cols*W, 3]`` uint8 grid of ``seeds``; ``noise_mode=None`` keeps ``G``'s own."""
     parts = []
     with eval_mode(G, noise_mode):
         gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
@@ -66,7 +75,7 @@ def write_grid(G: nn.Module, seeds: Sequence[int], path: str | Path, cols: int, 
             parts.append(images.cpu())
             if progress:
                 progress(len(chunk))
-    return save_png(Path(path), grid_image(torch.cat(parts), cols, rows))
+    return grid_image(torch.cat(parts), cols, rows)
 
 
 def write_interpolation(G: nn.Module, seed_a: int, seed_b: int, frames: int, outdir: str | Path, *,

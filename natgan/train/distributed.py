@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from natgan.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,12 +36,7 @@ def init(device_pref: str) -> tuple[DistInfo, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_pref == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    elif device_pref == "cuda" and world > 1:
-        device = torch.device(f"cuda:{local_rank}")
-    else:
-        device = torch.device(device_pref)
+    device = resolve_device(device_pref, option="key 'train.device'", local_rank=local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():

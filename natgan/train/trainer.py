@@ -8,27 +8,25 @@ data order is a pure function of (seed, images seen), so ``--resume`` continues 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-import math
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from rich.console import Console
 
-from natgan import checkpoint
+from natgan import checkpoint, devices
 from natgan.errors import ConfigError, DataError, NatGanError
-from natgan.fsutil import atomic_write, atomic_write_text
-from natgan.models import count_params, create
-from natgan.models.normalization import to_uint8
+from natgan.fsutil import atomic_write_text
+from natgan.models import count_params, create, set_requires_grad
 from natgan.recipe import Recipe
-from natgan.train import augment, distributed, losses, rng_state, schedule
+from natgan.train import augment, distributed, losses, preview, rng_state, schedule
+from natgan.train.batch_checks import check_discriminator_batch
 from natgan.train.display import Display
 from natgan.train.rundir import RunDir, new_run_id, run_id_of
 from natgan.train.sampler import ResumableSampler
@@ -53,22 +51,6 @@ class BatchPlan:
         if per_gpu % micro:
             raise ConfigError(f"key 'train.batch_per_gpu': {micro} does not divide the per-GPU batch {per_gpu}")
         return cls(batch, world, per_gpu, micro, per_gpu // micro)
-
-
-def set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
-def make_grid(images: torch.Tensor, nrow: int) -> np.ndarray:
-    """uint8 [N,3,H,W] -> HxWx3 grid with a 2-pixel black border."""
-    n, c, h, w = images.shape
-    ncol = math.ceil(n / nrow)
-    grid = np.zeros((ncol * (h + 2) + 2, nrow * (w + 2) + 2, c), dtype=np.uint8)
-    for i, img in enumerate(images.cpu().numpy()):
-        r, col = divmod(i, nrow)
-        grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + col * (w + 2): 2 + col * (w + 2) + w] = img.transpose(1, 2, 0)
-    return grid
 
 
 @dataclass
@@ -98,11 +80,11 @@ class Trainer:
         self.stop_reason: str | None = None
         self.dist, self.device = distributed.init(self.t.device)
         self.plan = BatchPlan.make(self.t.batch, self.dist.world, self.t.batch_per_gpu)
-        self._configure_precision()
 
         torch.manual_seed(self.t.seed)
         pair = create(recipe.model_name, config=recipe.model)
         self.G, self.D = pair.generator.to(self.device), pair.discriminator.to(self.device)
+        check_discriminator_batch(self.D, self.plan.micro)
         if self.t.activation_checkpointing:
             if not hasattr(self.G, "set_activation_checkpointing"):
                 raise ConfigError(f"key 'train.activation_checkpointing': model '{recipe.model_name}' "
@@ -127,21 +109,10 @@ class Trainer:
             distributed.broadcast_module(self.G, self.dist)
             distributed.broadcast_module(self.D, self.dist)
             self.G_ema.load_state_dict(self.G.state_dict())
-        grid_gen = torch.Generator().manual_seed(self.t.seed + 1)
-        self.grid_z = torch.randn(16, self.G.z_dim, generator=grid_gen)
 
     # -------------------------------------------------------------------------------------- setup
-    def _configure_precision(self) -> None:
-        tf32 = self.t.precision in ("tf32", "bf16")
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-
     def autocast(self):
-        if self.t.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return devices.autocast(self.t.precision, self.device)
 
     def _restore(self, ck: dict) -> None:
         w = ck["weights"]
@@ -170,7 +141,7 @@ class Trainer:
         path = self.recipe.data.path
         if not path:
             raise DataError("no training data: give --data PATH or set data.path in the recipe")
-        dataset = TrainingDataset(path, self.G.resolution, normalization=self.G.normalization, flip=False)
+        dataset = TrainingDataset(path, self.G.resolution, normalization=self.G.normalization)
         if len(dataset) < self.plan.micro:
             raise DataError(f"{path}: {len(dataset)} images, fewer than one micro-batch ({self.plan.micro})")
         start = self.step * self.plan.per_gpu
@@ -207,8 +178,7 @@ class Trainer:
     def _flip(self, real: torch.Tensor) -> torch.Tensor:
         if not self.recipe.data.flip:
             return real
-        mask = (torch.rand(real.shape[0], generator=self.gens.flip) < 0.5).to(self.device).view(-1, 1, 1, 1)
-        return torch.where(mask, real.flip(3), real)
+        return augment.flip(real, self.gens.flip)
 
     def _bcr_loss(self, fake: torch.Tensor, fake_logits: torch.Tensor, real: torch.Tensor,
                   real_logits: torch.Tensor) -> torch.Tensor:
@@ -379,13 +349,8 @@ class Trainer:
     def save_grid(self, writer: Any = None) -> Path | None:
         if not self.dist.is_main:
             return None
-        from PIL import Image
-
-        with torch.no_grad():
-            images = torch.cat([self.G_ema(z.to(self.device)) for z in self.grid_z.split(8)])
-        grid = make_grid(to_uint8(images, self.G.normalization), nrow=4)
         path = self.run_dir.path / "samples" / f"step-{self.step:07d}.png"
-        atomic_write(path, lambda fh: Image.fromarray(grid).save(fh, format="PNG"))
+        grid = preview.save_preview(self.G_ema, path)
         if writer is not None:
             writer.add_image("samples", grid, self.step, dataformats="HWC")
         return path
@@ -415,6 +380,8 @@ class Trainer:
                           log_file=self.run_dir.path / "log.txt" if main else None,
                           enabled=main and self.show_progress)
         latest = grid = None
+        flags = contextlib.ExitStack()  # the global TF32 flags hold for the run and are restored after it
+        flags.enter_context(devices.precision_context(self.t.precision, self.device))
         try:
             if main:
                 atomic_write_text(self.run_dir.path / "recipe.toml", self.recipe.to_toml())
@@ -422,6 +389,7 @@ class Trainer:
 
                 writer = SummaryWriter(str(self.run_dir.path / "tb"))
                 display.message(self._banner())
+                display.message(preview.preview_note())
             data = self._data_iterator()
             steps_this_run = 0
             t_last, seen_last = time.perf_counter(), self.images_seen
@@ -479,6 +447,7 @@ class Trainer:
             if latest is None and self.step > 0 and main:
                 latest = self.save_checkpoint()
         finally:
+            flags.close()
             display.close()
             self._restore_signal_handlers(previous_handlers)
             if writer is not None:

@@ -31,6 +31,7 @@ from natgan.config import option
 from natgan.errors import ConfigError
 from natgan.models.checkpointing import checkpointed
 from natgan.models.layers import EqualLinear, Upsample, mapping_network
+from natgan.models.truncation import truncate
 
 # Official generator widths for levels 4, 8, ..., 1024 (entries 4.. scale with channel_multiplier).
 _BASE_CHANNELS = (512, 512, 512, 512, 256, 128, 64, 32, 16)
@@ -72,8 +73,8 @@ class TransformerGANConfig:
     qkv_bias: bool = option(True)
     qk_scale: Optional[float] = option(None, min=0.0, help="attention scale (default head_dim ** -0.5)")
     d_channel_multiplier: int = option(2, min=1, help="discriminator width multiplier")
-    d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per resolution 4..resolution "
-                                                               "(as in the official D, the resolution/2 entry is unused)")
+    d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per resolution 4..resolution (as "
+                                                               "in the official D, the resolution/2 entry is unused)")
     d_sn: bool = option(True, help="spectral norm in the discriminator (official runs: on)")
 
     def validate(self) -> None:
@@ -297,10 +298,7 @@ class TransformerGenerator(nn.Module):
         return skip
 
     def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.mapping(z)
-        if w_avg is not None and psi != 1.0:
-            w = w_avg + psi * (w - w_avg)
-        return self.synthesis(w)
+        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
 
     # ---------------------------------------------------------------- training knobs
     @property

@@ -1,4 +1,4 @@
-"""Building the model a benchmark or visualisation asks for: name, recipe, ``--set``, ``--resolution``.
+"""Which model a command builds from a name, a recipe, ``--set`` and ``--resolution`` (bench, visualize).
 
 Every route goes through :mod:`natgan.recipe`, so a typo in ``--set model.kernel_sizes=...`` fails
 with the same one-line message as in ``nat-gan train``.
