@@ -312,3 +312,39 @@ def test_damaged_lmdb_in_prepare_check(tmp_path, capsys, good_lmdb, how):
 def test_damaged_lmdb_in_fid(tmp_path, capsys, tiny_extractor, good_lmdb, how):
     bad = damaged_lmdb(good_lmdb, tmp_path, how)
     assert_refused(tmp_path, ["fid", bad, good_lmdb, "--workers", "0", "-q"], capsys, code=1, names=str(bad))
+
+
+# ------------------------------------------------------------------ options
+@pytest.fixture(scope="module")
+def good_ckpt(tmp_path_factory):
+    return checkpoint.save(tiny_checkpoint(), tmp_path_factory.mktemp("good") / "good.pt")
+
+
+def test_option_errors_are_one_line(tmp_path, capsys, good_ckpt):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    cases = [
+        (["sample", "--ckpt", good_ckpt, "--seeds", "", "--outdir", tmp_path / "o"], "empty seed list"),
+        (["sample", "--ckpt", good_ckpt, "--grid", "99999x99999"], "at most 4096"),
+        (["sample", "--ckpt", good_ckpt, "--seeds", "0-9999999,10000000-19999999"], "more than 10,000,000 seeds"),
+        (["sample", "--ckpt", good_ckpt, "--seeds", "0-1", "--outdir", afile], "exists and is not a directory"),
+        (["visualize", "--ckpt", good_ckpt, "--outdir", afile], "exists and is not a directory"),
+    ]
+    for args, names in cases:
+        assert_refused(tmp_path, args, capsys, code=2, names=names)
+    assert afile.read_text() == "keep me"
+
+
+def test_train_device_and_outdir_errors(tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nname = "_tiny_test"\n[train]\nbatch = 2\n')
+    base = ["train", "--recipe", recipe, "--outdir", tmp_path / "run", "--dry-run"]
+    assert_refused(tmp_path, base + ["--set", "train.device=garbage"], capsys, code=2, names="train.device")
+    if not torch.cuda.is_available():
+        assert_refused(tmp_path, base + ["--set", "train.device=cuda"], capsys, code=2,
+                       names="CUDA is not available")
+    assert_refused(tmp_path, base + ["--set", "train.seed=281474976710657"], capsys, code=2, names="train.seed")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert_refused(tmp_path, ["train", "--recipe", recipe, "--outdir", afile], capsys, code=2,
+                   names="exists and is not a directory")

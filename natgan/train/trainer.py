@@ -96,6 +96,7 @@ class Trainer:
         self.show_progress = show_progress
         self.fid_extractor = fid_extractor
         self.stop_reason: str | None = None
+        distributed.check_device(self.t.device)
         self.dist, self.device = distributed.init(self.t.device)
         self.plan = BatchPlan.make(self.t.batch, self.dist.world, self.t.batch_per_gpu)
         self._configure_precision()
