@@ -348,3 +348,48 @@ def test_train_device_and_outdir_errors(tmp_path, capsys):
     afile.write_text("x")
     assert_refused(tmp_path, ["train", "--recipe", recipe, "--outdir", afile], capsys, code=2,
                    names="exists and is not a directory")
+
+
+def lmdb_with_broken_record(good: Path, tmp_path: Path, index: int = 2) -> tuple[Path, str]:
+    import shutil
+
+    import lmdb
+
+    bad = tmp_path / "broken_record.lmdb"
+    shutil.copytree(good, bad)
+    key = f"8-{index:05d}"
+    env = lmdb.open(str(bad), subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(key.encode(), b"not an image")
+    env.close()
+    return bad, key
+
+
+@pytest.mark.parametrize("command", ["train", "fid"])
+def test_a_worker_process_error_names_the_record(tmp_path, capsys, tiny_extractor, good_lmdb, command):
+    bad, key = lmdb_with_broken_record(good_lmdb, tmp_path)
+    if command == "train":
+        recipe = tmp_path / "r.toml"
+        recipe.write_text('[model]\nname = "_tiny_test"\nresolution = 8\n[data]\nworkers = 1\nflip = false\n'
+                          '[train]\nbatch = 6\niterations = 2\nlr_decay_start = 1\nseed = 0\n')
+        args = ["train", "--recipe", recipe, "--data", bad, "--outdir", tmp_path / "run", "--no-progress"]
+    else:
+        args = ["fid", bad, good_lmdb, "--workers", "1", "-q"]
+    before = snapshot(bad)
+    code, err = run_cli(args, capsys)
+    err_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(err_lines) == 1 and "Traceback" not in err, err
+    assert key in err_lines[0] and "DataLoader worker" not in err_lines[0]
+    assert snapshot(bad) == before
+
+
+def test_fid_with_one_image_names_the_side_and_bench_bounds_batches(tmp_path, capsys, tiny_extractor):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    (one / "0.png").write_bytes(png(0))
+    for i in range(3):
+        (two / f"{i}.png").write_bytes(png(i + 1))
+    assert_refused(tmp_path, ["fid", one, two, "--workers", "0", "-q"], capsys, code=1, names=f"A {one}")
+    assert_refused(tmp_path, ["bench", "--models", "stylegan2", "--batch", "100000000"], capsys, code=2,
+                   names="at most 65536")

@@ -17,6 +17,8 @@ def print_error(message: str) -> None:
     """``error: <message>`` on stderr: one line naming the file/key/value at fault, followed by the
     message's own detail lines when it has them (e.g. one line per checkpoint that failed to load)."""
     lines = message.strip().splitlines() or ["unknown error"]
+    cut = next((i for i, line in enumerate(lines) if "Traceback" in line), len(lines))
+    lines = lines[:max(cut, 1)]  # never a traceback quoted inside a message (e.g. a DataLoader re-raise)
     err_console.print(f"[bold red]error:[/] {escape(lines[0])}", markup=True, soft_wrap=True, highlight=False,
                       emoji=False)
     for line in lines[1:]:

@@ -108,7 +108,7 @@ def fid_for_generator(G: nn.Module, reference: str, *, num: int, mode: str = "le
         with ProgressBar(num, "generated features", enabled=progress) as bar:
             feats = generator_features(gen, seeds, ext, advance=bar.advance, overlap=overlap)
     t2 = time.perf_counter()
-    gen_stats = statistics(feats, keep_feats=kid)
+    gen_stats = statistics(feats, keep_feats=kid, side="generated images")
     scores = _scores(gen_stats, ref.stats, kid=kid, seed=seed)
     t3 = time.perf_counter()
     generated = {"kind": "generator", "resolution": int(G.resolution), "seeds": format_seeds(seeds), "trunc": psi,

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 
 from natgan import checkpoint
-from natgan.errors import ConfigError, DataError, NatGanError
+from natgan.errors import ConfigError, DataError, NatGanError, unwrap_worker_error
 from natgan.fsutil import atomic_write, atomic_write_text
 from natgan.models import count_params, create
 from natgan.models.normalization import to_uint8
@@ -183,8 +183,11 @@ class Trainer:
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             generator=torch.Generator())  # keeps the global RNG untouched when the iterator starts
-        for batch in loader:
-            yield batch.to(self.device, non_blocking=True)
+        try:
+            for batch in loader:
+                yield batch.to(self.device, non_blocking=True)
+        except NatGanError as exc:  # a worker's DataError: show its line, naming the record
+            raise unwrap_worker_error(exc) from None
 
     # ------------------------------------------------------------------------------------- pieces
     def _latents(self, n: int) -> torch.Tensor:
