@@ -393,3 +393,8 @@ def test_fid_with_one_image_names_the_side_and_bench_bounds_batches(tmp_path, ca
     assert_refused(tmp_path, ["fid", one, two, "--workers", "0", "-q"], capsys, code=1, names=f"A {one}")
     assert_refused(tmp_path, ["bench", "--models", "stylegan2", "--batch", "100000000"], capsys, code=2,
                    names="at most 65536")
+
+
+def test_fid_num_is_bounded_before_any_work(tmp_path, capsys, good_ckpt):
+    assert_refused(tmp_path, ["fid", "--ckpt", good_ckpt, "--data", tmp_path, "--num", str(10 ** 12)], capsys,
+                   code=2, names="at most 2,000,000 images")
