@@ -21,6 +21,12 @@ class CheckpointError(NatGanError):
     """A checkpoint file is missing, truncated, of an unknown version, or not a checkpoint."""
 
 
+class Interrupted(NatGanError):
+    """The user insisted (a second Ctrl-C): stop now, saying what was and was not saved (exit 130)."""
+
+    exit_code = 130
+
+
 class DataError(NatGanError):
     """A dataset or image is missing, unreadable, or incomplete."""
 

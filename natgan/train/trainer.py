@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 
 from natgan import checkpoint
-from natgan.errors import ConfigError, DataError, NatGanError, unwrap_worker_error
+from natgan.errors import ConfigError, DataError, Interrupted, NatGanError, unwrap_worker_error
 from natgan.fsutil import atomic_write, atomic_write_text
 from natgan.models import count_params, create
 from natgan.models.normalization import to_uint8
@@ -514,7 +514,9 @@ class Trainer:
         def request_stop(signum, frame):
             name = signal.Signals(signum).name
             if self.stop_reason is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
+                good = self.run_dir.latest if self.run_dir.latest.exists() else None
+                raise Interrupted(f"second Ctrl-C at step {self.step}: stopped at once without a final checkpoint; "
+                                  + (f"the last one written is {good}" if good else "no checkpoint was written yet"))
             self.stop_reason = f"{name} received"
 
         previous = {}
