@@ -178,3 +178,25 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return os.path.samefile(a, b)
     except (OSError, ValueError):
         return False
+
+
+def check_output_dir(path: str | Path, option: str = "--outdir") -> Path:
+    """Refuse (one line) an output directory whose name is taken by a file, before any work starts."""
+    from natgan.errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: exists and is not a directory")
+    return path
+
+
+def make_output_dir(path: str | Path, option: str = "--outdir") -> Path:
+    """Create an output directory; a clear one-line error when the name is taken by a file."""
+    from natgan.errors import ConfigError
+
+    path = check_output_dir(path, option)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{option} {path}: a parent of it is a file, not a directory") from None
+    return path

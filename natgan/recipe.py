@@ -8,6 +8,7 @@ what produced it.
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class TrainConfig:
     style_mixing: float = option(0.0, min=0.0, max=1.0, help="style-mixing probability (StyleGAN2: 0.9)")
     pl_weight: float = option(0.0, min=0.0, help="path-length regularisation weight (StyleGAN2: 2)")
     g_reg_every: int = option(4, min=1, help="lazy path-length interval")
-    seed: int = option(0, min=0)
+    seed: int = option(0, min=0, max=2 ** 48, help="run seed (per-stream seeds are derived from it)")
     precision: Literal["fp32", "tf32", "bf16"] = option("tf32", help="tf32 = fp32 weights with TF32 matmuls (papers)")
     activation_checkpointing: bool = option(False)
     checkpoint_every: int = option(25_000, min=1, help="steps between checkpoints")
@@ -72,6 +73,8 @@ class TrainConfig:
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
 
     def validate(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"key 'train.device': expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.batch_per_gpu is not None and self.batch_per_gpu > self.batch:
             raise ConfigError(f"key 'train.batch_per_gpu': expected int <= train.batch ({self.batch}), "
                               f"got {self.batch_per_gpu}")

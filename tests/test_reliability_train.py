@@ -114,3 +114,21 @@ def test_numpy_and_python_global_rngs_are_seeded_from_the_run_seed(tmp_path, dig
     second = draws(3, "b")
     assert first == second
     assert draws(4, "c") != first
+
+
+def test_a_second_ctrl_c_says_what_was_saved(tmp_path, digits):
+    import os
+    import signal
+
+    from natgan.errors import Interrupted
+
+    trainer = Trainer(recipes.load(tiny_recipe(tmp_path, digits)), tmp_path / "run", show_progress=False)
+    previous = trainer._install_signal_handlers()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert trainer.stop_reason == "SIGINT received"
+        with pytest.raises(Interrupted, match="second Ctrl-C at step 0: .*no checkpoint was written yet") as info:
+            os.kill(os.getpid(), signal.SIGINT)
+        assert info.value.exit_code == 130
+    finally:
+        trainer._restore_signal_handlers(previous)

@@ -36,6 +36,9 @@ CPU_DEFAULTS = {"warmup": 2, "rounds": 5}              # a 2-core CPU cannot aff
 TRAIN_ROUNDS_CAP = 50
 
 
+MAX_BATCH = 65536  # far beyond any accelerator's memory at these models' sizes; a typo, not a benchmark
+
+
 @dataclass
 class BenchSettings:
     """Everything that changes a measurement; defaults reproduce the official protocol on CUDA."""
@@ -65,6 +68,9 @@ class BenchSettings:
             raise ConfigError(f"--compile: expected one of {', '.join(COMPILE_MODES)}, got '{self.compile}'")
         if not self.batches or any(b < 1 for b in self.batches):
             raise ConfigError(f"--batch: expected positive integers, got {list(self.batches)}")
+        if any(b > MAX_BATCH for b in self.batches + ((self.train_batch,) if self.train_batch else ())):
+            raise ConfigError(f"--batch: at most {MAX_BATCH} images per forward pass, got "
+                              f"{max(self.batches + ((self.train_batch,) if self.train_batch else ()))}")
         for key in ("warmup", "train_rounds", "rounds", "train_batch", "threads"):
             value = getattr(self, key)
             minimum = 0 if key == "warmup" else 1

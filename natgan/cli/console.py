@@ -14,10 +14,15 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_error(message: str) -> None:
-    """One line on stderr: ``error: <message>`` (the message names the file/key/value at fault)."""
-    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    err_console.print(f"[bold red]error:[/] {escape(first)}", markup=True, soft_wrap=True, highlight=False,
+    """``error: <message>`` on stderr: one line naming the file/key/value at fault, followed by the
+    message's own detail lines when it has them (e.g. one line per checkpoint that failed to load)."""
+    lines = message.strip().splitlines() or ["unknown error"]
+    cut = next((i for i, line in enumerate(lines) if "Traceback" in line), len(lines))
+    lines = lines[:max(cut, 1)]  # never a traceback quoted inside a message (e.g. a DataLoader re-raise)
+    err_console.print(f"[bold red]error:[/] {escape(lines[0])}", markup=True, soft_wrap=True, highlight=False,
                       emoji=False)
+    for line in lines[1:]:
+        err_console.print(escape(line), markup=True, soft_wrap=True, highlight=False, emoji=False)
 
 
 def emit_json(obj: Any) -> None:

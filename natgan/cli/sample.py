@@ -10,6 +10,7 @@ import typer
 
 from natgan.cli.console import console, emit_json
 from natgan.errors import ConfigError
+from natgan.fsutil import check_output_dir
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 
 
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         if not math.isfinite(trunc):
             raise ConfigError(f"--trunc {trunc}: expected a finite number (1 = no truncation)")
-        if interpolate and (seeds or grid):
+        if interpolate and (seeds is not None or grid):
             raise ConfigError("--interpolate makes its own frames; drop --seeds/--grid")
         if grid and fmt != "png":
             raise ConfigError(f"--grid writes one PNG; drop --format {fmt}")
@@ -69,12 +70,13 @@ def register(app: typer.Typer) -> None:
         cols_rows = parse_grid(grid) if grid else None
         if cols_rows:
             cells = cols_rows[0] * cols_rows[1]
-            seed_list = parse_seeds(seeds) if seeds else list(range(cells))
+            seed_list = parse_seeds(seeds) if seeds is not None else list(range(cells))
             if len(seed_list) != cells:
                 raise ConfigError(f"--grid {grid} needs {cells} seeds, --seeds '{seeds}' gives {len(seed_list)}")
         else:
-            seed_list = parse_seeds(seeds) if seeds else list(range(16))
+            seed_list = parse_seeds(seeds) if seeds is not None else list(range(16))
 
+        check_output_dir(outdir)
         dev = resolve_device(device)
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
         G = loaded.G

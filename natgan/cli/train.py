@@ -64,6 +64,9 @@ def _dry_run(resolved, decision: str, json_out: bool) -> None:
     from natgan.models import count_params, create
     from natgan.train import schedule_summary
 
+    from natgan.train import distributed
+
+    distributed.check_device(resolved.train.device)  # as the trainer will: --dry-run catches a missing GPU
     pair = create(resolved.model_name, config=resolved.model)
     sizes = {"g_params": count_params(pair.generator), "d_params": count_params(pair.discriminator),
              "resolution": pair.generator.resolution}

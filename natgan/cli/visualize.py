@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe for --model's config."),
         sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a model key: model.KEY=VALUE."),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="Shortcut for --set model.resolution=R."),
-        seed: int = typer.Option(42, "--seed", "-s", help="Seed of z (CPU RNG, as the official analysis)."),
+        seed: int = typer.Option(42, "--seed", "-s", min=0, max=2**63 - 1, help="Seed of z (CPU RNG, as the official analysis)."),
         outdir: Path = typer.Option(Path("attention_maps"), "--outdir", "-o", help="Folder for the PNG files."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Resolutions, e.g. 16,32 or 'all' "
                                                                     "(default: every level from 16x16 up)."),
@@ -42,7 +42,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the written files and maps as JSON."),
     ) -> None:
         """Draw per-block, per-head attention maps (mean query · every key) and one overview per level."""
+<<<<<<< HEAD
         from natgan.devices import resolve_device
+=======
+        from natgan.bench.measure import resolve_device
+        from natgan.fsutil import check_output_dir
+>>>>>>> issue-18
         from natgan.viz import attention_maps, render
         from natgan.viz.colormaps import lookup_table
         from natgan.viz.render import CROSS_MODES, NORMS
@@ -54,6 +59,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--cross: expected one of {', '.join(CROSS_MODES)}, got '{cross}'")
         level_sel = "all" if levels is not None and levels.strip().lower() == "all" else _ints(levels, "--levels")
         block_sel, head_sel = _ints(blocks, "--blocks"), _ints(heads, "--heads")
+        check_output_dir(outdir)
         dev = resolve_device(device)
         G, name = _generator(ckpt, model, recipe, sets or [], resolution, no_ema)
         G = G.to(dev)

@@ -74,7 +74,15 @@ class _ChunkChecker:
 
 def check_dataset(path: str | os.PathLike, *, workers: int | None = None, progress: bool = True,
                   on_progress: ProgressCallback | None = None, max_problems: int = 20) -> dict[str, Any]:
-    """Verify every record; return a report (``ok`` False lists ``problems``). DataError if not an LMDB/incomplete."""
+    """Verify every record; return a report (``ok`` False lists ``problems``). DataError if not an LMDB/incomplete
+    or if LMDB itself reports damage (a corrupted B-tree page)."""
+    with fmt.damage_as_data_error(Path(path).expanduser()):
+        return _check_dataset(path, workers=workers, progress=progress, on_progress=on_progress,
+                              max_problems=max_problems)
+
+
+def _check_dataset(path: str | os.PathLike, *, workers: int | None, progress: bool,
+                   on_progress: ProgressCallback | None, max_problems: int) -> dict[str, Any]:
     p = Path(path).expanduser()
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers {workers}: must be >= 0")

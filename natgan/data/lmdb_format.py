@@ -11,10 +11,12 @@ image is committed. An LMDB without ``length`` is therefore an interrupted build
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lmdb
 
@@ -35,6 +37,51 @@ def record_key(size: int, index: int) -> bytes:
 
 def is_lmdb_dir(path: Path) -> bool:
     return path.is_dir() and (path / "data.mdb").is_file()
+
+
+@contextlib.contextmanager
+def damage_as_data_error(path: str | os.PathLike) -> Iterator[None]:
+    """Turn LMDB's own errors while reading (``MDB_CORRUPTED``, bad page types, ...) into one line naming
+    the dataset, instead of a traceback from deep inside a read."""
+    try:
+        yield
+    except lmdb.Error as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{path}: damaged LMDB ({detail}); rebuild it with `nat-gan prepare`") from None
+
+
+_META_MAGIC = 0xBEEFC0DE
+
+
+def check_complete_file(path: Path) -> None:
+    """Refuse a data.mdb shorter than its own meta pages say (a truncated copy).
+
+    Why: LMDB memory-maps the file and trusts its meta pages; reading a page past the end of a
+    truncated file is a SIGBUS that kills the process with no message. The newer of the two meta pages
+    (LMDB's 64-bit layout) records the last page in use and the page size, so the file must be at least
+    ``(last_pg + 1) * page_size`` bytes. Garbage meta pages are left to LMDB, which reports them.
+    """
+    data_file = path / "data.mdb"
+    try:
+        size = data_file.stat().st_size
+        with open(data_file, "rb") as fh:
+            head = fh.read(4096 + 160)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read data.mdb ({exc.strerror or exc})") from None
+    metas = []
+    for offset in (0, 4096):
+        block = head[offset:offset + 160]
+        if len(block) < 160 or struct.unpack_from("<I", block, 16)[0] != _META_MAGIC:
+            continue
+        page_size = struct.unpack_from("<I", block, 40)[0]
+        last_pg, txnid = struct.unpack_from("<QQ", block, 136)
+        metas.append((txnid, last_pg, page_size))
+    if not metas:
+        return
+    _, last_pg, page_size = max(metas)
+    if page_size and (last_pg + 1) * page_size > size:
+        raise DataError(f"{path}: data.mdb is truncated ({size:,} bytes, its header needs "
+                        f"{(last_pg + 1) * page_size:,}); the copy is incomplete")
 
 
 class ReadHandle:
@@ -63,6 +110,7 @@ class ReadHandle:
     def env(self) -> lmdb.Environment:
         env = _envs.get(self.ident)
         if env is None:
+            check_complete_file(self.path)
             try:
                 env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False,
                                 max_readers=256, subdir=True)

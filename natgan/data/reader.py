@@ -81,7 +81,8 @@ class LmdbImageSource(ImageSource):
         self.path = path
         self._handle: fmt.ReadHandle | None = fmt.ReadHandle(path)
         try:
-            self._validate(self._handle.env(), resolution)
+            with fmt.damage_as_data_error(path):
+                self._validate(self._handle.env(), resolution)
         except BaseException:
             self.close()
             raise
@@ -124,7 +125,7 @@ class LmdbImageSource(ImageSource):
     def read_bytes(self, index: int) -> bytes:
         """The stored (encoded) record of image ``index`` at this source's resolution."""
         key = fmt.record_key(self.resolution, self._check_index(index))
-        with self._open().begin() as txn:
+        with fmt.damage_as_data_error(self.path), self._open().begin() as txn:
             value = txn.get(key)
         if value is None:
             raise DataError(f"{self.path}: record {key.decode()!r} is missing")
@@ -211,7 +212,7 @@ def open_dataset(path: str | os.PathLike, resolution: int | None = None) -> Imag
         handle = fmt.ReadHandle(p)
         try:
             env = handle.env()
-            with env.begin() as txn:
+            with fmt.damage_as_data_error(p), env.begin() as txn:
                 has_length = txn.get(fmt.LENGTH_KEY) is not None
                 empty = txn.stat()["entries"] == 0
             sized = fmt.scan_sizes(env)

@@ -45,6 +45,23 @@ def _is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+MAX_MEMBER_BYTES = 256 << 20  # an encoded image; FFHQ's 1024x1024 PNGs are about 1.5 MB
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.walk's surrogate escapes of undecodable bytes
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """A path that can be printed and stored in JSON: undecodable bytes shown as ``\\xNN``."""
+    return text if _utf8(text) else text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class RawSource:
     """Ordered encoded images. Subclasses set ``layout``, ``path``, ``ignored`` and implement the rest."""
 
@@ -103,17 +120,27 @@ class FolderSource(RawSource):
         return len(self.names)
 
     def read(self, index: int) -> bytes:
-        with open(self.path / self.names[index], "rb") as fh:
+        name = self.names[index]
+        if not _utf8(name):
+            raise OSError("the file name is not valid UTF-8 (rename the file)")
+        path = self.path / name
+        if not path.is_file():  # a dangling symlink, a FIFO, a device: never block on or follow it
+            raise OSError("a dangling symlink" if path.is_symlink() and not path.exists() else "not a regular file")
+        with open(path, "rb") as fh:
             return fh.read()
 
     def label(self, index: int) -> str:
-        return str(self.path / self.names[index])
+        return printable(str(self.path / self.names[index]))
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for name in self.names:
-            st = os.stat(self.path / name)
-            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            try:
+                st = os.stat(self.path / name)
+                stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+            except OSError as exc:  # dangling symlink, loop: a bad file, reported when it is read
+                stamp = f"unreadable {exc.errno}"
+            h.update(os.fsencode(name) + f"\0{stamp}\n".encode())
         return "files-sha256:" + h.hexdigest()
 
 
@@ -144,10 +171,20 @@ class ZipSource(RawSource):
         return len(self.names)
 
     def read(self, index: int) -> bytes:
+        archive = self._zip()
+        info = archive.getinfo(self.names[index])
+        if info.flag_bits & 0x1:
+            raise OSError("encrypted zip member (nat-gan reads unencrypted archives only)")
+        if info.compress_type not in _ZIP_METHODS:
+            raise OSError(f"zip member compressed with unsupported method {info.compress_type} "
+                          f"(use stored or deflate)")
+        if info.file_size > MAX_MEMBER_BYTES:  # zipfile stops at the declared size, so this bounds memory
+            raise OSError(f"zip member expands to {info.file_size:,} bytes, more than any image "
+                          f"({MAX_MEMBER_BYTES:,}); a zip bomb or not an image")
         try:
-            return self._zip().read(self.names[index])
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a damaged member is a bad image
-            raise OSError(f"damaged zip member: {exc}") from None
+            return archive.read(info)
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+            raise OSError(f"damaged zip member: {exc}") from None  # a damaged member is a bad image
 
     def label(self, index: int) -> str:
         return f"{self.path}:{self.names[index]}"

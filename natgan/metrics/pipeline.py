@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from natgan.errors import DataError
+from natgan.errors import DataError, NatGanError, unwrap_worker_error
 from natgan.sampling.generate import ImageGenerator
 
 Advance = Callable[[int], None]
@@ -141,6 +141,8 @@ def dataset_features(src, indices: Sequence[int], extractor, *, batch_size: int,
             feats.append(extractor(images))
             if advance:
                 advance(len(images))
+    except NatGanError as exc:
+        raise unwrap_worker_error(exc) from None
     except RuntimeError as exc:
         if "stack expects each tensor to be equal size" in str(exc):
             raise DataError(f"{getattr(src, 'description', 'dataset')}: images have different sizes; open it at "

@@ -108,7 +108,7 @@ def dataset_reference(path: str | Path, extractor, *, resolution: int | None = N
         with ProgressBar(len(indices), f"{label} features", enabled=progress) as bar:
             feats = dataset_features(src, indices, extractor, batch_size=batch_size,
                                      workers=default_workers() if workers is None else workers, advance=bar.advance)
-        stats = statistics(feats, keep_feats=kid)
+        stats = statistics(feats, keep_feats=kid, side=f"{label} {path}")
         if cache:
             identity["stats_file"] = str(cache.save(key, stats.mu, stats.sigma, feats if kid else None))
         return Reference(stats, identity, cached=False, seconds=time.perf_counter() - start)

@@ -29,11 +29,17 @@ from natgan.sampling.generate import ImageGenerator, eval_mode, model_device
 from natgan.sampling.seeds import format_seeds
 
 
+MAX_FID_IMAGES = 2_000_000  # 16 GiB of 2048-d float32 features
+
+
 def _check(mode: str, num: int | None, name: str = "--num") -> None:
     if mode not in MODES:
         raise ConfigError(f"--mode '{mode}': expected one of {', '.join(MODES)}")
     if num is not None and (not isinstance(num, int) or num < 2):
         raise ConfigError(f"{name} {num!r}: FID needs at least 2 images")
+    if num is not None and num > MAX_FID_IMAGES:
+        raise ConfigError(f"{name} {num:,}: at most {MAX_FID_IMAGES:,} images (their features alone would take "
+                          f"{num * 2048 * 4 / 2**30:,.0f} GiB; the papers use 50,000)")
 
 
 def _extractor(extractor: Any, mode: str, device: torch.device, inception: str | Path | None):
@@ -108,7 +114,7 @@ def fid_for_generator(G: nn.Module, reference: str, *, num: int, mode: str = "le
         with ProgressBar(num, "generated features", enabled=progress) as bar:
             feats = generator_features(gen, seeds, ext, advance=bar.advance, overlap=overlap)
     t2 = time.perf_counter()
-    gen_stats = statistics(feats, keep_feats=kid)
+    gen_stats = statistics(feats, keep_feats=kid, side="generated images")
     scores = _scores(gen_stats, ref.stats, kid=kid, seed=seed)
     t3 = time.perf_counter()
     generated = {"kind": "generator", "resolution": int(G.resolution), "seeds": format_seeds(seeds), "trunc": psi,

@@ -27,10 +27,12 @@ class Statistics:
     feats: np.ndarray | None = None
 
 
-def statistics(feats: np.ndarray, *, keep_feats: bool = False) -> Statistics:
-    """clean-fid's estimator: ``np.mean(axis=0)`` and ``np.cov(rowvar=False)`` (unbiased, float64)."""
+def statistics(feats: np.ndarray, *, keep_feats: bool = False, side: str = "") -> Statistics:
+    """clean-fid's estimator: ``np.mean(axis=0)`` and ``np.cov(rowvar=False)`` (unbiased, float64).
+    ``side`` names the image set in the error (e.g. the dataset's path)."""
     if feats.ndim != 2 or feats.shape[0] < 2:
-        raise NatGanError(f"FID needs at least 2 feature vectors, got an array of shape {tuple(feats.shape)}")
+        where = f"{side}: " if side else ""
+        raise NatGanError(f"{where}FID needs at least 2 images per side, got {feats.shape[0] if feats.ndim else 0}")
     return Statistics(mu=np.mean(feats, axis=0), sigma=np.cov(feats, rowvar=False), count=int(feats.shape[0]),
                       feats=feats if keep_feats else None)
 

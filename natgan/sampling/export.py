@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from natgan.errors import ConfigError, NatGanError
-from natgan.fsutil import AtomicFile, atomic_write_bytes
+from natgan.fsutil import AtomicFile, atomic_write_bytes, make_output_dir
 
 FORMATS = ("png", "zip", "npz")
 
@@ -44,7 +44,7 @@ class SampleWriter:
         if fmt not in FORMATS:
             raise ConfigError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}")
         self.fmt, self.outdir, self.stem, self.count = fmt, Path(outdir), stem, count
-        self.outdir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.outdir)
         self.written: list[Path] = []
         self._names: list[str] = []
         self._zip: zipfile.ZipFile | None = None
@@ -131,11 +131,17 @@ def seed_name(seed: int) -> str:
     return f"seed{seed:04d}"
 
 
+MAX_GRID_CELLS = 4096  # a 64x64 grid of 256px images is already a 16384x16384 PNG
+
+
 def parse_grid(text: str) -> tuple[int, int]:
-    """``"8x4"`` -> (columns, rows) = (8, 4)."""
+    """``"8x4"`` -> (columns, rows) = (8, 4); bounded, so a typo cannot ask for billions of images."""
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ConfigError(f"--grid '{text}': expected COLSxROWS, e.g. 8x8")
+    if int(parts[0]) * int(parts[1]) > MAX_GRID_CELLS:
+        raise ConfigError(f"--grid '{text}': {int(parts[0]) * int(parts[1]):,} images; at most {MAX_GRID_CELLS} "
+                          f"fit in one grid (use --seeds for more images)")
     return int(parts[0]), int(parts[1])
 
 
@@ -149,7 +155,7 @@ def grid_image(images: torch.Tensor | np.ndarray, cols: int, rows: int) -> np.nd
 
 
 def save_png(path: Path, hwc: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(path.parent)
     atomic_write_bytes(path, _png_bytes(hwc))
     return path
 

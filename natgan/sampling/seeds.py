@@ -15,6 +15,7 @@ import torch
 from natgan.errors import ConfigError
 
 MAX_SEED = 2**63 - 1
+MAX_SEEDS = 10_000_000  # one list of Python ints; more would take gigabytes before the first image
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 
 
@@ -33,6 +34,8 @@ def parse_seeds(text: str, *, option: str = "--seeds") -> list[int]:
                 raise ConfigError(f"{option} '{text}': range '{part}' ends before it starts")
             if hi - lo >= 10_000_000:
                 raise ConfigError(f"{option} '{text}': range '{part}' has more than 10 million seeds")
+            if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+                raise ConfigError(f"{option} '{text}': more than {MAX_SEEDS:,} seeds in all")
             values: Iterable[int] = range(lo, hi + 1)
         elif part.isdigit():
             values = (int(part),)

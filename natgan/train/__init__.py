@@ -13,6 +13,7 @@ from rich.console import Console
 
 from natgan import checkpoint, recipe as recipes
 from natgan.errors import ConfigError, NatGanError
+from natgan.fsutil import check_output_dir
 from natgan.train import resume_policy
 from natgan.train.rundir import RunDir
 from natgan.train.trainer import Trainer, TrainResult, schedule_summary
@@ -30,6 +31,7 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
     directory that already holds checkpoints is :mod:`natgan.train.resume_policy`'s decision;
     ``start_over`` (``--start-over``) lets :func:`train` move them aside first.
     """
+    check_output_dir(outdir)
     run_dir = RunDir(outdir)
     ck = None
     source = ""

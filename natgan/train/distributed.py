@@ -31,6 +31,13 @@ class DistInfo:
         return self.world > 1
 
 
+def check_device(device_pref: str) -> None:
+    """A single-process run on a device this machine lacks (``cuda`` without CUDA, ``cuda:3`` on a 1-GPU box)
+    is a one-line ConfigError before anything is built; under torchrun each rank's device is assigned."""
+    if device_pref != "auto" and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        resolve_device(device_pref, option="train.device")
+
+
 def init(device_pref: str) -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group if launched by torchrun; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

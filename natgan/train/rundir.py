@@ -23,7 +23,7 @@ from pathlib import Path
 
 from natgan import checkpoint
 from natgan.errors import CheckpointError, NatGanError
-from natgan.fsutil import atomic_link, atomic_write_text, remove_stale_temps
+from natgan.fsutil import atomic_link, atomic_write_text, make_output_dir, remove_stale_temps
 
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
 RUN_ID_FILE = "run-id"
@@ -55,7 +55,7 @@ class RunDir:
     # ------------------------------------------------------------------------------------ locking
     def lock(self) -> None:
         """Refuse a second trainer on the same directory (advisory flock, released if the process dies)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.path)
         fh = open(self.path / ".lock", "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from natgan import checkpoint, devices
-from natgan.errors import ConfigError, DataError, NatGanError
+from natgan.errors import ConfigError, DataError, Interrupted, NatGanError, unwrap_worker_error
 from natgan.fsutil import atomic_write_text
 from natgan.models import count_params, create, set_requires_grad
 from natgan.recipe import Recipe
@@ -78,6 +78,7 @@ class Trainer:
         self.show_progress = show_progress
         self.fid_extractor = fid_extractor
         self.stop_reason: str | None = None
+        distributed.check_device(self.t.device)
         self.dist, self.device = distributed.init(self.t.device)
         self.plan = BatchPlan.make(self.t.batch, self.dist.world, self.t.batch_per_gpu)
 
@@ -153,8 +154,11 @@ class Trainer:
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             generator=torch.Generator())  # keeps the global RNG untouched when the iterator starts
-        for batch in loader:
-            yield batch.to(self.device, non_blocking=True)
+        try:
+            for batch in loader:
+                yield batch.to(self.device, non_blocking=True)
+        except NatGanError as exc:  # a worker's DataError: show its line, naming the record
+            raise unwrap_worker_error(exc) from None
 
     # ------------------------------------------------------------------------------------- pieces
     def _latents(self, n: int) -> torch.Tensor:
@@ -479,7 +483,9 @@ class Trainer:
         def request_stop(signum, frame):
             name = signal.Signals(signum).name
             if self.stop_reason is not None and signum == signal.SIGINT:
-                raise KeyboardInterrupt
+                good = self.run_dir.latest if self.run_dir.latest.exists() else None
+                raise Interrupted(f"second Ctrl-C at step {self.step}: stopped at once without a final checkpoint; "
+                                  + (f"the last one written is {good}" if good else "no checkpoint was written yet"))
             self.stop_reason = f"{name} received"
 
         previous = {}

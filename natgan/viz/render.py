@@ -27,7 +27,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from natgan.errors import ConfigError
-from natgan.fsutil import atomic_write
+from natgan.fsutil import atomic_write, make_output_dir
 from natgan.viz import colormaps
 from natgan.viz.maps import AttentionMaps, BlockAttention
 
@@ -203,7 +203,7 @@ def render(result: AttentionMaps, outdir: str | Path, *, cmap: str = "gray", nor
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise ConfigError(f"--outdir {outdir}: exists and is not a directory")
-    outdir.mkdir(parents=True, exist_ok=True)
+    make_output_dir(outdir)
     tag = " · ".join(s for s in (result.model, f"seed {result.seed}" if result.seed is not None else "") if s)
     written = [_save(Image.fromarray(result.image.permute(1, 2, 0).numpy()), outdir / "sample.png")]
     for block in result.blocks:
