@@ -162,10 +162,15 @@ def grid_image(images: torch.Tensor | np.ndarray, cols: int, rows: int) -> np.nd
     return hwc.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
-def save_png(path: Path, hwc: np.ndarray) -> Path:
+def save_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` atomically (temp name, then rename), creating the parent directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, _png_bytes(hwc))
+    _write_atomic(path, data)
     return path
+
+
+def save_png(path: Path, hwc: np.ndarray) -> Path:
+    return save_bytes(path, _png_bytes(hwc))
 
 
 def save_gif(path: Path, frames: Iterable[np.ndarray], *, fps: float = 20.0) -> Path:
