@@ -284,14 +284,14 @@ def test_sefa_finds_style_layers_in_every_family():
 
 def test_ppl_protocol_determinism_and_space(lpips):
     G = generator("stylegan2", **SG2)
-    a = ppl.perceptual_path_length(G, lpips, num=6, batch=4, seed=1)
-    b = ppl.perceptual_path_length(G, lpips, num=6, batch=3, seed=1)
+    a = ppl.perceptual_path_length(G, lpips, n=6, batch=4, seed=1)
+    b = ppl.perceptual_path_length(G, lpips, n=6, batch=3, seed=1)
     assert a["ppl"] > 0 and np.isfinite(a["ppl"])
     assert a["protocol"]["space"] == "w" and a["protocol"]["sampling"] == "end" and a["protocol"]["epsilon"] == 1e-4
-    c = ppl.perceptual_path_length(G, lpips, num=6, batch=4, seed=2)
-    assert a == ppl.perceptual_path_length(G, lpips, num=6, batch=4, seed=1) and c["ppl"] != a["ppl"]
-    assert b["protocol"]["num"] == 6
-    h = ppl.perceptual_path_length(generator("hit", **HIT), lpips, num=2, batch=2, sampling="full")
+    c = ppl.perceptual_path_length(G, lpips, n=6, batch=4, seed=2)
+    assert a == ppl.perceptual_path_length(G, lpips, n=6, batch=4, seed=1) and c["ppl"] != a["ppl"]
+    assert b["protocol"]["n"] == 6
+    h = ppl.perceptual_path_length(generator("hit", **HIT), lpips, n=2, batch=2, sampling="full")
     assert h["protocol"]["space"] == "z" and "no mapping network" in h["protocol"]["path"]
 
 
@@ -299,7 +299,7 @@ def test_ppl_of_a_generator_that_ignores_its_latent_is_zero(lpips):
     G = generator("_tiny_test", resolution=16)
     with torch.no_grad():
         G.out.weight.zero_()
-    assert ppl.perceptual_path_length(G, lpips, num=4, batch=2)["ppl"] == 0.0
+    assert ppl.perceptual_path_length(G, lpips, n=4, batch=2)["ppl"] == 0.0
 
 
 def test_ppl_outlier_filter_keeps_the_1_to_99_percentiles():

@@ -50,14 +50,14 @@ def filtered_mean(dist: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.
 
 
 @torch.no_grad()
-def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, num: int = 50_000, batch: int = 8, seed: int = 0,
+def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, n: int = 50_000, batch: int = 8, seed: int = 0,
                            device: torch.device | str | None = None, epsilon: float = 1e-4, sampling: str = "end",
                            crop: bool = False, percentiles: tuple[float, float] = (1.0, 99.0)) -> dict:
-    """``{"ppl": value, "protocol": {...}}`` for ``num`` path samples (deterministic for a seed and device)."""
+    """``{"ppl": value, "protocol": {...}}`` for ``n`` path samples (deterministic for a seed and device)."""
     if sampling not in SAMPLINGS:
         raise ConfigError(f"ppl sampling '{sampling}': expected one of {', '.join(SAMPLINGS)}")
-    if num < 1 or batch < 1:
-        raise ConfigError(f"ppl: num ({num}) and batch ({batch}) must be at least 1")
+    if n < 1 or batch < 1:
+        raise ConfigError(f"ppl: n ({n}) and batch ({batch}) must be at least 1")
     device = torch.device(device) if device is not None else next(iter(G.parameters())).device
     G = G.to(device)
     lpips = lpips.to(device)
@@ -67,8 +67,8 @@ def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, num: int = 50_000, bat
     distances = []
     with eval_mode(G, "const"):
         done = 0
-        while done < num:
-            b = min(batch, num - done)
+        while done < n:
+            b = min(batch, n - done)
             t = torch.rand(b, generator=rng) * (1.0 if sampling == "full" else 0.0)
             z = torch.randn(2 * b, G.z_dim, generator=rng)
             noise = {k: torch.randn(shape, generator=rng).to(device) for k, shape in noise_shapes.items()}
@@ -88,5 +88,5 @@ def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, num: int = 50_000, bat
     value = filtered_mean(torch.cat(distances).numpy(), percentiles)
     return {"ppl": value, "protocol": {
         "metric": "ppl", "space": space, "path": "lerp in w" if space == "w" else "slerp in z (no mapping network)",
-        "sampling": sampling, "epsilon": epsilon, "num": num, "crop": crop, "percentiles": list(percentiles),
+        "sampling": sampling, "epsilon": epsilon, "n": n, "crop": crop, "percentiles": list(percentiles),
         "lpips": "vgg-lin v0.1" if lpips.pretrained else "random-init VGG (not comparable)", "seed": seed}}
