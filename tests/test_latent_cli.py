@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,3 +156,27 @@ def test_project_errors(sg2_ckpt, tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["project", "--ckpt", str(sg2_ckpt), "--target", str(tmp_path / "a.png"), "--space",
                             "zz", "--random-lpips", "-q"], capsys)
     assert code == 2 and "--space" in err
+
+
+def test_project_a_folder_and_regenerate_all(sg2_ckpt, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("b", "a"):
+        Image.fromarray(rng.integers(0, 255, (18, 16, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    (folder / "notes.txt").write_text("not an image")
+    code, out, err = run_cli(["project", "--ckpt", str(sg2_ckpt), "--target", str(folder), "--outdir",
+                              str(tmp_path / "proj"), "--steps", "2", "--space", "wplus", "--random-lpips",
+                              "--w-avg-samples", "32", "--json", "-q"], capsys)
+    assert code == 0, err
+    info = json.loads(out)
+    assert [Path(t["target"]).name for t in info["targets"]] == ["a.png", "b.png"] and info["space"] == "wplus"
+    with np.load(tmp_path / "proj" / "projected_w.npz") as data:
+        assert data["names"].tolist() == ["a", "b"] and data["w"].shape[:1] == (2,) and data["w"].ndim == 3
+        assert any(k.startswith("noise/") for k in data.files)
+    code, _, err = run_cli(["sample", "--ckpt", str(sg2_ckpt), "--w", str(tmp_path / "proj" / "projected_w.npz"),
+                            "--outdir", str(tmp_path / "regen"), "-q"], capsys)
+    assert code == 0, err
+    for name in ("a", "b"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "regen" / f"{name}.png")),
+                              np.asarray(Image.open(tmp_path / "proj" / name / "proj.png")))

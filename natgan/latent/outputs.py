@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from natgan.data.sources import IMAGE_EXTENSIONS
 from natgan.errors import DataError
 from natgan.latent.project import ProjectionSettings, load_target, project
 from natgan.latent.store import StoredLatents, concat, load_latents, save_latents
@@ -26,17 +27,16 @@ from natgan.metrics.lpips import LPIPS
 from natgan.sampling.export import save_bytes, save_png, to_hwc
 from natgan.sampling.video import Mp4Writer
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
 
 def find_targets(paths: Sequence[str | Path]) -> list[Path]:
     """Image files named directly, plus the images directly inside named folders (sorted)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            images = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            images = sorted(f for f in p.iterdir()
+                            if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".") and f.is_file())
             if not images:
-                raise DataError(f"{p}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+                raise DataError(f"{p}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in this folder")
             found.extend(images)
         elif p.is_file():
             found.append(p)
