@@ -38,9 +38,9 @@ def _root(version: bool = typer.Option(False, "--version", "-V", callback=_versi
 
 
 def _register_commands() -> None:
-    from natgan.cli import bench, fid, import_ckpt, prepare, sample, train, visualize
+    from natgan.cli import bench, directions, fid, import_ckpt, prepare, project, sample, train, visualize
 
-    for module in (prepare, train, sample, fid, visualize, bench, import_ckpt):
+    for module in (prepare, train, sample, fid, visualize, bench, import_ckpt, project, directions):
         module.register(app)
 
 

@@ -39,7 +39,9 @@ def register(app: typer.Typer) -> None:
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi in w space (1 = off; the centre is the mean "
                                                          "w of 10k fixed-seed latents)."),
         interpolate: Optional[str] = typer.Option(None, "--interpolate", metavar="SEED_A,SEED_B",
-                                                  help="Linear walk in w space between two seeds: frames + GIF."),
+                                                  help="Linear walk in w space between two seeds: frames + GIF. "
+                                                       "Keyframes A,B,C,... and several walks (1,5/2,7, a grid) "
+                                                       "write OUTDIR/walk.gif|mp4."),
         frames: int = typer.Option(60, "--frames", min=2, help="Frames of --interpolate."),
         fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate GIF."),
         batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Images per forward pass (default: by device)."),
@@ -47,6 +49,20 @@ def register(app: typer.Typer) -> None:
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
         noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode", help="Models with noise inputs (StyleGAN2): const "
                                                                      "(reproducible) | random | none."),
+        w_file: Optional[Path] = typer.Option(None, "--w", help="Regenerate images from stored latents (.npz from "
+                                                                "`nat-gan project`): OUTDIR/<name>.png."),
+        style_mix: Optional[str] = typer.Option(None, "--style-mix", metavar="SEEDS", help="Row seeds of a style-"
+                                                "mixing grid (OUTDIR/stylemix.png); needs --with and --layers."),
+        mix_with: Optional[str] = typer.Option(None, "--with", metavar="SEEDS", help="Column seeds whose --layers "
+                                                                                      "replace the row seeds'."),
+        layers: Optional[str] = typer.Option(None, "--layers", help="w rows taken from --with, e.g. 0-6."),
+        direction: Optional[str] = typer.Option(None, "--direction", metavar="FILE:INDEX", help="Edit strip along a "
+                                                "direction from `nat-gan directions` (rows: --seeds or --w)."),
+        strength: str = typer.Option("-5,5", "--strength", metavar="MIN,MAX", help="Range of --direction."),
+        steps: int = typer.Option(7, "--steps", help="Images per --direction strip."),
+        video: str = typer.Option("gif", "--video", help="--interpolate video format(s): gif, mp4 or gif,mp4."),
+        walk_space: str = typer.Option("w", "--space", help="--interpolate path: w (lerp) | z (slerp)."),
+        loop: bool = typer.Option(False, "--loop", help="--interpolate returns to its first keyframe (seamless)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
@@ -62,6 +78,16 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         if not math.isfinite(trunc):
             raise ConfigError(f"--trunc {trunc}: expected a finite number (1 = no truncation)")
+        from natgan.cli.sample_latent import latent_mode, run_latent_mode
+
+        mode = latent_mode(interpolate, w_file, style_mix, mix_with, layers, direction, video, walk_space, loop)
+        if mode is not None:
+            run_latent_mode(mode, ckpt=ckpt, seeds=seeds, outdir=outdir, grid=grid, fmt=fmt, trunc=trunc,
+                            interpolate=interpolate, frames=frames, fps=fps, batch=batch, device=device, no_ema=no_ema,
+                            noise_mode=noise_mode, w_file=w_file, style_mix=style_mix, mix_with=mix_with,
+                            layers=layers, direction=direction, strength=strength, steps=steps, video=video,
+                            walk_space=walk_space, loop=loop, quiet=quiet, json_out=json_out)
+            return
         if interpolate and (seeds is not None or grid):
             raise ConfigError("--interpolate makes its own frames; drop --seeds/--grid")
         if grid and fmt != "png":

@@ -42,12 +42,8 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the written files and maps as JSON."),
     ) -> None:
         """Draw per-block, per-head attention maps (mean query · every key) and one overview per level."""
-<<<<<<< HEAD
         from natgan.devices import resolve_device
-=======
-        from natgan.bench.measure import resolve_device
         from natgan.fsutil import check_output_dir
->>>>>>> issue-18
         from natgan.viz import attention_maps, render
         from natgan.viz.colormaps import lookup_table
         from natgan.viz.render import CROSS_MODES, NORMS

@@ -138,3 +138,37 @@ def resolve_weights(mode: str, inception: str | Path | None = None) -> Path:
         raise NatGanError(missing_message(mode, spec, f"download failed: {str(reason).splitlines()[0]}")) from None
     return target
 
+
+
+
+def locate_weights_files(files: dict[str, str], *, directory: str | Path | None = None, option: str = "--weights",
+                         purpose: str = "") -> dict[str, Path]:
+    """Paths of offline weights files, ``{filename: url}`` -> ``{filename: path}`` (nothing is downloaded).
+
+    Each file is looked for in ``directory`` (the command's ``--weights`` option; a path to the file itself
+    also works when one file is asked for), else ``$NATGAN_WEIGHTS``; then ``<cache>/weights/`` and
+    torch.hub's checkpoint directory (where torchvision keeps its downloads). Missing files are reported
+    together in one line naming each file, its URL and the places searched.
+    """
+    places: list[Path] = []
+    explicit = directory or os.environ.get("NATGAN_WEIGHTS")
+    if explicit:
+        root = Path(explicit).expanduser()
+        if root.is_file() and len(files) == 1 and root.name in files:
+            return {root.name: root}
+        places.append(root)
+    places += [cache_dir() / "weights", Path(torch.hub.get_dir()) / "checkpoints"]
+    found: dict[str, Path] = {}
+    for name in files:
+        for place in places:
+            candidate = place / name
+            if candidate.is_file() and candidate.stat().st_size > 0:
+                found[name] = candidate
+                break
+    missing = [name for name in files if name not in found]
+    if missing:
+        need = f" for {purpose}" if purpose else ""
+        listed = ", ".join(f"{name} ({files[name]})" for name in missing)
+        raise NatGanError(f"missing weights{need}: {listed}; download them into a directory and pass {option} DIR or "
+                          f"set NATGAN_WEIGHTS=DIR (searched {', '.join(str(p) for p in places)})")
+    return found

@@ -25,10 +25,12 @@ def _stats(norm: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor(std, dtype=like.dtype, device=like.device).view(shape))
 
 
-def to_unit(images: torch.Tensor, norm: str) -> torch.Tensor:
-    """Model space -> RGB in [0, 1] (clamped)."""
+def to_unit(images: torch.Tensor, norm: str, *, clamp: bool = True) -> torch.Tensor:
+    """Model space -> RGB in [0, 1] (clamped unless ``clamp=False``, which keeps gradients beyond the range
+    for losses on generated images, as the projector needs)."""
     mean, std = _stats(norm, images)
-    return (images * std + mean).clamp(0, 1)
+    rgb = images * std + mean
+    return rgb.clamp(0, 1) if clamp else rgb
 
 
 def from_unit(images: torch.Tensor, norm: str) -> torch.Tensor:

@@ -154,10 +154,15 @@ def grid_image(images: torch.Tensor | np.ndarray, cols: int, rows: int) -> np.nd
     return hwc.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
-def save_png(path: Path, hwc: np.ndarray) -> Path:
+def save_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` atomically (temp name, then rename), creating the parent directory."""
     make_output_dir(path.parent)
-    atomic_write_bytes(path, _png_bytes(hwc))
+    atomic_write_bytes(path, data)
     return path
+
+
+def save_png(path: Path, hwc: np.ndarray) -> Path:
+    return save_bytes(path, _png_bytes(hwc))
 
 
 def save_gif(path: Path, frames: Iterable[np.ndarray], *, fps: float = 20.0) -> Path:
@@ -168,6 +173,4 @@ def save_gif(path: Path, frames: Iterable[np.ndarray], *, fps: float = 20.0) -> 
     buf = io.BytesIO()
     pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:], duration=max(1, round(1000 / fps)),
                 loop=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_bytes(path, buf.getvalue())

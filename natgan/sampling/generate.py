@@ -104,6 +104,12 @@ class ImageGenerator:
         self.batch_size = max(1, min(self.batch_size, half))
         return torch.cat([self._run(fn, inputs[:half]), self._run(fn, inputs[half:])])
 
+    def images_from_w(self, w: torch.Tensor) -> torch.Tensor:
+        """uint8 images of ready-made ``w`` latents (no truncation applied here), ``batch_size`` at a time."""
+        if len(w) == 0:
+            return torch.empty(0, 3, self.G.resolution, self.G.resolution, dtype=torch.uint8)
+        return torch.cat([self._run(self._forward_w, part) for part in w.split(self.batch_size)])
+
     def images(self, seeds: Sequence[int]) -> torch.Tensor:
         """uint8 images for ``seeds`` (one forward pass, split only on OOM)."""
         return self._run(self._forward, latents_for_seeds(seeds, self.G.z_dim))

@@ -1,0 +1,53 @@
+"""Per-layer noise inputs (StyleGAN2, GANformer) as tensors the projector can optimise and store.
+
+Models with noise keep one stored map per layer as a ``[1, 1, H, W]`` buffer whose name contains
+``noise`` (used when ``noise_mode = "const"``). :func:`noise_inputs` finds them; :func:`using_noise`
+temporarily puts other tensors (trainable ones, or maps loaded from a ``.npz``) in their place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Mapping
+
+import torch
+from torch import nn
+
+from natgan.errors import NatGanError
+
+
+def noise_inputs(G: nn.Module) -> dict[str, torch.Tensor]:
+    """``{buffer name: [1, 1, H, W] tensor}`` of every stored noise map (empty for models without noise)."""
+    return {name: buf for name, buf in G.named_buffers()
+            if "noise" in name.rsplit(".", 1)[-1] and buf.ndim == 4 and buf.shape[:2] == (1, 1)}
+
+
+def _owner(G: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, attr = name.rpartition(".")
+    return (G.get_submodule(path) if path else G), attr
+
+
+@contextlib.contextmanager
+def using_noise(G: nn.Module, maps: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Within the block, ``G``'s stored noise maps are ``maps`` (same names and shapes); restored after.
+
+    The tensors are used as they are (not copied), so gradients flow into trainable ones.
+    """
+    current = noise_inputs(G)
+    for name, tensor in maps.items():
+        if name not in current:
+            raise NatGanError(f"noise map '{name}' does not exist in this model")
+        if tuple(tensor.shape) != tuple(current[name].shape):
+            raise NatGanError(f"noise map '{name}': shape {tuple(tensor.shape)}, the model has "
+                              f"{tuple(current[name].shape)}")
+    saved = {}
+    try:
+        for name, tensor in maps.items():
+            module, attr = _owner(G, name)
+            saved[name] = module._buffers[attr]
+            module._buffers[attr] = tensor.to(saved[name].device)
+        yield
+    finally:
+        for name, tensor in saved.items():
+            module, attr = _owner(G, name)
+            module._buffers[attr] = tensor

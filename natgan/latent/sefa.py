@@ -1,0 +1,176 @@
+"""Closed-form factorization of latent semantics (SeFa, Shen & Zhou 2021).
+
+A style-based generator first turns each layer's w row into styles with an affine map ``y = A w + b``.
+Moving w along ``n`` changes the styles by ``A n``; SeFa takes the unit directions that change them
+most: the top eigenvectors of ``A^T A``, where ``A`` stacks the chosen layers' style-modulation
+weights. As in the official implementation, every output unit's weight vector (each row of ``A``) is
+normalised to unit length first, so layers of different scale count alike.
+
+The modulation layers are found through the contract, not per family: a probe ``w`` with distinct
+random rows is fed to ``G.synthesis`` and every linear layer whose input is exactly (a slice of) one
+w row is a style modulation of that row. StyleNAT/StyleSwin: the AdaIN style layers; StyleGAN2: the
+modulated convs and ToRGBs; GANformer: the modulations read from the global latent (its last w_dim/k
+slice), so its directions move the global component only; HiT has no mapping network and no
+per-layer styles: its z enters through the stem and latent-embedding projections, which play the role
+of ``A`` (directions in z).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from natgan.errors import ConfigError, NatGanError
+from natgan.latent.space import has_mapping_network, n_rows, w_row_dim
+from natgan.sampling.export import save_bytes
+from natgan.sampling.generate import eval_mode
+
+
+@dataclass
+class StyleLayer:
+    name: str        # module name in G
+    row: int         # w row it reads (0 for single-latent models)
+    offset: int      # first element of the row it reads
+    weight: torch.Tensor  # effective [out, in] weight (equalised-lr scale applied)
+
+
+def _effective_weight(module: nn.Module) -> torch.Tensor:
+    scale = getattr(module, "scale", 1.0)  # EqualLinear keeps weights unscaled, multiplies at run time
+    return module.weight.detach().float() * scale
+
+
+@torch.no_grad()
+def style_layers(G: nn.Module) -> list[StyleLayer]:
+    """Every linear layer that reads a w row (or a contiguous slice of one) directly, in call order."""
+    device = next(iter(G.parameters())).device
+    n = n_rows(G)
+    shape = (1, n, w_row_dim(G)) if n else (1, w_row_dim(G))
+    probe = torch.randn(shape, generator=torch.Generator().manual_seed(7)).to(device)
+    rows = probe[0] if n else probe
+    seen: list[tuple[str, torch.Tensor]] = []
+
+    def hook(name):
+        def record(module, inputs, output):
+            x = inputs[0] if inputs else None
+            if isinstance(x, torch.Tensor) and x.ndim == 2 and x.shape[0] == 1:
+                seen.append((name, x[0].detach()))
+        return record
+
+    linear = [(name, m) for name, m in G.named_modules()
+              if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2]
+    handles = [m.register_forward_hook(hook(name)) for name, m in linear]
+    try:
+        with eval_mode(G, "const"):
+            G.synthesis(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    modules = dict(linear)
+    found, names = [], set()
+    for name, x in seen:
+        if name in names:
+            continue
+        for r, row in enumerate(rows):
+            if len(x) > len(row):
+                continue
+            windows = row.unfold(0, len(x), 1)
+            hit = (windows == x).all(dim=1).nonzero()
+            if len(hit):
+                found.append(StyleLayer(name, r, int(hit[0]), _effective_weight(modules[name])))
+                names.add(name)
+                break
+    return found
+
+
+@dataclass
+class Directions:
+    vectors: torch.Tensor     # [K, w_dim] unit directions in one w row (z for models without mapping)
+    values: torch.Tensor      # [K] eigenvalues, descending
+    layers: list[int]         # w rows whose styles were factorised
+    space: str                # "w" or "z"
+    matrix: torch.Tensor      # the factorised matrix A^T A ([w_dim, w_dim])
+    modules: list[str]
+
+    def save(self, path: str | Path, model: str = "") -> Path:
+        buf = io.BytesIO()
+        np.savez(buf, directions=self.vectors.numpy(), eigenvalues=self.values.numpy(),
+                 layers=np.array(self.layers, dtype=np.int64), space=np.array(self.space), model=np.array(model),
+                 modules=np.array(self.modules))
+        return save_bytes(Path(path), buf.getvalue())
+
+
+def factorize(G: nn.Module, layers: Sequence[int] | None = None) -> Directions:
+    """SeFa directions from the style layers reading w rows ``layers`` (all rows when None)."""
+    found = style_layers(G)
+    if not found:
+        raise NatGanError("SeFa does not apply to this model: no linear layer reads the latent directly")
+    wanted = set(range(n_rows(G) or 1)) if layers is None else set(layers)
+    chosen = [s for s in found if s.row in wanted]
+    if not chosen:
+        raise ConfigError(f"--layers: no style modulation reads w rows {sorted(wanted)}")
+    width = w_row_dim(G)
+    blocks = []
+    for s in chosen:
+        embedded = torch.zeros(s.weight.shape[0], width)
+        embedded[:, s.offset:s.offset + s.weight.shape[1]] = s.weight.cpu()
+        blocks.append(embedded)
+    a = torch.cat(blocks).double()
+    a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    matrix = a.T @ a
+    values, vectors = torch.linalg.eigh(matrix)
+    order = torch.argsort(values, descending=True)
+    # Directions outside the span of the chosen weights (GANformer's local components) have eigenvalue 0.
+    order = order[values[order] > values.max() * 1e-6]
+    return Directions(vectors=vectors[:, order].T.float().contiguous(), values=values[order].float(),
+                      layers=sorted({s.row for s in chosen}), space="w" if has_mapping_network(G) else "z",
+                      matrix=matrix.float(), modules=[s.name for s in chosen])
+
+
+@dataclass
+class Direction:
+    vector: torch.Tensor  # [w_dim]
+    layers: list[int]
+    space: str
+    index: int
+
+
+def load_direction(spec: str) -> Direction:
+    """``"dirs.npz:3"`` -> direction 3 of a file written by :meth:`Directions.save` (``:0`` when omitted)."""
+    path_text, _, index_text = spec.rpartition(":") if ":" in spec else (spec, "", "0")
+    if not index_text.isdigit():
+        raise ConfigError(f"--direction '{spec}': expected FILE.npz:INDEX, e.g. dirs.npz:3")
+    path, index = Path(path_text), int(index_text)
+    if not path.is_file():
+        raise NatGanError(f"--direction {path}: file not found (write one with `nat-gan directions`)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            vectors = np.asarray(data["directions"], dtype=np.float32)
+            layers = [int(i) for i in data["layers"]]
+            space = str(data["space"])
+    except (KeyError, OSError, ValueError) as exc:
+        raise NatGanError(f"--direction {path}: not a directions file ({str(exc).splitlines()[0]})") from None
+    if index >= len(vectors):
+        raise ConfigError(f"--direction '{spec}': index {index} out of range ({len(vectors)} directions)")
+    return Direction(torch.from_numpy(vectors[index]), layers, space, index)
+
+
+def edit_latents(w: torch.Tensor, direction: Direction, strengths: Sequence[float]) -> torch.Tensor:
+    """``[B, ...]`` latents -> ``[B * S, ...]`` edits (row-major: each latent, then each strength); in w the
+    direction is added to the factorised layers' rows only."""
+    out = []
+    vec = direction.vector.to(w)
+    for latent in w:
+        for strength in strengths:
+            edited = latent.clone()
+            if edited.ndim == 2:
+                edited[direction.layers] += strength * vec
+            else:
+                edited += strength * vec
+            out.append(edited)
+    return torch.stack(out)
