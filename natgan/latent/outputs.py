@@ -98,7 +98,7 @@ def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, l
             first = StoredLatents(w=start.w[k:k + 1], space=start.space, names=[start.names[k]],
                                   noise={n: v[k:k + 1] for n, v in start.noise.items()})
 
-        def step(n: int, image: torch.Tensor) -> None:
+        def step(n: int, image: torch.Tensor, writer=writer, target_hwc=target_hwc) -> None:
             if writer is not None:
                 writer.add(np.concatenate([target_hwc, to_hwc(image)[0]], axis=1))
             if on_step is not None:
