@@ -25,6 +25,7 @@ from natgan.metrics.inception_score import inception_score
 from natgan.metrics.manifold import manifold_scores, nearest_distances
 from natgan.metrics.stats import kernel_inception_distance
 from test_fid import G, TinyFeatures, _isolated_cache, make_folder  # noqa: F401 - fixtures
+from test_train import digits  # noqa: F401 - fixture
 
 
 def _sets(seed=0, n_real=240, n_fake=200, d=16, shift=0.3):
@@ -305,3 +306,128 @@ def test_vgg16_loads_a_full_state_dict_from_the_weights_directory(tmp_path):
     ext = build_vgg16(weights_dir=tmp_path)
     assert ext.name == "torchvision-vgg16-fc2-relu" and "RANDOM" not in ext.protocol
     torch.testing.assert_close(ext.network.fc[3].weight, net.classifier[3].weight)
+
+
+# -------------------------------------------------------------------------------------------------- training
+
+
+def test_training_evaluates_eval_metrics_logs_them_and_keeps_best(tmp_path, digits, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from natgan import checkpoint
+    from natgan.train import resolve_run, train
+    from test_train import tiny_recipe
+
+    recipe_path = tiny_recipe(tmp_path, digits, iterations=6, lr_decay=False)
+    overrides = ["eval.every=2", "eval.num=24", "eval.batch_per_device=8", 'eval.metrics=["fid","pr","dc"]',
+                 'eval.pr_features="inception"', 'train.keep_best="fid"']
+    r, _, _ = resolve_run(recipe_path=recipe_path, overrides=overrides, outdir=tmp_path / "run", resume=None)
+    result = train(r, tmp_path / "run", show_progress=False,
+                   fid_extractor=lambda images: images.float().mean(dim=(2, 3)) + images.float().std(dim=(2, 3)))
+    assert [m["step"] for m in result.metrics] == [2, 4, 6]
+    assert all({"fid", "precision", "recall", "density", "coverage"} <= set(m) for m in result.metrics)
+    fids = [m["fid"] for m in result.metrics]
+    best = checkpoint.load(tmp_path / "run" / "best.pt")
+    info = best["extra"]["best"]
+    assert info["metric"] == "fid" and info["value"] == min(fids) and info["step"] == 2 + 2 * fids.index(min(fids))
+    assert best["progress"]["step"] == info["step"]
+    events = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"metrics/fid", "metrics/precision", "metrics/recall", "metrics/density", "metrics/coverage"} <= tags
+    assert [e.value for e in events.Scalars("metrics/precision")] == pytest.approx(
+        [m["precision"] for m in result.metrics])
+
+
+def test_recipe_eval_metrics_keep_best_and_the_batch_alias():
+    from natgan import recipe
+
+    base = {"model": {"name": "_tiny_test"}}
+    r = recipe.from_dict({**base, "eval": {"batch": 16}})
+    assert r.eval.batch_per_device == 16 and r.eval.metrics == ["fid"] and "batch" not in r.to_dict()["eval"]
+    with pytest.raises(ConfigError, match="keys 'eval.batch' and 'eval.batch_per_device' are the same setting"):
+        recipe.from_dict({**base, "eval": {"batch": 16, "batch_per_device": 8}})
+    with pytest.raises(ConfigError, match="key 'eval.metrics' 'ppx': unknown metric"):
+        recipe.from_dict({**base, "eval": {"metrics": ["fid", "ppx"]}})
+    assert recipe.from_dict({**base, "eval": {"metrics": ["KID", "is"]}}).eval.metrics == ["kid", "is"]
+    with pytest.raises(ConfigError, match="'train.keep_best': expected one of fid, kid, precision"):
+        recipe.from_dict({**base, "train": {"keep_best": "is_std"}, "eval": {"every": 5}})
+    with pytest.raises(ConfigError, match="comes from metric 'pr', which eval.metrics \\(fid\\) does not compute"):
+        recipe.from_dict({**base, "train": {"keep_best": "precision"}, "eval": {"every": 5}})
+    with pytest.raises(ConfigError, match="needs periodic evaluation"):
+        recipe.from_dict({**base, "train": {"keep_best": "fid"}})
+    ok = recipe.from_dict({**base, "train": {"keep_best": "recall"}, "eval": {"every": 5, "metrics": ["fid", "pr"]}})
+    assert ok.train.keep_best == "recall"
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+@pytest.fixture
+def tiny_networks(monkeypatch):
+    """The CLI's Inception and VGG16 replaced by tiny random networks (the Inception with a 6-class classifier)."""
+    from natgan.metrics import runner, vgg
+
+    built = []
+
+    def inception(mode, *, device="cpu", inception=None, weights_dir=None):
+        built.append(("inception", weights_dir))
+        return FeatureExtractor(TinyFeatures().eval(), mode=mode, name="tiny-inception", device=device,
+                                logits_weight=np.random.default_rng(1).normal(size=(6, 8)).astype(np.float32))
+
+    def vgg16(*, device="cpu", weights_dir=None, random_weights=False):
+        built.append(("vgg16", weights_dir))
+        return vgg.ImageExtractor(TinyVGG().eval(), name="tiny-vgg", protocol="tiny VGG stand-in", device=device)
+
+    monkeypatch.setattr(runner, "build_inception", inception)
+    monkeypatch.setattr(vgg, "build_vgg16", vgg16)
+    return built
+
+
+def test_cli_metrics_from_the_flag_and_from_the_recipe(tmp_path, capsys, tiny_networks):
+    from natgan import checkpoint as ckpt_io
+    from test_fid import recipe_for
+    from test_sample import run_cli, tiny_checkpoint
+
+    data = make_folder(tmp_path / "data", 24, seed=11)
+    ck = tmp_path / "run.pt"
+    tiny_checkpoint(ck, recipe=recipe_for(str(data)))
+    code, out, err = run_cli(["fid", "--ckpt", str(ck), "--metrics", "fid,kid,pr,dc,is", "--num", "20", "--workers",
+                              "0", "--json", "-q", "--weights", str(tmp_path)], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["metrics"] == ["fid", "kid", "pr", "dc", "is"] and r["details"]["pr"]["features"] == "vgg16"
+    assert sorted(tiny_networks) == [("inception", tmp_path), ("vgg16", tmp_path)]   # each network built once
+    entry = ckpt_io.load(ck)["metrics"][-1]
+    assert entry["precision"] == r["precision"] and entry["details"]["is"]["protocol"].startswith("IS (Salimans")
+
+    code, out, err = run_cli(["fid", "--ckpt", str(ck), "--metrics", "pr,is", "--pr-features", "inception", "--num",
+                              "20", "--workers", "0", "-q", "--no-record"], capsys)
+    assert code == 0, err
+    assert "precision" in out and "IS " in out and "k = 3" in out and "10 splits" in out and "FID" not in out
+
+    # eval.metrics of the checkpoint's recipe is the default; --kid adds KID
+    ck2 = tmp_path / "run2.pt"
+    tiny_checkpoint(ck2, recipe={**recipe_for(str(data)), "eval": {**recipe_for(str(data))["eval"],
+                                                                    "metrics": ["dc"], "batch": 4}})
+    code, out, err = run_cli(["fid", "--ckpt", str(ck2), "--num", "20", "--kid", "--workers", "0", "--json", "-q"],
+                             capsys)
+    assert code == 0, err
+    assert json.loads(out)["metrics"] == ["dc", "kid"]
+
+
+def test_cli_metrics_errors(tmp_path, capsys, tiny_networks):
+    from test_fid import recipe_for
+    from test_sample import run_cli, tiny_checkpoint
+
+    a, b = make_folder(tmp_path / "a", 12, seed=1), make_folder(tmp_path / "b", 12, seed=2)
+    code, _, err = run_cli(["fid", str(a), str(b), "--metrics", "fid,ppx"], capsys)
+    assert code == 2 and "--metrics 'ppx': unknown metric" in err and err.count("\n") == 1
+    code, _, err = run_cli(["fid", str(a), str(b), "--metrics", "pr", "--pr-features", "clip"], capsys)
+    assert code == 2 and "--pr-features 'clip'" in err
+    code, _, err = run_cli(["fid", str(a), str(b), "--metrics", "pr", "--weights", str(tmp_path / "none")], capsys)
+    assert code == 1 and "not a directory" in err
+    ck = tmp_path / "run.pt"
+    tiny_checkpoint(ck, recipe=recipe_for(str(a)))
+    code, _, err = run_cli(["fid", "--ckpt", str(ck), "--metrics", "pr", "--ref", "cleanfid:ffhq:256:trainval70k",
+                            "--num", "12", "--workers", "0", "-q"], capsys)
+    assert code == 1 and "clean-fid publishes Inception statistics only" in err
