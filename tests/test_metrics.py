@@ -431,3 +431,26 @@ def test_cli_metrics_errors(tmp_path, capsys, tiny_networks):
     code, _, err = run_cli(["fid", "--ckpt", str(ck), "--metrics", "pr", "--ref", "cleanfid:ffhq:256:trainval70k",
                             "--num", "12", "--workers", "0", "-q"], capsys)
     assert code == 1 and "clean-fid publishes Inception statistics only" in err
+
+
+def test_a_generator_metric_is_one_registry_entry(tmp_path, G, monkeypatch):
+    """How PPL plugs in: an entry with features=None, real="none", generator=True gets G and no features."""
+    seen = {}
+
+    def mean_pixel(x: registry.MetricInputs) -> dict:
+        seen.update(G=x.G, gen=dict(x.gen), num=x.num, seed=x.seed)
+        with torch.no_grad():
+            value = float(x.G(torch.randn(x.num, x.G.z_dim, generator=torch.Generator().manual_seed(x.seed))).mean())
+        return {"mean_pixel": value, "protocol": f"mean pixel of {x.num} images"}
+
+    entry = registry.Metric("meanpix", "mean pixel", (registry.Output("mean_pixel", "higher"),), mean_pixel,
+                            features=None, real="none", generator=True)
+    monkeypatch.setitem(registry.METRICS, "meanpix", entry)
+    r = evaluate_generator(G, None, metrics="meanpix", num=6, seed=3, progress=False)
+    assert seen["G"] is G and seen["gen"] == {} and seen["num"] == 6 and seen["seed"] == 3
+    assert r["metrics"] == ["meanpix"] and isinstance(r["mean_pixel"], float)
+    assert r["details"]["meanpix"]["protocol"] == "mean pixel of 6 images" and r["reference"] is None
+    assert registry.scalars(r, r["metrics"]) == {"mean_pixel": r["mean_pixel"]}
+    a = make_folder(tmp_path / "a", 6, seed=1)
+    with pytest.raises(ConfigError, match="metric 'meanpix' needs a generator"):
+        evaluate_datasets(str(a), str(a), metrics="meanpix", progress=False)
