@@ -28,12 +28,11 @@ def recipe_reference(ckpt: dict, path: Path) -> str:
 
 
 def _summary(result: dict, recorded: str | None) -> None:
-    from natgan.metrics.registry import METRICS
+    from natgan.metrics.registry import numbers_line
 
     ref = result["reference"]
     gen = result["generated"]
-    numbers = "   ".join(f"{o.key.upper() if o.key in ('fid', 'kid', 'is') else o.key} {result[o.key]:{o.fmt}}"
-                         for name in result["metrics"] for o in METRICS[name].outputs if o.key in result)
+    numbers = numbers_line(result)
     counts = f"{result['num_gen']:,} vs {result['num_ref']:,} images" if ref else f"{result['num_gen']:,} images"
     console.print(f"[bold]{numbers}[/]   ({result['mode']}, {counts})")
     for name in result["metrics"]:

@@ -192,3 +192,10 @@ def is_better(key: str, value: float, best: float | None) -> bool:
         return True
     better = outputs()[key].better
     return value < best if better == "lower" else value > best if better == "higher" else False
+
+
+def numbers_line(result: dict, sep: str = "   ") -> str:
+    """``FID 12.3456   precision 0.7120 ...``: a result's outputs, each in its metric's format (CLI and log)."""
+    names = result.get("metrics") or ["fid"]
+    return sep.join(f"{o.key.upper() if o.key in ('fid', 'kid', 'is') else o.key} {result[o.key]:{o.fmt}}"
+                    for name in names for o in METRICS[name].outputs if isinstance(result.get(o.key), (int, float)))

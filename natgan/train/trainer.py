@@ -24,6 +24,7 @@ from rich.console import Console
 
 from natgan import checkpoint
 from natgan.errors import ConfigError, DataError, NatGanError
+from natgan.metrics.registry import is_better, numbers_line, scalars
 from natgan.models import count_params, create
 from natgan.models.normalization import to_uint8
 from natgan.recipe import Recipe
@@ -393,7 +394,6 @@ class Trainer:
     def evaluate_metrics(self, writer: Any = None) -> dict:
         """``eval.metrics`` of G_ema (natgan.metrics registry), logged per output and kept in the history."""
         from natgan.metrics import evaluate_generator
-        from natgan.metrics.registry import scalars
         from natgan.metrics.settings import default_reference, evaluation_kwargs
 
         found = default_reference(self.recipe.to_dict())
@@ -412,8 +412,6 @@ class Trainer:
 
     def _keep_best(self, key: str, value: float, history: list[dict]) -> None:
         """Write best.pt (atomically) when ``value`` beats every earlier ``key`` in the metrics history."""
-        from natgan.metrics.registry import is_better
-
         best = None
         for old in history:
             if isinstance(old.get(key), (int, float)) and (best is None or is_better(key, float(old[key]), best)):
@@ -484,7 +482,7 @@ class Trainer:
                 done = self.step == self.t.iterations
                 if self.recipe.eval.every and (self.step % self.recipe.eval.every == 0 or done) and main:
                     record = self.evaluate_metrics(writer)
-                    display.message(f"step {self.step}: {metrics_line(record)} ({record.get('mode', '')}, "
+                    display.message(f"step {self.step}: {numbers_line(record, ', ')} ({record.get('mode', '')}, "
                                     f"{record.get('num_gen', '')} images)")
                 if self.step % self.t.sample_every == 0 or done:
                     grid = self.save_grid(writer) or grid
@@ -547,13 +545,6 @@ class Trainer:
     def _restore_signal_handlers(previous: dict) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def metrics_line(record: dict) -> str:
-    """``fid 12.345, precision 0.712`` for the log."""
-    from natgan.metrics.registry import scalars
-
-    return ", ".join(f"{k} {v:.4g}" for k, v in scalars(record, record.get("metrics", ["fid"])).items())
 
 
 def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
