@@ -142,7 +142,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("pr", "precision/recall", (Output("precision", "higher"), Output("recall", "higher")), _pr,
            features=MANIFOLD, real="features", min_gen=4),
     Metric("dc", "density/coverage", (Output("density", "higher"), Output("coverage", "higher")), _dc,
-           features=MANIFOLD, real="features", min_gen=2),
+           features=MANIFOLD, real="features", min_gen=4),   # pr and dc share one pass: k = 3 radii of both sides
     Metric("is", "IS", (Output("is", "higher", ".3f"), Output("is_std", "none", ".3f")), _is, real="none",
            min_gen=10),
 )}
