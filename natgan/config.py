@@ -19,9 +19,9 @@ from natgan.errors import ConfigError
 
 
 def option(default: Any = dataclasses.MISSING, *, min: float | None = None, max: float | None = None,
-           help: str = "", default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with an optional numeric range and a one-line help text."""
-    meta = {"min": min, "max": max, "help": help}
+           help: str = "", default_factory: Any = dataclasses.MISSING, aliases: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with an optional numeric range, a one-line help text and old names still accepted."""
+    meta = {"min": min, "max": max, "help": help, "aliases": tuple(aliases)}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if isinstance(default, (list, dict)):
@@ -137,6 +137,7 @@ def build(cls: type, data: dict[str, Any], *, section: str, source: str) -> Any:
         raise ConfigError(f"{source}: key '{section}': expected a table, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _resolve_aliases(data, fields, section, source)
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
@@ -167,6 +168,22 @@ def build(cls: type, data: dict[str, Any], *, section: str, source: str) -> Any:
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     return obj
+
+
+def _resolve_aliases(data: dict[str, Any], fields: dict[str, dataclasses.Field], section: str,
+                     source: str) -> dict[str, Any]:
+    """Old key names (``aliases``) renamed to the current ones; giving both is an error."""
+    renames = {alias: name for name, f in fields.items() for alias in f.metadata.get("aliases", ())}
+    if not renames.keys() & data.keys():
+        return data
+    out = {}
+    for key, value in data.items():
+        name = renames.get(key, key)
+        if name in out or (name != key and name in data):
+            raise ConfigError(f"{source}: keys '{_join(section, key)}' and '{_join(section, name)}' are the same "
+                              f"setting ('{key}' is the old name); give only '{_join(section, name)}'")
+        out[name] = value
+    return out
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -71,6 +71,8 @@ class TrainConfig:
     sample_every: int = option(5_000, min=1, help="steps between sample grids")
     log_every: int = option(100, min=1, help="steps between log lines / TensorBoard scalars")
     device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    keep_best: Optional[str] = option(None, help="keep best.pt for this eval output (e.g. \"fid\", \"precision\"); "
+                                                 "needs eval.every > 0 and the metric in eval.metrics")
 
     def validate(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -88,13 +90,22 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Periodic FID during training, and the defaults `nat-gan fid` uses for this run."""
+    """Periodic metrics during training, and the defaults `nat-gan fid` uses for this run."""
 
-    every: int = option(0, min=0, help="steps between FID evaluations (0 = never)")
-    num: int = option(50_000, min=2, help="generated images per FID")
+    every: int = option(0, min=0, help="steps between evaluations (0 = never)")
+    num: int = option(50_000, min=2, help="generated images per evaluation")
     mode: FidMode = option("legacy_pytorch", help="clean-fid mode (legacy_pytorch = the papers' protocol)")
     reference: str = option("", help="reference dataset (default: data.path) or a clean-fid statistics name")
-    batch: int = option(64, min=1)
+    metrics: list[str] = option(["fid"], help="registered metrics: fid, kid, pr, dc, is (natgan.metrics.registry)")
+    pr_features: Literal["vgg16", "inception"] = option("vgg16", help="features of pr and dc")
+    batch_per_device: int = option(64, min=1, aliases=("batch",),
+                                   help="images per generator/extractor forward pass on the one evaluating device "
+                                        "(not a global batch like train.batch; old name: eval.batch)")
+
+    def validate(self) -> None:
+        from natgan.metrics.registry import parse_metrics
+
+        self.metrics = parse_metrics(self.metrics, source="key 'eval.metrics'")
 
 
 @dataclass
@@ -145,7 +156,26 @@ def from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Recipe:
     model_cfg = spec.make_config({k: v for k, v in model.items() if k != "name"}, source=source)
     sections = {name: cfg.build(cls, data.get(name, {}), section=name, source=source)
                 for name, cls in SECTIONS.items()}
+    _check_keep_best(sections["train"], sections["eval"], source)
     return Recipe(model_name=spec.name, model=model_cfg, source=source, **sections)
+
+
+def _check_keep_best(train: TrainConfig, ev: EvalConfig, source: str) -> None:
+    """``train.keep_best`` names an output of a metric that ``eval.metrics`` computes every ``eval.every``."""
+    if train.keep_best is None:
+        return
+    from natgan.metrics.registry import metric_of_output, outputs
+
+    keys = [k for k, o in outputs().items() if o.better != "none"]
+    metric = metric_of_output(train.keep_best)
+    if metric is None or train.keep_best not in keys:
+        raise ConfigError(f"{source}: key 'train.keep_best': expected one of {', '.join(keys)}, "
+                          f"got {train.keep_best!r}")
+    if metric.name not in ev.metrics:
+        raise ConfigError(f"{source}: key 'train.keep_best': '{train.keep_best}' comes from metric '{metric.name}', "
+                          f"which eval.metrics ({', '.join(ev.metrics)}) does not compute")
+    if not ev.every:
+        raise ConfigError(f"{source}: key 'train.keep_best': needs periodic evaluation (eval.every > 0)")
 
 
 def parse_override(expr: str) -> tuple[list[str], Any]:

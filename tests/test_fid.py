@@ -66,7 +66,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("NATGAN_INCEPTION", raising=False)
     monkeypatch.delenv("NATGAN_OFFLINE", raising=False)
     # never look at (or download to) the machine's real clean-fid locations
-    monkeypatch.setattr(weights_mod.WeightsFile, "cleanfid_location", lambda self: tmp_path / "absent" / self.filename)
+    monkeypatch.setattr(weights_mod.WeightsFile, "tool_location", lambda self: tmp_path / "absent" / self.filename)
 
     def no_network(url, target, **_):
         raise urllib.error.URLError("network unreachable (simulated)")
@@ -401,6 +401,8 @@ def test_pytorch_fid_weights_load_from_a_local_file(tmp_path, monkeypatch):
     assert ext.name == "pytorch-fid-inception-2015-12-05"
     feats = ext(torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8))
     assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+    # the 1008-class layer that pytorch-fid drops is kept for the Inception Score's unbiased logits
+    np.testing.assert_array_equal(ext.logits_weight, captured["m"].state_dict()["fc.weight"].numpy())
     assert inception_pytorch.load_state_dict_from_url.__module__ != "natgan.metrics.extractors"  # restored
 
     bad = tmp_path / "bad.pth"
@@ -465,8 +467,8 @@ def fake_inception(monkeypatch):
 
     calls = []
 
-    def build(mode, *, device="cpu", inception=None):
-        calls.append({"mode": mode, "inception": inception})
+    def build(mode, *, device="cpu", inception=None, weights_dir=None):
+        calls.append({"mode": mode, "inception": inception, "weights_dir": weights_dir})
         return FeatureExtractor(TinyFeatures().eval(), mode=mode, name="tf-inception-2015-12-05", device=device)
 
     monkeypatch.setattr(runner, "build_inception", build)
@@ -490,7 +492,7 @@ def test_cli_fid_from_recipe_records_in_checkpoint(tmp_path, capsys, fake_incept
     code, out, _ = run_cli(["fid", "--ckpt", str(ck), "--num", "5", "--no-record", "--json", "-q", "--workers", "0",
                             "--inception", str(tmp_path / "w.pt"), "--mode", "legacy_tensorflow"], capsys)
     assert code == 0 and json.loads(out)["num_gen"] == 5 and len(ckpt_io.load(ck)["metrics"]) == 1
-    assert fake_inception[-1] == {"mode": "legacy_tensorflow", "inception": tmp_path / "w.pt"}
+    assert fake_inception[-1] == {"mode": "legacy_tensorflow", "inception": tmp_path / "w.pt", "weights_dir": None}
 
     code, out, _ = run_cli(["fid", "--ckpt", str(ck), "--num", "5", "--no-record", "-q", "--workers", "0"], capsys)
     assert code == 0 and "FID " in out and "reference" in out and "cached statistics" in out

@@ -57,7 +57,9 @@ def test_lpips_distance_properties(lpips):
     assert (lpips(x, near) < lpips(x, y)).all()
 
 
-def test_lpips_missing_weights_names_both_files_and_urls(tmp_path):
+def test_lpips_missing_weights_names_both_files_and_urls(tmp_path, monkeypatch):
+    monkeypatch.setenv("NATGAN_OFFLINE", "1")
+    monkeypatch.setenv("NATGAN_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(NatGanError) as info:
         load_lpips(tmp_path)
     message = str(info.value)
@@ -306,3 +308,17 @@ def test_ppl_outlier_filter_keeps_the_1_to_99_percentiles():
     dist = np.concatenate([np.full(98, 1.0), [1000.0, -1000.0]])
     assert ppl.filtered_mean(dist, (1.0, 99.0)) == pytest.approx(1.0, abs=0.1)
     assert ppl.filtered_mean(np.arange(101.0), (10.0, 90.0)) == pytest.approx(50.0)
+
+
+def test_ppl_is_one_entry_of_the_metric_registry(lpips):
+    """`nat-gan fid --metrics ppl` / `eval.metrics = ["ppl"]`: the registry runs the same function on G."""
+    from natgan.metrics import evaluate_generator
+    from natgan.metrics.registry import METRICS, scalars
+
+    G = generator("stylegan2", **SG2)
+    r = evaluate_generator(G, None, metrics="ppl", num=6, batch_size=8, seed=1, progress=False,
+                           options={"lpips": lpips})
+    direct = ppl.perceptual_path_length(G, lpips, n=6, batch=4, seed=1)
+    assert METRICS["ppl"].generator and r["ppl"] == direct["ppl"]
+    assert "lerp in w" in r["details"]["ppl"]["protocol"] and "6 samples" in r["details"]["ppl"]["protocol"]
+    assert scalars(r, r["metrics"]) == {"ppl": r["ppl"]}

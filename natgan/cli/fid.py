@@ -1,4 +1,4 @@
-"""`nat-gan fid`: FID (and KID) of a checkpoint or a dataset against a reference, protocol stated."""
+"""`nat-gan fid`: FID and the other registered metrics of a checkpoint or a dataset, protocols stated."""
 
 from __future__ import annotations
 
@@ -13,35 +13,39 @@ from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 
 
 def recipe_reference(ckpt: dict, path: Path) -> str:
-    """The reference a checkpoint's recipe names: ``eval.reference``, else ``data.path``."""
+    """The reference a checkpoint's recipe names (:func:`natgan.metrics.settings.default_reference`), checked."""
     from natgan.metrics import published
+    from natgan.metrics.settings import default_reference
 
-    recipe = ckpt.get("recipe") or {}
-    for key in (("eval", "reference"), ("data", "path")):
-        value = (recipe.get(key[0]) or {}).get(key[1])
-        if value:
-            if not published.is_published(value) and not Path(value).expanduser().exists():
-                raise DataError(f"{path}: the dataset its recipe names ({key[0]}.{key[1]} = '{value}') is not there; "
-                                f"pass --data PATH or --ref cleanfid:NAME:RES:SPLIT")
-            return value
-    raise ConfigError(f"{path}: the checkpoint's recipe names no dataset (data.path / eval.reference); pass --data PATH "
-                      f"or --ref cleanfid:NAME:RES:SPLIT")
+    found = default_reference(ckpt.get("recipe"))
+    if found is None:
+        raise ConfigError(f"{path}: the checkpoint's recipe names no dataset (data.path / eval.reference); pass "
+                          f"--data PATH or --ref cleanfid:NAME:RES:SPLIT")
+    value, key = found
+    if not published.is_published(value) and not Path(value).expanduser().exists():
+        raise DataError(f"{path}: the dataset its recipe names ({key} = '{value}') is not there; "
+                        f"pass --data PATH or --ref cleanfid:NAME:RES:SPLIT")
+    return value
 
 
 def _summary(result: dict, recorded: str | None) -> None:
+    from natgan.metrics.registry import numbers_line
+
     ref = result["reference"]
     gen = result["generated"]
-    line = f"[bold]FID {result['fid']:.4f}[/]"
-    if "kid" in result:
-        line += f"   KID {result['kid']:.6f}"
-    console.print(f"{line}   ({result['mode']}, {result['num_gen']:,} vs {result['num_ref']:,} images)")
-    console.print(f"  protocol   {result['protocol']}")
+    numbers = numbers_line(result)
+    counts = f"{result['num_gen']:,} vs {result['num_ref']:,} images" if ref else f"{result['num_gen']:,} images"
+    console.print(f"[bold]{numbers}[/]   ({result['mode']}, {counts})")
+    for name in result["metrics"]:
+        console.print(f"  {name:<10} {result['details'][name]['protocol']}")
     if gen.get("kind") == "generator":
         console.print(f"  generated  {gen.get('checkpoint', 'generator')} ({'EMA' if gen.get('ema', True) else 'raw'} "
                       f"weights, step {gen.get('step')}), seeds {gen['seeds']}, trunc {gen['trunc']}")
     else:
         console.print(f"  A          {gen['description']} [{gen['content_hash'][:24]}...]")
-    if ref["kind"] == "cleanfid":
+    if ref is None:
+        pass
+    elif ref["kind"] == "cleanfid":
         console.print(f"  reference  {ref['spec']} ({ref['file']})")
     else:
         cached = " (cached statistics)" if result["reference_cached"] else ""
@@ -74,7 +78,13 @@ def register(app: typer.Typer) -> None:
                                                    "StyleNAT/StyleSwin papers used a random 50000)."),
         mode: Optional[str] = typer.Option(None, "--mode", help="clean | legacy_pytorch | legacy_tensorflow (default: "
                                                                 "recipe eval.mode, else legacy_pytorch = the papers')."),
-        kid: bool = typer.Option(False, "--kid", help="Also compute KID (keeps all reference features)."),
+        metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated registered metrics: fid, kid, "
+                                                                       "pr, dc, is, ppl (default: recipe eval.metrics, "
+                                                                       "else fid)."),
+        kid: bool = typer.Option(False, "--kid", help="Also compute KID (same as adding kid to --metrics)."),
+        pr_features: Optional[str] = typer.Option(None, "--pr-features", help="Features of pr and dc: vgg16 (as "
+                                                                              "stylegan2-ada) | inception (default: "
+                                                                              "recipe eval.pr_features, else vgg16)."),
         batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size (default: by device)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = off, the standard FID protocol)."),
@@ -85,6 +95,9 @@ def register(app: typer.Typer) -> None:
                                                                     "random (NVIDIA's metrics) | none."),
         inception: Optional[Path] = typer.Option(None, "--inception", help="Inception weights file or directory "
                                                                            "(offline machines; also $NATGAN_INCEPTION)."),
+        weights: Optional[Path] = typer.Option(None, "--weights", help="Directory of metric network weights (Inception, "
+                                                                       "VGG16) under their usual file names (also "
+                                                                       "$NATGAN_WEIGHTS)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Recompute reference statistics; do not store them."),
         no_record: bool = typer.Option(False, "--no-record", help="Do not append the result to the checkpoint's "
                                                                   "metrics history."),
@@ -92,9 +105,12 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     ) -> None:
-        """Fréchet Inception Distance through clean-fid, with the protocol and reference identity recorded."""
-        from natgan.metrics import MODES, fid_for_datasets, fid_for_generator, record_in_checkpoint
+        """FID and the other registered metrics (KID, precision/recall, density/coverage, IS), protocols recorded."""
+        from natgan.metrics import MODES, evaluate_datasets, evaluate_generator, record_in_checkpoint
         from natgan.metrics.record import fingerprint
+        from natgan.metrics.registry import FEATURE_SETS, METRICS, parse_metrics
+        from natgan.metrics.settings import eval_config, evaluation_kwargs
+        from natgan.metrics.weights import weights_directory
         from natgan.sampling import auto_batch_size, load_generator, resolve_device
 
         inputs = list(inputs or [])
@@ -102,8 +118,17 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--mode '{mode}': expected one of {', '.join(MODES)}")
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
-        common = dict(kid=kid, inception=inception, use_cache=not no_cache, workers=workers, progress=not quiet)
+        if pr_features is not None and pr_features not in FEATURE_SETS:
+            raise ConfigError(f"--pr-features '{pr_features}': expected one of {', '.join(FEATURE_SETS)}")
+        chosen = parse_metrics(metrics) if metrics is not None else None
+        weights_directory(weights)  # a wrong --weights fails now, not after the reference pass
+        common = dict(inception=inception, weights_dir=weights, use_cache=not no_cache, workers=workers,
+                      progress=not quiet)
         dev = resolve_device(device)
+
+        def metric_names(default: list[str]) -> list[str]:
+            names = list(chosen or default)
+            return names + ["kid"] if kid and "kid" not in names else names
 
         if ckpt is None:
             if len(inputs) == 2 and ref is None:
@@ -113,8 +138,10 @@ def register(app: typer.Typer) -> None:
             else:
                 raise ConfigError("give --ckpt CKPT (and optionally a reference), or two datasets A B, or one "
                                   "dataset A with --ref")
-            result = fid_for_datasets(a, str(b), mode=mode or "legacy_pytorch", num=num, num_ref=num_ref,
-                                      batch_size=batch or auto_batch_size(dev, 256), device=dev, **common)
+            defaults = eval_config(None)
+            result = evaluate_datasets(a, str(b), metrics=metric_names(defaults.metrics), mode=mode or defaults.mode,
+                                       num=num, num_ref=num_ref, pr_features=pr_features or defaults.pr_features,
+                                       batch_size=batch or auto_batch_size(dev, 256), device=dev, **common)
             _finish(result, None, json_out)
             return
 
@@ -122,14 +149,16 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("with --ckpt give at most one reference (--data/--ref or one argument)")
         before = fingerprint(ckpt) if ckpt.is_file() else None
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
-        recipe_eval = (loaded.ckpt.get("recipe") or {}).get("eval") or {}
-        reference = ref or (str(inputs[0]) if inputs else recipe_reference(loaded.ckpt, ckpt))
+        settings = evaluation_kwargs(eval_config(loaded.ckpt.get("recipe"), source=f"{ckpt}: recipe"))
+        settings["metrics"] = metric_names(settings["metrics"])
+        needs_reference = any(METRICS[name].real != "none" for name in settings["metrics"])
+        reference = ref or (str(inputs[0]) if inputs else
+                            recipe_reference(loaded.ckpt, ckpt) if needs_reference else None)
         G = loaded.G
-        result = fid_for_generator(
-            G, reference, num=num or int(recipe_eval.get("num") or 50_000),
-            mode=mode or recipe_eval.get("mode") or "legacy_pytorch",
-            batch_size=batch or auto_batch_size(dev, int(G.resolution)), device=dev, seed=seed, num_ref=num_ref,
-            psi=trunc, noise_mode=noise_mode, **common)
+        settings.update({k: v for k, v in (("num", num), ("mode", mode), ("pr_features", pr_features)) if v})
+        settings["batch_size"] = batch or auto_batch_size(dev, int(G.resolution))
+        result = evaluate_generator(G, reference, device=dev, seed=seed, num_ref=num_ref, psi=trunc,
+                                    noise_mode=noise_mode, **settings, **common)
         result["generated"].update({"checkpoint": str(ckpt), "model": loaded.ckpt["model"]["name"],
                                     "step": loaded.ckpt["progress"].get("step"), "ema": loaded.ema})
         recorded = None

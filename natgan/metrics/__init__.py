@@ -1,21 +1,38 @@
-"""FID and KID with stated protocols, through clean-fid's own resizers, networks and distances.
+"""Evaluation metrics with stated protocols: FID, KID, precision/recall, density/coverage, IS.
 
-* :func:`fid_for_generator` — a generator vs a dataset or published statistics (the trainer's periodic FID);
-* :func:`fid_for_datasets` — folder/zip/LMDB vs folder/zip/LMDB (or published statistics);
-* :class:`FeatureExtractor` / :func:`build_inception` — the mode's resize + network, offline-capable;
+* :mod:`natgan.metrics.registry` — one entry per metric (its features, what it needs, its function);
+  :func:`evaluate_generator` / :func:`evaluate_datasets` compute any selection of them, embedding every
+  image once per feature extractor;
+* :func:`fid_for_generator` / :func:`fid_for_datasets` — the FID (and KID) shortcuts;
+* :class:`FeatureExtractor` / :func:`build_inception` / :func:`natgan.metrics.vgg.build_vgg16` — networks,
+  offline-capable through :mod:`natgan.metrics.weights`;
 * reference statistics cached under :func:`cache_dir` (``$NATGAN_CACHE_DIR``, ``$XDG_CACHE_HOME/nat-gan``,
   ``~/.cache/nat-gan``).
+
+Names are imported lazily, so ``natgan.metrics.registry`` (used to validate recipes) stays cheap to import.
 """
 
-from natgan.metrics.cache import StatsCache, StatsKey, cache_dir
-from natgan.metrics.extractors import PROTOCOLS, FeatureExtractor, build_inception
-from natgan.metrics.record import record_in_checkpoint
-from natgan.metrics.runner import fid_for_datasets, fid_for_generator
-from natgan.metrics.stats import Statistics, frechet_distance, kernel_inception_distance, statistics
-from natgan.metrics.weights import MODES, resolve_weights
+from __future__ import annotations
 
-__all__ = [
-    "MODES", "PROTOCOLS", "FeatureExtractor", "Statistics", "StatsCache", "StatsKey", "build_inception",
-    "cache_dir", "fid_for_datasets", "fid_for_generator", "frechet_distance", "kernel_inception_distance",
-    "record_in_checkpoint", "resolve_weights", "statistics",
-]
+import importlib
+
+_EXPORTS = {
+    "StatsCache": "cache", "StatsKey": "cache", "cache_dir": "cache",
+    "PROTOCOLS": "extractors", "FeatureExtractor": "extractors", "build_inception": "extractors",
+    "record_in_checkpoint": "record",
+    "evaluate_datasets": "runner", "evaluate_generator": "runner", "fid_for_datasets": "runner",
+    "fid_for_generator": "runner",
+    "Statistics": "stats", "frechet_distance": "stats", "kernel_inception_distance": "stats", "statistics": "stats",
+    "MODES": "weights", "resolve_weights": "weights",
+    "METRICS": "registry", "parse_metrics": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"natgan.metrics.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'natgan.metrics' has no attribute {name!r}")

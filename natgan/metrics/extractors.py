@@ -65,11 +65,12 @@ class FeatureExtractor:
 
     ``network`` receives float32 images in [0, 255] on ``device`` (299x299 except in
     ``legacy_tensorflow`` mode) and returns ``[B, D]`` features; ``name`` identifies it in cache keys
-    (None: reference statistics are not cached).
+    (None: reference statistics are not cached). ``logits_weight`` (``[classes, D]``): the classifier
+    that turns features into the unbiased logits the Inception Score reads (None: no IS).
     """
 
     def __init__(self, network: Callable[[torch.Tensor], torch.Tensor], *, mode: str, name: str | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", logits_weight: np.ndarray | None = None):
         if mode not in MODES:
             raise ConfigError(f"--mode '{mode}': expected one of {', '.join(MODES)}")
         self.network = network
@@ -78,6 +79,7 @@ class FeatureExtractor:
         self.weights_id = ""  # content hash of the weights file (see build_inception); part of cache keys
         self.protocol: str | None = None  # set for the real Inception networks (see PROTOCOLS)
         self.device = torch.device(device)
+        self.logits_weight = logits_weight
         self._pil_resize = build_resizer("clean") if mode == "clean" else None
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -116,6 +118,7 @@ class CallableExtractor:
         self.name = getattr(fn, "name", None)
         self.protocol = None
         self.device = torch.device("cpu")
+        self.logits_weight = getattr(fn, "logits_weight", None)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
@@ -154,17 +157,24 @@ class TorchScriptInception(InceptionV3W):
                               f"legacy_tensorflow modes need ({str(exc).splitlines()[0][:120]})") from None
         self.resize_inside = resize_inside
 
+    def classifier_weight(self) -> np.ndarray | None:
+        """The 1008-class softmax layer's weight (``output``), for the Inception Score's unbiased logits."""
+        output = getattr(self.base, "output", None) if hasattr(self.base, "output") else None
+        return None if output is None else output.weight.detach().float().cpu().numpy()
+
 
 _LOADER_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _pytorch_fid_weights_from(path: Path):
-    """Make clean-fid's pytorch-fid Inception read its state dict from ``path`` instead of the network."""
+def _pytorch_fid_weights_from(path: Path, loaded: dict):
+    """Make clean-fid's pytorch-fid Inception read its state dict from ``path`` (kept in ``loaded``)."""
 
     def load(url: str, **_: Any) -> dict:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            loaded.update(state)
+            return state
         except Exception as exc:  # torch raises several types for a wrong file
             raise NatGanError(f"{path}: not the pytorch-fid Inception weights {PYTORCH_FID.filename} that "
                               f"legacy_pytorch mode needs ({str(exc).splitlines()[0][:120]})") from None
@@ -183,7 +193,8 @@ class PytorchFidInception(nn.Module):
 
     def __init__(self, path: str | Path):
         super().__init__()
-        with _pytorch_fid_weights_from(Path(path)):
+        state: dict = {}
+        with _pytorch_fid_weights_from(Path(path), state):
             try:
                 with warnings.catch_warnings():  # clean-fid passes torchvision's deprecated `pretrained=False`
                     warnings.simplefilter("ignore", UserWarning)
@@ -191,6 +202,12 @@ class PytorchFidInception(nn.Module):
             except RuntimeError as exc:  # load_state_dict key/shape mismatch
                 raise NatGanError(f"{path}: not the pytorch-fid Inception weights {PYTORCH_FID.filename} "
                                   f"({str(exc).splitlines()[0][:120]})") from None
+        # pytorch-fid keeps only the pool3 blocks; the 1008-class layer stays here for the Inception Score.
+        fc = state.get("fc.weight")
+        self.register_buffer("fc_weight", None if fc is None else fc.float().clone(), persistent=False)
+
+    def classifier_weight(self) -> np.ndarray | None:
+        return None if self.fc_weight is None else self.fc_weight.cpu().numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x / 255)[0].squeeze(-1).squeeze(-1)
@@ -200,16 +217,17 @@ def inception_name(mode: str) -> str:
     return "pytorch-fid-inception-2015-12-05" if mode == "legacy_pytorch" else "tf-inception-2015-12-05"
 
 
-def build_inception(mode: str, *, device: str | torch.device = "cpu",
-                    inception: str | Path | None = None) -> FeatureExtractor:
+def build_inception(mode: str, *, device: str | torch.device = "cpu", inception: str | Path | None = None,
+                    weights_dir: str | Path | None = None) -> FeatureExtractor:
     """The Inception extractor of ``mode``, weights found by :func:`natgan.metrics.weights.resolve_weights`."""
-    path = resolve_weights(mode, inception)
+    path = resolve_weights(mode, inception, weights_dir)
     if mode == "legacy_pytorch":
         network: nn.Module = PytorchFidInception(path)
     else:
         network = TorchScriptInception(path, resize_inside=(mode == "legacy_tensorflow"))
     network = network.to(device).eval()
-    extractor = FeatureExtractor(network, mode=mode, name=inception_name(mode), device=device)
+    extractor = FeatureExtractor(network, mode=mode, name=inception_name(mode), device=device,
+                                 logits_weight=network.classifier_weight())
     extractor.weights_id = weights_digest(path)  # another file under the same name must not reuse statistics
     extractor.protocol = PROTOCOLS[mode]
     return extractor

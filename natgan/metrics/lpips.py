@@ -10,8 +10,8 @@ Weights are read from local files only (clusters are often offline):
 * ``vgg16-397923af.pth`` — torchvision's ImageNet VGG16 (:data:`VGG16_URL`);
 * ``vgg.pth`` — the LPIPS v0.1 linear layers (:data:`LPIPS_VGG_URL`),
 
-found by :func:`natgan.metrics.weights.locate_weights_files` (``--weights DIR``, ``$NATGAN_WEIGHTS``,
-the cache, torch.hub's checkpoints). ``random_init=True`` builds the same network with seeded random
+found by :func:`natgan.metrics.weights.locate_all` (``--weights DIR``, ``$NATGAN_WEIGHTS``,
+the cache, torch.hub's checkpoints; see that module for the search order). ``random_init=True`` builds the same network with seeded random
 weights, so tests run without any download; its distances are not LPIPS numbers.
 """
 
@@ -131,11 +131,10 @@ def load_lpips(weights: str | Path | None = None, *, random_init: bool = False, 
             trunk = _vgg16_trunk(None)
             lins = [torch.rand(c) / c for c in CHANNELS]  # non-negative like the learned weights
         return LPIPS(trunk, lins, pretrained=False).to(device)
-    from natgan.metrics.weights import locate_weights_files
+    from natgan.metrics.weights import locate_all
 
-    paths = locate_weights_files({VGG16_FILE: VGG16_URL, LPIPS_VGG_FILE: LPIPS_VGG_URL}, directory=weights,
-                                 purpose="LPIPS")
-    vgg_path, lin_path = paths[VGG16_FILE], paths[LPIPS_VGG_FILE]
+    paths = locate_all(["vgg16", "lpips-vgg"], weights_dir=weights, purpose="LPIPS")
+    vgg_path, lin_path = paths["vgg16"], paths["lpips-vgg"]
     trunk_state = _load_state(vgg_path, "torchvision VGG16 weights")
     try:
         trunk = _vgg16_trunk(trunk_state)

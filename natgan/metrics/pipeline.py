@@ -95,8 +95,8 @@ def _record_stream(item, stream) -> None:
 
 
 def generator_features(gen: ImageGenerator, seeds: Sequence[int], extractor, *, advance: Advance | None = None,
-                       overlap: bool = True) -> np.ndarray:
-    """Features of the images of ``seeds`` (one row per seed, in order)."""
+                       overlap: bool = True) -> np.ndarray | dict:
+    """Features of the images of ``seeds`` (one row per seed, in order; a dict when ``extractor`` returns one)."""
     def batches():
         return gen.batches(seeds)
 
@@ -151,7 +151,10 @@ def dataset_features(src, indices: Sequence[int], extractor, *, batch_size: int,
     return _concat(feats)
 
 
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
+def _concat(parts: list) -> np.ndarray | dict:
+    """Concatenate per-batch features (arrays, or dicts of arrays from several extractors at once)."""
+    if parts and isinstance(parts[0], dict):
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     if not parts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(parts)

@@ -1,8 +1,9 @@
-"""The FID runner: generator or dataset vs a reference, with the protocol stated in the result.
+"""The metric runner: a generator or a dataset vs a reference, for any selection of registered metrics.
 
-Every result records what makes an FID comparable: the mode (resize + Inception variant), the
-extractor, how many images on each side, the latent seeds, truncation, and the reference's identity
-(content hash, size, count), plus timings.
+Images are embedded once per feature set (Inception, VGG16) and every metric reading that set gets the
+same arrays; generated images are produced once for all extractors. Every result records what makes
+its numbers comparable: per metric the protocol (features, k, splits ...), the mode, how many images on
+each side, the latent seeds, truncation, the reference's identity (content hash, size, count), timings.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ from torch import nn
 
 from natgan import __version__
 from natgan.data.progress import ProgressBar
-from natgan.errors import ConfigError
+from natgan.errors import ConfigError, DataError
+from natgan.metrics import published
 from natgan.metrics.extractors import as_extractor, build_inception
 from natgan.metrics.pipeline import generator_features
 from natgan.metrics.reference import Reference, dataset_reference, load_reference, matched_resolutions
-from natgan.metrics.stats import Statistics, frechet_distance, kernel_inception_distance, statistics
+from natgan.metrics.registry import FEATURE_SETS, METRICS, Metric, MetricInputs, parse_metrics
 from natgan.metrics.weights import MODES
 from natgan.devices import resolve_device
 from natgan.noise_modes import DEFAULT_NOISE_MODE
 from natgan.sampling.generate import ImageGenerator, eval_mode, model_device
 from natgan.sampling.seeds import format_seeds
+
+_NEED = {"none": 0, "statistics": 1, "features": 2}
 
 
 MAX_FID_IMAGES = 2_000_000  # 16 GiB of 2048-d float32 features
@@ -36,42 +40,106 @@ def _check(mode: str, num: int | None, name: str = "--num") -> None:
     if mode not in MODES:
         raise ConfigError(f"--mode '{mode}': expected one of {', '.join(MODES)}")
     if num is not None and (not isinstance(num, int) or num < 2):
-        raise ConfigError(f"{name} {num!r}: FID needs at least 2 images")
+        raise ConfigError(f"{name} {num!r}: metrics need at least 2 images")
     if num is not None and num > MAX_FID_IMAGES:
         raise ConfigError(f"{name} {num:,}: at most {MAX_FID_IMAGES:,} images (their features alone would take "
                           f"{num * 2048 * 4 / 2**30:,.0f} GiB; the papers use 50,000)")
 
 
-def _extractor(extractor: Any, mode: str, device: torch.device, inception: str | Path | None):
-    """The extractor to use and the mode it really applies (a given FeatureExtractor's own mode wins)."""
-    if extractor is None:
-        ext = build_inception(mode, device=device, inception=inception)
-    else:
-        ext = as_extractor(extractor, mode)
-    return ext, ext.mode
+def _plan(names: list[str], pr_features: str, *, generator: bool, num: int | None) -> tuple[list[Metric], dict]:
+    """The metrics and, per feature set, how much of the reference they need (0 none, 1 stats, 2 features)."""
+    if pr_features not in FEATURE_SETS:
+        raise ConfigError(f"--pr-features '{pr_features}': expected one of {', '.join(FEATURE_SETS)}")
+    metrics = [METRICS[n] for n in parse_metrics(names, source="metrics")]
+    needs: dict[str, int] = {}
+    for m in metrics:
+        if m.generator and not generator:
+            raise ConfigError(f"metric '{m.name}' needs a generator (--ckpt), not a set of images")
+        if num is not None and num < m.min_gen:
+            raise ConfigError(f"--num {num}: metric '{m.name}' needs at least {m.min_gen} generated images")
+        fs = m.feature_set(pr_features)
+        if fs is not None:
+            needs[fs] = max(needs.get(fs, 0), _NEED[m.real])
+    return metrics, needs
 
 
-def _scores(gen: Statistics, ref: Statistics, *, kid: bool, seed: int) -> dict:
-    out = {"fid": frechet_distance(gen, ref)}
-    if kid:
-        out["kid"] = kernel_inception_distance(ref.feats, gen.feats, seed=seed)
+def _extractors(needs: dict, *, extractor: Any, extractors: dict | None, mode: str, device: torch.device,
+                inception: str | Path | None, weights_dir: str | Path | None) -> dict:
+    """One extractor per feature set: given ones first (tests, notebooks), else the real networks."""
+    given = dict(extractors or {})
+    if extractor is not None:
+        given.setdefault("inception", extractor)
+    out = {}
+    for fs in needs:
+        if fs in given:
+            out[fs] = as_extractor(given[fs], mode)
+        elif fs == "inception":
+            out[fs] = build_inception(mode, device=device, inception=inception, weights_dir=weights_dir)
+        else:
+            from natgan.metrics.vgg import build_vgg16
+
+            out[fs] = build_vgg16(device=device, weights_dir=weights_dir)
     return out
 
 
-def _result(scores: dict, *, mode: str, extractor, generated: dict, num_gen: int, ref: Reference,
-            timings: dict, extra: dict | None = None) -> dict:
+class _Together:
+    """Several extractors fed the same images: uint8 batch -> {feature set: features}."""
+
+    def __init__(self, extractors: dict):
+        self.extractors = extractors
+
+    def __call__(self, images: torch.Tensor) -> dict:
+        return {fs: ext(images) for fs, ext in self.extractors.items()}
+
+
+def _references(reference: str | Path | None, needs: dict, extractors: dict, **kw) -> dict[str, Reference]:
+    refs = {}
+    for fs, need in needs.items():
+        if need == 0:
+            continue
+        if reference is None:
+            raise ConfigError("these metrics compare against real images: give a reference (--data/--ref)")
+        if fs != "inception" and published.is_published(str(reference)):
+            raise DataError(f"reference '{reference}': clean-fid publishes Inception statistics only; {fs} metrics "
+                            f"need reference images (a dataset path)")
+        refs[fs] = load_reference(reference, extractors[fs], kid=need == 2, **kw)
+    return refs
+
+
+def _score(metrics: list[Metric], inputs: MetricInputs) -> tuple[dict, dict]:
+    scores, details = {}, {}
+    for m in metrics:
+        out = m.compute(inputs)
+        fs = m.feature_set(inputs.pr_features)
+        detail = {"protocol": out.pop("protocol"), "features": fs}
+        if fs in inputs.ref:
+            detail["num_ref"] = inputs.ref[fs].stats.count
+        details[m.name] = {**detail, **{k: v for k, v in out.items() if k not in {o.key for o in m.outputs}}}
+        scores.update({o.key: out[o.key] for o in m.outputs})
+    return scores, details
+
+
+def _result(names: list[str], scores: dict, details: dict, *, mode: str, extractors: dict, refs: dict,
+            generated: dict, num_gen: int, timings: dict, extra: dict | None = None) -> dict:
+    main = "inception" if "inception" in extractors else next(iter(extractors), None)
+    ext = extractors.get(main)
+    ref = refs.get("inception") or next(iter(refs.values()), None)
     return {
-        "metric": "fid",
+        "metric": ",".join(names),
+        "metrics": names,
         **scores,
         "mode": mode,
-        "protocol": getattr(extractor, "protocol", None)
-        or f"clean-fid '{mode}' resizing, custom feature extractor '{extractor.describe()}'",
-        "extractor": extractor.describe(),
+        "protocol": (getattr(ext, "protocol", None) or f"clean-fid '{mode}' resizing, custom feature extractor "
+                                                       f"'{ext.describe()}'") if ext is not None else None,
+        "extractor": ext.describe() if ext is not None else None,
+        "details": details,
+        "feature_sets": {fs: {"extractor": e.describe(), "protocol": getattr(e, "protocol", None)}
+                         for fs, e in extractors.items()},
         "num_gen": num_gen,
-        "num_ref": ref.stats.count,
+        "num_ref": ref.stats.count if ref else 0,
         "generated": generated,
-        "reference": ref.identity,
-        "reference_cached": ref.cached,
+        "reference": ref.identity if ref else None,
+        "reference_cached": all(r.cached for r in refs.values()) if refs else None,
         "timings": timings,
         **(extra or {}),
         "natgan_version": __version__,
@@ -79,43 +147,56 @@ def _result(scores: dict, *, mode: str, extractor, generated: dict, num_gen: int
     }
 
 
-def fid_for_generator(G: nn.Module, reference: str, *, num: int, mode: str = "legacy_pytorch", batch_size: int = 64,
-                      device: str | torch.device = "cpu", extractor: Any = None, progress: bool = True,
-                      seed: int = 0, num_ref: int | None = None, kid: bool = False, psi: float = 1.0,
-                      noise_mode: str | None = DEFAULT_NOISE_MODE, inception: str | Path | None = None, use_cache: bool = True,
-                      workers: int | None = None, overlap: bool = True) -> dict:
-    """FID of ``num`` images of ``G`` against ``reference`` (dataset path or ``cleanfid:NAME:RES:SPLIT``).
+def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: list[str] | str = ("fid",), num: int,
+                       mode: str = "legacy_pytorch", batch_size: int = 64, device: str | torch.device = "cpu",
+                       extractor: Any = None, extractors: dict | None = None, progress: bool = True, seed: int = 0,
+                       num_ref: int | None = None, psi: float = 1.0, noise_mode: str | None = DEFAULT_NOISE_MODE,
+                       inception: str | Path | None = None, weights_dir: str | Path | None = None,
+                       pr_features: str = "vgg16", use_cache: bool = True, workers: int | None = None,
+                       overlap: bool = True, options: dict | None = None) -> dict:
+    """The ``metrics`` of ``num`` images of ``G`` against ``reference`` (dataset path or ``cleanfid:NAME:RES:SPLIT``).
 
     Image ``i`` uses the latent of seed ``seed + i`` (the image ``nat-gan sample --seeds`` writes for that
-    seed), quantised to 8 bits and embedded without touching the disk; generation runs in a background
-    thread ahead of the extractor. ``G`` stays on its own device (``device`` places the extractor) and
-    is put in eval mode for the duration. ``extractor``: None (the mode's Inception, weights from
-    ``inception`` / ``$NATGAN_INCEPTION`` / the cache), a :class:`FeatureExtractor` (whose own mode then
-    applies), or any callable ``uint8 [B, 3, H, W] -> [B, D]``. ``noise_mode`` (models with noise inputs)
-    defaults to ``const`` (:data:`~natgan.noise_modes.DEFAULT_NOISE_MODE`, as ``sample``), so the score
-    does not depend on the batch size; ``random`` (NVIDIA's metrics) is drawn from a global RNG seeded with
-    ``seed`` inside a forked RNG state, so the caller's random stream is untouched; None keeps the model's.
+    seed), quantised to 8 bits and embedded by every needed extractor without touching the disk;
+    generation runs in a background thread ahead of the extractors. ``G`` stays on its own device
+    (``device`` places the extractors and the k-NN distances) and is put in eval mode for the duration.
+    ``extractor``: None (the mode's Inception, weights from ``inception`` / ``$NATGAN_INCEPTION`` / the
+    weights directory / the cache), a :class:`FeatureExtractor` (whose own mode then applies), or any
+    callable ``uint8 [B, 3, H, W] -> [B, D]``; ``extractors`` likewise per feature set (``vgg16``).
+    ``noise_mode`` (models with noise inputs) defaults to ``const`` (:data:`~natgan.noise_modes.DEFAULT_NOISE_MODE`,
+    as ``sample``), so the score does not depend on the batch size; ``random`` (NVIDIA's metrics) is drawn
+    from a global RNG seeded with ``seed`` inside a forked RNG state, so the caller's random stream is
+    untouched; None keeps the model's.
     """
     _check(mode, num)
     _check(mode, num_ref, "--num-ref")
+    names = parse_metrics(metrics, source="metrics")
+    chosen, needs = _plan(names, pr_features, generator=True, num=num)
     t0 = time.perf_counter()
     device = resolve_device(device, option="device")
-    ext, mode = _extractor(extractor, mode, device, inception)
-    ref = load_reference(reference, ext, resolution=int(G.resolution), num=num_ref, kid=kid, batch_size=batch_size,
-                         workers=workers, use_cache=use_cache, progress=progress)
+    exts = _extractors(needs, extractor=extractor, extractors=extractors, mode=mode, device=device,
+                       inception=inception, weights_dir=weights_dir)
+    mode = exts["inception"].mode if "inception" in exts else mode
+    refs = _references(reference, needs, exts, resolution=int(G.resolution), num=num_ref, batch_size=batch_size,
+                       workers=workers, use_cache=use_cache, progress=progress)
     t1 = time.perf_counter()
     seeds = range(seed, seed + num)
     gen_device = model_device(G)
-    # Models drawing random noise consume the global RNG: seed it for this run only, leaving the
-    # caller's (e.g. the trainer's) random stream exactly where it was.
-    with torch.random.fork_rng(devices=[gen_device] if gen_device.type == "cuda" else []), eval_mode(G, noise_mode):
-        torch.manual_seed(seed)
-        gen = ImageGenerator(G, batch_size=batch_size, psi=psi)
-        with ProgressBar(num, "generated features", enabled=progress) as bar:
-            feats = generator_features(gen, seeds, ext, advance=bar.advance, overlap=overlap)
+    feats: dict = {}
+    gen = ImageGenerator(G, batch_size=batch_size, psi=psi)
+    if exts:
+        # Models drawing random noise consume the global RNG: seed it for this run only, leaving the
+        # caller's (e.g. the trainer's) random stream exactly where it was.
+        with torch.random.fork_rng(devices=[gen_device] if gen_device.type == "cuda" else []), \
+                eval_mode(G, noise_mode):
+            torch.manual_seed(seed)
+            with ProgressBar(num, "generated features", enabled=progress) as bar:
+                feats = generator_features(gen, seeds, _Together(exts), advance=bar.advance, overlap=overlap)
     t2 = time.perf_counter()
-    gen_stats = statistics(feats, keep_feats=kid, side="generated images")
-    scores = _scores(gen_stats, ref.stats, kid=kid, seed=seed)
+    inputs = MetricInputs(gen=feats, ref=refs, extractors=exts, mode=mode, pr_features=pr_features, seed=seed,
+                          num=num, batch_size=batch_size, device=device, G=G, weights_dir=weights_dir,
+                          options=dict(options or {}, psi=psi, noise_mode=noise_mode))
+    scores, details = _score(chosen, inputs)
     t3 = time.perf_counter()
     generated = {"kind": "generator", "resolution": int(G.resolution), "seeds": format_seeds(seeds), "trunc": psi,
                  "noise_mode": getattr(G, "noise_mode", None) if noise_mode is None else noise_mode,
@@ -124,18 +205,20 @@ def fid_for_generator(G: nn.Module, reference: str, *, num: int, mode: str = "le
                "score_s": round(t3 - t2, 3), "total_s": round(t3 - t0, 3),
                "images_per_s": round(num / max(t2 - t1, 1e-9), 2)}
     extra = {"batch_size": gen.batch_size, "device": str(device)}
-    warnings = _resolution_warning(ref.identity, int(G.resolution))
+    warnings = [w for r in refs.values() for w in _resolution_warning(r.identity, int(G.resolution))]
     if warnings:
-        extra["warnings"] = warnings
-    return _result(scores, mode=mode, extractor=ext, generated=generated, num_gen=num, ref=ref, timings=timings,
-                   extra=extra)
+        extra["warnings"] = sorted(set(warnings))
+    return _result(names, scores, details, mode=mode, extractors=exts, refs=refs, generated=generated, num_gen=num,
+                   timings=timings, extra=extra)
 
 
-def fid_for_datasets(a: str | Path, b: str, *, mode: str = "legacy_pytorch", num: int | None = None,
-                     num_ref: int | None = None, batch_size: int = 64, device: str | torch.device = "cpu",
-                     extractor: Any = None, progress: bool = True, kid: bool = False,
-                     inception: str | Path | None = None, use_cache: bool = True, workers: int | None = None) -> dict:
-    """FID of dataset ``a`` (``num`` images, default all) against ``b`` (dataset or published name).
+def evaluate_datasets(a: str | Path, b: str, *, metrics: list[str] | str = ("fid",), mode: str = "legacy_pytorch",
+                      num: int | None = None, num_ref: int | None = None, batch_size: int = 64,
+                      device: str | torch.device = "cpu", extractor: Any = None, extractors: dict | None = None,
+                      progress: bool = True, inception: str | Path | None = None,
+                      weights_dir: str | Path | None = None, pr_features: str = "vgg16", use_cache: bool = True,
+                      workers: int | None = None) -> dict:
+    """The ``metrics`` of dataset ``a`` (``num`` images, default all) against ``b`` (dataset or published name).
 
     Each side is read at its own size and resized by the extractor, as its protocol does, so FID(a, b) ==
     FID(b, a); an LMDB that stores the other side's size serves it (see :func:`matched_resolutions`). Sizes
@@ -143,27 +226,52 @@ def fid_for_datasets(a: str | Path, b: str, *, mode: str = "legacy_pytorch", num
     """
     _check(mode, num)
     _check(mode, num_ref, "--num-ref")
+    names = parse_metrics(metrics, source="metrics")
+    chosen, needs = _plan(names, pr_features, generator=False, num=num)
     t0 = time.perf_counter()
     device = resolve_device(device, option="device")
-    ext, mode = _extractor(extractor, mode, device, inception)
+    exts = _extractors(needs, extractor=extractor, extractors=extractors, mode=mode, device=device,
+                       inception=inception, weights_dir=weights_dir)
+    mode = exts["inception"].mode if "inception" in exts else mode
+    gen_feats = {m.feature_set(pr_features) for m in chosen if m.gen == "features"}
     res_a, res_b = matched_resolutions(a, b)
-    side_a = dataset_reference(a, ext, resolution=res_a, num=num, kid=kid, batch_size=batch_size, workers=workers,
-                               use_cache=use_cache, progress=progress, label="A")
-    resolution = side_a.identity["resolution"]
-    side_b = load_reference(b, ext, resolution=res_b, num=num_ref, kid=kid, batch_size=batch_size, workers=workers,
-                            use_cache=use_cache, progress=progress)
+    sides = {fs: dataset_reference(a, ext, resolution=res_a, num=num, kid=fs in gen_feats, batch_size=batch_size, workers=workers,
+                                   use_cache=use_cache, progress=progress, label="A") for fs, ext in exts.items()}
+    first = next(iter(sides.values()))
+    resolution = first.identity["resolution"]
+    refs = _references(b, needs, exts, resolution=res_b, num=num_ref, batch_size=batch_size, workers=workers,
+                       use_cache=use_cache, progress=progress)
     t1 = time.perf_counter()
-    scores = _scores(side_a.stats, side_b.stats, kid=kid, seed=0)
+    inputs = MetricInputs(gen={fs: s.stats.feats for fs, s in sides.items()}, ref=refs, extractors=exts, mode=mode,
+                          pr_features=pr_features, seed=0, num=first.stats.count, batch_size=batch_size,
+                          device=device, weights_dir=weights_dir,
+                          memo={("stats", fs): s.stats for fs, s in sides.items()})
+    scores, details = _score(chosen, inputs)
     t2 = time.perf_counter()
-    timings = {"a_s": round(side_a.seconds, 3), "reference_s": round(side_b.seconds, 3),
+    timings = {"a_s": round(sum(s.seconds for s in sides.values()), 3),
+               "reference_s": round(sum(r.seconds for r in refs.values()), 3),
                "score_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3)}
-    generated = {**side_a.identity, "cached": side_a.cached}
+    generated = {**first.identity, "cached": all(s.cached for s in sides.values())}
     extra = {"device": str(device)}
-    warnings = _resolution_warning(side_b.identity, resolution)
+    warnings = [w for r in refs.values() for w in _resolution_warning(r.identity, resolution)]
     if warnings:
-        extra["warnings"] = warnings
-    return _result(scores, mode=mode, extractor=ext, generated=generated, num_gen=side_a.stats.count, ref=side_b,
-                   timings=timings, extra=extra)
+        extra["warnings"] = sorted(set(warnings))
+    return _result(names, scores, details, mode=mode, extractors=exts, refs=refs, generated=generated,
+                   num_gen=first.stats.count, timings=timings, extra=extra)
+
+
+def _fid_names(kid: bool) -> list[str]:
+    return ["fid", "kid"] if kid else ["fid"]
+
+
+def fid_for_generator(G: nn.Module, reference: str, *, num: int, kid: bool = False, **kw) -> dict:
+    """FID (and KID) of ``num`` images of ``G``: :func:`evaluate_generator` with ``metrics = fid[,kid]``."""
+    return evaluate_generator(G, reference, metrics=_fid_names(kid), num=num, **kw)
+
+
+def fid_for_datasets(a: str | Path, b: str, *, kid: bool = False, **kw) -> dict:
+    """FID (and KID) of dataset ``a`` against ``b``: :func:`evaluate_datasets` with ``metrics = fid[,kid]``."""
+    return evaluate_datasets(a, b, metrics=_fid_names(kid), **kw)
 
 
 def _resolution_warning(identity: dict, resolution: int) -> list[str]:

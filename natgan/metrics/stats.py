@@ -16,6 +16,9 @@ from cleanfid import fid as cleanfid_fid
 
 from natgan.errors import NatGanError
 
+KID_SUBSETS = 100       # clean-fid's defaults (as torch-fidelity and stylegan2-ada-pytorch)
+KID_SUBSET_SIZE = 1000
+
 
 @dataclass
 class Statistics:
@@ -61,7 +64,8 @@ def frechet_distance(a: Statistics, b: Statistics) -> float:
 
 
 def kernel_inception_distance(ref_feats: np.ndarray, gen_feats: np.ndarray, *, seed: int = 0,
-                              num_subsets: int = 100, max_subset_size: int = 1000) -> float:
+                              num_subsets: int = KID_SUBSETS,
+                              max_subset_size: int = KID_SUBSET_SIZE) -> float:
     """clean-fid's KID (cubic polynomial kernel MMD over random subsets), with the subsets seeded.
 
     clean-fid draws subsets from numpy's global RNG; we seed it for the call and restore it after, so

@@ -1,15 +1,21 @@
-"""Finding the Inception weights file each clean-fid mode needs, offline-first.
+"""Finding the weights files of the metric networks, offline-first, by name.
 
-clean-fid downloads its networks at run time (the TorchScript file to a hard-coded ``/tmp``, the
-pytorch-fid weights through ``torch.hub``), which fails on clusters without internet. We look, in order:
+clean-fid and torchvision download their networks at run time (the TorchScript Inception to a hard-coded
+``/tmp``, the pytorch-fid and torchvision weights through ``torch.hub``), which fails on clusters without
+internet. Every network is one entry of :data:`WEIGHTS` (name -> file name + download URL), and
+:func:`locate` looks, in order:
 
-1. ``--inception PATH`` (the ``inception`` argument), else ``$NATGAN_INCEPTION``: a file, or a
-   directory holding the file under its usual name (so one directory can serve every mode);
-2. ``<cache>/weights/<file>`` (see :func:`natgan.metrics.cache.cache_dir`);
-3. where clean-fid itself keeps it (``/tmp`` or the ``torch.hub`` checkpoint directory);
-4. a download into ``<cache>/weights/`` (skipped when ``$NATGAN_OFFLINE`` is set).
+1. for the Inception files only: ``--inception PATH`` (the ``inception`` argument), else
+   ``$NATGAN_INCEPTION``: a file, or a directory holding the file under its usual name;
+2. the weights directory: ``--weights DIR`` (the ``weights_dir`` argument), else ``$NATGAN_WEIGHTS``,
+   holding files under their usual names (one directory serves every metric);
+3. ``<cache>/weights/<file>`` (see :func:`natgan.metrics.cache.cache_dir`);
+4. where the upstream tool itself keeps it (``/tmp`` for clean-fid's TorchScript file, else the
+   ``torch.hub`` checkpoint directory that pytorch-fid and torchvision use);
+5. a download into ``<cache>/weights/`` (skipped when ``$NATGAN_OFFLINE`` is set).
 
-When all of that fails the error names the file, the URL clean-fid uses and the places it may go.
+When all of that fails the error names the file, its download URL and the places it may go. A network
+another module needs (e.g. LPIPS's VGG16) is one more :data:`WEIGHTS` entry and a :func:`locate` call.
 """
 
 from __future__ import annotations
@@ -35,13 +41,14 @@ DOWNLOAD_TIMEOUT_S = 60
 
 @dataclass(frozen=True)
 class WeightsFile:
-    kind: str          # "torchscript" (NVIDIA's TF-Inception port) or "pytorch" (pytorch-fid state dict)
+    kind: str          # "torchscript" (NVIDIA's TF-Inception port) or "pytorch" (a state dict: pytorch-fid, torchvision)
     filename: str
     url: str
     sha256_prefix: str | None = None  # torch.hub convention: the hash prefix in the file name
+    label: str = ""    # what the file is, for error messages
 
-    def cleanfid_location(self) -> Path:
-        """Where clean-fid itself would download this file."""
+    def tool_location(self) -> Path:
+        """Where clean-fid / torchvision itself would download this file."""
         if self.kind == "torchscript":
             return Path("./" if platform.system() == "Windows" else "/tmp") / self.filename
         return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
@@ -50,9 +57,24 @@ class WeightsFile:
         return cache_dir() / "weights" / self.filename
 
 
-TORCHSCRIPT = WeightsFile("torchscript", os.path.basename(downloads_helper.inception_url), downloads_helper.inception_url)
+TORCHSCRIPT = WeightsFile("torchscript", os.path.basename(downloads_helper.inception_url), downloads_helper.inception_url,
+                          label="Inception")
 PYTORCH_FID = WeightsFile("pytorch", os.path.basename(inception_pytorch.FID_WEIGHTS_URL),
-                          inception_pytorch.FID_WEIGHTS_URL, sha256_prefix="6726825d")
+                          inception_pytorch.FID_WEIGHTS_URL, sha256_prefix="6726825d", label="Inception")
+# torchvision's ImageNet VGG16 (a plain state dict, loaded with weights_only=True). NVlabs' ``vgg16.pt``
+# (stylegan2-ada's precision/recall network) is TorchScript, i.e. code run on load, so it is not accepted.
+VGG16 = WeightsFile("pytorch", "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
+                    sha256_prefix="397923af", label="VGG16")
+
+WEIGHTS: dict[str, WeightsFile] = {
+    "inception-torchscript": TORCHSCRIPT,
+    "inception-pytorch-fid": PYTORCH_FID,
+    "vgg16": VGG16,
+    # LPIPS v0.1 linear layers on VGG16 (Zhang et al. 2018): a plain state dict, for projection and PPL.
+    "lpips-vgg": WeightsFile("pytorch", "vgg.pth",
+                             "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
+                             label="LPIPS linear-layer"),
+}
 
 
 def weights_for_mode(mode: str) -> WeightsFile:
@@ -80,10 +102,12 @@ def download(url: str, target: Path, *, sha256_prefix: str | None = None) -> Pat
     return atomic_write(target, write)
 
 
-def missing_message(mode: str, spec: WeightsFile, reason: str) -> str:
-    return (f"no Inception weights for --mode {mode}: {spec.filename} is not available ({reason}); download "
-            f"{spec.url} and pass --inception /path/to/{spec.filename}, set NATGAN_INCEPTION to that file (or its "
-            f"directory), or save it as {spec.cache_location()}")
+def missing_message(purpose: str, spec: WeightsFile, reason: str, *, inception: bool = False) -> str:
+    also = f"pass --inception /path/to/{spec.filename} or set NATGAN_INCEPTION to that file (or its directory), " \
+        if inception else ""
+    return (f"no {spec.label} weights for {purpose}: {spec.filename} is not available ({reason}); download "
+            f"{spec.url} and put it in the weights directory (--weights DIR or NATGAN_WEIGHTS=DIR), {also}"
+            f"or save it as {spec.cache_location()}")
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -107,68 +131,84 @@ def weights_digest(path: str | Path) -> str:
     return _DIGESTS[key]
 
 
-def resolve_weights(mode: str, inception: str | Path | None = None) -> Path:
-    """Path of the weights file for ``mode`` (see the module docstring for the search order)."""
-    spec = weights_for_mode(mode)
-    explicit, source = (inception, "--inception") if inception else (os.environ.get("NATGAN_INCEPTION"),
-                                                                      "NATGAN_INCEPTION")
-    if explicit:
-        path = Path(explicit).expanduser()
-        if path.is_dir():
-            if (path / spec.filename).is_file():
-                return path / spec.filename
-            raise NatGanError(f"{source} {path}: the directory has no {spec.filename}, which --mode {mode} needs "
+def _explicit_file(explicit: str | Path, source: str, spec: WeightsFile, purpose: str) -> Path:
+    path = Path(explicit).expanduser()
+    if path.is_dir():
+        if (path / spec.filename).is_file():
+            return path / spec.filename
+        raise NatGanError(f"{source} {path}: the directory has no {spec.filename}, which {purpose} needs "
+                          f"(download it from {spec.url})")
+    if path.is_file():
+        if path.stat().st_size == 0:
+            raise NatGanError(f"{source} {path}: empty file, not the weights {spec.filename} "
                               f"(download it from {spec.url})")
-        if path.is_file():
-            if path.stat().st_size == 0:
-                raise NatGanError(f"{source} {path}: empty file, not the Inception weights {spec.filename} "
-                                  f"(download it from {spec.url})")
-            return path
-        raise NatGanError(f"{source} {path}: file not found (--mode {mode} needs {spec.filename} from {spec.url})")
-    for candidate in (spec.cache_location(), spec.cleanfid_location()):
+        return path
+    raise NatGanError(f"{source} {path}: file not found ({purpose} needs {spec.filename} from {spec.url})")
+
+
+def weights_directory(weights_dir: str | Path | None = None) -> tuple[Path, str] | None:
+    """The weights directory and where it came from (``--weights`` wins over ``$NATGAN_WEIGHTS``)."""
+    explicit, source = (weights_dir, "--weights") if weights_dir else (os.environ.get("NATGAN_WEIGHTS"),
+                                                                        "NATGAN_WEIGHTS")
+    if not explicit:
+        return None
+    path = Path(explicit).expanduser()
+    if not path.is_dir():
+        raise NatGanError(f"{source} {path}: not a directory (it should hold weights files such as "
+                          f"{', '.join(w.filename for w in WEIGHTS.values())})")
+    return path, source
+
+
+def locate(name: str, *, weights_dir: str | Path | None = None, purpose: str | None = None,
+           explicit: tuple[str | Path, str] | None = None) -> Path:
+    """Path of the weights file :data:`WEIGHTS` calls ``name`` (search order: the module docstring).
+
+    ``explicit`` = (path, option name) for a network-specific override such as ``--inception``;
+    ``purpose`` names what needs the file in error messages.
+    """
+    if name not in WEIGHTS:
+        raise ConfigError(f"unknown weights '{name}': expected one of {', '.join(WEIGHTS)}")
+    spec = WEIGHTS[name]
+    purpose = purpose or name
+    inception = name.startswith("inception")
+    if explicit and explicit[0]:
+        return _explicit_file(explicit[0], explicit[1], spec, purpose)
+    directory = weights_directory(weights_dir)
+    candidates = [directory[0] / spec.filename] if directory else []
+    for candidate in (*candidates, spec.cache_location(), spec.tool_location()):
         if candidate.is_file() and candidate.stat().st_size > 0:
             return candidate
+    searched = f"not in {directory[0]}; " if directory else ""
     if _offline():
-        raise NatGanError(missing_message(mode, spec, "NATGAN_OFFLINE is set, so nothing is downloaded"))
+        raise NatGanError(missing_message(purpose, spec, f"{searched}NATGAN_OFFLINE is set, so nothing is downloaded",
+                                          inception=inception))
     target = spec.cache_location()
     try:
         download(spec.url, target, sha256_prefix=spec.sha256_prefix)
     except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise NatGanError(missing_message(mode, spec, f"download failed: {str(reason).splitlines()[0]}")) from None
+        raise NatGanError(missing_message(purpose, spec, f"{searched}download failed: {str(reason).splitlines()[0]}",
+                                          inception=inception)) from None
     return target
 
 
-
-
-def locate_weights_files(files: dict[str, str], *, directory: str | Path | None = None, option: str = "--weights",
-                         purpose: str = "") -> dict[str, Path]:
-    """Paths of offline weights files, ``{filename: url}`` -> ``{filename: path}`` (nothing is downloaded).
-
-    Each file is looked for in ``directory`` (the command's ``--weights`` option; a path to the file itself
-    also works when one file is asked for), else ``$NATGAN_WEIGHTS``; then ``<cache>/weights/`` and
-    torch.hub's checkpoint directory (where torchvision keeps its downloads). Missing files are reported
-    together in one line naming each file, its URL and the places searched.
-    """
-    places: list[Path] = []
-    explicit = directory or os.environ.get("NATGAN_WEIGHTS")
-    if explicit:
-        root = Path(explicit).expanduser()
-        if root.is_file() and len(files) == 1 and root.name in files:
-            return {root.name: root}
-        places.append(root)
-    places += [cache_dir() / "weights", Path(torch.hub.get_dir()) / "checkpoints"]
-    found: dict[str, Path] = {}
-    for name in files:
-        for place in places:
-            candidate = place / name
-            if candidate.is_file() and candidate.stat().st_size > 0:
-                found[name] = candidate
-                break
-    missing = [name for name in files if name not in found]
+def locate_all(names: list[str], *, weights_dir: str | Path | None = None, purpose: str) -> dict[str, Path]:
+    """:func:`locate` for several files a network needs together; every missing one is named in one line."""
+    found, missing = {}, []
+    for name in names:
+        try:
+            found[name] = locate(name, weights_dir=weights_dir, purpose=purpose)
+        except NatGanError as exc:
+            missing.append(str(exc))
     if missing:
-        need = f" for {purpose}" if purpose else ""
-        listed = ", ".join(f"{name} ({files[name]})" for name in missing)
-        raise NatGanError(f"missing weights{need}: {listed}; download them into a directory and pass {option} DIR or "
-                          f"set NATGAN_WEIGHTS=DIR (searched {', '.join(str(p) for p in places)})")
+        raise NatGanError(" | ".join(missing))
     return found
+
+
+def resolve_weights(mode: str, inception: str | Path | None = None, weights_dir: str | Path | None = None) -> Path:
+    """Path of the Inception weights file for clean-fid ``mode`` (``--inception``/``$NATGAN_INCEPTION`` first)."""
+    spec = weights_for_mode(mode)
+    explicit = (inception, "--inception") if inception else (os.environ.get("NATGAN_INCEPTION"), "NATGAN_INCEPTION")
+    name = "inception-pytorch-fid" if spec is PYTORCH_FID else "inception-torchscript"
+    return locate(name, weights_dir=weights_dir, purpose=f"--mode {mode}", explicit=explicit)
+

@@ -23,6 +23,7 @@ from rich.console import Console
 from natgan import checkpoint, devices
 from natgan.errors import ConfigError, DataError, Interrupted, NatGanError, unwrap_worker_error
 from natgan.fsutil import atomic_write_text
+from natgan.metrics.registry import is_better, numbers_line, scalars
 from natgan.models import count_params, create, set_requires_grad
 from natgan.recipe import Recipe
 from natgan.train import augment, distributed, losses, preview, rng_state, schedule
@@ -335,13 +336,13 @@ class Trainer:
         return g_lr, d_lr
 
     # ------------------------------------------------------------------------------- persistence
-    def make_checkpoint(self) -> dict:
+    def make_checkpoint(self, rng: dict | None = None) -> dict:
         return checkpoint.make_checkpoint(
             model_name=self.recipe.model_name, model_config=dataclasses.asdict(self.recipe.model),
             recipe=self.recipe.to_dict(), normalization=self.G.normalization,
             G=self.G.state_dict(), G_ema=self.G_ema.state_dict(), D=self.D.state_dict(),
             optim={"G": self.g_opt.state_dict(), "D": self.d_opt.state_dict()},
-            step=self.step, images_seen=self.images_seen, rng=rng_state.capture(self.gens),
+            step=self.step, images_seen=self.images_seen, rng=rng_state.capture(self.gens) if rng is None else rng,
             metrics=self.metrics, extra={"pl_mean": self.pl_mean.detach().cpu(), "run_id": self.run_id})
 
     def save_checkpoint(self) -> Path | None:
@@ -359,18 +360,38 @@ class Trainer:
             writer.add_image("samples", grid, self.step, dataformats="HWC")
         return path
 
-    def evaluate_fid(self, writer: Any = None) -> dict:
-        from natgan.metrics import fid_for_generator
+    def evaluate_metrics(self, writer: Any = None) -> dict:
+        """``eval.metrics`` of G_ema (natgan.metrics registry), logged per output and kept in the history."""
+        from natgan.metrics import evaluate_generator
+        from natgan.metrics.settings import default_reference, evaluation_kwargs
 
-        e = self.recipe.eval
-        result = fid_for_generator(self.G_ema, e.reference or self.recipe.data.path, num=e.num, mode=e.mode,
-                                   batch_size=e.batch, device=self.device, extractor=self.fid_extractor,
-                                   progress=False, seed=self.t.seed)
+        found = default_reference(self.recipe.to_dict())
+        result = evaluate_generator(self.G_ema, found[0] if found else None, **evaluation_kwargs(self.recipe.eval),
+                                    device=self.device, extractor=self.fid_extractor, progress=False, seed=self.t.seed)
         record = {"step": self.step, "kimg": self.images_seen / 1000, **result}
-        self.metrics.append(record)
+        previous = self.metrics
+        self.metrics = [*previous, record]
+        numbers = scalars(result, result["metrics"])
         if writer is not None:
-            writer.add_scalar("metrics/fid", result["fid"], self.step)
+            for key, value in numbers.items():
+                writer.add_scalar(f"metrics/{key}", value, self.step)
+        if self.t.keep_best is not None and self.t.keep_best in numbers:
+            self._keep_best(self.t.keep_best, numbers[self.t.keep_best], previous)
         return record
+
+    def _keep_best(self, key: str, value: float, history: list[dict]) -> None:
+        """Write best.pt (atomically) when ``value`` beats every earlier ``key`` in the metrics history."""
+        best = None
+        for old in history:
+            if isinstance(old.get(key), (int, float)) and (best is None or is_better(key, float(old[key]), best)):
+                best = float(old[key])
+        if not is_better(key, value, best):
+            return
+        # Only the main process evaluates, so no collective RNG gather: best.pt holds weights and history,
+        # not a resumable RNG state (resume from latest.pt / ckpt-*.pt).
+        ck = self.make_checkpoint(rng={})
+        ck["extra"]["best"] = {"metric": key, "value": value, "step": self.step, "previous": best}
+        checkpoint.save(ck, self.run_dir.path / "best.pt")
 
     # ------------------------------------------------------------------------------------ the loop
     def run(self) -> TrainResult:
@@ -433,8 +454,8 @@ class Trainer:
 
                 done = self.step == self.t.iterations
                 if self.recipe.eval.every and (self.step % self.recipe.eval.every == 0 or done) and main:
-                    record = self.evaluate_fid(writer)
-                    display.message(f"step {self.step}: FID {record['fid']:.3f} ({record.get('mode', '')}, "
+                    record = self.evaluate_metrics(writer)
+                    display.message(f"step {self.step}: {numbers_line(record, ', ')} ({record.get('mode', '')}, "
                                     f"{record.get('num_gen', '')} images)")
                 if self.step % self.t.sample_every == 0 or done:
                     grid = self.save_grid(writer) or grid
@@ -525,7 +546,8 @@ def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
                 + (", buffers averaged" if t.ema_buffers == "average" else ", buffers copied")),
         "precision": t.precision,
         "checkpoint_every": t.checkpoint_every, "sample_every": t.sample_every,
-        "fid": (f"{recipe.eval.mode} with {recipe.eval.num} images every {recipe.eval.every} steps"
+        "fid": (f"{', '.join(recipe.eval.metrics)} ({recipe.eval.mode}) with {recipe.eval.num} images every "
+                f"{recipe.eval.every} steps" + (f"; best.pt by {t.keep_best}" if t.keep_best else "")
                 if recipe.eval.every else "off"),
     }
 
