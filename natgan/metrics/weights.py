@@ -85,8 +85,11 @@ def missing_message(mode: str, spec: WeightsFile, reason: str) -> str:
             f"directory), or save it as {spec.cache_location()}")
 
 
-def resolve_weights(mode: str, inception: str | Path | None = None) -> Path:
-    """Path of the weights file for ``mode`` (see the module docstring for the search order)."""
+def find_weights(mode: str, inception: str | Path | None = None) -> Path | None:
+    """Steps 1-3 of the search (no download): the file for ``mode``, or None when it is nowhere yet.
+
+    An explicit ``inception``/``$NATGAN_INCEPTION`` that does not hold the file is an error, not None.
+    """
     spec = weights_for_mode(mode)
     explicit, source = (inception, "--inception") if inception else (os.environ.get("NATGAN_INCEPTION"),
                                                                       "NATGAN_INCEPTION")
@@ -103,6 +106,15 @@ def resolve_weights(mode: str, inception: str | Path | None = None) -> Path:
     for candidate in (spec.cache_location(), spec.cleanfid_location()):
         if candidate.is_file() and candidate.stat().st_size > 0:
             return candidate
+    return None
+
+
+def resolve_weights(mode: str, inception: str | Path | None = None) -> Path:
+    """Path of the weights file for ``mode`` (see the module docstring for the search order)."""
+    found = find_weights(mode, inception)
+    if found is not None:
+        return found
+    spec = weights_for_mode(mode)
     if _offline():
         raise NatGanError(missing_message(mode, spec, "NATGAN_OFFLINE is set, so nothing is downloaded"))
     target = spec.cache_location()
