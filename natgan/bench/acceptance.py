@@ -175,7 +175,7 @@ def run_sections(sections: list[Section], *, out_dir: Path, budget_s: float, dev
     for section, result in zip(sections, results):
         left = budget_s - (time.monotonic() - start)
         cap = min(result.cap_s, left)
-        if cap < MIN_START_S:
+        if left < MIN_START_S:
             result.status = "skipped"
             result.notes.append(f"not started: {max(left, 0):.0f} s of the {budget_s:.0f} s budget left")
         else:
