@@ -20,7 +20,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -76,8 +78,9 @@ class SectionContext:
     """What a section sees: the device, smoke mode, its deadline, a work folder, and the recorders."""
 
     def __init__(self, result: SectionResult, *, device: Any, smoke: bool, deadline: float, workdir: Path,
-                 options: dict[str, Any]):
+                 options: dict[str, Any], out_dir: Path | None = None):
         self.result = result
+        self.out_dir = out_dir        # the report folder: small files worth keeping (logs) go here
         self.device = device
         self.smoke = smoke
         self.deadline = deadline
@@ -160,10 +163,25 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def run_sections(sections: list[Section], *, out_dir: Path, budget_s: float, device: Any = "cpu",
                  smoke: bool = False, machine: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
-                 cleanup: Callable[[], None] | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Run ``sections`` in order within ``budget_s`` seconds; write the report after each; return it."""
+                 cleanup: Callable[[], None] | None = None, log: Callable[[str], None] | None = None,
+                 work_root: Path | None = None) -> dict:
+    """Run ``sections`` in order within ``budget_s`` seconds; write the report after each; return it.
+
+    Sections' scratch files (datasets, PNGs) go under ``work_root``, by default a temporary folder that is
+    removed at the end, so the report folder holds only what is worth copying back from a node.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="natgan-acceptance-"))
+    try:
+        return _run(sections, out_dir, scratch, budget_s=budget_s, device=device, smoke=smoke, machine=machine,
+                    options=options, cleanup=cleanup, log=log)
+    finally:
+        if work_root is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(sections, out_dir: Path, scratch: Path, *, budget_s, device, smoke, machine, options, cleanup, log) -> dict:
     start = time.monotonic()
     report: dict[str, Any] = {
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -182,10 +200,10 @@ def run_sections(sections: list[Section], *, out_dir: Path, budget_s: float, dev
             result.cap_s = round(cap, 1)
             if log:
                 log(f"[{section.name}] up to {cap:.0f} s")
-            workdir = out_dir / "work" / section.name
+            workdir = scratch / section.name
             workdir.mkdir(parents=True, exist_ok=True)
             ctx = SectionContext(result, device=device, smoke=smoke, deadline=time.monotonic() + cap,
-                                 workdir=workdir, options=options or {})
+                                 workdir=workdir, options=options or {}, out_dir=out_dir)
             t0 = time.monotonic()
             try:
                 with _Alarm(cap):

@@ -17,6 +17,9 @@ from cleanfid import fid as cleanfid_fid
 from scipy.linalg import LinAlgWarning
 
 from natgan.errors import NatGanError
+from natgan.metrics import cleanfid_compat
+
+cleanfid_compat.install()  # clean-fid 0.1.35 + SciPy >= 1.18: sqrtm(disp=...) was removed
 
 
 @dataclass
