@@ -55,7 +55,7 @@ def measure_training(recipe_path: Path, *, steps: int = 60, warmup: int = 10, de
     if device:
         overrides.append(f"train.device={device}")
     recipe = recipes.load(recipe_path, overrides)
-    run_dir = work / "run"
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))  # fresh each call: several precisions share data
     with PeakMemory(resolve_device(recipe.train.device)) as mem:
         result = train(recipe, run_dir, show_progress=False)
 

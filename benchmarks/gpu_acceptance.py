@@ -288,8 +288,7 @@ def _na_op(ctx: SectionContext) -> None:
             ctx.note(f"not reached (time): {g.label} and {len(geometries) - done - 1} more")
             break
         batch = 1 if g.size > 256 or ctx.smoke else 2
-        with_rpb, _ = _na_inputs(g, batch, rpb=True)
-        tensors, grad_out = with_rpb, _
+        tensors, grad_out = _na_inputs(g, batch, rpb=True)
         refs = {True: _na_call(tensors, grad_out, g, "torch", "cpu", torch.float64, True)}
         for backend in backends:
             if not cuda and backend != "torch" and g.size > CPU_EAGER_MAX_SIZE:
