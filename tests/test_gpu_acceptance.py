@@ -17,7 +17,7 @@ EXPECTED_SECTIONS = ["doctor", "gpu_tests", "na_op", "generators", "training", "
 
 
 def _run_script(*argv, timeout=300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NATGAN_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     return subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=ROOT)
 
