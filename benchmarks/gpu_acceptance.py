@@ -268,6 +268,7 @@ def na_op_section(ctx: SectionContext) -> None:
 
 def _na_op(ctx: SectionContext) -> None:
     from natgan.ops import available_backends
+    from natgan.ops.dispatch import flex_friendly
 
     cuda = ctx.device.type == "cuda"
     geometries: list[Geometry] = []
@@ -293,6 +294,9 @@ def _na_op(ctx: SectionContext) -> None:
         for backend in backends:
             if not cuda and backend != "torch" and g.size > CPU_EAGER_MAX_SIZE:
                 continue  # eager flex (natten's CPU path too) materialises N x N scores: seconds per call
+            if backend == "flex" and not flex_friendly(g.head_dim):
+                ctx.note(f"{g.label}: flex not run (head_dim {g.head_dim}: the automatic choice uses torch there)")
+                continue
             rpb = backend != "natten"          # natten >= 0.20 has no positional bias: compared without it
             backward = cuda or backend == "torch"  # flex and natten are forward-only on CPU
             inputs = tensors if rpb else tensors[:3]

@@ -13,8 +13,8 @@ half-installed package) is reported as a failed row instead of stopping the repo
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import tempfile
