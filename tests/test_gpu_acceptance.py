@@ -150,3 +150,24 @@ def test_runner_skips_sections_the_budget_cannot_start(tmp_path):
     assert report["summary"]["sections"] == {"first": "passed", "second": "skipped"}
     assert "budget" in report["sections"][1]["notes"][0]
     assert json.loads((tmp_path / JSON_NAME).read_text())["sections"][1]["status"] == "skipped"
+
+
+def test_sigterm_records_the_running_section_and_ends_the_run(tmp_path):
+    import signal
+
+    def killed(ctx):
+        ctx.record("measured before the kill", 5.0, "s")
+        os.kill(os.getpid(), signal.SIGTERM)  # what `timeout` around .ci/gpu sends at its limit
+        time.sleep(5)
+
+    def after(ctx):
+        raise AssertionError("must not run after SIGTERM")
+
+    before = signal.getsignal(signal.SIGTERM)
+    report = run_sections([Section("killed", killed, 30), Section("after", after, 30)], out_dir=tmp_path,
+                          budget_s=60)
+    assert signal.getsignal(signal.SIGTERM) is before
+    on_disk = json.loads((tmp_path / JSON_NAME).read_text())
+    assert on_disk["summary"]["sections"] == {"killed": "terminated", "after": "skipped"} == \
+        report["summary"]["sections"]
+    assert on_disk["sections"][0]["figures"][0]["name"] == "measured before the kill"

@@ -33,6 +33,14 @@ MIN_START_S = 5.0          # a section is not started with less than this left o
 JSON_NAME, MD_NAME = "acceptance.json", "acceptance.md"
 
 
+class Terminated(BaseException):
+    """SIGTERM (e.g. ``timeout`` around the whole run): the running section is recorded and the run ends."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("terminated (SIGTERM)")
+
+
 class SectionTimeout(BaseException):
     """Raised inside a section when its cap is reached (a BaseException, so that a section's own
     ``except Exception`` around one measurement cannot swallow it)."""
@@ -64,7 +72,7 @@ class Section:
 @dataclass
 class SectionResult:
     name: str
-    status: str = "pending"        # passed | failed | error | timeout | skipped
+    status: str = "pending"        # passed | failed | error | timeout | terminated | skipped
     cap_s: float = 0.0
     seconds: float = 0.0
     goals: list[str] = field(default_factory=list)
@@ -190,10 +198,25 @@ def _run(sections, out_dir: Path, scratch: Path, *, budget_s, device, smoke, mac
     }
     results = [SectionResult(s.name, cap_s=s.smoke_cap_s if smoke else s.cap_s, goals=list(s.goals))
                for s in sections]
+    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        _run_all(sections, results, report, out_dir, scratch, start=start, budget_s=budget_s, device=device,
+                 smoke=smoke, options=options, cleanup=cleanup, log=log)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    return report
+
+
+def _run_all(sections, results, report, out_dir, scratch, *, start, budget_s, device, smoke, options, cleanup,
+             log) -> None:
+    terminated = False
     for section, result in zip(sections, results):
         left = budget_s - (time.monotonic() - start)
         cap = min(result.cap_s, left)
-        if left < MIN_START_S:
+        if terminated:
+            result.status = "skipped"
+            result.notes.append("not started: the run was terminated")
+        elif left < MIN_START_S:
             result.status = "skipped"
             result.notes.append(f"not started: {max(left, 0):.0f} s of the {budget_s:.0f} s budget left")
         else:
@@ -211,6 +234,9 @@ def _run(sections, out_dir: Path, scratch: Path, *, budget_s, device, smoke, mac
                 result.status = _status(result)
             except SectionTimeout as exc:
                 result.status, result.error = "timeout", str(exc)
+            except Terminated as exc:
+                result.status, result.error = "terminated", str(exc)
+                terminated = True
             except BaseException as exc:  # noqa: BLE001 - record and carry on (KeyboardInterrupt re-raised below)
                 if isinstance(exc, KeyboardInterrupt):
                     raise
@@ -231,7 +257,6 @@ def _run(sections, out_dir: Path, scratch: Path, *, budget_s, device, smoke, mac
         report["elapsed_s"] = round(time.monotonic() - start, 1)
         report["summary"] = _summary(results)
         write_report(report, out_dir)
-    return report
 
 
 def _summary(results: list[SectionResult]) -> dict[str, Any]:
