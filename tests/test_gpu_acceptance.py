@@ -13,7 +13,7 @@ from natgan.bench.acceptance import JSON_NAME, MD_NAME, Section, run_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_acceptance.py"
-EXPECTED_SECTIONS = ["doctor", "gpu_tests", "na_op", "generators", "training", "fid"]
+EXPECTED_SECTIONS = ["doctor", "gpu_tests", "na_op", "generators", "training", "fid", "ddp"]
 
 
 def _run_script(*argv, timeout=300):
@@ -25,7 +25,7 @@ def _run_script(*argv, timeout=300):
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("acceptance")
-    proc = _run_script("--device", "cpu", "--smoke", "--out", str(out), "--budget", "240")
+    proc = _run_script("--device", "cpu", "--smoke", "--out", str(out), "--budget", "400", timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / JSON_NAME).read_text()), (out / MD_NAME).read_text(), proc.stdout
 
@@ -77,10 +77,12 @@ def test_na_op_checks_each_backend_against_float64(smoke_report):
     assert any(" fwd+bwd time " in n for n in na)
 
 
-def test_gpu_tests_section_ran_pytest(smoke_report):
+def test_gpu_tests_and_torchrun_sections_ran_their_children(smoke_report):
     report, _, _ = smoke_report
     tests = _figures(report, "gpu_tests")
     assert tests["GPU tests failed"]["value"] == 0 and tests["GPU tests skipped"]["value"] > 0
+    ddp = _figures(report, "ddp")
+    assert ddp["torchrun, 1 process (gloo): 2 training steps and a checkpoint"]["passed"] is True
 
 
 def test_script_rejects_unknown_sections_and_lists_them(tmp_path):
