@@ -25,9 +25,55 @@ from pathlib import Path
 
 from natgan import recipe as recipes
 from natgan.data import prepare_digits
+from natgan.errors import NatGanError
 from natgan.train import train
 
 STEP_LINE = re.compile(r"step (\d+)/\d+\s+kimg [\d.]+\s+([\d.]+) img/s")
+
+
+def measure_training(recipe_path: Path, *, steps: int = 60, warmup: int = 10, device: str | None = None,
+                     sets: list[str] | None = None, workdir: Path | None = None) -> dict:
+    """Images/s (and peak memory) of ``steps`` trainer steps after ``warmup`` untimed ones; see the module doc."""
+    import torch
+
+    from natgan.bench.memory import PeakMemory
+    from natgan.errors import ConfigError
+    from natgan.sampling.device import resolve_device
+
+    if warmup < 1 or steps % warmup:
+        raise ConfigError("--steps must be a multiple of --warmup (the log interval), and --warmup at least 1")
+    work = workdir or Path(tempfile.mkdtemp(prefix="natgan-bench-train-"))
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = recipes.load(recipe_path, list(sets or []))
+    size = recipe.model.resolution
+    data = work / f"digits{size}.lmdb"
+    if not data.exists():
+        prepare_digits(data, sizes=[size], progress=False)
+    total = warmup + steps
+    overrides = [f"data.path={data}", f"train.iterations={total}", f"train.log_every={warmup}",
+                 f"train.checkpoint_every={total}", f"train.sample_every={total}", "eval.every=0", *(sets or [])]
+    if device:
+        overrides.append(f"train.device={device}")
+    recipe = recipes.load(recipe_path, overrides)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))  # fresh each call: several precisions share data
+    with PeakMemory(resolve_device(recipe.train.device)) as mem:
+        result = train(recipe, run_dir, show_progress=False)
+
+    rates = {int(m.group(1)): float(m.group(2))
+             for m in map(STEP_LINE.search, (run_dir / "log.txt").read_text().splitlines()) if m}
+    batch = recipe.train.batch
+    timed = [rates[s] for s in range(2 * warmup, total + 1, warmup) if s in rates]
+    if len(timed) != steps // warmup:
+        raise RuntimeError(f"expected {steps // warmup} timed log lines in {run_dir / 'log.txt'}, found {len(timed)}")
+    seconds = sum(warmup * batch / r for r in timed)
+    peak = mem.report.peak_bytes
+    return {"recipe": str(recipe_path), "model": recipe.model_name, "resolution": size, "batch": batch,
+            "batch_per_gpu": recipe.train.batch_per_gpu, "device": recipe.train.device,
+            "precision": recipe.train.precision, "bcr": recipe.train.bcr, "r1_every": recipe.train.r1_every,
+            "steps_timed": steps, "warmup": warmup, "img_per_s": batch * steps / seconds,
+            "ms_per_step": 1e3 * seconds / steps, "finished_step": result.step,
+            "peak_memory_mb": None if peak is None else round(peak / 2**20, 1), "memory_method": mem.report.method,
+            "torch": torch.__version__}
 
 
 def main() -> None:
@@ -40,42 +86,18 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="keep data and run here (default: a temp dir)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="natgan-bench-train-"))
-    work.mkdir(parents=True, exist_ok=True)
-    recipe = recipes.load(args.recipe)
-    size = recipe.model.resolution
-    data = work / f"digits{size}.lmdb"
-    prepare_digits(data, sizes=[size], progress=False)
-    if args.warmup < 1 or args.steps % args.warmup:
-        sys.exit("--steps must be a multiple of --warmup (the log interval), and --warmup at least 1")
-    total = args.warmup + args.steps
-    overrides = [f"data.path={data}", f"train.iterations={total}", f"train.log_every={args.warmup}",
-                 f"train.checkpoint_every={total}", f"train.sample_every={total}", "eval.every=0", *args.set]
-    if args.device:
-        overrides.append(f"train.device={args.device}")
-    recipe = recipes.load(args.recipe, overrides)
-    run_dir = work / "run"
-    result = train(recipe, run_dir, show_progress=False)
-
-    rates = {int(m.group(1)): float(m.group(2))
-             for m in map(STEP_LINE.search, (run_dir / "log.txt").read_text().splitlines()) if m}
-    batch = recipe.train.batch
-    timed = [rates[s] for s in range(2 * args.warmup, total + 1, args.warmup) if s in rates]
-    if len(timed) != args.steps // args.warmup:
-        sys.exit(f"expected {args.steps // args.warmup} timed log lines in {run_dir / 'log.txt'}, found {len(timed)}")
-    seconds = sum(args.warmup * batch / r for r in timed)
-    report = {"recipe": str(args.recipe), "model": recipe.model_name, "resolution": size, "batch": batch,
-              "device": recipe.train.device, "precision": recipe.train.precision, "bcr": recipe.train.bcr,
-              "r1_every": recipe.train.r1_every, "steps_timed": args.steps, "warmup": args.warmup,
-              "img_per_s": batch * args.steps / seconds, "ms_per_step": 1e3 * seconds / args.steps,
-              "finished_step": result.step}
+    try:
+        report = measure_training(args.recipe, steps=args.steps, warmup=args.warmup, device=args.device,
+                                  sets=args.set, workdir=args.workdir)
+    except (NatGanError, RuntimeError) as exc:
+        sys.exit(f"error: {exc}")
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{report['model']} {size}px, batch {batch}, {report['precision']}, bCR {report['bcr']}, "
-              f"R1 every {report['r1_every']}: {report['img_per_s']:.1f} img/s "
-              f"({report['ms_per_step']:.1f} ms/step over {args.steps} steps after {args.warmup} warm-up)")
+        print(f"{report['model']} {report['resolution']}px, batch {report['batch']}, {report['precision']}, "
+              f"bCR {report['bcr']}, R1 every {report['r1_every']}: {report['img_per_s']:.1f} img/s "
+              f"({report['ms_per_step']:.1f} ms/step over {args.steps} steps after {args.warmup} warm-up; "
+              f"peak memory {report['peak_memory_mb']} MB)")
 
 
 if __name__ == "__main__":

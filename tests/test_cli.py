@@ -8,7 +8,7 @@ import tiny_model  # noqa: F401
 from natgan import __version__
 from natgan.cli import main
 
-SUBCOMMANDS = ["prepare", "train", "sample", "fid", "visualize", "bench", "import"]
+SUBCOMMANDS = ["prepare", "train", "sample", "fid", "visualize", "bench", "import", "doctor"]
 
 
 def run(capsys, *argv):

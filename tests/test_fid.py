@@ -598,3 +598,23 @@ def test_generator_fid_does_not_depend_on_the_batch_size(tmp_path, net, family):
     other = fid_for_generator(G, str(ref), batch_size=3, **kw)
     assert one["fid"] == pytest.approx(other["fid"], rel=1e-5)
     assert one["generated"]["noise_mode"] == "const"
+
+
+def test_cleanfid_frechet_distance_survives_scipy_without_sqrtm_disp(monkeypatch):
+    """SciPy 1.18 removed sqrtm(disp=); clean-fid 0.1.35 still passes it. The shim keeps clean-fid's value."""
+    import scipy.linalg
+
+    from natgan.metrics import cleanfid_compat
+
+    real_sqrtm = scipy.linalg.sqrtm
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda A: real_sqrtm(A))  # SciPy >= 1.18: no `disp`
+    monkeypatch.setattr(cleanfid_fid, "linalg", scipy.linalg)  # clean-fid as shipped; restored after the test
+    rng = np.random.default_rng(0)
+    a, b = statistics(rng.normal(size=(50, 6))), statistics(rng.normal(1.0, 2.0, size=(50, 6)))
+    with pytest.raises(TypeError, match="disp"):
+        cleanfid_fid.frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    assert cleanfid_compat.sqrtm_takes_disp() is False
+    assert cleanfid_compat.install() is True
+    covmean = real_sqrtm(a.sigma @ b.sigma).real
+    expected = ((a.mu - b.mu) ** 2).sum() + np.trace(a.sigma) + np.trace(b.sigma) - 2 * np.trace(covmean)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)

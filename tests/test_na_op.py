@@ -178,7 +178,10 @@ def test_bad_rpb_shape_and_layout_are_refused():
         neighborhood_attention(q[0], k[0], v[0], 3)
 
 
-def test_natten_and_flex_refuse_what_they_cannot_do_on_cpu():
+def test_natten_and_flex_refuse_what_they_cannot_do_on_cpu(monkeypatch):
+    from natgan.ops import na_natten
+
+    monkeypatch.setattr(na_natten, "natten_available", lambda: True)  # refused before natten is imported
     q, k, v, rpb = _inputs(8, 8, 3, dim=16, dtype=torch.float32)
     with pytest.raises(ValueError, match="'natten' has no relative positional bias"):
         neighborhood_attention(q, k, v, 3, rpb=rpb, backend="natten")

@@ -15,6 +15,9 @@ import numpy as np
 from cleanfid import fid as cleanfid_fid
 
 from natgan.errors import NatGanError
+from natgan.metrics import cleanfid_compat
+
+cleanfid_compat.install()  # clean-fid 0.1.35 + SciPy >= 1.18: sqrtm(disp=...) was removed
 
 KID_SUBSETS = 100       # clean-fid's defaults (as torch-fidelity and stylegan2-ada-pytorch)
 KID_SUBSET_SIZE = 1000

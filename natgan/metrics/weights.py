@@ -159,6 +159,25 @@ def weights_directory(weights_dir: str | Path | None = None) -> tuple[Path, str]
     return path, source
 
 
+def find(name: str, *, weights_dir: str | Path | None = None, purpose: str | None = None,
+         explicit: tuple[str | Path, str] | None = None) -> Path | None:
+    """Steps 1-4 of the search (never downloads): the file :data:`WEIGHTS` calls ``name``, or None.
+
+    An explicit path (``--inception``, ``--weights``) that does not hold the file is an error, not None.
+    """
+    if name not in WEIGHTS:
+        raise ConfigError(f"unknown weights '{name}': expected one of {', '.join(WEIGHTS)}")
+    spec = WEIGHTS[name]
+    if explicit and explicit[0]:
+        return _explicit_file(explicit[0], explicit[1], spec, purpose or name)
+    directory = weights_directory(weights_dir)
+    candidates = [directory[0] / spec.filename] if directory else []
+    for candidate in (*candidates, spec.cache_location(), spec.tool_location()):
+        if candidate.is_file() and candidate.stat().st_size > 0:
+            return candidate
+    return None
+
+
 def locate(name: str, *, weights_dir: str | Path | None = None, purpose: str | None = None,
            explicit: tuple[str | Path, str] | None = None) -> Path:
     """Path of the weights file :data:`WEIGHTS` calls ``name`` (search order: the module docstring).
@@ -166,18 +185,13 @@ def locate(name: str, *, weights_dir: str | Path | None = None, purpose: str | N
     ``explicit`` = (path, option name) for a network-specific override such as ``--inception``;
     ``purpose`` names what needs the file in error messages.
     """
-    if name not in WEIGHTS:
-        raise ConfigError(f"unknown weights '{name}': expected one of {', '.join(WEIGHTS)}")
+    found = find(name, weights_dir=weights_dir, purpose=purpose, explicit=explicit)
+    if found is not None:
+        return found
     spec = WEIGHTS[name]
     purpose = purpose or name
     inception = name.startswith("inception")
-    if explicit and explicit[0]:
-        return _explicit_file(explicit[0], explicit[1], spec, purpose)
     directory = weights_directory(weights_dir)
-    candidates = [directory[0] / spec.filename] if directory else []
-    for candidate in (*candidates, spec.cache_location(), spec.tool_location()):
-        if candidate.is_file() and candidate.stat().st_size > 0:
-            return candidate
     searched = f"not in {directory[0]}; " if directory else ""
     if _offline():
         raise NatGanError(missing_message(purpose, spec, f"{searched}NATGAN_OFFLINE is set, so nothing is downloaded",
@@ -205,10 +219,19 @@ def locate_all(names: list[str], *, weights_dir: str | Path | None = None, purpo
     return found
 
 
-def resolve_weights(mode: str, inception: str | Path | None = None, weights_dir: str | Path | None = None) -> Path:
-    """Path of the Inception weights file for clean-fid ``mode`` (``--inception``/``$NATGAN_INCEPTION`` first)."""
+def _inception_query(mode: str, inception: str | Path | None, weights_dir: str | Path | None) -> dict:
     spec = weights_for_mode(mode)
     explicit = (inception, "--inception") if inception else (os.environ.get("NATGAN_INCEPTION"), "NATGAN_INCEPTION")
     name = "inception-pytorch-fid" if spec is PYTORCH_FID else "inception-torchscript"
-    return locate(name, weights_dir=weights_dir, purpose=f"--mode {mode}", explicit=explicit)
+    return dict(name=name, weights_dir=weights_dir, purpose=f"--mode {mode}", explicit=explicit)
+
+
+def resolve_weights(mode: str, inception: str | Path | None = None, weights_dir: str | Path | None = None) -> Path:
+    """Path of the Inception weights file for clean-fid ``mode`` (``--inception``/``$NATGAN_INCEPTION`` first)."""
+    return locate(**_inception_query(mode, inception, weights_dir))
+
+
+def find_weights(mode: str, inception: str | Path | None = None, weights_dir: str | Path | None = None) -> Path | None:
+    """:func:`resolve_weights` without the download step (``nat-gan doctor``): None when the file is nowhere yet."""
+    return find(**_inception_query(mode, inception, weights_dir))
 

@@ -54,10 +54,13 @@ def _requested_backend(backend: str | None) -> str:
     return name
 
 
+def flex_friendly(head_dim: int) -> bool:
+    """Head sizes the automatic choice gives to flex: Triton flex tiles want powers of 2, at least 16."""
+    return head_dim >= 16 and head_dim & (head_dim - 1) == 0
+
+
 def _auto_backend(q: torch.Tensor) -> str:
-    head_dim = q.shape[-1]
-    flex_friendly = head_dim >= 16 and head_dim & (head_dim - 1) == 0  # Triton flex tiles: powers of 2
-    if flex_friendly and flex_compilable(q.device) and str(q.device) not in _flex_failed_on:
+    if flex_friendly(q.shape[-1]) and flex_compilable(q.device) and str(q.device) not in _flex_failed_on:
         return "flex"
     return "torch"
 
