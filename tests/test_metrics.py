@@ -131,10 +131,10 @@ def test_kid_equals_torch_fidelity_when_the_subset_is_the_whole_set():
 
 
 def test_registry_names_outputs_and_parsing():
-    assert list(registry.METRICS) == ["fid", "kid", "pr", "dc", "is"]
+    assert list(registry.METRICS) == ["fid", "kid", "pr", "dc", "is", "ppl"]
     assert registry.parse_metrics("fid, KID,fid") == ["fid", "kid"]
     assert registry.parse_metrics(["pr", "dc"]) == ["pr", "dc"]
-    with pytest.raises(ConfigError, match="'fd': unknown metric; expected some of fid, kid, pr, dc, is"):
+    with pytest.raises(ConfigError, match="'fd': unknown metric; expected some of fid, kid, pr, dc, is, ppl"):
         registry.parse_metrics("fid,fd")
     with pytest.raises(ConfigError, match="no metric named"):
         registry.parse_metrics(" , ")
