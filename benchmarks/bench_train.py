@@ -38,7 +38,7 @@ def measure_training(recipe_path: Path, *, steps: int = 60, warmup: int = 10, de
 
     from natgan.bench.memory import PeakMemory
     from natgan.errors import ConfigError
-    from natgan.sampling.device import resolve_device
+    from natgan.devices import resolve_device
 
     if warmup < 1 or steps % warmup:
         raise ConfigError("--steps must be a multiple of --warmup (the log interval), and --warmup at least 1")

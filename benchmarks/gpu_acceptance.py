@@ -695,7 +695,7 @@ def main(argv=None) -> int:
             print(f"{s.name:12s} cap {s.cap_s:4.0f} s  {'; '.join(s.goals)}")
         return 0
     from natgan.errors import NatGanError
-    from natgan.sampling.device import resolve_device
+    from natgan.devices import resolve_device
 
     try:
         device = resolve_device(args.device)

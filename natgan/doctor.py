@@ -251,7 +251,7 @@ def _timed(fn: Callable[[], list[Check] | Check]) -> list[Check]:
 def run_checks(*, device: str = "auto", run_dir: Path | None = Path("runs"),
                attention: bool = True) -> list[Check]:
     """Every check, in report order. ``device``: ``auto`` checks CPU and every visible CUDA device."""
-    from natgan.sampling.device import resolve_device
+    from natgan.devices import resolve_device
 
     if device == "auto":
         devices = [torch.device("cpu")] + ([torch.device("cuda", 0)] if torch.cuda.is_available() else [])

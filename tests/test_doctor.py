@@ -24,7 +24,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("NATGAN_INCEPTION", raising=False)
     monkeypatch.delenv("NATGAN_OFFLINE", raising=False)
-    monkeypatch.setattr(type(TORCHSCRIPT), "cleanfid_location", lambda self: tmp_path / "nowhere" / self.filename)
+    monkeypatch.setattr(type(TORCHSCRIPT), "tool_location", lambda self: tmp_path / "nowhere" / self.filename)
     return tmp_path
 
 
