@@ -193,7 +193,7 @@ class Geometry:
 
 def stylenat_geometries(ctx: SectionContext, res: int) -> list[Geometry]:
     """Every (map size, kernel, dilation, heads, head_dim) of a StyleNAT generator's Hydra partitions."""
-    from natgan.models._transformer_gan import level_resolutions
+    from natgan.models.transformer_gan import level_resolutions
 
     cfg = model_config("stylenat", res, ctx)
     tag = f"StyleNAT-{res}"
@@ -398,7 +398,7 @@ def generators_section(ctx: SectionContext) -> None:
 
 def _eager_rows(ctx, G, name: str, res: int, big: int, best: dict, share: float) -> None:
     """Batch 1 TF32 with the official protocol (rounds scaled to ``share`` seconds), then a big bf16 batch."""
-    from natgan.bench.measure import PAPER_IMG_PER_S
+    from natgan.models.registry import get_spec
 
     cuda = ctx.device.type == "cuda"
     label = f"{name}-{res}"
@@ -408,7 +408,7 @@ def _eager_rows(ctx, G, name: str, res: int, big: int, best: dict, share: float)
     row = _measure(G, ctx, batch=1, precision="tf32", rounds=rounds, warmup=warmup, flops=cuda)
     protocol = f"{OFFICIAL_WARMUP if cuda else warmup} warm-up, {rounds} timed rounds" + (
         " (official 500, scaled to the budget)" if cuda and rounds < OFFICIAL_ROUNDS else "")
-    paper = PAPER_IMG_PER_S.get(name) if res == 256 and not ctx.smoke else None
+    paper = get_spec(name).paper_img_per_s if res == 256 and not ctx.smoke else None
     first_call = first if first is not None else row["first_call_s"]
     ctx.record(f"{label} batch 1 TF32 eager", row["img_per_s"], "img/s",
                at_least=GOALS["stylenat_b1_tf32_img_s"] if headline else None,
