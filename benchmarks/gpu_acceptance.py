@@ -135,9 +135,11 @@ def gpu_tests_section(ctx: SectionContext) -> None:
     finished (and names the failed ones); the whole log is kept next to the report as pytest-gpu.log.
     """
     targets = ["tests/test_na_gpu.py"] if ctx.smoke else ["tests"]
-    cmd = [sys.executable, "-m", "pytest", "-v", "-m", "gpu", "-p", "no:cacheprovider", "-o", "console_output_style=classic",
+    cmd = [sys.executable, "-m", "pytest", "-v", "-m", "gpu", "-p", "no:cacheprovider",
+           "-o", "console_output_style=classic",
            *targets]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = False
     try:
@@ -163,7 +165,8 @@ def gpu_tests_section(ctx: SectionContext) -> None:
     ctx.record("GPU tests failed", len(failed), at_most=0,
                note=", ".join(t.split("::", 1)[-1] for t in failed[:6]) + (" ..." if len(failed) > 6 else ""))
     ctx.check("pytest -m gpu finished", not killed and bool(outcomes),
-              f"killed at the cap after {len(outcomes)} tests" if killed else f"exit {proc.returncode}: {_last_line(out)}")
+              f"killed at the cap after {len(outcomes)} tests" if killed
+              else f"exit {proc.returncode}: {_last_line(out)}")
 
 
 def _last_line(text: str) -> str:
@@ -615,7 +618,8 @@ def ddp_section(ctx: SectionContext) -> None:
     step = checkpoint.load(latest)["progress"]["step"] if proc.returncode == 0 and latest.is_file() else None
     ctx.check(f"torchrun, 1 process ({backend}): {steps} training steps and a checkpoint", step == steps,
               f"exit {proc.returncode}, checkpoint step {step}; {_last_line(out)}")
-    ctx.record("torchrun run, start to finish", seconds, "s", note=f"process group start, data, {steps} steps, checkpoint")
+    ctx.record("torchrun run, start to finish", seconds, "s",
+               note=f"process group start, data, {steps} steps, checkpoint")
 
 
 # ------------------------------------------------------------------------------------------ registry

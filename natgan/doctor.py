@@ -208,7 +208,8 @@ def check_inception() -> list[Check]:
         detail = f"{spec.filename} not found" + (" (NATGAN_OFFLINE: no download)" if offline
                                                  else "; downloaded on first use")
         rows.append(Check("fid", f"Inception for {mode}", FAIL if offline else WARN, detail, required=offline,
-                          fix=f"download {spec.url} to {spec.cache_location()} (or set NATGAN_INCEPTION to its folder)"))
+                          fix=f"download {spec.url} to {spec.cache_location()} "
+                              f"(or set NATGAN_INCEPTION to its folder)"))
     return rows
 
 

@@ -266,7 +266,8 @@ def test_vgg16_extractor_reads_fc2_after_relu_of_torchvision_vgg16():
                                   strict=False).missing_keys
     assert missing == ["classifier.6.weight", "classifier.6.bias"]   # only the 1000-class layer is not used
     x = nn.functional.interpolate(images.float(), size=(224, 224), mode="bilinear", align_corners=False) / 255
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     with torch.no_grad():
         fc2 = ref.classifier[4](ref.classifier[3](ref.classifier[1](ref.classifier[0](
             torch.flatten(ref.avgpool(ref.features(x)), 1)))))

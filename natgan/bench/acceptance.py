@@ -299,7 +299,8 @@ def markdown(report: dict) -> str:
             lines += ["| figure | value | goal | result | note |", "|---|---|---|---|---|"]
             for f in s["figures"]:
                 verdict = "" if f["passed"] is None else ("pass" if f["passed"] else "**FAIL**")
-                value = f["value"] if f["unit"] in ("", None) or f["value"] in (None, "") else f"{f['value']} {f['unit']}"
+                bare = f["unit"] in ("", None) or f["value"] in (None, "")
+                value = f["value"] if bare else f"{f['value']} {f['unit']}"
                 lines.append(f"| {_cell(f['name'])} | {_cell(value)} | {_cell(f['goal'])} | {_cell(verdict)} | "
                              f"{_cell(f['note'])} |")
             lines.append("")

@@ -27,7 +27,7 @@ _EXPORTS = {
     "METRICS": "registry", "parse_metrics": "registry",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(sorted(_EXPORTS))
 
 
 def __getattr__(name: str):

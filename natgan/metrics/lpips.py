@@ -11,8 +11,8 @@ Weights are read from local files only (clusters are often offline):
 * ``vgg.pth`` — the LPIPS v0.1 linear layers (:data:`LPIPS_VGG_URL`),
 
 found by :func:`natgan.metrics.weights.locate_all` (``--weights DIR``, ``$NATGAN_WEIGHTS``,
-the cache, torch.hub's checkpoints; see that module for the search order). ``random_init=True`` builds the same network with seeded random
-weights, so tests run without any download; its distances are not LPIPS numbers.
+the cache, torch.hub's checkpoints; see that module for the search order). ``random_init=True`` builds
+the same network with seeded random weights, so tests run without any download; its distances are not LPIPS numbers.
 """
 
 from __future__ import annotations

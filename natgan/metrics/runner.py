@@ -235,7 +235,8 @@ def evaluate_datasets(a: str | Path, b: str, *, metrics: list[str] | str = ("fid
     mode = exts["inception"].mode if "inception" in exts else mode
     gen_feats = {m.feature_set(pr_features) for m in chosen if m.gen == "features"}
     res_a, res_b = matched_resolutions(a, b)
-    sides = {fs: dataset_reference(a, ext, resolution=res_a, num=num, kid=fs in gen_feats, batch_size=batch_size, workers=workers,
+    sides = {fs: dataset_reference(a, ext, resolution=res_a, num=num, kid=fs in gen_feats, batch_size=batch_size,
+                                   workers=workers,
                                    use_cache=use_cache, progress=progress, label="A") for fs, ext in exts.items()}
     first = next(iter(sides.values()))
     resolution = first.identity["resolution"]
