@@ -75,7 +75,7 @@ def tiny_extractor(monkeypatch):
 
     net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()).eval()
     monkeypatch.setattr(runner, "build_inception",
-                        lambda mode, *, device="cpu", inception=None: FeatureExtractor(net, mode=mode, device=device))
+                        lambda mode, *, device="cpu", **_:  FeatureExtractor(net, mode=mode, device=device))
 
 
 # ------------------------------------------------------------------ checkpoints x every command

@@ -43,6 +43,25 @@ def test_usage_error_exits_2(capsys):
     assert code == 2
 
 
+@pytest.mark.parametrize("argv, fragment", [
+    (["fid", "--num", "1e12", "--ckpt", "x.pt"], "nat-gan fid: Invalid value for '--num'"),
+    (["sample", "--bogus"], "nat-gan sample: No such option: --bogus"),
+    (["no-such-command"], "No such command"),
+    (["train", "--recipe"], "Option '--recipe' requires an argument"),
+])
+def test_usage_errors_are_one_line_naming_command_and_option(capsys, argv, fragment):
+    """Click's boxed multi-line usage panels become one `error:` line (exit 2), like every other error."""
+    code, out, err = run(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("error: ") and fragment in lines[0] and "Traceback" not in err
+
+
+def test_no_arguments_still_shows_the_help(capsys):
+    code, out, err = run(capsys)
+    assert code == 2 and "Usage" in out + err and "error:" not in err
+
+
 def test_bench_list_json(capsys):
     code, out, _ = run(capsys, "bench", "--list", "--json")
     assert code == 0

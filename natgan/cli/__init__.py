@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module and only parses arguments, calls the library and prints.
 Errors raised as :class:`~natgan.errors.NatGanError` become one red line on stderr and exit code 1
-(2 for bad usage or configuration); Typer/Click usage errors keep their exit code 2.
+(2 for bad usage or configuration); Typer/Click usage errors (unknown option, ``--num 1e12``) become one
+line too, naming the command and the option, with exit code 2.
 """
 
 from __future__ import annotations
@@ -48,15 +49,45 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """Click's usage-error, error and abort classes: Typer >= 0.22 vendors Click (``typer._click``),
+    older Typer uses the ``click`` package; both are caught, so either install gets one-line errors."""
+    usage, errors, aborts = [], [], [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = __import__(name, fromlist=["UsageError"])
+        except ImportError:
+            continue
+        usage.append(module.UsageError)
+        errors.append(module.ClickException)
+        aborts.append(getattr(module, "Abort", typer.Abort))
+    return tuple(usage), tuple(errors), tuple(aborts)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from natgan.cli.console import print_error
 
+    usage_errors, click_errors, aborts = _click_exceptions()
     try:
-        app(args=argv, prog_name="nat-gan")
+        code = app(args=argv, prog_name="nat-gan", standalone_mode=False)
+    except usage_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `nat-gan` / `nat-gan prepare` alone: the help text
+            exc.show()
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx is not None else "nat-gan"
+        print_error(f"{where}: {exc.format_message()} (see '{where} -h')")
+        sys.exit(exc.exit_code)
+    except click_errors as exc:
+        print_error(exc.format_message())
+        sys.exit(exc.exit_code)
+    except aborts:
+        print_error("interrupted")
+        sys.exit(130)
     except NatGanError as exc:
         print_error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print_error("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)  # as Click's standalone mode does after a command
