@@ -26,7 +26,9 @@ from natgan.errors import ConfigError, DataError, NatGanError
 from natgan.models import count_params, create
 from natgan.models.normalization import to_uint8
 from natgan.recipe import Recipe
-from natgan.train import distributed, rng_state, schedule
+from natgan.train import daug, distributed, rng_state, schedule
+from natgan.train.finetune import load_weights
+from natgan.train.freeze import frozen_parameters
 from natgan.train.display import Display
 from natgan.train.rundir import RunDir
 from natgan.train.sampler import ResumableSampler
@@ -80,8 +82,8 @@ class Trainer:
     """Build everything a run needs from a recipe; :meth:`run` trains until done or interrupted."""
 
     def __init__(self, recipe: Recipe, outdir: str | Path, *, resume_from: dict | None = None,
-                 max_steps: int | None = None, console: Console | None = None, show_progress: bool = True,
-                 fid_extractor: Any = None):
+                 init_from: dict | None = None, init_optim: bool = False, max_steps: int | None = None,
+                 console: Console | None = None, show_progress: bool = True, fid_extractor: Any = None):
         self.recipe = recipe
         self.t = recipe.train
         self.run_dir = RunDir(outdir)
@@ -112,11 +114,16 @@ class Trainer:
         self.images_seen = 0
         self.metrics: list[dict] = []
         self.gens = rng_state.TrainerGenerators(self.t.seed + 7919 * self.dist.rank)
+        self.daug = daug.build(self.t, normalization=self.G.normalization, generator=self.gens.aug,
+                               reduce=lambda t: distributed.all_reduce_mean(t, self.dist))
         self.update = make_update(self.t.update, Networks(self.G, self.D, self.g_opt, self.d_opt), train=self.t,
                                   plan=self.plan, dist=self.dist, device=self.device, gens=self.gens,
-                                  autocast=self.autocast, flip=recipe.data.flip)
+                                  autocast=self.autocast, flip=recipe.data.flip, daug=self.daug,
+                                  d_frozen=frozen_parameters(self.D, self.G.resolution, self.t.freeze_d))
         if resume_from is not None:
             self._restore(resume_from)
+        elif init_from is not None:
+            load_weights(self, init_from, optim=init_optim)
         else:
             distributed.broadcast_module(self.G, self.dist)
             distributed.broadcast_module(self.D, self.dist)
@@ -151,7 +158,9 @@ class Trainer:
         self.step = ck["progress"]["step"]
         self.images_seen = ck["progress"]["images_seen"]
         self.metrics = list(ck.get("metrics", []))
-        self.update.load_state_dict(ck.get("extra", {}))
+        extra = ck.get("extra", {})
+        self.update.load_state_dict(extra)
+        self.daug.load_state_dict(extra.get("augment", {}))
         rng = ck.get("rng", {})
         if rng:
             rng_state.restore(rng, self.gens, rank=self.dist.rank)
@@ -215,7 +224,7 @@ class Trainer:
             G=self.G.state_dict(), G_ema=self.G_ema.state_dict(), D=self.D.state_dict(),
             optim={"G": self.g_opt.state_dict(), "D": self.d_opt.state_dict()},
             step=self.step, images_seen=self.images_seen, rng=rng_state.capture(self.gens),
-            metrics=self.metrics, extra=self.update.state_dict())
+            metrics=self.metrics, extra={**self.update.state_dict(), "augment": self.daug.state_dict()})
 
     def save_checkpoint(self) -> Path | None:
         ck = self.make_checkpoint()  # every rank: RNG states are gathered collectively
@@ -278,6 +287,7 @@ class Trainer:
                 g_lr, d_lr = self._set_lrs()
                 stats = self.update.step(data, self.step)
                 self._update_ema()
+                self.daug.after_step(self.plan.global_batch)
                 self._check_finite(stats)
                 self.step += 1
                 steps_this_run += 1
@@ -291,13 +301,17 @@ class Trainer:
                     shown = {k: float(distributed.all_reduce_mean(v.float().reshape(1), self.dist))
                              for k, v in stats.items()}
                     t_last, seen_last = now, self.images_seen
+                    augment_stats = self.daug.stats()
                     if writer is not None:
                         for k, v in shown.items():
                             writer.add_scalar(f"loss/{k}", v, self.step)
+                        for k, v in augment_stats.items():
+                            writer.add_scalar(f"augment/{k}", v, self.step)
                         writer.add_scalar("lr/G", g_lr, self.step)
                         writer.add_scalar("lr/D", d_lr, self.step)
                         writer.add_scalar("speed/img_per_s", rate, self.step)
                         writer.add_scalar("progress/kimg", self.images_seen / 1000, self.step)
+                    shown.update(augment_stats)
                 display.update(self.step, self.images_seen / 1000, rate, shown)
 
                 done = self.step == self.t.iterations
@@ -387,6 +401,8 @@ def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
         "bcr": f"real {t.bcr_real}, fake {t.bcr_fake}" if t.bcr else "off",
         "path_length": f"weight {t.pl_weight} every {t.g_reg_every} steps" if t.pl_weight > 0 else "off",
         "style_mixing": t.style_mixing,
+        "augment": augment_summary(t),
+        "freeze_d": f"first {t.freeze_d} D resolution levels frozen" if t.freeze_d else "off",
         "ema": (f"beta {t.ema_beta}" + (f", a copy of G for the first {t.ema_start} steps" if t.ema_start else "")
                 + (", buffers averaged" if t.ema_buffers == "average" else ", buffers copied")),
         "precision": t.precision,
@@ -395,3 +411,15 @@ def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
                 if recipe.eval.every else "off"),
     }
 
+
+
+def augment_summary(t: Any) -> str:
+    """One line on D's augmentation for ``--dry-run``."""
+    if t.augment == "none":
+        return "off"
+    if t.augment == "diffaug":
+        return f"DiffAugment {t.diffaug_policy}"
+    if t.augment == "fixed":
+        return f"ADA '{t.augment_pipe}' at fixed p = {t.augment_p}"
+    return (f"ADA '{t.augment_pipe}': p from {t.augment_p} toward r_t = {t.ada_target} every {t.ada_interval} "
+            f"steps, 0 -> 1 in {t.ada_kimg:g} kimg")
