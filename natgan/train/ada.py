@@ -361,6 +361,16 @@ class AugmentPipe:
         self.name = name
         self.ops = pipeline(name)
 
+    @classmethod
+    def of(cls, *ops: str) -> "AugmentPipe":
+        """A pipe of chosen augmentations (always applied in the paper's order), e.g. for tests."""
+        unknown = [op for op in ops if op not in GEOMETRIC + COLOUR]
+        if unknown:
+            raise ValueError(f"unknown augmentation {unknown[0]!r}")
+        pipe = cls.__new__(cls)
+        pipe.name, pipe.ops = "+".join(ops), tuple(ops)
+        return pipe
+
     def __call__(self, x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
         if p <= 0:
             return x
