@@ -156,3 +156,13 @@ def test_frozen_d_parameters_stay_bitwise_unchanged(tmp_path, update):
     assert changed == set(before) - frozen_names
     # G still learned through the frozen layers
     assert t.step == 3
+
+
+def test_small_dataset_recipe_is_the_official_architecture_with_ada():
+    """So `--init` from the imported official FFHQ-256 StyleNAT fits it without any --set model.*."""
+    from natgan import recipe as recipes
+
+    small, ffhq = recipes.load("recipes/stylenat_small_ada.toml"), recipes.load("recipes/ffhq256.toml")
+    assert small.to_dict()["model"] == ffhq.to_dict()["model"]
+    assert (small.train.augment, small.train.augment_pipe, small.train.ada_target, small.train.ada_kimg) == \
+        ("ada", "bgc", 0.6, 500.0)
