@@ -277,24 +277,41 @@ def _filter(dtype: torch.dtype, device) -> torch.Tensor:
     return torch.tensor(SYM6, dtype=dtype, device=device) / math.sqrt(2)  # unit DC gain
 
 
-def _separable(x: torch.Tensor, taps: torch.Tensor, stride: int) -> torch.Tensor:
-    c = x.shape[1]
-    x = F.conv2d(x, taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1), stride=(1, stride), groups=c)
-    return F.conv2d(x, taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1), stride=(stride, 1), groups=c)
+def _fir(x: torch.Tensor, taps: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
+    """``out[k] = sum_t taps[t] * x[..., stride * k + t]`` for k < n along the last axis, as a sum of shifted
+    slices: for these short filters on small images far faster on CPU than ``conv2d``, and differentiable
+    to any order."""
+    out = x[..., 0: stride * (n - 1) + 1: stride] * taps[0]
+    for t in range(1, len(taps)):
+        out = out + x[..., t: t + stride * (n - 1) + 1: stride] * taps[t]
+    return out
+
+
+def _upsample_last_axis(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """2x along the last axis, polyphase: out[2j] and out[2j + 1] are 6-tap correlations of x with the even
+    and odd taps (the zero-inserted samples are never multiplied), interleaved."""
+    w = x.shape[-1]
+    padded = F.pad(x, [_TAPS // 4, _TAPS // 4])
+    even = _fir(padded, taps[0::2], w)
+    odd = _fir(padded[..., 1:], taps[1::2], w)
+    return torch.stack([even, odd], dim=-1).flatten(-2)
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
-    """Zero insertion + sym6 low-pass; output pixel m sits at (m + 0.5) / 2 in input pixel units."""
-    b, c, h, w = x.shape
-    z = x.new_zeros(b, c, 2 * h, 2 * w)
-    z[:, :, ::2, ::2] = x * 4
-    z = F.pad(z, [_TAPS // 2, _TAPS // 2 - 1, _TAPS // 2, _TAPS // 2 - 1])
-    return _separable(z, _filter(x.dtype, x.device), 1)
+    """Zero insertion + sym6 low-pass (as polyphase filtering); output pixel m sits at (m + 0.5) / 2 in
+    input pixel units."""
+    taps = _filter(x.dtype, x.device) * 2
+    y = _upsample_last_axis(x, taps)
+    return _upsample_last_axis(y.transpose(-1, -2), taps).transpose(-1, -2)
 
 
 def downsample2x(y: torch.Tensor, offset: int) -> torch.Tensor:
     """sym6 low-pass (reversed, so up- and downsampling together have zero phase) then every 2nd pixel."""
-    return _separable(y[:, :, offset:, offset:], _filter(y.dtype, y.device).flip(0), 2)
+    taps = _filter(y.dtype, y.device).flip(0)
+    y = y[..., offset:, offset:]
+    n_y, n_x = (y.shape[-2] - _TAPS) // 2 + 1, (y.shape[-1] - _TAPS) // 2 + 1
+    y = _fir(y, taps, n_x, 2)
+    return _fir(y.transpose(-1, -2), taps, n_y, 2).transpose(-1, -2)
 
 
 def bilinear(x: torch.Tensor, y_in: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
