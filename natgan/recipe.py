@@ -49,6 +49,16 @@ class TrainConfig:
     bcr_real: float = option(10.0, min=0.0)
     bcr_fake: float = option(10.0, min=0.0)
     d_clip: float = option(5.0, min=0.0, help="clip D gradient norm after its main step (0 = off)")
+    augment: Literal["none", "ada", "fixed", "diffaug"] = option(
+        "none", help="augment every image D sees: ada (adaptive p, Karras et al. 2020), fixed (ADA at augment_p), "
+                     "diffaug (DiffAugment, Zhao et al. 2020)")
+    augment_pipe: str = option("bgc", help="ADA pipeline: blit, geom, color, bg, gc, bgc")
+    augment_p: float = option(0.0, min=0.0, max=1.0, help="ADA probability (fixed), or its start (ada)")
+    ada_target: float = option(0.6, min=0.0, max=1.0, help="ADA target of r_t = E[sign(D(real))]")
+    ada_interval: int = option(4, min=1, help="steps between ADA p adjustments")
+    ada_kimg: float = option(500.0, min=1e-3, help="thousands of images for p to move from 0 to 1")
+    diffaug_policy: str = option("color,translation,cutout", help="DiffAugment groups, applied in this order")
+    freeze_d: int = option(0, min=0, help="Freeze-D: keep D's first N resolution levels (from the input) fixed")
     ema_beta: float = option(0.5 ** (32 / 10_000), min=0.0, max=1.0, help="EMA decay per step (official 0.5^(32/10k))")
     ema_start: int = option(0, min=0, help="G_ema copies G up to this step and averages after it (HiT: 10; "
                                             "0 = average from the first step, as StyleNAT/StyleGAN2)")
@@ -83,6 +93,14 @@ class TrainConfig:
         if self.update == "simultaneous" and self.pl_weight > 0:
             raise ConfigError("key 'train.pl_weight': path-length regularisation needs train.update = "
                               "'alternating' (its lazy G step has no place in a simultaneous update)")
+        if self.augment in ("ada", "fixed"):
+            from natgan.train.ada import pipeline
+
+            pipeline(self.augment_pipe)
+        if self.augment == "diffaug":
+            from natgan.train.diffaugment import parse_policy
+
+            parse_policy(self.diffaug_policy)
         if self.lr_decay and self.lr_decay_start > self.iterations:
             raise ConfigError(f"key 'train.lr_decay_start': expected int <= train.iterations "
                               f"({self.iterations}), got {self.lr_decay_start}")
@@ -223,6 +241,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], *, base_source: s
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read and validate a recipe file with optional ``--set`` overrides."""
+    return apply_overrides(read_raw(path), overrides or [], base_source=str(path))
+
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """A recipe file's TOML as a plain dict, not yet validated (one-line errors for unreadable files)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
@@ -232,7 +255,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
-    return apply_overrides(raw, overrides or [], base_source=str(path))
+    return raw
 
 
 def dump_toml(data: dict[str, Any]) -> str:

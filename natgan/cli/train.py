@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
         start_over: bool = typer.Option(False, "--start-over", help="Move the checkpoints already in --outdir "
                                         "into a previous-<time>/ folder there and start afresh (a new run, or the "
                                         "--resume FILE given); never needed for an empty directory."),
+        init: Optional[str] = typer.Option(None, "--init", help="Start a NEW run from this checkpoint's weights "
+                                                                  "(G, G_ema, D; fine-tuning): counters at zero, "
+                                                                  "model from the checkpoint, the rest from --recipe."),
+        init_optim: bool = typer.Option(False, "--init-optim", help="With --init: also take the Adam moments."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe, model sizes and schedule, then exit."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1,
                                                 help="Stop after this many steps in this invocation (checkpoint first); "
@@ -34,17 +38,30 @@ def register(app: typer.Typer) -> None:
         """Train a GAN from a recipe (single process, or multi-GPU under torchrun)."""
         from natgan import train as training
 
-        resolved, resume_ck, decision = training.resolve_run(
-            recipe_path=recipe, overrides=overrides, outdir=outdir, resume=resume, data=data, start_over=start_over)
+        from natgan.errors import ConfigError
+
+        init_ck = None
+        if init is not None and resume is not None:
+            raise ConfigError("--init starts a new run and --resume continues one: give only one of them")
+        if init_optim and init is None:
+            raise ConfigError("--init-optim needs --init CKPT")
+        if init is not None:
+            resolved, init_ck, decision = training.resolve_init(
+                recipe_path=recipe, overrides=overrides, outdir=outdir, init=init,
+                data_override=training.data_override(data), start_over=start_over)
+            resume_ck = None
+        else:
+            resolved, resume_ck, decision = training.resolve_run(
+                recipe_path=recipe, overrides=overrides, outdir=outdir, resume=resume, data=data, start_over=start_over)
         if dry_run:
             _dry_run(resolved, decision, json_out)
             return
         is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
         if not json_out and is_main:
             err_console.print(decision, highlight=False)
-        result = training.train(resolved, outdir, resume_from=resume_ck, max_steps=max_steps,
-                                console=err_console if json_out else console, show_progress=progress,
-                                start_over=start_over)
+        result = training.train(resolved, outdir, resume_from=resume_ck, init_from=init_ck, init_optim=init_optim,
+                                max_steps=max_steps, console=err_console if json_out else console,
+                                show_progress=progress, start_over=start_over)
         if not is_main:
             return
         summary = {"step": result.step, "images_seen": result.images_seen, "latest_checkpoint": result.latest,

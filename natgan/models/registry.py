@@ -118,10 +118,11 @@ def create(name: str, config: Any = None, **overrides: Any) -> ModelPair:
     return ModelPair(name, config, generator, discriminator)
 
 
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    """Freeze or unfreeze every parameter (GAN steps train one network against the other, frozen)."""
+def set_requires_grad(module: nn.Module, flag: bool, *, frozen: frozenset[int] = frozenset()) -> None:
+    """Freeze or unfreeze every parameter (GAN steps train one network against the other, frozen);
+    parameters whose ``id`` is in ``frozen`` (Freeze-D) always stay off."""
     for p in module.parameters():
-        p.requires_grad_(flag)
+        p.requires_grad_(flag and id(p) not in frozen)
 
 
 def count_params(module: nn.Module) -> int:

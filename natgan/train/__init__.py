@@ -15,10 +15,11 @@ from natgan import checkpoint, recipe as recipes
 from natgan.errors import ConfigError, NatGanError
 from natgan.fsutil import check_output_dir
 from natgan.train import resume_policy
+from natgan.train.finetune import resolve_init
 from natgan.train.rundir import RunDir
 from natgan.train.trainer import Trainer, TrainResult, schedule_summary
 
-__all__ = ["resolve_run", "train", "Trainer", "TrainResult", "schedule_summary"]
+__all__ = ["resolve_run", "resolve_init", "train", "Trainer", "TrainResult", "schedule_summary"]
 
 
 def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir: str | Path,
@@ -45,8 +46,7 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
         ck, source = checkpoint.load(resume), str(resume)
         resume_policy.check_same_run(run_dir, ck, source, start_over)
 
-    if data is not None:
-        overrides = [*overrides, f"data.path={_toml_string(data)}"]
+    overrides = [*overrides, *data_override(data)]
     if ck is None:
         if recipe_path is None:
             raise ConfigError("--recipe is required to start a new run")
@@ -67,20 +67,28 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
     return resolved, ck, f"resuming from {source} at step {ck['progress']['step']}"
 
 
+def data_override(data: str | None) -> list[str]:
+    """``--data PATH`` as the ``--set`` it stands for."""
+    return [] if data is None else [f"data.path={_toml_string(data)}"]
+
+
 def _toml_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def train(recipe: recipes.Recipe, outdir: str | Path, *, resume_from: dict | None = None,
+          init_from: dict | None = None, init_optim: bool = False,
           max_steps: int | None = None, console: Console | None = None, show_progress: bool = True,
           fid_extractor: Any = None, start_over: bool = False) -> TrainResult:
     """Train (or continue) a run in ``outdir``; returns where the latest checkpoint and samples are.
 
+    ``init_from`` (from :func:`resolve_init`) starts a new run from a checkpoint's weights.
     ``start_over``: first move the directory's existing checkpoints aside (see :func:`resolve_run`)."""
     if start_over and int(os.environ.get("RANK", "0")) == 0:
         resume_policy.set_aside_for_new_start(outdir)
-    trainer = Trainer(recipe, outdir, resume_from=resume_from, max_steps=max_steps, console=console,
-                      show_progress=show_progress, fid_extractor=fid_extractor)
+    trainer = Trainer(recipe, outdir, resume_from=resume_from, init_from=init_from, init_optim=init_optim,
+                      max_steps=max_steps, console=console, show_progress=show_progress,
+                      fid_extractor=fid_extractor)
     try:
         return trainer.run()
     finally:

@@ -1,8 +1,7 @@
 """The GAN training loop shared by every registered model.
 
-One step, in the official StyleSwin/StyleNAT order: D step (logistic loss, optional bCR, gradient
-clipping) -> lazy R1 step -> G step (non-saturating loss, optional style mixing) -> lazy path-length
-step -> EMA -> counters. Everything random comes from generators whose state is checkpointed, and the
+The trainer owns the loop, persistence and signals; what one step does to G and D is the update rule's
+job (:mod:`natgan.train.updates`, chosen by ``train.update``). After the rule: EMA -> counters. Everything random comes from generators whose state is checkpointed, and the
 data order is a pure function of (seed, images seen), so ``--resume`` continues bit-for-bit.
 """
 
@@ -26,11 +25,14 @@ from natgan.fsutil import atomic_write_text
 from natgan.metrics.registry import is_better, numbers_line, scalars
 from natgan.models import count_params, create, set_requires_grad
 from natgan.recipe import Recipe
-from natgan.train import augment, distributed, losses, preview, rng_state, schedule
+from natgan.train import daug, distributed, preview, rng_state, schedule
 from natgan.train.batch_checks import check_discriminator_batch
+from natgan.train.finetune import load_weights
+from natgan.train.freeze import frozen_parameters
 from natgan.train.display import Display
 from natgan.train.rundir import RunDir, new_run_id, run_id_of
 from natgan.train.sampler import ResumableSampler
+from natgan.train.updates import Networks, make_update
 
 
 @dataclass
@@ -69,8 +71,8 @@ class Trainer:
     """Build everything a run needs from a recipe; :meth:`run` trains until done or interrupted."""
 
     def __init__(self, recipe: Recipe, outdir: str | Path, *, resume_from: dict | None = None,
-                 max_steps: int | None = None, console: Console | None = None, show_progress: bool = True,
-                 fid_extractor: Any = None):
+                 init_from: dict | None = None, init_optim: bool = False, max_steps: int | None = None,
+                 console: Console | None = None, show_progress: bool = True, fid_extractor: Any = None):
         self.recipe = recipe
         self.t = recipe.train
         self.run_dir = RunDir(outdir)
@@ -101,12 +103,19 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self.metrics: list[dict] = []
-        self.pl_mean = torch.zeros((), device=self.device)
         self.gens = rng_state.TrainerGenerators(self.t.seed + 7919 * self.dist.rank)
         rng_state.seed_globals(self.t.seed + 7919 * self.dist.rank)
         self.run_id = run_id_of(resume_from or {}) or new_run_id()
+        self.daug = daug.build(self.t, normalization=self.G.normalization, generator=self.gens.aug,
+                               reduce=lambda t: distributed.all_reduce_mean(t, self.dist))
+        self.update = make_update(self.t.update, Networks(self.G, self.D, self.g_opt, self.d_opt), train=self.t,
+                                  plan=self.plan, dist=self.dist, device=self.device, gens=self.gens,
+                                  autocast=self.autocast, flip=recipe.data.flip, daug=self.daug,
+                                  d_frozen=frozen_parameters(self.D, self.G.resolution, self.t.freeze_d))
         if resume_from is not None:
             self._restore(resume_from)
+        elif init_from is not None:
+            load_weights(self, init_from, optim=init_optim)
         else:
             distributed.broadcast_module(self.G, self.dist)
             distributed.broadcast_module(self.D, self.dist)
@@ -131,8 +140,8 @@ class Trainer:
         self.images_seen = ck["progress"]["images_seen"]
         self.metrics = list(ck.get("metrics", []))
         extra = ck.get("extra", {})
-        if "pl_mean" in extra:
-            self.pl_mean = extra["pl_mean"].to(self.device)
+        self.update.load_state_dict(extra)
+        self.daug.load_state_dict(extra.get("augment", {}))
         rng = ck.get("rng", {})
         if rng:
             rng_state.restore(rng, self.gens, rank=self.dist.rank)
@@ -161,156 +170,12 @@ class Trainer:
         except NatGanError as exc:  # a worker's DataError: show its line, naming the record
             raise unwrap_worker_error(exc) from None
 
-    # ------------------------------------------------------------------------------------- pieces
-    def _latents(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.G.z_dim, generator=self.gens.z).to(self.device)
-
-    def _generate(self, n: int, *, return_w: bool = False):
-        """G(z) with style mixing at the recipe's probability for models with several latents."""
-        z = self._latents(n)
-        mixing = self.t.style_mixing > 0 and getattr(self.G, "n_latent", None)
-        if not mixing and not return_w:
-            return self.G(z)
-        w = self.G.mapping(z)
-        if mixing and torch.rand((), generator=self.gens.aug).item() < self.t.style_mixing:
-            w2 = self.G.mapping(self._latents(n))
-            cut = int(torch.randint(1, self.G.n_latent, (), generator=self.gens.aug))
-            w = torch.cat([w[:, :cut], w2[:, cut:]], dim=1)
-        if return_w:
-            return self.G.synthesis(w), w
-        return self.G.synthesis(w)
-
+    # the update rule's entry points under the names the pre-refactor Trainer had (tests drive them)
     def _flip(self, real: torch.Tensor) -> torch.Tensor:
-        if not self.recipe.data.flip:
-            return real
-        return augment.flip(real, self.gens.flip)
-
-    def _bcr_loss(self, fake: torch.Tensor, fake_logits: torch.Tensor, real: torch.Tensor,
-                  real_logits: torch.Tensor) -> torch.Tensor:
-        """bCR: D on augmented copies of the (detached) images should give the logits of the originals."""
-        aug_fake = self.D(augment.bcr_augment(fake.detach(), self.gens.aug)).float()
-        aug_real = self.D(augment.bcr_augment(real.detach(), self.gens.aug)).float()
-        return (self.t.bcr_fake * losses.consistency(aug_fake, fake_logits)
-                + self.t.bcr_real * losses.consistency(aug_real, real_logits))
-
-    def _r1_weighted(self, penalty: torch.Tensor) -> torch.Tensor:
-        """R1 as it enters the D loss: gamma/2, times the lazy interval (StyleGAN2's lazy regularisation)."""
-        return self.t.r1 / 2 * penalty * self.t.r1_every
-
-    def _d_step(self, data: Iterator[torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-        set_requires_grad(self.G, False)
-        set_requires_grad(self.D, True)
-        self.D.zero_grad(set_to_none=True)
-        reals, total, cr_total = [], 0.0, 0.0
-        for _ in range(self.plan.accumulation):
-            real = self._flip(next(data))
-            reals.append(real)
-            with self.autocast():
-                with torch.no_grad():
-                    fake = self._generate(real.shape[0])
-                fake_logits, real_logits = self.D(fake).float(), self.D(real).float()
-                loss = losses.d_logistic(real_logits, fake_logits)
-                if self.t.bcr:
-                    cr = self._bcr_loss(fake, fake_logits, real, real_logits)
-                    loss = loss + cr
-                    cr_total = cr_total + cr.detach()
-            (loss / self.plan.accumulation).backward()
-            total = total + loss.detach()
-        distributed.average_gradients(self.D, self.dist)
-        if self.t.d_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.D.parameters(), self.t.d_clip)
-        self.d_opt.step()
-        stats = {"D": total / self.plan.accumulation}
-        if self.t.bcr:
-            stats["bCR"] = cr_total / self.plan.accumulation
-        return stats, reals
+        return self.update.flip(real)
 
     def _joint_step(self, data: Iterator[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """HiT's update (``train.update = "simultaneous"``): one forward of G and D per micro-batch. D learns
-        from its logistic loss (+ bCR, + R1 when due, inside the same step), G from the non-saturating loss
-        on the *same* fake logits, so both see the pre-update D; each network gets gradients of its own
-        loss only, and both optimizers step once."""
-        set_requires_grad(self.G, True)
-        set_requires_grad(self.D, True)
-        self.G.zero_grad(set_to_none=True)
-        self.D.zero_grad(set_to_none=True)
-        g_params = [p for p in self.G.parameters() if p.requires_grad]
-        d_params = [p for p in self.D.parameters() if p.requires_grad]
-        r1_now = self.t.r1 > 0 and self.step % self.t.r1_every == 0
-        acc = self.plan.accumulation
-        totals = {"D": 0.0, "G": 0.0, "bCR": 0.0, "R1": 0.0}
-        for _ in range(acc):
-            real = self._flip(next(data))
-            if r1_now:
-                real = real.detach().requires_grad_(True)
-            with self.autocast():
-                fake = self._generate(real.shape[0])
-                fake_logits, real_logits = self.D(fake).float(), self.D(real).float()
-                d_loss = losses.d_logistic(real_logits, fake_logits)
-                g_loss = losses.g_nonsaturating(fake_logits)
-                if self.t.bcr:
-                    cr = self._bcr_loss(fake, fake_logits, real, real_logits)
-                    d_loss = d_loss + cr
-                    totals["bCR"] = totals["bCR"] + cr.detach()
-            if r1_now:
-                penalty = losses.r1_penalty(real_logits, real)
-                d_loss = d_loss + self._r1_weighted(penalty)
-                totals["R1"] = totals["R1"] + penalty.detach()
-            d_grads = torch.autograd.grad(d_loss / acc, d_params, retain_graph=True, allow_unused=True)
-            g_grads = torch.autograd.grad(g_loss / acc, g_params, allow_unused=True)
-            for params, grads in ((d_params, d_grads), (g_params, g_grads)):
-                for p, g in zip(params, grads):
-                    g = torch.zeros_like(p) if g is None else g  # same tensors on every rank for all-reduce
-                    p.grad = g if p.grad is None else p.grad + g
-            totals["D"] = totals["D"] + d_loss.detach()
-            totals["G"] = totals["G"] + g_loss.detach()
-        distributed.average_gradients(self.D, self.dist)
-        distributed.average_gradients(self.G, self.dist)
-        if self.t.d_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.D.parameters(), self.t.d_clip)
-        self.d_opt.step()
-        self.g_opt.step()
-        keep = ["D", "G"] + (["bCR"] if self.t.bcr else []) + (["R1"] if r1_now else [])
-        return {k: totals[k] / acc for k in keep}
-
-    def _r1_step(self, reals: list[torch.Tensor]) -> torch.Tensor:
-        self.D.zero_grad(set_to_none=True)
-        total = 0.0
-        for real in reals:
-            real = real.detach().requires_grad_(True)
-            logits = self.D(real).float()
-            penalty = losses.r1_penalty(logits, real)
-            loss = self._r1_weighted(penalty) + 0 * logits[0].sum()
-            (loss / len(reals)).backward()
-            total = total + penalty.detach()
-        distributed.average_gradients(self.D, self.dist)
-        self.d_opt.step()
-        return total / len(reals)
-
-    def _g_step(self) -> torch.Tensor:
-        set_requires_grad(self.G, True)
-        set_requires_grad(self.D, False)
-        self.G.zero_grad(set_to_none=True)
-        total = 0.0
-        for _ in range(self.plan.accumulation):
-            with self.autocast():
-                loss = losses.g_nonsaturating(self.D(self._generate(self.plan.micro)).float())
-            (loss / self.plan.accumulation).backward()
-            total = total + loss.detach()
-        distributed.average_gradients(self.G, self.dist)
-        self.g_opt.step()
-        return total / self.plan.accumulation
-
-    def _pl_step(self) -> torch.Tensor:
-        self.G.zero_grad(set_to_none=True)
-        n = max(1, self.plan.micro // 2)
-        images, w = self._generate(n, return_w=True)
-        penalty, self.pl_mean, _ = losses.path_length_penalty(images, w, self.pl_mean)
-        loss = self.t.pl_weight * self.t.g_reg_every * penalty + 0 * images[0, 0, 0, 0]
-        loss.backward()
-        distributed.average_gradients(self.G, self.dist)
-        self.g_opt.step()
-        return penalty.detach()
+        return self.update.step(data, self.step)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -343,7 +208,8 @@ class Trainer:
             G=self.G.state_dict(), G_ema=self.G_ema.state_dict(), D=self.D.state_dict(),
             optim={"G": self.g_opt.state_dict(), "D": self.d_opt.state_dict()},
             step=self.step, images_seen=self.images_seen, rng=rng_state.capture(self.gens) if rng is None else rng,
-            metrics=self.metrics, extra={"pl_mean": self.pl_mean.detach().cpu(), "run_id": self.run_id})
+            metrics=self.metrics,
+            extra={**self.update.state_dict(), "augment": self.daug.state_dict(), "run_id": self.run_id})
 
     def save_checkpoint(self) -> Path | None:
         ck = self.make_checkpoint()  # every rank: RNG states are gathered collectively
@@ -420,16 +286,9 @@ class Trainer:
             t_last, seen_last = time.perf_counter(), self.images_seen
             while self.step < self.t.iterations:
                 g_lr, d_lr = self._set_lrs()
-                if self.t.update == "simultaneous":
-                    stats = self._joint_step(data)
-                else:
-                    stats, reals = self._d_step(data)
-                    if self.t.r1 > 0 and self.step % self.t.r1_every == 0:
-                        stats["R1"] = self._r1_step(reals)
-                    stats["G"] = self._g_step()
-                    if self.t.pl_weight > 0 and self.step % self.t.g_reg_every == 0:
-                        stats["PL"] = self._pl_step()
+                stats = self.update.step(data, self.step)
                 self._update_ema()
+                self.daug.after_step(self.plan.global_batch)
                 self._check_finite(stats)
                 self.step += 1
                 steps_this_run += 1
@@ -443,13 +302,17 @@ class Trainer:
                     shown = {k: float(distributed.all_reduce_mean(v.float().reshape(1), self.dist))
                              for k, v in stats.items()}
                     t_last, seen_last = now, self.images_seen
+                    augment_stats = self.daug.stats()
                     if writer is not None:
                         for k, v in shown.items():
                             writer.add_scalar(f"loss/{k}", v, self.step)
+                        for k, v in augment_stats.items():
+                            writer.add_scalar(f"augment/{k}", v, self.step)
                         writer.add_scalar("lr/G", g_lr, self.step)
                         writer.add_scalar("lr/D", d_lr, self.step)
                         writer.add_scalar("speed/img_per_s", rate, self.step)
                         writer.add_scalar("progress/kimg", self.images_seen / 1000, self.step)
+                    shown.update(augment_stats)
                 display.update(self.step, self.images_seen / 1000, rate, shown)
 
                 done = self.step == self.t.iterations
@@ -542,6 +405,8 @@ def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
         "bcr": f"real {t.bcr_real}, fake {t.bcr_fake}" if t.bcr else "off",
         "path_length": f"weight {t.pl_weight} every {t.g_reg_every} steps" if t.pl_weight > 0 else "off",
         "style_mixing": t.style_mixing,
+        "augment": augment_summary(t),
+        "freeze_d": f"first {t.freeze_d} D resolution levels frozen" if t.freeze_d else "off",
         "ema": (f"beta {t.ema_beta}" + (f", a copy of G for the first {t.ema_start} steps" if t.ema_start else "")
                 + (", buffers averaged" if t.ema_buffers == "average" else ", buffers copied")),
         "precision": t.precision,
@@ -551,3 +416,15 @@ def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
                 if recipe.eval.every else "off"),
     }
 
+
+
+def augment_summary(t: Any) -> str:
+    """One line on D's augmentation for ``--dry-run``."""
+    if t.augment == "none":
+        return "off"
+    if t.augment == "diffaug":
+        return f"DiffAugment {t.diffaug_policy}"
+    if t.augment == "fixed":
+        return f"ADA '{t.augment_pipe}' at fixed p = {t.augment_p}"
+    return (f"ADA '{t.augment_pipe}': p from {t.augment_p} toward r_t = {t.ada_target} every {t.ada_interval} "
+            f"steps, 0 -> 1 in {t.ada_kimg:g} kimg")

@@ -1,0 +1,93 @@
+"""ADA overhead: training images/s of the demo StyleNAT with and without D augmentation.
+
+Times whole training steps (the update rule of the real trainer: D step, lazy R1, G step, EMA) on
+synthetic batches, so data loading and checkpointing do not enter; the configurations are interleaved
+round by round so that a noisy, shared machine slows all of them alike. ``measure`` is importable
+(the GPU acceptance script calls it); the CLI prints a markdown table.
+
+    .venv/bin/python benchmarks/bench_ada.py --device cpu --steps 10 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from itertools import cycle
+
+import torch
+
+from natgan import recipe as recipes
+
+CONFIGS = {
+    "none": ["train.augment=\"none\""],
+    "ada bgc p=0.2": ["train.augment=\"fixed\"", "train.augment_pipe=\"bgc\"", "train.augment_p=0.2"],
+    "ada bgc p=0.6": ["train.augment=\"fixed\"", "train.augment_pipe=\"bgc\"", "train.augment_p=0.6"],
+    "ada bgc p=1": ["train.augment=\"fixed\"", "train.augment_pipe=\"bgc\"", "train.augment_p=1.0"],
+    "diffaug": ["train.augment=\"diffaug\""],
+}
+
+
+def _trainer(recipe_path: str, device: str, overrides: list[str], outdir: str):
+    from natgan.train.trainer import Trainer
+
+    recipe = recipes.load(recipe_path, [f"train.device=\"{device}\"", *overrides])
+    return Trainer(recipe, outdir, show_progress=False)
+
+
+def measure(device: str = "cpu", steps: int = 10, rounds: int = 3, warmup: int = 2,
+            recipe: str = "recipes/demo.toml", configs: dict[str, list[str]] | None = None) -> dict:
+    """img/s per configuration (median over rounds) and the slowdown of each vs ``none`` in %.
+
+    Returns ``{"device", "batch", "steps", "rounds", "img_per_s": {name: float}, "overhead_pct": {name: float}}``.
+    """
+    configs = configs or CONFIGS
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {name: _trainer(recipe, device, o, f"{tmp}/{i}") for i, (name, o) in enumerate(configs.items())}
+        any_t = next(iter(trainers.values()))
+        batch, res = any_t.plan.global_batch, any_t.G.resolution
+        g = torch.Generator().manual_seed(0)
+        reals = [torch.rand(any_t.plan.micro, 3, res, res, generator=g).mul(2).sub(1).to(any_t.device)
+                 for _ in range(4)]
+
+        def run(t, n: int) -> float:
+            data = cycle(reals)
+            sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
+            sync()
+            start = time.perf_counter()
+            for _ in range(n):
+                t.update.step(data, t.step)
+                t._update_ema()
+                t.daug.after_step(batch)
+                t.step += 1
+            sync()
+            return time.perf_counter() - start
+
+        for t in trainers.values():
+            run(t, warmup)
+        rates: dict[str, list[float]] = {name: [] for name in trainers}
+        for _ in range(rounds):
+            for name, t in trainers.items():
+                rates[name].append(steps * batch / run(t, steps))
+    median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
+    base = median[next(iter(median))]
+    return {"device": device, "batch": batch, "steps": steps, "rounds": rounds, "img_per_s": median,
+            "overhead_pct": {name: 100 * (base / v - 1) for name, v in median.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--recipe", default="recipes/demo.toml")
+    args = ap.parse_args()
+    result = measure(args.device, args.steps, args.rounds, recipe=args.recipe)
+    print(f"\n{args.recipe}, batch {result['batch']}, {args.steps} steps x {args.rounds} rounds on {args.device}\n")
+    print("| D augmentation | img/s | slower than none |\n|---|---|---|")
+    for name, rate in result["img_per_s"].items():
+        print(f"| {name} | {rate:.1f} | {result['overhead_pct'][name]:+.1f} % |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Fine-tuning: ``nat-gan train --init CKPT`` starts a NEW run from another run's (or an imported) weights.
+
+Unlike ``--resume``, counters, learning-rate schedule, random streams, metrics and augmentation state
+start from zero and the recipe supplies data, training and eval settings; only the networks (G, G_ema,
+D) and, with ``--init-optim``, the Adam moments come from the checkpoint. The architecture must be the
+checkpoint's, so the recipe's ``[model]`` is taken from it: a recipe may omit ``[model]``, and one that
+states a different model is a one-line error rather than a silent mismatch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from natgan import checkpoint, recipe as recipes
+from natgan.errors import CheckpointError, ConfigError, NatGanError
+from natgan.train.rundir import RunDir
+
+
+def checkpoint_model(ck: dict) -> dict[str, Any]:
+    """The checkpoint's model as a recipe ``[model]`` table."""
+    return {"name": ck["model"]["name"], **ck["model"]["config"]}
+
+
+def resolve_init(*, recipe_path: str | Path | None, overrides: list[str], outdir: str | Path, init: str,
+                 data_override: list[str], start_over: bool = False) -> tuple[recipes.Recipe, dict, str]:
+    """(recipe with the checkpoint's model, the checkpoint, a one-line description) for ``--init``.
+
+    ``start_over``: the directory's checkpoints will be moved aside by :func:`natgan.train.train`."""
+    if RunDir(outdir).has_checkpoints() and not start_over:
+        raise NatGanError(f"{RunDir(outdir).path}: already holds checkpoints; --init starts a new run, "
+                          f"so choose a new --outdir, add --start-over to move them aside, "
+                          f"or continue that run with --resume auto")
+    if recipe_path is None:
+        raise ConfigError("--recipe is required with --init (it gives the new data and training settings)")
+    if any(o.split("=", 1)[0].strip().startswith("model.") for o in overrides):
+        raise ConfigError("--set model.*: with --init the model is the checkpoint's and cannot change")
+    ck = checkpoint.load(init)
+    path = Path(recipe_path)
+    raw = recipes.read_raw(path)
+    model = checkpoint_model(ck)
+    if "model" in raw:
+        given = recipes.from_dict(raw, source=str(path)).to_dict()["model"]
+        expected = recipes.from_dict({**raw, "model": model}, source=f"{init} (model)").to_dict()["model"]
+        if given != expected:
+            differing = sorted(k for k in set(given) | set(expected) if given.get(k) != expected.get(k))
+            raise ConfigError(f"{path}: [model] differs from the --init checkpoint {init} (key 'model.{differing[0]}': "
+                              f"{given.get(differing[0])!r} vs {expected.get(differing[0])!r}); "
+                              f"omit [model] to take the checkpoint's")
+    raw["model"] = model
+    resolved = recipes.apply_overrides(raw, [*overrides, *data_override], base_source=str(path))
+    has_d = "D" in ck["weights"]
+    how = (f"starting a new run from the weights of {init} ({model['name']}, step {ck['progress']['step']})"
+           + ("" if has_d else "; the checkpoint has no discriminator, so D starts from scratch"))
+    return resolved, ck, how
+
+
+def load_weights(trainer: Any, ck: dict, *, optim: bool) -> None:
+    """Copy G, G_ema and D (and, if asked and present, the optimizer moments) into a fresh trainer."""
+    w = ck["weights"]
+    trainer.G.load_state_dict(w["G"])
+    trainer.G_ema.load_state_dict(w.get("G_ema", w["G"]))
+    if "D" in w:
+        trainer.D.load_state_dict(w["D"])
+    if optim:
+        moments = ck.get("optim", {})
+        if "G" not in moments or "D" not in moments:
+            raise CheckpointError("--init-optim: the checkpoint has no optimizer state (key 'optim.G' / 'optim.D')")
+        for opt, state in ((trainer.g_opt, moments["G"]), (trainer.d_opt, moments["D"])):
+            load_moments(opt, state)
+
+
+def load_moments(opt: Any, state: dict) -> None:
+    """Adam's moments from ``state``, but the new recipe's hyper-parameters (lr, betas, eps): a state
+    dict carries the old run's param groups, which must not leak into the new run."""
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, own in zip(opt.param_groups, settings):
+        group.update(own)
