@@ -80,7 +80,8 @@ def main() -> None:
         recipe = recipes.load(args.recipe, common + settings[name])
         tables[name] = run_curve(name, recipe, out / f"run-{name}", args.steps, args.every, net, ref, args.num)
     for name, rows in tables.items():
-        print(f"\n{name}: {args.images} digits, {args.steps} steps\n\n| step | kimg | p | r_t | digits-FID | minutes |\n"
+        print(f"\n{name}: {args.images} digits, {args.steps} steps\n\n"
+              "| step | kimg | p | r_t | digits-FID | minutes |\n"
               "|---|---|---|---|---|---|")
         for step, kimg, p, rt, fid, minutes in rows:
             print(f"| {step} | {kimg:.1f} | {p:.3f} | {rt:.3f} | {fid:.2f} | {minutes:.1f} |")

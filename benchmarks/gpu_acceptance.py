@@ -53,6 +53,7 @@ GOALS = {
     "fid_agreement_rel": 1e-2,          # |ours - official| / official
     "na_fp32_err": 2e-3,                # max |backend - float64 CPU| / max(1, |reference|), as tests/test_na_gpu.py
     "na_bf16_err": 5e-2,
+    "ada_overhead_pct": 15.0,           # ADA bgc vs no augmentation, training img/s (issue 13)
 }
 OFFICIAL_ROUNDS, OFFICIAL_WARMUP = 500, 10
 CPU_EAGER_MAX_SIZE = 32   # largest map eager (CPU) flex/natten are run on
@@ -622,6 +623,46 @@ def ddp_section(ctx: SectionContext) -> None:
                note=f"process group start, data, {steps} steps, checkpoint")
 
 
+# ------------------------------------------------------------------------------------------ ADA, metric set
+
+def ada_section(ctx: SectionContext) -> None:
+    """Training img/s with ADA ``bgc`` (fixed p = 0.6) and DiffAugment vs no augmentation, the same steps on
+    synthetic batches (``benchmarks/bench_ada.py``): the ffhq256 recipe on a GPU, the demo recipe elsewhere."""
+    from bench_ada import CONFIGS, measure
+
+    cuda = ctx.device.type == "cuda" and not ctx.smoke
+    recipe = ROOT / "recipes" / ("ffhq256.toml" if cuda else "demo.toml")
+    configs = {name: CONFIGS[name] for name in ("none", "ada bgc p=0.6", "diffaug")}
+    steps, rounds, warmup = (8, 3, 2) if cuda else (1, 1, 1)
+    r = measure(str(ctx.device), steps=steps, rounds=rounds, warmup=warmup, recipe=str(recipe), configs=configs)
+    note = f"{recipe.name}, batch {r['batch']}, {steps} steps x {rounds} rounds (median)"
+    ctx.record("training without augmentation", r["img_per_s"]["none"], "img/s", note=note)
+    ctx.record("ADA bgc (p = 0.6) slower than none", r["overhead_pct"]["ada bgc p=0.6"], "%",
+               at_most=GOALS["ada_overhead_pct"], note=f"{r['img_per_s']['ada bgc p=0.6']:.1f} img/s")
+    ctx.record("DiffAugment slower than none", r["overhead_pct"]["diffaug"], "%",
+               note=f"{r['img_per_s']['diffaug']:.1f} img/s")
+
+
+def metrics_section(ctx: SectionContext) -> None:
+    """``fid,kid,pr,dc,is`` together vs FID alone (``benchmarks/bench_metrics.py``), random-weight Inception and
+    VGG16 (same compute as the real ones). 50k samples when the budget left allows, else 10k, and it says so."""
+    from bench_metrics import measure
+
+    if ctx.smoke or ctx.device.type != "cuda":
+        n, res, config = 12, 16, TINY["stylegan2"]   # IS needs at least 10 images
+    else:
+        n, res, config = (50_000 if ctx.remaining() >= 600 else 10_000), 256, None
+    workdir = ctx.workdir / "metrics"
+    workdir.mkdir(parents=True, exist_ok=True)
+    r = measure(str(ctx.device), n=n, res=res, model="stylegan2", separately=False, workdir=workdir,
+                model_config=config)
+    scaled = "" if n == 50_000 or ctx.smoke or ctx.device.type != "cuda" else \
+        " (50k needs about 10 minutes: run with --only metrics --budget 900)"
+    ctx.record("fid alone", r["fid_only_s"], "s", note=f"{n} StyleGAN2-{res} samples vs {n} reference images{scaled}")
+    ctx.record("fid,kid,pr,dc,is together", r["all_five_s"], "s", note="features shared across metrics")
+    ctx.record("metric set / fid alone", r["ratio_all_vs_fid"], "x")
+
+
 # ------------------------------------------------------------------------------------------ registry
 
 SECTIONS: list[Section] = [   # priority order; caps sum to the default budget, 540 s
@@ -639,6 +680,11 @@ SECTIONS: list[Section] = [   # priority order; caps sum to the default budget, 
     Section("fid", fid_section, 60, (f"FID >= {GOALS['fid_speedup']:g}x faster than the official path",
                                      f"the two FIDs agree to {GOALS['fid_agreement_rel']:g}")),
     Section("ddp", ddp_section, 30, ("torchrun -m natgan train, one NCCL rank: steps and checkpoint",),
+            smoke_cap_s=60),
+    # Past the default 540 s budget: reached with --budget 900, or alone with --only ada,metrics.
+    Section("ada", ada_section, 90, (f"ADA bgc <= {GOALS['ada_overhead_pct']:g} % slower than no augmentation",),
+            smoke_cap_s=60),
+    Section("metrics", metrics_section, 240, ("fid,kid,pr,dc,is together far below the sum of single runs",),
             smoke_cap_s=60),
 ]
 

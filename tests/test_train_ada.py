@@ -104,7 +104,8 @@ def test_init_refuses_a_conflicting_model(tmp_path, digits, capsys):  # noqa: F8
                      init=str(source / "latest.pt"), data_override=[])
     # a recipe without [model] takes the checkpoint's
     bare = tmp_path / "bare.toml"
-    bare.write_text(tiny_recipe(tmp_path, digits).read_text().replace('[model]\nname = "_tiny_test"\nresolution = 8\n', ""))
+    model_section = '[model]\nname = "_tiny_test"\nresolution = 8\n'
+    bare.write_text(tiny_recipe(tmp_path, digits).read_text().replace(model_section, ""))
     recipe, _, _ = resolve_init(recipe_path=bare, overrides=[], outdir=tmp_path / "x",
                                 init=str(source / "latest.pt"), data_override=[])
     assert recipe.model_name == "_tiny_test"

@@ -7,9 +7,9 @@ blank image records the spatial size of the input each block's first parameteris
 distinct sizes, largest first, are the levels. So a block belongs to the resolution it starts at, as
 stylegan2-ada-pytorch's ``b256`` block holds its downsampling conv (the wavelet D's first level is its
 half-resolution sub-bands, StyleGAN2's the full resolution). Blocks working on flat features (the final
-linear layers) are never frozen. Frozen parameters get ``requires_grad = False`` during D updates, so they receive no gradient,
-and Adam leaves them and their moments bitwise unchanged; gradients still flow *through* them to the
-images (R1, G's loss).
+linear layers) are never frozen. Frozen parameters get ``requires_grad = False`` during D updates, so they
+receive no gradient, and Adam leaves them and their moments bitwise unchanged; gradients still flow
+*through* them to the images (R1, G's loss).
 """
 
 from __future__ import annotations
