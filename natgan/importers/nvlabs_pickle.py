@@ -13,7 +13,8 @@ callables and refuses every other global with a one-line error naming it:
   (``torch.storage._load_from_bytes``), are read with ``torch.load(weights_only=True)`` as well;
 * plain containers: ``collections.OrderedDict``, ``dnnlib.util.EasyDict`` (read as a dict), numpy numeric
   scalars/dtypes (rebuilt from their bytes; object dtypes refused), torch's own container modules
-  (``ModuleList``/``ModuleDict``/``Sequential``/``Identity``: read as records, never constructed).
+  (``ModuleList``/``ModuleDict``/``Sequential``/``Identity``/``Dropout``: read as records, never
+  constructed).
 
 Nothing from the file is imported: :meth:`find_class` returns only functions and classes defined here.
 """
@@ -64,19 +65,27 @@ class PersistentRecord:
 
 
 class ModuleRecord(PersistentRecord):
-    """One of torch's own container modules (``ModuleList`` …) met inside a record: its state, as data."""
+    """One of torch's own modules (``ModuleList``, ``Dropout`` …) met inside a record: its state, as data.
+
+    Pickle creates it with ``cls.__new__`` (no ``__init__``) and hands the module's ``__dict__`` to
+    :meth:`__setstate__`; nothing of torch's class runs.
+    """
+
+    torch_name = ""
+    module_src = ""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(type(self).torch_name, "", {})
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"{self.class_name}: expected a dict state, got {type(state).__name__}")
-        self.state = state
+            raise pickle.UnpicklingError(f"{type(self).torch_name}: expected a dict state, got {type(state).__name__}")
+        self.class_name, self.module_src, self.state = type(self).torch_name, "", state
 
 
 def _module_record(torch_name: str) -> type:
-    return type(torch_name.rsplit(".", 1)[-1] + "Record", (ModuleRecord,), {"torch_name": torch_name})
+    return type(torch_name.rsplit(".", 1)[-1] + "Record", (ModuleRecord,),
+                {"torch_name": torch_name, "class_name": torch_name, "state": {}})
 
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
@@ -128,7 +137,8 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
 
 
 _TORCH_CONTAINERS = ("torch.nn.modules.container.ModuleList", "torch.nn.modules.container.ModuleDict",
-                     "torch.nn.modules.container.Sequential", "torch.nn.modules.linear.Identity")
+                     "torch.nn.modules.container.Sequential", "torch.nn.modules.linear.Identity",
+                     "torch.nn.modules.dropout.Dropout")
 
 _ALLOWED: dict[tuple[str, str], Any] = {
     PERSISTENCE: _reconstruct_persistent_obj,
@@ -180,8 +190,13 @@ def read_pickle(path: str | Path) -> Any:
 
 
 def read_snapshot(path: str | Path) -> dict[str, Any]:
-    """A snapshot dict with persistence records under ``G``/``D``/``G_ema`` (``G_ema`` required)."""
+    """A snapshot dict with persistence records under ``G``/``D``/``G_ema`` (``G_ema`` required).
+
+    GANformer names its EMA generator ``Gs``; it is returned under ``G_ema`` as well.
+    """
     obj = read_pickle(path)
+    if isinstance(obj, dict) and "G_ema" not in obj and isinstance(obj.get("Gs"), PersistentRecord):
+        obj = {**obj, "G_ema": obj["Gs"]}
     if not isinstance(obj, dict) or not isinstance(obj.get("G_ema"), PersistentRecord):
         found = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{path}: not an NVlabs network snapshot (expected a dict with a 'G_ema' network; "
@@ -210,6 +225,29 @@ def state_dict(record: PersistentRecord, where: str) -> dict[str, torch.Tensor]:
 
     walk(record, "")
     return out
+
+
+def check_network(record: PersistentRecord, class_name: str, model: str, src: str) -> dict[str, Any]:
+    """Constructor kwargs of an unconditional RGB ``class_name`` record (``z_dim == w_dim`` for generators);
+    anything else is refused with the reason, since nat-gan's ``model`` would compute something different."""
+    if record.class_name != class_name:
+        raise CheckpointError(f"{src}: a '{record.class_name}' record where the {model} snapshot has a '{class_name}'")
+    kw = record.init_kwargs
+    problem = None
+    if kw.get("c_dim", 0):
+        problem = f"{class_name} is class-conditional (c_dim = {kw['c_dim']})"
+    elif kw.get("img_channels", 3) != 3:
+        problem = f"{class_name} works on {kw['img_channels']}-channel images"
+    elif class_name == "Generator" and kw.get("z_dim") != kw.get("w_dim"):
+        problem = f"z_dim = {kw.get('z_dim')} differs from w_dim = {kw.get('w_dim')}"
+    if problem:
+        raise cannot_express(src, problem, model)
+    return kw
+
+
+def cannot_express(src: str, what: str, model: str) -> CheckpointError:
+    """The one-line refusal for configurations nat-gan's ``model`` does not compute."""
+    return CheckpointError(f"{src}: {what}; nat-gan's {model} cannot express it")
 
 
 def detect_kind(snapshot: dict[str, Any], path: str | Path) -> str:

@@ -36,7 +36,7 @@ import torch
 
 from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
-from natgan.importers.nvlabs_pickle import PersistentRecord, state_dict
+from natgan.importers.nvlabs_pickle import PersistentRecord, cannot_express, check_network, state_dict
 from natgan.importers.stylegan2_family import Imported, assemble, plan_stylegan2, stylegan2_train_settings
 
 KIND = "stylegan2-ada"
@@ -49,21 +49,13 @@ def _kwargs(record: PersistentRecord, key: str) -> dict[str, Any]:
 
 
 def _refuse(src: str, what: str) -> CheckpointError:
-    return CheckpointError(f"{src}: {what}; nat-gan's stylegan2 cannot express it")
+    return cannot_express(src, what, "stylegan2")
 
 
 def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
     """The G constructor kwargs, refused when they describe something nat-gan's stylegan2 does not compute."""
-    if g.class_name != "Generator":
-        raise CheckpointError(f"{src}: the generator record is a '{g.class_name}', not stylegan2-ada's 'Generator'")
-    kw = g.init_kwargs
+    kw = check_network(g, "Generator", "stylegan2", src)
     mapping, synthesis = _kwargs(g, "mapping_kwargs"), _kwargs(g, "synthesis_kwargs")
-    if kw.get("c_dim", 0):
-        raise _refuse(src, f"G is class-conditional (c_dim = {kw['c_dim']})")
-    if kw.get("img_channels", 3) != 3:
-        raise _refuse(src, f"G makes {kw['img_channels']}-channel images")
-    if kw.get("z_dim") != kw.get("w_dim"):
-        raise _refuse(src, f"z_dim = {kw.get('z_dim')} differs from w_dim = {kw.get('w_dim')}")
     if mapping.get("layer_features") not in (None, kw.get("w_dim")):
         raise _refuse(src, f"mapping layer_features = {mapping['layer_features']} differs from w_dim")
     if synthesis.get("architecture", "skip") != "skip":
@@ -72,12 +64,8 @@ def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
 
 
 def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
-    if d.class_name != "Discriminator":
-        raise CheckpointError(f"{src}: the discriminator record is a '{d.class_name}', not 'Discriminator'")
-    kw = d.init_kwargs
+    kw = check_network(d, "Discriminator", "stylegan2", src)
     epilogue = _kwargs(d, "epilogue_kwargs")
-    if kw.get("c_dim", 0):
-        raise _refuse(src, f"D is class-conditional (c_dim = {kw['c_dim']})")
     if kw.get("architecture", "resnet") != "resnet":
         raise _refuse(src, f"D architecture '{kw['architecture']}' (only 'resnet' = config-f)")
     if epilogue.get("mbstd_num_channels", 1) != 1:

@@ -51,8 +51,9 @@ class Imported:
 
 
 def is_noise_buffer(name: str) -> bool:
-    """The stored per-layer noise maps (``noises.noise_i``) are data of the file, not constants to check."""
-    return name.startswith("noises.")
+    """The stored per-layer noise maps (``noises.noise_i``, GANformer's ``*.noise_const``) are data of the file,
+    not constants to check."""
+    return name.startswith("noises.") or name.endswith(".noise_const")
 
 
 def fit_channel_table(widths: dict[int, int], hint: Any, src: str, what: str) -> tuple[int, int]:
@@ -114,9 +115,10 @@ def stylegan2_train_settings(**found: Any) -> dict[str, Any]:
 def _with_constants(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """``sd`` plus the constant buffers (FIR kernels) nat-gan computes, for formats that do not store them."""
     out = dict(sd)
-    for name, buffer in model.named_buffers():
-        if name not in out and not is_noise_buffer(name):
-            out[name] = buffer.detach().clone()
+    saved = model.state_dict()                      # persistent buffers only
+    for name, _ in model.named_buffers():
+        if name in saved and name not in out and not is_noise_buffer(name):
+            out[name] = saved[name].detach().clone()
     return out
 
 
