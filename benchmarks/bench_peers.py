@@ -1,13 +1,15 @@
 """nat-gan against the official implementations, side by side, on the SAME weights.
 
     .venv/bin/python benchmarks/bench_peers.py --rosinality /tmp/stylegan2-pytorch \\
-        --stylegan2-ada /tmp/stylegan2-ada-pytorch [--device cpu] [--size 32] [--json]
+        --stylegan2-ada /tmp/stylegan2-ada-pytorch --gansformer /tmp/gansformer/pytorch_version \\
+        [--device cpu] [--size 32] [--json]
 
 For every official checkout given (nothing of theirs is part of nat-gan), per model:
 
 1. builds the official networks with the official constructors (seeded), writes them as the official code
-   saves them (rosinality: ``torch.save`` of train.py's dict; stylegan2-ada: ``pickle.dump`` of
-   training_loop.py's snapshot), imports that file with ``nat-gan import`` (so the importer is exercised too);
+   saves them (rosinality: ``torch.save`` of train.py's dict; stylegan2-ada / GANformer: ``pickle.dump`` of
+   the training loop's snapshot; GANformer with ``--ganformer-default``'s settings), imports that file
+   with ``nat-gan import`` (so the importer is exercised too);
 2. parity: max |nat-gan - official| of the generator output (stored noise, fixed z) and of D's logits, in
    float32 on the device, and in float64 where the official code can run in float64;
 3. speed: generator img/s at each ``--batch`` and a training step (D step + G step, non-saturating loss,
@@ -45,7 +47,7 @@ from natgan.bench.measure import BenchSettings, machine, measure_generator, meas
 from natgan.importers import import_checkpoint
 from natgan.models import get_spec
 
-PEERS = ("rosinality", "stylegan2-ada")
+PEERS = ("rosinality", "stylegan2-ada", "ganformer")
 
 
 # ------------------------------------------------------------------------------------------ official code
@@ -149,6 +151,57 @@ def stylegan2_ada_pair(root: Path, size: int, style_dim: int, n_mlp: int, channe
     return G, D, path, lambda net, z: gen_call(net, z, "const")
 
 
+def ganformer_pair(root: Path, size: int, style_dim: int, n_mlp: int, channel_multiplier: int, workdir: Path
+                   ) -> tuple[_OfficialG, _OfficialD, Path, Callable]:
+    """Official GANformer G/D with ``--ganformer-default`` settings (k = 16 + 1 components of ``style_dim / 16``)
+    and their ``training_loop.save_nets`` snapshot."""
+    _stand_ins()
+    import dnnlib  # noqa: E402
+
+    components = 16
+    d = style_dim // components
+    common = dict(c_dim=0, img_resolution=size, img_channels=3)
+    synthesis = dict(architecture="resnet", style=True, local_noise=True, transformer=True, use_pos=True, num_heads=1,
+                     start_res=0, end_res=8, norm="layer", integration="mul", kmeans=True, kmeans_iters=1,
+                     pos_type="sinus", pos_init="uniform", pos_directions_num=2,
+                     channel_base=16384 * channel_multiplier, channel_max=512)
+    mapping = dict(resnet=True, ltnt2ltnt=True, transformer=True, use_pos=True, num_heads=1, num_layers=n_mlp)
+    torch.manual_seed(0)
+    g = dnnlib.util.construct_class_by_name(class_name="training.networks.Generator", z_dim=d, w_dim=d,
+                                            k=components + 1, mapping_kwargs=dnnlib.EasyDict(mapping),
+                                            synthesis_kwargs=dnnlib.EasyDict(synthesis), **common).eval()
+    disc = dnnlib.util.construct_class_by_name(class_name="training.networks.Discriminator",
+                                               channel_base=16384 * channel_multiplier, channel_max=512,
+                                               epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=4), **common).eval()
+    _redraw(g, disc)
+    path = workdir / "network-snapshot-000000.pkl"
+    snapshot = {"dataset_args": {"mirror_augment": True}}
+    for name, module in (("G", g), ("D", disc), ("Gs", g)):
+        snapshot[name] = copy.deepcopy(module).eval().requires_grad_(False).cpu()
+    with open(path, "wb") as fh:
+        pickle.dump(snapshot, fh)
+
+    def gen_call(net, z, mode="random"):
+        return net(z=z.view(z.shape[0], components + 1, d), c=None, noise_mode=mode)[0]
+
+    G = _OfficialG(g, gen_call, (components + 1) * d, size)
+    D = _OfficialD(disc, lambda net, x: net(x, None))
+    return G, D, path, lambda net, z: gen_call(net, z, "const")
+
+
+def _stand_ins() -> None:
+    """GANformer's dnnlib/training.misc import seaborn, termcolor and gdown for plots, colours and downloads
+    only; where they are not installed, empty stand-ins let the networks import (none of them is called)."""
+    import importlib.util
+    import types
+
+    for name in ("seaborn", "termcolor", "gdown"):
+        if importlib.util.find_spec(name) is None and name not in sys.modules:
+            module = types.ModuleType(name)
+            module.colored = lambda text, *args, **kwargs: text
+            sys.modules[name] = module
+
+
 def _redraw(*modules: nn.Module) -> None:
     """Non-zero biases and noise strengths (official inits are 0/1), so parity covers every parameter."""
     gen = torch.Generator().manual_seed(1000)
@@ -159,7 +212,7 @@ def _redraw(*modules: nn.Module) -> None:
                     p.add_(torch.randn(p.shape, generator=gen) * 0.1)
 
 
-BUILDERS = {"rosinality": rosinality_pair, "stylegan2-ada": stylegan2_ada_pair}
+BUILDERS = {"rosinality": rosinality_pair, "stylegan2-ada": stylegan2_ada_pair, "ganformer": ganformer_pair}
 
 
 # ------------------------------------------------------------------------------------------ measurement
@@ -216,7 +269,7 @@ def run_peers(checkouts: dict[str, str], *, device: str = "auto", size: int | No
         with official_checkout(path, dev) as root, tempfile.TemporaryDirectory() as tmp:
             off_G, off_D, ckpt_path, const = BUILDERS[peer](root, size, style_dim, n_mlp, channel_multiplier, Path(tmp))
             G, D = _natgan_pair(ckpt_path, peer)
-            result: dict[str, Any] = {"natgan_model": "stylegan2", "parity": {
+            result: dict[str, Any] = {"natgan_model": "ganformer" if peer == "ganformer" else "stylegan2", "parity": {
                 "float32": _parity(G, D, off_G, off_D, const, dev, torch.float32)}}
             if float64:
                 try:
@@ -276,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rosinality", help="checkout of rosinality/stylegan2-pytorch")
     parser.add_argument("--stylegan2-ada", dest="stylegan2_ada", help="checkout of NVlabs/stylegan2-ada-pytorch")
+    parser.add_argument("--gansformer", help="checkout of dorarad/gansformer (its pytorch_version/ folder)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--size", type=int, default=None, help="resolution [256 on CUDA, 32 on CPU]")
     parser.add_argument("--style-dim", type=int, default=512)
@@ -289,9 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-train", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    checkouts = {k: v for k, v in (("rosinality", args.rosinality), ("stylegan2-ada", args.stylegan2_ada)) if v}
+    checkouts = {k: v for k, v in (("rosinality", args.rosinality), ("stylegan2-ada", args.stylegan2_ada),
+                                   ("ganformer", args.gansformer)) if v}
     if not checkouts:
-        parser.error("give at least one official checkout (--rosinality, --stylegan2-ada)")
+        parser.error("give at least one official checkout (--rosinality, --stylegan2-ada, --gansformer)")
     result = run_peers(checkouts, device=args.device, size=args.size, style_dim=args.style_dim, n_mlp=args.n_mlp,
                        channel_multiplier=args.channel_multiplier,
                        batches=tuple(int(b) for b in args.batch.split(",")), train_batch=args.train_batch,
