@@ -329,3 +329,22 @@ def test_ganformer_unsupported_options_are_refused(tmp_path, monkeypatch):
     path = _nvlabs_pickle(tree, tmp_path / "iterative.pkl", monkeypatch)
     with pytest.raises(CheckpointError, match=r"synthesis_kwargs.iterative = True .*cannot express"):
         import_checkpoint(path, "ganformer")
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared/fixtures/official"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"StyleNAT/StyleSwin fixtures not found at {SHARED}")
+def test_auto_detection_of_every_format(tmp_path):
+    assert detect_format(SHARED / "stylenat_hydra_tiny.pt") == "stylenat"
+    assert detect_format(SHARED / "styleswin_tiny.pt") == "styleswin"
+    assert detect_format(ROS / "converted.pt") == "rosinality"
+    assert detect_format(ADA_PKL) == "stylegan2-ada"
+    assert detect_format(GF_PKL) == "ganformer"
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(CheckpointError, match="not an NVlabs network snapshot"):
+        detect_format(junk)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not one of the known layouts"):
+        detect_format(tmp_path / "other.pt")
