@@ -1,4 +1,4 @@
-"""`nat-gan import`: convert an official StyleNAT/StyleSwin checkpoint into a nat-gan checkpoint."""
+"""`nat-gan import`: convert an official StyleNAT/StyleSwin/StyleGAN2/GANformer file into a nat-gan checkpoint."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ def _parse_args_overrides(items: list[str]) -> dict:
 def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_cmd(
-        source: Path = typer.Argument(..., help="Official checkpoint (.pt) saved by StyleNAT or StyleSwin training."),
-        kind: str = typer.Option(..., "--from", help="Which official code wrote it: stylenat | styleswin."),
+        source: Path = typer.Argument(..., help="Official checkpoint: StyleNAT/StyleSwin/rosinality .pt, NVlabs .pkl."),
+        kind: str = typer.Option("auto", "--from", help="Which official code wrote it: stylenat | styleswin | "
+                                                        "rosinality | stylegan2-ada | ganformer | auto."),
         out: Path = typer.Option(..., "--out", "-o", help="Where to write the nat-gan checkpoint."),
         size: Optional[int] = typer.Option(None, "--size", min=8, help="Expected resolution (checked against the weights)."),
         step: Optional[int] = typer.Option(None, "--step", min=0, help="Training step (default: from the file name, "
@@ -44,9 +45,12 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Convert an official StyleNAT/StyleSwin checkpoint (G, G_ema, D, optimizers, recipe) to nat-gan format."""
+        """Convert an official checkpoint (G, G_ema, D, optimizers, recipe, truncation centre) to nat-gan format.
+
+        NVlabs pickles (stylegan2-ada, GANformer) are read without importing or running the code they embed.
+        """
         from natgan.checkpoint import build_generator, load, save
-        from natgan.importers import import_official
+        from natgan.importers import import_checkpoint
         from natgan.models import count_params
 
         from natgan.fsutil import same_file
@@ -57,23 +61,23 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--out {out}: file exists (use --overwrite to replace it)")
         if out.exists() and source.exists() and same_file(out, source):
             raise ConfigError(f"--out {out}: is the source file; write the converted checkpoint elsewhere")
-        ckpt = import_official(source, kind, size, keep_split_heads=keep_split_heads, step=step,
-                               args_override=_parse_args_overrides(arg or []))
+        kind, ckpt = import_checkpoint(source, kind, size, keep_split_heads=keep_split_heads, step=step,
+                                       args_override=_parse_args_overrides(arg or []))
         save(ckpt, out)
         written = load(out)
         generator = build_generator(written)
         info = written["extra"]["import"]
         result = {
-            "source": str(source), "out": str(out), "model": written["model"]["name"],
+            "source": str(source), "from": kind, "out": str(out), "model": written["model"]["name"],
             "resolution": generator.resolution, "g_params": count_params(generator),
             "step": written["progress"]["step"], "layout": info["layout"],
             "weights": sorted(written["weights"]), "optimizers": sorted(written["optim"]),
-            "assumptions": info["assumptions"],
+            "assumptions": info["assumptions"], "w_avg": "w_avg" in written["extra"],
         }
         if json_out:
             emit_json(result)
             return
-        console.print(f"[bold]{result['model']}[/] {result['resolution']}x{result['resolution']}, "
+        console.print(f"[bold]{result['model']}[/] (from {kind}) {result['resolution']}x{result['resolution']}, "
                       f"G {result['g_params'] / 1e6:.2f} M params, step {result['step']}")
         console.print(f"weights: {', '.join(result['weights'])}; optimizer states: "
                       f"{', '.join(result['optimizers']) or 'none'}; {result['layout']}")

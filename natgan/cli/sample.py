@@ -107,7 +107,9 @@ def register(app: typer.Typer) -> None:
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
         G = loaded.G
         batch_size = batch or auto_batch_size(dev, int(G.resolution))
-        w_avg = compute_w_avg(G) if trunc != 1.0 else None
+        w_avg = None if trunc == 1.0 else loaded.truncation_centre()
+        if trunc != 1.0 and w_avg is None:
+            w_avg = compute_w_avg(G)
         common = dict(batch_size=batch_size, psi=trunc, w_avg=w_avg, noise_mode=noise_mode)
         total = frames if walk else len(seed_list)
         with ProgressBar(total, "sampling", enabled=not quiet) as bar:

@@ -1,5 +1,11 @@
-"""Converters from other projects' checkpoint formats into nat-gan checkpoint format v1."""
+"""Converters from other projects' checkpoint formats into nat-gan checkpoint format v1.
 
-from natgan.importers.official import import_official, load_official_container
+One module per format (``official``: StyleNAT/StyleSwin, ``rosinality``, ``nvlabs_pickle``: stylegan2-ada and
+GANformer snapshots), shared helpers in ``common``/``stylegan2_family``, and ``dispatch`` choosing by ``--from``.
+"""
 
-__all__ = ["import_official", "load_official_container"]
+from natgan.importers.common import load_official_container
+from natgan.importers.dispatch import KINDS, detect_format, import_checkpoint
+from natgan.importers.official import import_official
+
+__all__ = ["KINDS", "detect_format", "import_checkpoint", "import_official", "load_official_container"]

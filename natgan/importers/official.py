@@ -24,18 +24,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from natgan import recipe as recipe_mod
 from natgan.checkpoint import make_checkpoint
 from natgan.errors import CheckpointError, ConfigError
+from natgan.importers.common import (ASSUMED_GPUS, convert_optimizer, convert_state, load_official_container,
+                                     parameter_sources, plain, step_from_filename, strip_module)
 from natgan.models import get_spec
 from natgan.models.transformer_gan import default_channels, heads_for, level_resolutions
 from natgan.models.stylenat import hydra_partitions, pattern_dilations
@@ -43,31 +42,9 @@ from natgan.models.styleswin import shifted_window_mask
 from natgan.models.wavelet_discriminator import default_d_channels
 
 KINDS = ("stylenat", "styleswin")
-ALLOWED_GLOBALS = [argparse.Namespace]
-# Official runs: 8 GPUs (StyleNAT FFHQ-256: 8 x 8 = 64 images/step, 940k steps = 60.2 M images as the paper says).
-ASSUMED_GPUS = 8
 
 
 # ------------------------------------------------------------------------------------------ loading
-
-def load_official_container(path: str | Path) -> dict[str, Any]:
-    """Read an official checkpoint, unpickling nothing but tensors, plain containers and argparse.Namespace."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-    try:
-        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"'{found.group(1)}'" if found else "an object that is not allowed"
-        raise CheckpointError(f"{path}: refused to unpickle {what}: official checkpoints may only contain tensors, "
-                              f"plain containers and argparse.Namespace") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from None
-    return obj
-
 
 def _container(obj: Any, src: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
@@ -83,7 +60,7 @@ def _container(obj: Any, src: str) -> dict[str, Any]:
     out = dict(obj)
     for key in ("g", "g_ema", "d"):
         if key in out and out[key] is not None:
-            out[key] = _strip_module(out[key], f"{src}: key '{key}'")
+            out[key] = strip_module(out[key], f"{src}: key '{key}'")
     args = out.get("args")
     if isinstance(args, argparse.Namespace):
         args = vars(args)
@@ -127,14 +104,6 @@ def _from_hydra_layout(obj: dict, src: str) -> dict:
         args.setdefault("step", config["current_iteration"])
     return {"g": states.get("g"), "d": states.get("d"), "g_ema": states.get("g_ema"),
             "g_optim": optims.get("g_optim"), "d_optim": optims.get("d_optim"), "args": args}
-
-
-def _strip_module(state: Any, where: str) -> dict[str, torch.Tensor]:
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{where}: expected a state dict of tensors")
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
 
 
 # ------------------------------------------------------------------------------------------ shapes
@@ -431,40 +400,6 @@ def _generator_rename(kind: str, plan: _Plan) -> Callable[[str], Any]:
     return rename
 
 
-def _convert_state(official: dict[str, torch.Tensor], model: nn.Module, rename: Callable[[str], Any],
-                   src: str, which: str) -> dict[str, torch.Tensor]:
-    """Official state dict -> ours; every key must map, buffers must agree, shapes must match."""
-    ours = model.state_dict()
-    buffers = {name for name, _ in model.named_buffers()}
-    converted: dict[str, torch.Tensor] = {}
-    pieces: dict[str, list[tuple[int, torch.Tensor]]] = {}
-    for key, value in official.items():
-        target = rename(key)
-        if target is None:
-            continue
-        if isinstance(target, tuple):
-            pieces.setdefault(target[0], []).append((target[1], value))
-            continue
-        if target not in ours:
-            raise CheckpointError(f"{src}: {which}: unexpected key '{key}' (no counterpart in nat-gan's model)")
-        converted[target] = value
-    for target, parts in pieces.items():
-        if target not in ours:
-            raise CheckpointError(f"{src}: {which}: unexpected key '{target}' (no counterpart in nat-gan's model)")
-        converted[target] = torch.cat([t for _, t in sorted(parts, key=lambda p: p[0])], dim=0)
-    for key in ours:
-        if key not in converted:
-            raise CheckpointError(f"{src}: {which}: missing key '{key}'")
-        if tuple(converted[key].shape) != tuple(ours[key].shape):
-            raise CheckpointError(f"{src}: {which}: key '{key}' has shape {tuple(converted[key].shape)}, "
-                                  f"the rebuilt model expects {tuple(ours[key].shape)}")
-        if key in buffers and key.split(".")[-1] not in ("weight_u", "weight_v"):
-            if not torch.equal(converted[key].to(ours[key].dtype), ours[key]):
-                raise CheckpointError(f"{src}: {which}: buffer '{key}' differs from the one nat-gan computes "
-                                      f"(unexpected convention)")
-    return {k: converted[k].to(ours[k].dtype) for k in ours}
-
-
 def _check_swin_masks(official: dict[str, torch.Tensor], plan: _Plan, src: str, which: str) -> None:
     resolution = plan.model["resolution"]
     for key, value in official.items():
@@ -477,60 +412,6 @@ def _check_swin_masks(official: dict[str, torch.Tensor], plan: _Plan, src: str, 
             raise CheckpointError(f"{src}: {which}: unexpected key '{key}' (level {res}x{res} is not shifted)")
         if not torch.equal(value.float(), shifted_window_mask(res, window, window // 2)):
             raise CheckpointError(f"{src}: {which}: buffer '{key}' is not the shifted-window mask nat-gan computes")
-
-
-def _parameter_sources(official: dict[str, torch.Tensor], model: nn.Module, rename: Callable[[str], Any]
-                       ) -> list[tuple[str, Any]]:
-    """Official parameter names in official order, with their targets (buffers left out)."""
-    params = {name for name, _ in model.named_parameters()}
-    out = []
-    for key in official:
-        target = rename(key)
-        name = target[0] if isinstance(target, tuple) else target
-        if name in params:
-            out.append((key, target))
-    return out
-
-
-def _convert_optimizer(state: Any, sources: list[tuple[str, Any]], model: nn.Module, src: str, which: str
-                       ) -> dict[str, Any]:
-    """Re-index an official Adam state dict (indices = official parameter order) to our parameter order."""
-    if not isinstance(state, dict) or "param_groups" not in state or "state" not in state:
-        raise CheckpointError(f"{src}: {which}: expected an optimizer state dict with 'state' and 'param_groups'")
-    official_ids = [i for group in state["param_groups"] for i in group["params"]]
-    if len(official_ids) != len(sources):
-        raise CheckpointError(f"{src}: {which}: optimizer holds {len(official_ids)} parameters, the official "
-                              f"model has {len(sources)}")
-    ours = [name for name, _ in model.named_parameters()]
-    index_of = {name: i for i, name in enumerate(ours)}
-    by_target: dict[str, list[tuple[int, int]]] = {}
-    group_of: dict[str, int] = {}
-    position = 0
-    for g_index, group in enumerate(state["param_groups"]):
-        for official_id in group["params"]:
-            _, target = sources[position]
-            position += 1
-            name, part = target if isinstance(target, tuple) else (target, 0)
-            by_target.setdefault(name, []).append((part, official_id))
-            group_of[name] = g_index
-    new_state: dict[int, Any] = {}
-    for name, parts in by_target.items():
-        entries = [state["state"].get(official_id) for _, official_id in sorted(parts)]
-        if all(e is None for e in entries):
-            continue
-        if any(e is None for e in entries):
-            raise CheckpointError(f"{src}: {which}: optimizer state covers only part of '{name}'")
-        merged = dict(entries[0])
-        for key, value in entries[0].items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and len(entries) > 1:
-                merged[key] = torch.cat([e[key] for e in entries], dim=0)
-        new_state[index_of[name]] = merged
-    groups = []
-    for g_index, group in enumerate(state["param_groups"]):
-        new_group = {k: v for k, v in group.items() if k != "params"}
-        new_group["params"] = sorted(index_of[n] for n, gi in group_of.items() if gi == g_index)
-        groups.append(new_group)
-    return {"state": new_state, "param_groups": groups}
 
 
 # ------------------------------------------------------------------------------------------ recipe
@@ -563,7 +444,8 @@ def _recipe(kind: str, model: dict[str, Any], args: dict, assumptions: list[str]
             continue
         is_bool = isinstance(value, bool)
         if is_bool != (tp is bool) or not isinstance(value, (int, float)) or (tp is int and isinstance(value, float)):
-            raise CheckpointError(_bad_arg(theirs, {int: "an int", float: "a number", bool: "true or false"}[tp], value))
+            expected = {int: "an int", float: "a number", bool: "true or false"}[tp]
+            raise CheckpointError(_bad_arg(theirs, expected, value))
         train[ours] = tp(value)
     # Official code: D grad-norm clip 5, EMA 0.5^(32/10k), no style mixing / path-length, fp32 + TF32.
     train.update({"d_clip": 5.0, "ema_beta": defaults.ema_beta, "style_mixing": 0.0, "pl_weight": 0.0,
@@ -589,15 +471,6 @@ def _bad_arg(name: str, expected: str, value: Any) -> str:
     """An official ``args`` field nat-gan cannot use: refuse rather than silently substitute a default."""
     return (f"official args.{name}: expected {expected}, got {value!r}; correct it with --arg {name}=VALUE "
             f"(the value the run really used)")
-
-
-def step_from_filename(path: str | Path) -> int | None:
-    """``000500.pt`` -> 500, ``FFHQ256_940k_flip.pt`` -> 940000; None when the name does not say."""
-    stem = Path(path).stem
-    if stem.isdigit():
-        return int(stem)
-    m = re.search(r"(?:^|[_\-.])(\d+)k(?:$|[_\-.])", stem)
-    return int(m.group(1)) * 1000 if m else None
 
 
 # ------------------------------------------------------------------------------------------ entry point
@@ -634,22 +507,22 @@ def import_official(source: str | Path | dict, kind: str = "stylenat", size: int
     weights: dict[str, Any] = {}
     if kind == "styleswin":
         _check_swin_masks(g_ema, plan, src, "g_ema")
-    weights["G_ema"] = _convert_state(g_ema, generator, rename, src, "g_ema")
+    weights["G_ema"] = convert_state(g_ema, generator, rename, src, "g_ema")
     if g is not None:
-        weights["G"] = _convert_state(g, generator, rename, src, "g")
+        weights["G"] = convert_state(g, generator, rename, src, "g")
     else:
         plan.assumptions.append("no 'g' in the file: the training generator starts as a copy of g_ema")
         weights["G"] = weights["G_ema"]
     if d is not None:
-        weights["D"] = _convert_state(d, discriminator, lambda k: k, src, "d")
+        weights["D"] = convert_state(d, discriminator, lambda k: k, src, "d")
 
     optim: dict[str, Any] = {}
     if ck.get("g_optim") is not None:
-        sources = _parameter_sources(g if g is not None else g_ema, generator, rename)
-        optim["G"] = _convert_optimizer(ck["g_optim"], sources, generator, src, "g_optim")
+        sources = parameter_sources(g if g is not None else g_ema, generator, rename)
+        optim["G"] = convert_optimizer(ck["g_optim"], sources, generator, src, "g_optim")
     if ck.get("d_optim") is not None and d is not None:
-        sources = _parameter_sources(d, discriminator, lambda k: k)
-        optim["D"] = _convert_optimizer(ck["d_optim"], sources, discriminator, src, "d_optim")
+        sources = parameter_sources(d, discriminator, lambda k: k)
+        optim["D"] = convert_optimizer(ck["d_optim"], sources, discriminator, src, "d_optim")
 
     recipe = _recipe(kind, model_cfg, args, plan.assumptions)
     if step is None and isinstance(args.get("step"), int):
@@ -662,7 +535,7 @@ def import_official(source: str | Path | dict, kind: str = "stylenat", size: int
     info = {
         "source": src, "from": kind, "official_keys": sorted(map(str, container)),
         "layout": _layout_note(kind, plan, keep_split_heads), "assumptions": list(plan.assumptions),
-        "official_args": _plain(args),
+        "official_args": plain(args),
     }
     return make_checkpoint(model_name=kind, model_config=model_cfg, recipe=recipe,
                            normalization=generator.normalization, G=weights["G"], G_ema=weights["G_ema"],
@@ -678,14 +551,3 @@ def _layout_note(kind: str, plan: _Plan, keep_split_heads: bool) -> str:
     if plan.merge_levels or plan.split_levels:
         return "legacy split-head rpb0/rpb1 converted to Hydra rpb.N (identical halves merged along heads)"
     return "Hydra layout (rpb.N), name for name"
-
-
-def _plain(value: Any) -> Any:
-    """Official args as weights_only-safe plain values (anything exotic becomes its repr)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)

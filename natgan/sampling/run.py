@@ -25,6 +25,15 @@ class LoadedGenerator:
     path: Path
     ema: bool  # whether the EMA weights were used
 
+    def truncation_centre(self) -> torch.Tensor | None:
+        """The centre stored in the checkpoint (imported official files carry ``latent_avg``/``w_avg``), else None.
+
+        Truncated samples of an imported model then match the official code's, which truncates towards its
+        training-time running average rather than a fresh estimate.
+        """
+        w_avg = (self.ckpt.get("extra") or {}).get("w_avg")
+        return w_avg.to(next(self.G.parameters()).device) if isinstance(w_avg, torch.Tensor) else None
+
     def describe(self) -> dict:
         return {"checkpoint": str(self.path), "model": self.ckpt["model"]["name"],
                 "step": self.ckpt["progress"].get("step"), "ema": self.ema, "resolution": self.G.resolution}

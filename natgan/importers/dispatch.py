@@ -1,0 +1,74 @@
+"""One entry point for every supported format: ``--from KIND`` or ``--from auto`` (recognised from the file).
+
+Detection never executes anything from the file: torch containers are read with ``weights_only=True``
+(allow-list: ``argparse.Namespace``), NVlabs pickles with :mod:`natgan.importers.nvlabs_pickle`.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from natgan.errors import CheckpointError, ConfigError
+
+KINDS = ("stylenat", "styleswin", "rosinality", "stylegan2-ada", "ganformer")
+
+
+def _is_torch_file(path: Path) -> bool:
+    """torch.save writes a zip (torch >= 1.6) or a legacy pickle starting with its magic number."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    return head.startswith(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
+
+
+def detect_format(path: str | Path) -> str:
+    """The ``--from`` kind of ``path``, or a one-line error saying what the file is not."""
+    from natgan.importers import nvlabs_pickle, rosinality
+    from natgan.importers.common import load_official_container
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    if _is_torch_file(path):
+        obj = load_official_container(path)
+        if isinstance(obj, dict) and obj.get("format") == "nat-gan-checkpoint":
+            raise CheckpointError(f"{path}: already a nat-gan checkpoint; nothing to import")
+        if rosinality.looks_like(obj):
+            return "rosinality"
+        states = obj.get("state_dicts") if isinstance(obj, dict) and "state_dicts" in obj else obj
+        g = states.get("g_ema") if isinstance(states, dict) else None
+        if isinstance(g, dict):
+            if any(str(k).endswith("relative_position_bias_table") for k in g):
+                return "styleswin"
+            if any(".attn.rpb" in str(k) for k in g):
+                return "stylenat"
+        raise CheckpointError(f"{path}: a torch file, but not one of the known layouts (rosinality stylegan2, "
+                              f"StyleNAT, StyleSwin); pass --from explicitly")
+    return nvlabs_pickle.detect_kind(nvlabs_pickle.read_snapshot(path), path)
+
+
+def import_checkpoint(source: str | Path, kind: str = "auto", size: int | None = None, *,
+                      step: int | None = None, keep_split_heads: bool = False,
+                      args_override: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """(resolved kind, v1 checkpoint dict) for ``source`` read as ``kind`` ("auto" = :func:`detect_format`)."""
+    if kind != "auto" and kind not in KINDS:
+        raise ConfigError(f"--from {kind}: expected one of auto, {', '.join(KINDS)}")
+    if kind == "auto":
+        kind = detect_format(source)
+    if kind in ("stylenat", "styleswin"):
+        from natgan.importers.official import import_official
+
+        return kind, import_official(source, kind, size, keep_split_heads=keep_split_heads, step=step,
+                                     args_override=args_override)
+    if keep_split_heads or args_override:
+        raise ConfigError(f"--from {kind}: --keep-split-heads and --arg apply to StyleNAT/StyleSwin files only")
+    if kind == "rosinality":
+        from natgan.importers.rosinality import import_rosinality
+
+        return kind, import_rosinality(source, size, step=step)
+    from natgan.importers.nvlabs_pickle import import_nvlabs
+
+    return kind, import_nvlabs(source, kind, size, step=step)

@@ -1,0 +1,215 @@
+"""Import stylegan2-ada-pytorch network snapshots (``network-snapshot-*.pkl``, NVlabs' released ``.pkl``) into
+nat-gan's ``stylegan2``.
+
+The snapshot is read by :mod:`natgan.importers.nvlabs_pickle` (no code from the file runs). The generator
+must be what nat-gan's StyleGAN2 computes: unconditional, RGB, ``skip`` synthesis, residual discriminator,
+``z_dim == w_dim``, FIR ``[1, 3, 3, 1]``; anything else is refused with the reason. Renaming (NVlabs -> ours,
+which are rosinality's):
+
+=======================================  ==================================================================
+``mapping.fc{i}.{weight,bias}``          ``style.{i+1}.{weight,bias}``; ``mapping.w_avg`` -> truncation centre
+``synthesis.b4.const [C,4,4]``           ``input.input [1,C,4,4]``
+``synthesis.b4.conv1`` / ``.torgb``      ``conv1`` / ``to_rgb1``
+``synthesis.b{2^(k+3)}.conv0/conv1``     ``convs.{2k}`` (up; its 3x3 kernel flipped, see below) / ``convs.{2k+1}``
+``synthesis.b{2^(k+3)}.torgb``           ``to_rgbs.{k}``
+layer ``weight [O,I,k,k]``               ``conv.weight [1,O,I,k,k]``; ``affine`` -> ``conv.modulation``;
+                                         ``bias`` -> ``activate.bias`` (ToRGB: ``bias [1,3,1,1]``);
+                                         ``noise_strength`` -> ``noise.weight``; ``noise_const`` -> ``noises.noise_j``
+D ``b{R}.fromrgb``, ``b{r}.conv0/conv1/skip``  ``convs.0``, ``convs.{j}.conv1/conv2/skip``
+D ``b4.conv/fc/out``                     ``final_conv``, ``final_linear.0``, ``final_linear.1``
+=======================================  ==================================================================
+
+The up-sampling conv: NVlabs' transposed convolution applies its kernel as a true convolution (TF's
+``conv2d_transpose`` of the flipped kernel), rosinality's ``conv_transpose2d`` as stored; rosinality's own
+``convert_weight.py`` flips these kernels for the same reason. NVlabs snapshots hold no optimizer state and no
+training settings (those are in ``training_options.json``), so the recipe gets StyleGAN2 config-f training
+values and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+
+from natgan.errors import CheckpointError
+from natgan.importers.common import plain, step_from_filename
+from natgan.importers.nvlabs_pickle import PersistentRecord, cannot_express, check_network, state_dict
+from natgan.importers.stylegan2_family import Imported, assemble, plan_stylegan2, stylegan2_train_settings
+
+KIND = "stylegan2-ada"
+FIR = torch.tensor([1.0, 3.0, 3.0, 1.0])
+
+
+def _kwargs(record: PersistentRecord, key: str) -> dict[str, Any]:
+    value = record.init_kwargs.get(key) or {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _refuse(src: str, what: str) -> CheckpointError:
+    return cannot_express(src, what, "stylegan2")
+
+
+def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
+    """The G constructor kwargs, refused when they describe something nat-gan's stylegan2 does not compute."""
+    kw = check_network(g, "Generator", "stylegan2", src)
+    mapping, synthesis = _kwargs(g, "mapping_kwargs"), _kwargs(g, "synthesis_kwargs")
+    if mapping.get("layer_features") not in (None, kw.get("w_dim")):
+        raise _refuse(src, f"mapping layer_features = {mapping['layer_features']} differs from w_dim")
+    if synthesis.get("architecture", "skip") != "skip":
+        raise _refuse(src, f"synthesis architecture '{synthesis['architecture']}' (only 'skip' = config-f)")
+    return {"mapping": mapping, "synthesis": synthesis}
+
+
+def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
+    kw = check_network(d, "Discriminator", "stylegan2", src)
+    epilogue = _kwargs(d, "epilogue_kwargs")
+    if kw.get("architecture", "resnet") != "resnet":
+        raise _refuse(src, f"D architecture '{kw['architecture']}' (only 'resnet' = config-f)")
+    if epilogue.get("mbstd_num_channels", 1) != 1:
+        raise _refuse(src, f"D minibatch-stddev with {epilogue['mbstd_num_channels']} channels (only 1)")
+    return {"mbstd_group": epilogue.get("mbstd_group_size", 4)}
+
+
+def _check_filters(sd: dict[str, torch.Tensor], src: str, which: str) -> None:
+    want = torch.outer(FIR, FIR) / 64
+    for key, value in sd.items():
+        if key.endswith("resample_filter"):
+            f = value.float()
+            f = torch.outer(f, f) if f.ndim == 1 else f
+            if f.shape != want.shape or not torch.allclose(f / f.sum(), want, atol=1e-7):
+                raise _refuse(src, f"{which}: '{key}' is not the FIR filter [1, 3, 3, 1]")
+
+
+def _layer(out: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], theirs: str, ours: str, *,
+           flip: bool = False, noise: str | None = None) -> None:
+    """One NVlabs SynthesisLayer -> rosinality StyledConv (``noise`` = its noise buffer name)."""
+    weight = sd[f"{theirs}.weight"]
+    out[f"{ours}.conv.weight"] = (weight.flip([2, 3]) if flip else weight).unsqueeze(0)
+    out[f"{ours}.conv.modulation.weight"] = sd[f"{theirs}.affine.weight"]
+    out[f"{ours}.conv.modulation.bias"] = sd[f"{theirs}.affine.bias"]
+    out[f"{ours}.noise.weight"] = sd[f"{theirs}.noise_strength"].reshape(1)
+    out[f"{ours}.activate.bias"] = sd[f"{theirs}.bias"]
+    if noise is not None and f"{theirs}.noise_const" in sd:
+        const = sd[f"{theirs}.noise_const"]
+        out[noise] = const.reshape(1, 1, *const.shape[-2:])
+
+
+def _torgb(out: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], theirs: str, ours: str) -> None:
+    out[f"{ours}.conv.weight"] = sd[f"{theirs}.weight"].unsqueeze(0)
+    out[f"{ours}.conv.modulation.weight"] = sd[f"{theirs}.affine.weight"]
+    out[f"{ours}.conv.modulation.bias"] = sd[f"{theirs}.affine.bias"]
+    out[f"{ours}.bias"] = sd[f"{theirs}.bias"].reshape(1, -1, 1, 1)
+
+
+def convert_generator(sd: dict[str, torch.Tensor], src: str, which: str
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """NVlabs G state -> (nat-gan stylegan2 G state, w_avg). Unknown keys are errors naming them."""
+    _check_filters(sd, src, which)
+    out: dict[str, torch.Tensor] = {}
+    try:
+        for key in sd:
+            m = re.fullmatch(r"mapping\.fc(\d+)\.(weight|bias)", key)
+            if m:
+                out[f"style.{int(m.group(1)) + 1}.{m.group(2)}"] = sd[key]
+        out["input.input"] = sd["synthesis.b4.const"].unsqueeze(0)
+        _layer(out, sd, "synthesis.b4.conv1", "conv1", noise="noises.noise_0")
+        _torgb(out, sd, "synthesis.b4.torgb", "to_rgb1")
+        resolutions = sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(r"synthesis\.b(\d+)\.torgb\.weight", k)))
+        for k, res in enumerate(r for r in resolutions if r > 4):
+            if res != 2 ** (k + 3):
+                raise CheckpointError(f"{src}: {which}: synthesis blocks {resolutions} are not 4, 8, 16, …")
+            _layer(out, sd, f"synthesis.b{res}.conv0", f"convs.{2 * k}", flip=False, noise=f"noises.noise_{2 * k + 1}")
+            _layer(out, sd, f"synthesis.b{res}.conv1", f"convs.{2 * k + 1}", noise=f"noises.noise_{2 * k + 2}")
+            _torgb(out, sd, f"synthesis.b{res}.torgb", f"to_rgbs.{k}")
+    except KeyError as exc:
+        raise CheckpointError(f"{src}: {which}: missing key '{exc.args[0]}'") from None
+    known = re.compile(r"mapping\.(fc\d+\.(weight|bias)|w_avg)|synthesis\.b\d+\.(const|resample_filter|"
+                       r"(conv0|conv1)\.(weight|bias|noise_strength|noise_const|resample_filter|affine\.(weight|bias))|"
+                       r"torgb\.(weight|bias|affine\.(weight|bias)))")
+    for key in sd:
+        if not known.fullmatch(key):
+            raise CheckpointError(f"{src}: {which}: unexpected key '{key}' (no counterpart in nat-gan's stylegan2)")
+    return out, sd.get("mapping.w_avg")
+
+
+def convert_discriminator(sd: dict[str, torch.Tensor], src: str) -> dict[str, torch.Tensor]:
+    """NVlabs residual D state -> nat-gan (rosinality) D state."""
+    _check_filters(sd, src, "D")
+    resolutions = sorted({int(m.group(1)) for k in sd if (m := re.match(r"b(\d+)\.", k))}, reverse=True)
+    top = resolutions[0] if resolutions else 0
+    out: dict[str, torch.Tensor] = {}
+    try:
+        out["convs.0.0.weight"], out["convs.0.1.bias"] = sd[f"b{top}.fromrgb.weight"], sd[f"b{top}.fromrgb.bias"]
+        for j, res in enumerate((r for r in resolutions if r > 4), start=1):
+            out[f"convs.{j}.conv1.0.weight"], out[f"convs.{j}.conv1.1.bias"] = sd[f"b{res}.conv0.weight"], sd[f"b{res}.conv0.bias"]
+            out[f"convs.{j}.conv2.1.weight"], out[f"convs.{j}.conv2.2.bias"] = sd[f"b{res}.conv1.weight"], sd[f"b{res}.conv1.bias"]
+            out[f"convs.{j}.skip.1.weight"] = sd[f"b{res}.skip.weight"]
+        out["final_conv.0.weight"], out["final_conv.1.bias"] = sd["b4.conv.weight"], sd["b4.conv.bias"]
+        out["final_linear.0.weight"], out["final_linear.0.bias"] = sd["b4.fc.weight"], sd["b4.fc.bias"]
+        out["final_linear.1.weight"], out["final_linear.1.bias"] = sd["b4.out.weight"], sd["b4.out.bias"]
+    except KeyError as exc:
+        raise CheckpointError(f"{src}: D: missing key '{exc.args[0]}'") from None
+    known = re.compile(r"b\d+\.(resample_filter|(fromrgb|conv0|conv1|skip|conv|fc|out)\.(weight|bias|resample_filter))")
+    for key in sd:
+        if not known.fullmatch(key):
+            raise CheckpointError(f"{src}: D: unexpected key '{key}' (no counterpart in nat-gan's stylegan2)")
+    return out
+
+
+def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = None, *, step: int | None = None
+                         ) -> dict[str, Any]:
+    """Convert a snapshot read by :func:`natgan.importers.nvlabs_pickle.read_snapshot` to a v1 checkpoint."""
+    assumptions: list[str] = []
+    g_ema_rec = snapshot["G_ema"]
+    kwargs = check_generator(g_ema_rec, src)
+    g_ema, w_avg = convert_generator(state_dict(g_ema_rec, src), src, "G_ema")
+    g = None
+    if isinstance(snapshot.get("G"), PersistentRecord):
+        check_generator(snapshot["G"], src)
+        g, _ = convert_generator(state_dict(snapshot["G"], src), src, "G")
+    d, mbstd = None, 4
+    if isinstance(snapshot.get("D"), PersistentRecord):
+        mbstd = check_discriminator(snapshot["D"], src)["mbstd_group"]
+        d = convert_discriminator(state_dict(snapshot["D"], src), src)
+    model = plan_stylegan2(g_ema, d, None, src, size)
+    lr_mlp = kwargs["mapping"].get("lr_multiplier", 0.01)
+    model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": int(mbstd)})
+    clamp = kwargs["synthesis"].get("conv_clamp")
+    if clamp is not None:
+        assumptions.append(f"conv_clamp = {clamp}: NVlabs clamps activations to ±{clamp} (an fp16 guard); nat-gan "
+                           f"does not, which changes nothing unless an activation exceeds it")
+    assumptions.append("NVlabs snapshots store no training settings: the recipe's [train] is StyleGAN2 config-f's "
+                       "(batch 32, lr 0.002, R1 10); set the run's own values with --set when fine-tuning")
+    if step is None:
+        kimg = re.search(r"network-snapshot-(\d+)", src)
+        step = None if kimg is None else int(kimg.group(1)) * 1000 // 32
+        if step is None:
+            step = step_from_filename(src) or 0
+            assumptions.append("training progress unknown (the file name has no kimg): step recorded as "
+                               f"{step}")
+        else:
+            assumptions.append(f"step = {kimg.group(1)} kimg / batch 32 = {step}")
+    training_set = snapshot.get("training_set_kwargs") or {}
+    flip = bool(training_set.get("xflip", False)) if isinstance(training_set, dict) else False
+    augment = snapshot.get("augment_pipe")
+    ada_p = None
+    if isinstance(augment, PersistentRecord):
+        p = (augment.state.get("_buffers") or {}).get("p")
+        ada_p = float(p) if isinstance(p, torch.Tensor) and p.numel() == 1 else None
+        assumptions.append("the run used ADA (augment_pipe); nat-gan has no ADA, so a continued run trains "
+                           "without it (p is kept under extra.import.ada_p)")
+    train = stylegan2_train_settings(batch=32, iterations=max(781_250, step + 1), g_lr=0.002, d_lr=0.002, beta1=0.0,
+                                     beta2=0.99, r1=10.0, r1_every=16, pl_weight=2.0, g_reg_every=4,
+                                     style_mixing=0.9, lr_decay_start=max(781_250, step + 1))
+    imported = Imported(
+        model_name="stylegan2", model=model, g_ema=g_ema, g=g, d=d, train=train, data={"flip": flip},
+        eval={"mode": "legacy_tensorflow"}, w_avg=w_avg, step=step, assumptions=assumptions, computed_buffers=True,
+        info={"official_keys": sorted(map(str, snapshot)), "generator_kwargs": plain(g_ema_rec.init_kwargs),
+              "training_set_kwargs": plain(training_set), "ada_p": ada_p,
+              "layout": "NVlabs b{res}.conv0/conv1/torgb -> rosinality convs/to_rgbs (up-conv kernels flipped)"})
+    if not math.isfinite(float(lr_mlp)):
+        raise _refuse(src, f"mapping lr_multiplier {lr_mlp}")
+    return assemble(imported, src, KIND)
