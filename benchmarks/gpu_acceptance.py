@@ -663,6 +663,35 @@ def metrics_section(ctx: SectionContext) -> None:
     ctx.record("metric set / fid alone", r["ratio_all_vs_fid"], "x")
 
 
+def peers_section(ctx: SectionContext) -> None:
+    """nat-gan vs the official code on the same weights (``benchmarks/bench_peers.py``): parity and speed
+    ratios. The official checkouts cannot be downloaded on the node: put them (fetched elsewhere, never
+    committed) under ``$NATGAN_PEERS_DIR/{rosinality,stylegan2-ada,ganformer}`` (the last: gansformer's pytorch_version/) and carry that folder."""
+    from bench_peers import PEERS, run_peers
+
+    root = os.environ.get("NATGAN_PEERS_DIR")
+    found = {peer: str(Path(root) / peer) for peer in PEERS if root and (Path(root) / peer).is_dir()}
+    ctx.record("official checkouts found", len(found), "", note=", ".join(found) or
+               "none: set NATGAN_PEERS_DIR to a folder holding rosinality/, stylegan2-ada/, ganformer/")
+    if not found:
+        return
+    cuda = ctx.device.type == "cuda" and not ctx.smoke
+    report = run_peers(found, device=str(ctx.device), size=256 if cuda else 16, style_dim=512 if cuda else 32,
+                       n_mlp=8 if cuda else 2, channel_multiplier=2 if cuda else 1, batches=(1, 16) if cuda else (1,),
+                       train=cuda, float64=not cuda, repeat=1)
+    for peer, r in report["models"].items():
+        parity = r["parity"]["float32"]
+        ctx.record(f"{peer}: max |image difference|, float32", parity["max_abs_diff_image"], at_most=1e-3,
+                   note=f"D logits {parity['max_abs_diff_d_logits']:.1e}")
+        for row in r["generator"]:
+            ctx.record(f"{peer}: generator img/s nat-gan / official, batch {row['batch']}", row["img_per_s_ratio"],
+                       "x", at_least=1.0, note=f"{row['natgan_img_per_s']} vs {row['official_img_per_s']} img/s")
+        if "train_step" in r:
+            t = r["train_step"]
+            ctx.record(f"{peer}: training step img/s nat-gan / official, batch {t['batch']}", t["img_per_s_ratio"],
+                       "x", at_least=1.0)
+
+
 # ------------------------------------------------------------------------------------------ registry
 
 SECTIONS: list[Section] = [   # priority order; caps sum to the default budget, 540 s
@@ -681,11 +710,13 @@ SECTIONS: list[Section] = [   # priority order; caps sum to the default budget, 
                                      f"the two FIDs agree to {GOALS['fid_agreement_rel']:g}")),
     Section("ddp", ddp_section, 30, ("torchrun -m natgan train, one NCCL rank: steps and checkpoint",),
             smoke_cap_s=60),
-    # Past the default 540 s budget: reached with --budget 900, or alone with --only ada,metrics.
+    # Past the default 540 s budget: reached with a larger --budget, or alone with --only ada,metrics,peers.
     Section("ada", ada_section, 90, (f"ADA bgc <= {GOALS['ada_overhead_pct']:g} % slower than no augmentation",),
             smoke_cap_s=60),
     Section("metrics", metrics_section, 240, ("fid,kid,pr,dc,is together far below the sum of single runs",),
             smoke_cap_s=60),
+    Section("peers", peers_section, 120, ("parity with the official code (float32) and img/s ratio >= 1",),
+            smoke_cap_s=30),
 ]
 
 

@@ -13,7 +13,7 @@ from natgan.bench.acceptance import JSON_NAME, MD_NAME, Section, run_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_acceptance.py"
-EXPECTED_SECTIONS = ["doctor", "gpu_tests", "na_op", "generators", "training", "fid", "ddp", "ada", "metrics"]
+EXPECTED_SECTIONS = ["doctor", "gpu_tests", "na_op", "generators", "training", "fid", "ddp", "ada", "metrics", "peers"]
 
 
 def _run_script(*argv, timeout=300):
