@@ -666,7 +666,8 @@ def metrics_section(ctx: SectionContext) -> None:
 def peers_section(ctx: SectionContext) -> None:
     """nat-gan vs the official code on the same weights (``benchmarks/bench_peers.py``): parity and speed
     ratios. The official checkouts cannot be downloaded on the node: put them (fetched elsewhere, never
-    committed) under ``$NATGAN_PEERS_DIR/{rosinality,stylegan2-ada,ganformer}`` (the last: gansformer's pytorch_version/) and carry that folder."""
+    committed) under ``$NATGAN_PEERS_DIR/{rosinality,stylegan2-ada,ganformer}`` (the last: gansformer's
+    ``pytorch_version/``) and carry that folder."""
     from bench_peers import PEERS, run_peers
 
     root = os.environ.get("NATGAN_PEERS_DIR")
