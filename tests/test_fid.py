@@ -582,6 +582,24 @@ def test_folders_of_different_sizes_are_each_scored_at_their_own_size(tmp_path, 
     assert any("8px but the reference is 16px" in w for w in ab["warnings"])
 
 
+def test_a_folder_of_mixed_sizes_is_named_in_the_protocol_and_warned_about(tmp_path, net):
+    """A folder served without a size is served at its first image's size; mixed sizes must not pass silently."""
+    mixed = make_folder(tmp_path / "mixed", 6, seed=1, size=8)
+    big = make_folder(tmp_path / "big", 6, seed=2, size=16)
+    for i, f in enumerate(sorted(big.iterdir())):
+        f.rename(mixed / f"{100 + i:04d}.png")   # sorted after the 8px files
+    uniform = make_folder(tmp_path / "uniform", 6, seed=3, size=8)
+    kw = dict(mode="legacy_pytorch", extractor=FeatureExtractor(net, mode="legacy_pytorch"), batch_size=4,
+              progress=False, workers=0, use_cache=False)
+    for a, b in ((mixed, uniform), (uniform, mixed)):
+        r = fid_for_datasets(a, str(b), **kw)
+        side = r["generated"] if a is mixed else r["reference"]
+        assert side["mixed_sizes"] == ["8x8", "16x16"] and "mixed sizes (8x8, 16x16), all served" in side["description"]
+        assert any("several sizes (8x8, 16x16)" in w and "resized to 8px" in w for w in r["warnings"])
+    clean = fid_for_datasets(uniform, str(make_folder(tmp_path / "u2", 6, seed=4, size=8)), **kw)
+    assert "warnings" not in clean and "mixed_sizes" not in clean["generated"]
+
+
 @pytest.mark.parametrize("family", ["stylegan2", "ganformer", "stylenat", "styleswin", "hit"])
 def test_generator_fid_does_not_depend_on_the_batch_size(tmp_path, net, family):
     import importlib

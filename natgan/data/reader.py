@@ -21,6 +21,7 @@ DataLoader workers.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -176,11 +177,36 @@ class FileImageSource(ImageSource):
             raise DataError(f"{raw.path}: no images found")
         if resolution is None:
             resolution = min(self._decode(0).size)
+        self.mixed_sizes = self._sampled_sizes()
         self.resolution = int(resolution)
         h = hashlib.sha256(f"{raw.fingerprint()}\n{self.resolution}\n{filter}\n".encode())
         self.content_hash = f"{raw.layout}-sha256:" + h.hexdigest()
         self.description = (f"{raw.path} ({raw.layout}: {len(raw):,} images, served at "
                             f"{self.resolution}x{self.resolution}, shorter-side {filter} resize + centre crop)")
+        if self.mixed_sizes:
+            self.description += f"; mixed sizes ({', '.join(self.mixed_sizes)}), all served at that size"
+
+    SIZE_SAMPLE = 64
+
+    def _sampled_sizes(self) -> list[str]:
+        """Sizes (``WxH``) among up to :data:`SIZE_SAMPLE` evenly spaced images, when they differ, else [].
+
+        Why: every image is served at one size (the given one, else the first image's); a folder of mixed
+        sizes is then not scored as each image would be on its own, and the score must say so. Only the headers
+        are parsed (no decode), so this costs a few file reads, not a pass over the folder."""
+        from PIL import Image, UnidentifiedImageError
+
+        n = len(self.raw)
+        k = min(n, self.SIZE_SAMPLE)
+        picks = sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+        sizes = set()
+        for i in picks:
+            try:
+                with Image.open(io.BytesIO(self.raw.read(i))) as im:
+                    sizes.add(im.size)
+            except (OSError, UnidentifiedImageError, ValueError, DataError):
+                continue  # unreadable files are reported where they are read
+        return [f"{w}x{h}" for w, h in sorted(sizes)] if len(sizes) > 1 else []
 
     def _decode(self, index: int):
         try:

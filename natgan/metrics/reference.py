@@ -100,6 +100,8 @@ def dataset_reference(path: str | Path, extractor, *, resolution: int | None = N
         identity = {"kind": "dataset", "path": str(path), "description": src.description,
                     "content_hash": src.content_hash, "resolution": int(src.resolution), "length": len(src),
                     "count": len(indices), "subset": subset}
+        if getattr(src, "mixed_sizes", None):
+            identity["mixed_sizes"] = list(src.mixed_sizes)
         hit = cache.load(key, need_feats=kid) if cache else None
         if hit is not None:
             identity["stats_file"] = str(hit.path)

@@ -255,6 +255,7 @@ def evaluate_datasets(a: str | Path, b: str, *, metrics: list[str] | str = ("fid
     generated = {**first.identity, "cached": all(s.cached for s in sides.values())}
     extra = {"device": str(device)}
     warnings = [w for r in refs.values() for w in _resolution_warning(r.identity, resolution)]
+    warnings += _mixed_size_warning(first.identity)
     if warnings:
         extra["warnings"] = sorted(set(warnings))
     return _result(names, scores, details, mode=mode, extractors=exts, refs=refs, generated=generated,
@@ -277,7 +278,18 @@ def fid_for_datasets(a: str | Path, b: str, *, kid: bool = False, **kw) -> dict:
 
 def _resolution_warning(identity: dict, resolution: int) -> list[str]:
     ref_res = identity.get("resolution")
+    out = []
     if ref_res and ref_res != resolution:
-        return [f"images are {resolution}px but the reference is {ref_res}px; each side is resized by the "
-                f"extractor from its own size, but such numbers are not comparable with same-size protocols"]
-    return []
+        out.append(f"images are {resolution}px but the reference is {ref_res}px; each side is resized by the "
+                   f"extractor from its own size, but such numbers are not comparable with same-size protocols")
+    out += _mixed_size_warning(identity)
+    return out
+
+
+def _mixed_size_warning(identity: dict) -> list[str]:
+    """A folder of several image sizes is served at one size (its first image's) before the extractor."""
+    if not identity.get("mixed_sizes"):
+        return []
+    return [f"{identity['path']} holds images of several sizes ({', '.join(identity['mixed_sizes'])}); all were "
+            f"resized to {identity['resolution']}px before the extractor, so the score is not that of each image "
+            f"at its own size (resize them to one size first, e.g. with nat-gan prepare)"]
