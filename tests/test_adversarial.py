@@ -326,7 +326,8 @@ def test_option_errors_are_one_line(tmp_path, capsys, good_ckpt):
     cases = [
         (["sample", "--ckpt", good_ckpt, "--seeds", "", "--outdir", tmp_path / "o"], "empty seed list"),
         (["sample", "--ckpt", good_ckpt, "--grid", "99999x99999"], "at most 4096"),
-        (["sample", "--ckpt", good_ckpt, "--seeds", "0-9999999,10000000-19999999"], "more than 10,000,000 seeds"),
+        (["sample", "--ckpt", good_ckpt, "--seeds", "0-999999999999,1000000000000-1999999999999"],
+         "more than 1,000,000,000,000 seeds"),
         (["sample", "--ckpt", good_ckpt, "--seeds", "0-1", "--outdir", afile], "exists and is not a directory"),
         (["visualize", "--ckpt", good_ckpt, "--outdir", afile], "exists and is not a directory"),
     ]

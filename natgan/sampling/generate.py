@@ -116,12 +116,14 @@ class ImageGenerator:
 
     def batches(self, seeds: Sequence[int]) -> Iterator[tuple[list[int], torch.Tensor]]:
         """``(seed_chunk, uint8 images)`` for consecutive chunks of at most ``batch_size`` seeds."""
-        seeds = list(seeds)
-        start = 0
-        while start < len(seeds):
-            chunk = seeds[start:start + self.batch_size]
+        chunk: list[int] = []
+        for seed in seeds:  # streamed: a SeedList of 10^9 seeds is never materialised
+            chunk.append(int(seed))
+            if len(chunk) == self.batch_size:
+                yield chunk, self.images(chunk)
+                chunk = []
+        if chunk:
             yield chunk, self.images(chunk)
-            start += len(chunk)
 
     def interpolation(self, seed_a: int, seed_b: int, frames: int) -> Iterator[torch.Tensor]:
         """uint8 batches of a linear walk in (truncated) w space from ``seed_a`` to ``seed_b``."""
