@@ -112,7 +112,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     except Exception as exc:  # torch raises many types for garbage input (RuntimeError, KeyError, EOFError…)
         if _looks_truncated(path):
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint (incomplete file)") from None
-        raise CheckpointError(f"{path}: not a checkpoint (torch.load failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})") from None
+        reason = (str(exc).splitlines() or [""])[0]
+        raise CheckpointError(f"{path}: not a checkpoint (torch.load failed: {type(exc).__name__}: {reason})") from None
     return validate(obj, path)
 
 
@@ -177,7 +178,8 @@ def build_generator(ckpt: dict[str, Any], *, ema: bool = True, device: str | tor
     generator, _ = spec.builder(config)
     weights = ckpt["weights"]
     key = "G_ema" if ema and "G_ema" in weights else "G"
-    bad = next((name for name, t in weights[key].items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    bad = next((name for name, t in weights[key].items()
+                if t.is_floating_point() and not torch.isfinite(t).all()), None)
     if bad is not None:
         raise CheckpointError(f"{source}: key 'weights.{key}.{bad}': non-finite values "
                               f"(NaN/inf); this generator would only produce garbage images")

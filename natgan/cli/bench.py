@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
                                                                 "and parameter counts (G and D)."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to measure (comma list allowed)."),
         models: Optional[str] = typer.Option(None, "--models", help="Several models, e.g. stylenat,styleswin,hit-b."),
-        recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe file; its model section is measured."),
+        recipe: Optional[Path] = typer.Option(None, "--recipe", "-r",
+            help="Recipe file; its model section is measured."),
         sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a model key: model.KEY=VALUE."),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="Shortcut for --set model.resolution=R."),
         batch: str = typer.Option("1", "--batch", "-b", help="Batch sizes, e.g. 1,8,32 (official protocol: 1)."),
@@ -132,7 +133,8 @@ def results_table(result: dict):
         by_batch = {t["batch"]: t for t in r["throughput"]}
         for b in settings["batches"]:
             t = by_batch.get(b, {})
-            cells += [_fmt(t.get("img_per_s")), _fmt(t.get("ms_per_call"), ".1f"), _fmt(t.get("added_memory_mb"), ".0f")]
+            cells += [_fmt(t.get("img_per_s")), _fmt(t.get("ms_per_call"), ".1f"),
+                      _fmt(t.get("added_memory_mb"), ".0f")]
         if has_paper:
             cells.append(_fmt(r.get("paper_img_per_s")))
         if has_train:

@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
                                        help="Run each attention backend on a small problem (a few seconds)."),
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
-        """Check this install: what works here, what is missing, and the one-line fix. Exit 1 if a needed check fails."""
+        """Check this install: what works here, what is missing, and the one-line fix.
+
+        Exit 1 if a needed check fails."""
         from natgan.doctor import run_checks, summary
 
         rows = run_checks(device=device, run_dir=run_dir, attention=attention)

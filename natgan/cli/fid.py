@@ -76,8 +76,9 @@ def register(app: typer.Typer) -> None:
         num_ref: Optional[int] = typer.Option(None, "--num-ref", min=2,
                                               help="Reference images: a fixed random subset (default: all; the "
                                                    "StyleNAT/StyleSwin papers used a random 50000)."),
-        mode: Optional[str] = typer.Option(None, "--mode", help="clean | legacy_pytorch | legacy_tensorflow (default: "
-                                                                "recipe eval.mode, else legacy_pytorch = the papers')."),
+        mode: Optional[str] = typer.Option(None, "--mode",
+                                           help="clean | legacy_pytorch | legacy_tensorflow (default: recipe "
+                                                "eval.mode, else legacy_pytorch = the papers')."),
         metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated registered metrics: fid, kid, "
                                                                        "pr, dc, is, ppl (default: recipe eval.metrics, "
                                                                        "else fid)."),
@@ -90,14 +91,15 @@ def register(app: typer.Typer) -> None:
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = off, the standard FID protocol)."),
         seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Image i uses the latent of seed SEED+i."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Score the raw generator weights, not the EMA."),
-        noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode", help="Models with noise inputs: const (default, "
-                                                                    "as `sample`; batch-size independent) | "
-                                                                    "random (NVIDIA's metrics) | none."),
-        inception: Optional[Path] = typer.Option(None, "--inception", help="Inception weights file or directory "
-                                                                           "(offline machines; also $NATGAN_INCEPTION)."),
-        weights: Optional[Path] = typer.Option(None, "--weights", help="Directory of metric network weights (Inception, "
-                                                                       "VGG16) under their usual file names (also "
-                                                                       "$NATGAN_WEIGHTS)."),
+        noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode",
+                                       help="Models with noise inputs: const (default, as `sample`; batch-size "
+                                            "independent) | random (NVIDIA's metrics) | none."),
+        inception: Optional[Path] = typer.Option(None, "--inception",
+                                                 help="Inception weights file or directory (offline machines; "
+                                                      "also $NATGAN_INCEPTION)."),
+        weights: Optional[Path] = typer.Option(None, "--weights",
+                                               help="Directory of metric network weights (Inception, VGG16) under "
+                                                    "their usual file names (also $NATGAN_WEIGHTS)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Recompute reference statistics; do not store them."),
         no_record: bool = typer.Option(False, "--no-record", help="Do not append the result to the checkpoint's "
                                                                   "metrics history."),

@@ -23,7 +23,8 @@ def _parse_args_overrides(items: list[str]) -> dict:
         try:
             out[key.strip()] = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
-            raise ConfigError(f"--arg {item}: VALUE must be a TOML literal (number, true/false, list, \"text\")") from None
+            raise ConfigError(f"--arg {item}: VALUE must be a TOML literal (number, true/false, list, "
+                              f"\"text\")") from None
     return out
 
 
@@ -34,11 +35,13 @@ def register(app: typer.Typer) -> None:
         kind: str = typer.Option("auto", "--from", help="Which official code wrote it: stylenat | styleswin | "
                                                         "rosinality | stylegan2-ada | ganformer | auto."),
         out: Path = typer.Option(..., "--out", "-o", help="Where to write the nat-gan checkpoint."),
-        size: Optional[int] = typer.Option(None, "--size", min=8, help="Expected resolution (checked against the weights)."),
+        size: Optional[int] = typer.Option(None, "--size", min=8,
+            help="Expected resolution (checked against the weights)."),
         step: Optional[int] = typer.Option(None, "--step", min=0, help="Training step (default: from the file name, "
                                                                        "e.g. FFHQ256_940k_flip.pt -> 940000)."),
         keep_split_heads: bool = typer.Option(False, "--keep-split-heads",
-                                              help="Keep StyleNAT's legacy rpb0/rpb1 layout instead of Hydra partitions."),
+                                              help="Keep StyleNAT's legacy rpb0/rpb1 layout instead of Hydra "
+                                                   "partitions."),
         arg: Optional[list[str]] = typer.Option(None, "--arg", metavar="KEY=VALUE",
                                                 help="Override a field of the official args (TOML literal), e.g. "
                                                      "--arg 'dilations=[[1],[1],[1,2],[1,4],[1,8],[1,16],[1,32]]'."),

@@ -44,11 +44,13 @@ def register(app: typer.Typer) -> None:
                                                        "write OUTDIR/walk.gif|mp4."),
         frames: int = typer.Option(60, "--frames", min=2, help="Frames of --interpolate."),
         fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate GIF."),
-        batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Images per forward pass (default: by device)."),
+        batch: Optional[int] = typer.Option(None, "--batch", min=1,
+            help="Images per forward pass (default: by device)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
-        noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode", help="Models with noise inputs (StyleGAN2): const "
-                                                                     "(reproducible) | random | none."),
+        noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode",
+                                       help="Models with noise inputs (StyleGAN2): const (reproducible) | random | "
+                                            "none."),
         w_file: Optional[Path] = typer.Option(None, "--w", help="Regenerate images from stored latents (.npz from "
                                                                 "`nat-gan project`): OUTDIR/<name>.png."),
         style_mix: Optional[str] = typer.Option(None, "--style-mix", metavar="SEEDS", help="Row seeds of a style-"

@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe TOML (required for a new run)."),
         data: Optional[str] = typer.Option(None, "--data", help="Training dataset; overrides data.path."),
-        outdir: Path = typer.Option(Path("runs/run"), "--outdir", "-o", help="Run directory (checkpoints, samples, logs)."),
+        outdir: Path = typer.Option(Path("runs/run"), "--outdir", "-o",
+            help="Run directory (checkpoints, samples, logs)."),
         overrides: List[str] = typer.Option([], "--set", help="Override a recipe key, e.g. --set train.batch=16 "
                                                              "(repeatable, validated like the recipe)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="'auto' (newest valid checkpoint in --outdir, "
@@ -28,10 +29,11 @@ def register(app: typer.Typer) -> None:
                                                                   "(G, G_ema, D; fine-tuning): counters at zero, "
                                                                   "model from the checkpoint, the rest from --recipe."),
         init_optim: bool = typer.Option(False, "--init-optim", help="With --init: also take the Adam moments."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe, model sizes and schedule, then exit."),
+        dry_run: bool = typer.Option(False, "--dry-run",
+            help="Print the resolved recipe, model sizes and schedule, then exit."),
         max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1,
-                                                help="Stop after this many steps in this invocation (checkpoint first); "
-                                                     "handy for cluster time limits."),
+                                                help="Stop after this many steps in this invocation (checkpoint "
+                                                     "first); handy for cluster time limits."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Live display / log lines."),
         json_out: bool = typer.Option(False, "--json", help="Print the result (or the dry run) as JSON."),
     ) -> None:

@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
         recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe for --model's config."),
         sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a model key: model.KEY=VALUE."),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="Shortcut for --set model.resolution=R."),
-        seed: int = typer.Option(42, "--seed", "-s", min=0, max=2**63 - 1, help="Seed of z (CPU RNG, as the official analysis)."),
+        seed: int = typer.Option(42, "--seed", "-s", min=0, max=2**63 - 1,
+            help="Seed of z (CPU RNG, as the official analysis)."),
         outdir: Path = typer.Option(Path("attention_maps"), "--outdir", "-o", help="Folder for the PNG files."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Resolutions, e.g. 16,32 or 'all' "
                                                                     "(default: every level from 16x16 up)."),

@@ -41,7 +41,8 @@ DOWNLOAD_TIMEOUT_S = 60
 
 @dataclass(frozen=True)
 class WeightsFile:
-    kind: str          # "torchscript" (NVIDIA's TF-Inception port) or "pytorch" (a state dict: pytorch-fid, torchvision)
+    kind: str          # "torchscript" (NVIDIA's TF-Inception port) or "pytorch" (a state dict: pytorch-fid,
+    #                    torchvision)
     filename: str
     url: str
     sha256_prefix: str | None = None  # torch.hub convention: the hash prefix in the file name
@@ -57,8 +58,8 @@ class WeightsFile:
         return cache_dir() / "weights" / self.filename
 
 
-TORCHSCRIPT = WeightsFile("torchscript", os.path.basename(downloads_helper.inception_url), downloads_helper.inception_url,
-                          label="Inception")
+TORCHSCRIPT = WeightsFile("torchscript", os.path.basename(downloads_helper.inception_url),
+                          downloads_helper.inception_url, label="Inception")
 PYTORCH_FID = WeightsFile("pytorch", os.path.basename(inception_pytorch.FID_WEIGHTS_URL),
                           inception_pytorch.FID_WEIGHTS_URL, sha256_prefix="6726825d", label="Inception")
 # torchvision's ImageNet VGG16 (a plain state dict, loaded with weights_only=True). NVlabs' ``vgg16.pt``

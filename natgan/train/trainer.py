@@ -1,8 +1,9 @@
 """The GAN training loop shared by every registered model.
 
 The trainer owns the loop, persistence and signals; what one step does to G and D is the update rule's
-job (:mod:`natgan.train.updates`, chosen by ``train.update``). After the rule: EMA -> counters. Everything random comes from generators whose state is checkpointed, and the
-data order is a pure function of (seed, images seen), so ``--resume`` continues bit-for-bit.
+job (:mod:`natgan.train.updates`, chosen by ``train.update``). After the rule: EMA -> counters. Everything
+random comes from generators whose state is checkpointed, and the data order is a pure function of (seed,
+images seen), so ``--resume`` continues bit-for-bit.
 """
 
 from __future__ import annotations
@@ -349,7 +350,8 @@ class Trainer:
     def _banner(self) -> str:
         p = self.plan
         return (f"training {self.recipe.model_name} at {self.G.resolution}px on {self.device} "
-                f"(x{self.dist.world}): G {count_params(self.G) / 1e6:.2f} M, D {count_params(self.D) / 1e6:.2f} M params; "
+                f"(x{self.dist.world}): G {count_params(self.G) / 1e6:.2f} M, "
+                f"D {count_params(self.D) / 1e6:.2f} M params; "
                 f"batch {p.global_batch} = {p.world} x {p.accumulation} x {p.micro}; "
                 f"step {self.step}/{self.t.iterations}; run dir {self.run_dir.path}")
 
