@@ -11,31 +11,13 @@ import torch
 from PIL import Image
 
 from natgan import checkpoint as ckpt_io
-from natgan.cli import main
 from natgan.models import create, list_models
 from natgan.models.normalization import to_uint8
 from natgan.sampling.seeds import latents_for_seeds
+from reduced_models import REDUCED
+from test_sample import run_cli
 
-FAMILIES = {
-    "stylenat": dict(resolution=16, style_dim=16, n_mlp=2, channels=[32, 32, 32], min_heads=2, kernel_size=3,
-                     d_channels=[16, 16, 16]),
-    "styleswin": dict(resolution=16, style_dim=16, n_mlp=2, channels=[32, 32, 32], min_heads=2,
-                      d_channels=[16, 16, 16]),
-    "stylegan2": dict(resolution=16, style_dim=16, n_mlp=2, channel_max=16),
-    "ganformer": dict(resolution=16, components=4, latent_dim=8, channel_max=16, attn_max_res=8, mapping_layers=2),
-    "hit": dict(resolution=16, low_res_stages=1, widths=[32, 16], heads=[4, 2], depths=[1, 1], block_sizes=[4],
-                z_dim=16, d_channel_multiplier=1, d_max_channels=16),
-}
-
-
-def run_cli(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+FAMILIES = REDUCED  # one reduced configuration per family, shared with the training/contract tests
 
 
 def test_every_family_is_covered():
