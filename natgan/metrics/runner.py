@@ -147,6 +147,23 @@ def _result(names: list[str], scores: dict, details: dict, *, mode: str, extract
     }
 
 
+def _prepare(metrics, pr_features: str, *, generator: bool, num: int | None, num_ref: int | None, mode: str,
+             device, extractor: Any, extractors: dict | None, inception, weights_dir) -> tuple:
+    """What both evaluations do first: check counts, plan the metrics, pick the device and the extractors.
+
+    Returns ``(names, chosen metrics, needs per feature set, device, extractors, mode)``; the mode is the
+    given Inception extractor's own when one is given."""
+    _check(mode, num)
+    _check(mode, num_ref, "--num-ref")
+    names = parse_metrics(metrics, source="metrics")
+    chosen, needs = _plan(names, pr_features, generator=generator, num=num)
+    device = resolve_device(device, option="device")
+    exts = _extractors(needs, extractor=extractor, extractors=extractors, mode=mode, device=device,
+                       inception=inception, weights_dir=weights_dir)
+    mode = exts["inception"].mode if "inception" in exts else mode
+    return names, chosen, needs, device, exts, mode
+
+
 def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: list[str] | str = ("fid",), num: int,
                        mode: str = "legacy_pytorch", batch_size: int = 64, device: str | torch.device = "cpu",
                        extractor: Any = None, extractors: dict | None = None, progress: bool = True, seed: int = 0,
@@ -168,15 +185,10 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     from a global RNG seeded with ``seed`` inside a forked RNG state, so the caller's random stream is
     untouched; None keeps the model's.
     """
-    _check(mode, num)
-    _check(mode, num_ref, "--num-ref")
-    names = parse_metrics(metrics, source="metrics")
-    chosen, needs = _plan(names, pr_features, generator=True, num=num)
     t0 = time.perf_counter()
-    device = resolve_device(device, option="device")
-    exts = _extractors(needs, extractor=extractor, extractors=extractors, mode=mode, device=device,
-                       inception=inception, weights_dir=weights_dir)
-    mode = exts["inception"].mode if "inception" in exts else mode
+    names, chosen, needs, device, exts, mode = _prepare(
+        metrics, pr_features, generator=True, num=num, num_ref=num_ref, mode=mode, device=device,
+        extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir)
     refs = _references(reference, needs, exts, resolution=int(G.resolution), num=num_ref, batch_size=batch_size,
                        workers=workers, use_cache=use_cache, progress=progress)
     t1 = time.perf_counter()
@@ -224,15 +236,10 @@ def evaluate_datasets(a: str | Path, b: str, *, metrics: list[str] | str = ("fid
     FID(b, a); an LMDB that stores the other side's size serves it (see :func:`matched_resolutions`). Sizes
     that differ are reported in the result and warned about.
     """
-    _check(mode, num)
-    _check(mode, num_ref, "--num-ref")
-    names = parse_metrics(metrics, source="metrics")
-    chosen, needs = _plan(names, pr_features, generator=False, num=num)
     t0 = time.perf_counter()
-    device = resolve_device(device, option="device")
-    exts = _extractors(needs, extractor=extractor, extractors=extractors, mode=mode, device=device,
-                       inception=inception, weights_dir=weights_dir)
-    mode = exts["inception"].mode if "inception" in exts else mode
+    names, chosen, needs, device, exts, mode = _prepare(
+        metrics, pr_features, generator=False, num=num, num_ref=num_ref, mode=mode, device=device,
+        extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir)
     gen_feats = {m.feature_set(pr_features) for m in chosen if m.gen == "features"}
     res_a, res_b = matched_resolutions(a, b)
     sides = {fs: dataset_reference(a, ext, resolution=res_a, num=num, kid=fs in gen_feats, batch_size=batch_size,
