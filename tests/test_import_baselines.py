@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from shared_fixtures import OFFICIAL, requires_official
 from natgan import checkpoint, recipe
 from natgan.cli import main
 from natgan.errors import CheckpointError
@@ -332,10 +333,10 @@ def test_ganformer_unsupported_options_are_refused(tmp_path, monkeypatch):
         import_checkpoint(path, "ganformer")
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/fixtures/official"
+SHARED = OFFICIAL
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"StyleNAT/StyleSwin fixtures not found at {SHARED}")
+@requires_official
 def test_auto_detection_of_every_format(tmp_path):
     assert detect_format(SHARED / "stylenat_hydra_tiny.pt") == "stylenat"
     assert detect_format(SHARED / "styleswin_tiny.pt") == "styleswin"

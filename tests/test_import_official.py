@@ -8,7 +8,6 @@ import argparse
 import json
 import re
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +18,10 @@ from natgan.errors import CheckpointError
 from natgan.importers import import_official, load_official_container
 from natgan.importers.official import step_from_filename
 from natgan.models import count_params
+from shared_fixtures import OFFICIAL, requires_official
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/fixtures/official"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"official fixtures not found at {FIXTURES}")
+FIXTURES = OFFICIAL
+pytestmark = requires_official
 
 CASES = [("stylenat_hydra_tiny", "stylenat", False), ("stylenat_legacy_tiny", "stylenat", False),
          ("stylenat_legacy_tiny", "stylenat", True), ("styleswin_tiny", "styleswin", False)]
