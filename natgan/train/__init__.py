@@ -89,9 +89,12 @@ def train(recipe: recipes.Recipe, outdir: str | Path, *, resume_from: dict | Non
     trainer = Trainer(recipe, outdir, resume_from=resume_from, init_from=init_from, init_optim=init_optim,
                       max_steps=max_steps, console=console, show_progress=show_progress,
                       fid_extractor=fid_extractor)
-    try:
-        return trainer.run()
-    finally:
-        from natgan.train import distributed
+    from natgan.train import distributed
 
-        distributed.shutdown()
+    finished = False
+    try:
+        result = trainer.run()
+        finished = True
+        return result
+    finally:
+        distributed.shutdown(finished=finished)

@@ -51,8 +51,16 @@ def init(device_pref: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local_rank), device
 
 
-def shutdown() -> None:
+def shutdown(*, finished: bool = False) -> None:
+    """Leave the process group. ``finished``: every rank completed the run, so wait for all of them first.
+
+    Why the barrier: rank 0 writes the last checkpoint after the final step while the other ranks are
+    already done; a rank that tears gloo down while its peer is still busy (or already gone) can abort in
+    gloo's threads ("terminate called without an active exception", exit -6) although training succeeded.
+    After an error no barrier is attempted, since the other ranks may never arrive."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
