@@ -34,6 +34,7 @@ from cleanfid import downloads_helper, inception_pytorch
 from natgan.errors import ConfigError, NatGanError
 from natgan.fsutil import atomic_write
 from natgan.metrics.cache import cache_dir
+from natgan.metrics.lpips import LPIPS_VGG_FILE, LPIPS_VGG_URL, VGG16_FILE, VGG16_URL  # their one home
 
 MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
 DOWNLOAD_TIMEOUT_S = 60
@@ -64,17 +65,14 @@ PYTORCH_FID = WeightsFile("pytorch", os.path.basename(inception_pytorch.FID_WEIG
                           inception_pytorch.FID_WEIGHTS_URL, sha256_prefix="6726825d", label="Inception")
 # torchvision's ImageNet VGG16 (a plain state dict, loaded with weights_only=True). NVlabs' ``vgg16.pt``
 # (stylegan2-ada's precision/recall network) is TorchScript, i.e. code run on load, so it is not accepted.
-VGG16 = WeightsFile("pytorch", "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
-                    sha256_prefix="397923af", label="VGG16")
+VGG16 = WeightsFile("pytorch", VGG16_FILE, VGG16_URL, sha256_prefix="397923af", label="VGG16")
 
 WEIGHTS: dict[str, WeightsFile] = {
     "inception-torchscript": TORCHSCRIPT,
     "inception-pytorch-fid": PYTORCH_FID,
     "vgg16": VGG16,
     # LPIPS v0.1 linear layers on VGG16 (Zhang et al. 2018): a plain state dict, for projection and PPL.
-    "lpips-vgg": WeightsFile("pytorch", "vgg.pth",
-                             "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
-                             label="LPIPS linear-layer"),
+    "lpips-vgg": WeightsFile("pytorch", LPIPS_VGG_FILE, LPIPS_VGG_URL, label="LPIPS linear-layer"),
 }
 
 
