@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--outdir", default="/tmp/natgan-ada-proof")
     ap.add_argument("--recipe", default="recipes/demo.toml")
     ap.add_argument("--runs", default="none,ada", help="which runs, in order: none, ada")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra recipe overrides for both runs, e.g. train.r1=0.0128 (repeatable)")
     args = ap.parse_args()
 
     out = Path(args.outdir)
@@ -70,7 +72,7 @@ def main() -> None:
     net = train_extractor(real)
     ref = statistics(features(net, real))
     common = [f"data.path=\"{subset}\"", f"train.iterations={args.steps}", f"train.checkpoint_every={args.every}",
-              f"train.sample_every={args.every}", "train.log_every=25"]
+              f"train.sample_every={args.every}", "train.log_every=25", *args.set]
     settings = {
         "none": ["train.augment=\"fixed\"", "train.augment_p=0.0"],
         "ada": ["train.augment=\"ada\"", f"train.ada_kimg={args.ada_kimg}", f"train.ada_target={args.ada_target}"],

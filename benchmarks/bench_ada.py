@@ -36,8 +36,12 @@ def _trainer(recipe_path: str, device: str, overrides: list[str], outdir: str):
 
 
 def measure(device: str = "cpu", steps: int = 10, rounds: int = 3, warmup: int = 2,
-            recipe: str = "recipes/demo.toml", configs: dict[str, list[str]] | None = None) -> dict:
+            recipe: str = "recipes/demo.toml", configs: dict[str, list[str]] | None = None,
+            clock: str = "wall") -> dict:
     """img/s per configuration (median over rounds) and the slowdown of each vs ``none`` in %.
+
+    ``clock = "cpu"`` times with this process's CPU time instead of wall time: with one torch thread
+    (``OMP_NUM_THREADS=1``) that is what a step costs even while other jobs share the machine.
 
     Returns ``{"device", "batch", "steps", "rounds", "img_per_s": {name: float}, "overhead_pct": {name: float}}``.
     """
@@ -54,14 +58,15 @@ def measure(device: str = "cpu", steps: int = 10, rounds: int = 3, warmup: int =
             data = cycle(reals)
             sync = torch.cuda.synchronize if t.device.type == "cuda" else (lambda: None)
             sync()
-            start = time.perf_counter()
+            now = time.process_time if clock == "cpu" else time.perf_counter
+            start = now()
             for _ in range(n):
                 t.update.step(data, t.step)
                 t._update_ema()
                 t.daug.after_step(batch)
                 t.step += 1
             sync()
-            return time.perf_counter() - start
+            return now() - start
 
         for t in trainers.values():
             run(t, warmup)
@@ -71,7 +76,7 @@ def measure(device: str = "cpu", steps: int = 10, rounds: int = 3, warmup: int =
                 rates[name].append(steps * batch / run(t, steps))
     median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
     base = median[next(iter(median))]
-    return {"device": device, "batch": batch, "steps": steps, "rounds": rounds, "img_per_s": median,
+    return {"device": device, "batch": batch, "steps": steps, "rounds": rounds, "clock": clock, "img_per_s": median,
             "overhead_pct": {name: 100 * (base / v - 1) for name, v in median.items()}}
 
 
@@ -81,9 +86,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--recipe", default="recipes/demo.toml")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: this process's CPU time (use with OMP_NUM_THREADS=1 on a shared machine)")
     args = ap.parse_args()
-    result = measure(args.device, args.steps, args.rounds, recipe=args.recipe)
-    print(f"\n{args.recipe}, batch {result['batch']}, {args.steps} steps x {args.rounds} rounds on {args.device}\n")
+    result = measure(args.device, args.steps, args.rounds, recipe=args.recipe, clock=args.clock)
+    print(f"\n{args.recipe}, batch {result['batch']}, {args.steps} steps x {args.rounds} rounds on {args.device}, "
+          f"{args.clock} clock, {torch.get_num_threads()} threads\n")
     print("| D augmentation | img/s | slower than none |\n|---|---|---|")
     for name, rate in result["img_per_s"].items():
         print(f"| {name} | {rate:.1f} | {result['overhead_pct'][name]:+.1f} % |")

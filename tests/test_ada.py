@@ -235,3 +235,23 @@ def test_diffaugment_policy_and_errors():
         diffaugment.parse_policy("color,zoom")
     with pytest.raises(ConfigError, match="train.augment_pipe"):
         ada.pipeline("bgcfnc")
+
+
+def test_dense_and_sliced_filters_are_the_same_resampling(monkeypatch):
+    """Small images run the sym6 filters as dense matrices per axis, large ones as shifted slices."""
+    x = known_image(3, 12, 10)
+    g = ada.geometric_matrix(ada.PIPELINES["bg"], ada.Draw(3, replay(21), 1.0), 12, 10)
+    pad = ada._padding(g, 12, 10)
+    dense_up, dense = ada.pad_upsample2x(x, pad), ada.resample(x, g)
+    monkeypatch.setattr(ada, "DENSE_MAX", 0)
+    sliced_up = ada.upsample2x(torch.nn.functional.pad(x, list(pad), mode="reflect"))
+    torch.testing.assert_close(dense_up, ada.pad_upsample2x(x, pad), rtol=0, atol=1e-12)
+    torch.testing.assert_close(dense_up, sliced_up, rtol=0, atol=1e-12)
+    torch.testing.assert_close(dense, ada.resample(x, g), rtol=0, atol=1e-12)
+
+
+def test_resampling_is_differentiable_twice_exactly():
+    x = known_image(2, 7, 9).requires_grad_(True)
+    g = ada.geometric_matrix(ada.PIPELINES["geom"], ada.Draw(2, replay(22), 1.0), 7, 9)
+    assert torch.autograd.gradcheck(lambda t: ada.resample(t, g), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: ada.resample(t, g), (x,))

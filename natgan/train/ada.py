@@ -28,13 +28,17 @@ whose geometric transform is a pure pixel-blitting one (flips, 90-degree turns, 
 or nothing) is copied exactly (reflect-indexed gather) instead of going through the filters, and an
 image on which no augmentation fired is returned bit-for-bit. So ``p = 0`` is the exact identity.
 
-Everything is differentiable w.r.t. the images to any order (gather-based bilinear sampling and
-convolutions), which R1 on augmented reals needs. Random parameters come from an explicit CPU
+Everything is differentiable w.r.t. the images to any order (``grid_sample`` wrapped so that its
+backward is again differentiable, and the filters as small dense matrices per axis, or shifted slices
+for large images), which R1 on augmented reals needs. Sampling positions are float32 for float32 images
+(``grid_sample`` takes a grid of the image's dtype): an error of at most about 1e-7 of the padded
+canvas's side, far below a pixel. Random parameters come from an explicit CPU
 generator, so training stays resumable bit-for-bit.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -279,8 +283,7 @@ def _filter(dtype: torch.dtype, device) -> torch.Tensor:
 
 def _fir(x: torch.Tensor, taps: torch.Tensor, n: int, stride: int = 1) -> torch.Tensor:
     """``out[k] = sum_t taps[t] * x[..., stride * k + t]`` for k < n along the last axis, as a sum of shifted
-    slices: for these short filters on small images far faster on CPU than ``conv2d``, and differentiable
-    to any order."""
+    slices (large images, where a dense matrix per axis would cost more than the taps)."""
     out = x[..., 0: stride * (n - 1) + 1: stride] * taps[0]
     for t in range(1, len(taps)):
         out = out + x[..., t: t + stride * (n - 1) + 1: stride] * taps[t]
@@ -297,6 +300,44 @@ def _upsample_last_axis(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     return torch.stack([even, odd], dim=-1).flatten(-2)
 
 
+def _downsample_last_axis(y: torch.Tensor, offset: int) -> torch.Tensor:
+    taps = _filter(y.dtype, y.device).flip(0)  # reversed: up- and downsampling together have zero phase
+    y = y[..., offset:]
+    return _fir(y, taps, (y.shape[-1] - _TAPS) // 2 + 1, 2)
+
+
+# Up to this side length the filters run as one small dense matrix per axis (a matmul: on CPU several times
+# faster than twelve shifted slices, forward and backward); above it the matrices' zeros would cost more.
+DENSE_MAX = 160
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_matrix(kind: str, n: int, a: int, b: int) -> torch.Tensor:
+    """float64 CPU matrix of one 1-D stage, built by running the slice version on the identity.
+
+    ``("up", n, lo, hi)``: [2 (n + lo + hi), n], reflect-pad by lo/hi then 2x upsampling;
+    ``("down", n, offset, 0)``: [m, n], 2x downsampling from ``offset``.
+    """
+    eye = torch.eye(n, dtype=torch.float64)
+    if kind == "up":
+        padded = F.pad(eye.unsqueeze(0), [a, b], mode="reflect").squeeze(0) if a or b else eye
+        return _upsample_last_axis(padded, _filter(torch.float64, "cpu") * 2).T.contiguous()
+    return _downsample_last_axis(eye, a).T.contiguous()
+
+
+def _along_axes(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``rows @ x @ cols.T`` per image and channel: a separable linear filter given by its two matrices."""
+    return torch.matmul(rows.to(x), torch.matmul(x, cols.to(x).T))
+
+
+def pad_upsample2x(x: torch.Tensor, pad: tuple[int, int, int, int]) -> torch.Tensor:
+    """Reflect-pad by ``pad`` = (left, right, top, bottom), then :func:`upsample2x`, in one step."""
+    h, w = x.shape[-2:]
+    if max(h, w) <= DENSE_MAX:
+        return _along_axes(x, _axis_matrix("up", h, pad[2], pad[3]), _axis_matrix("up", w, pad[0], pad[1]))
+    return upsample2x(F.pad(x, list(pad), mode="reflect") if any(pad) else x)
+
+
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
     """Zero insertion + sym6 low-pass (as polyphase filtering); output pixel m sits at (m + 0.5) / 2 in
     input pixel units."""
@@ -306,48 +347,84 @@ def upsample2x(x: torch.Tensor) -> torch.Tensor:
 
 
 def downsample2x(y: torch.Tensor, offset: int) -> torch.Tensor:
-    """sym6 low-pass (reversed, so up- and downsampling together have zero phase) then every 2nd pixel."""
-    taps = _filter(y.dtype, y.device).flip(0)
-    y = y[..., offset:, offset:]
-    n_y, n_x = (y.shape[-2] - _TAPS) // 2 + 1, (y.shape[-1] - _TAPS) // 2 + 1
-    y = _fir(y, taps, n_x, 2)
-    return _fir(y.transpose(-1, -2), taps, n_y, 2).transpose(-1, -2)
+    """sym6 low-pass (reversed, so up- and downsampling together have zero phase) then every 2nd pixel,
+    starting ``offset`` pixels in."""
+    h, w = y.shape[-2:]
+    if max(h, w) <= 2 * DENSE_MAX:
+        return _along_axes(y, _axis_matrix("down", h, offset, 0), _axis_matrix("down", w, offset, 0))
+    y = _downsample_last_axis(y, offset)
+    return _downsample_last_axis(y[..., offset:, :].transpose(-1, -2), 0).transpose(-1, -2)
+
+
+class _GridSample(torch.autograd.Function):
+    """Bilinear ``grid_sample`` (zeros outside) that is differentiable to any order w.r.t. the image.
+
+    The sampling is linear in the image, so its backward is the transposed sampling
+    (:class:`_GridSampleTransposed`), whose own backward is the sampling again. torch's built-in
+    ``grid_sample`` has no double backward, which R1 through the augmentation needs; the grid is
+    never differentiated (it comes from the drawn parameters).
+    """
+
+    @staticmethod
+    def forward(ctx, image, grid):
+        ctx.save_for_backward(grid)
+        ctx.image_shape = image.shape
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (grid,) = ctx.saved_tensors
+        return _GridSampleTransposed.apply(grad, grid, ctx.image_shape), None
+
+
+class _GridSampleTransposed(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad, grid, image_shape):
+        ctx.save_for_backward(grid)
+        shape_only = grad.new_empty(()).expand(image_shape)  # only its shape is read for the image gradient
+        image_grad, _ = torch.ops.aten.grid_sampler_2d_backward(grad, shape_only, grid, 0, 0, False, [True, False])
+        return image_grad
+
+    @staticmethod
+    def backward(ctx, grad_image):
+        (grid,) = ctx.saved_tensors
+        return _GridSample.apply(grad_image, grid), None, None
 
 
 def bilinear(x: torch.Tensor, y_in: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
-    """Bilinear sampling at pixel-unit positions (pixel k's centre at k) by gathers: differentiable to any
-    order w.r.t. ``x`` (``F.grid_sample``'s double backward is not); outside the image counts as 0."""
-    _, _, h, w = x.shape
-    y0, x0 = torch.floor(y_in), torch.floor(x_in)
-    fy, fx = (y_in - y0).to(x.dtype).unsqueeze(1), (x_in - x0).to(x.dtype).unsqueeze(1)
-    out = 0
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            iy, ix = (y0 + dy).long(), (x0 + dx).long()
-            inside = ((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)).unsqueeze(1).to(x.dtype)
-            out = out + _gather(x, iy.clamp(0, h - 1), ix.clamp(0, w - 1)) * (wy * wx * inside)
-    return out
+    """Bilinear sampling of ``x`` [B, C, H, W] at pixel-unit positions [B, h, w] (pixel k's centre at k);
+    outside the image counts as 0. Differentiable to any order w.r.t. ``x``."""
+    h, w = x.shape[-2:]
+    grid = torch.stack([(x_in + 0.5) * (2 / w) - 1, (y_in + 0.5) * (2 / h) - 1], dim=-1)
+    return _GridSample.apply(x, grid.to(device=x.device, dtype=x.dtype))
+
+
+def _padding(g: torch.Tensor, h: int, w: int) -> tuple[int, int, int, int]:
+    """Reflect padding (left, right, top, bottom) that covers every image's transformed corners plus the
+    filters' support, at most side - 1 (what reflection can give)."""
+    corners_y = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64) * (h / 2 + _MARGIN)
+    corners_x = torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=torch.float64) * (w / 2 + _MARGIN)
+    cy, cx = _map(g.cpu(), corners_y.view(1, 4), corners_x.view(1, 4))
+    support = _TAPS / 4 + 1  # filter half-width in input pixels, plus one for bilinear
+
+    def clip(v: float, side: int) -> int:
+        return int(min(max(0.0, math.ceil(v + support)), side - 1))
+
+    return (clip(-w / 2 - float(cx.min()), w), clip(float(cx.max()) - w / 2, w),
+            clip(-h / 2 - float(cy.min()), h), clip(float(cy.max()) - h / 2, h))
 
 
 def resample(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """General geometric transform without aliasing: reflect pad -> 2x up -> bilinear -> 2x down."""
     _, _, h, w = x.shape
-    corners_y = torch.tensor([-1.0, -1.0, 1.0, 1.0], dtype=torch.float64) * (h / 2 + _MARGIN)
-    corners_x = torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=torch.float64) * (w / 2 + _MARGIN)
-    cy, cx = _map(g.cpu(), corners_y.view(1, 4), corners_x.view(1, 4))
-    support = _TAPS / 4 + 1  # filter half-width in input pixels, plus one for bilinear
-    pad_l = int(min(max(0.0, math.ceil(-w / 2 - float(cx.min()) + support)), w - 1))
-    pad_r = int(min(max(0.0, math.ceil(float(cx.max()) - w / 2 + support)), w - 1))
-    pad_t = int(min(max(0.0, math.ceil(-h / 2 - float(cy.min()) + support)), h - 1))
-    pad_b = int(min(max(0.0, math.ceil(float(cy.max()) - h / 2 + support)), h - 1))
-    padded = F.pad(x, [pad_l, pad_r, pad_t, pad_b], mode="reflect")
-    up = upsample2x(padded)
+    pad = _padding(g, h, w)
+    up = pad_upsample2x(x, pad)
     ys, xs = _pixel_centres(h, w, 0.5, _MARGIN, x.device)
     y_in, x_in = _map(g, ys + _DELAY, xs + _DELAY)  # undo the filters' group delay around the transform
     y_in, x_in = y_in - _DELAY, x_in - _DELAY
     # centred input coordinates -> pixel indices of the upsampled padded image (pixel m's centre at m)
-    y_up = (y_in + h / 2 + pad_t) * 2 - 0.5
-    x_up = (x_in + w / 2 + pad_l) * 2 - 0.5
+    y_up = (y_in + h / 2 + pad[2]) * 2 - 0.5
+    x_up = (x_in + w / 2 + pad[0]) * 2 - 0.5
     sampled = bilinear(up, y_up, x_up)
     return downsample2x(sampled, 2 * _MARGIN - _TAPS // 2 + 1)[:, :, :h, :w]
 
