@@ -276,8 +276,8 @@ def styleswin_pair(root: Path, size: int, style_dim: int, n_mlp: int, channel_mu
     checkpoint that script writes."""
     from models import discriminator as official_d, generator as official_g  # noqa: E402  (the checkout)
 
-    _narrow_channel_table(official_g, "Generator", "in_channels", width_divisor)
-    _narrow_channel_table(official_d, "Discriminator", "channels", width_divisor)
+    _narrow_channel_tables(official_g, {"Generator": "in_channels"}, width_divisor)
+    _narrow_channel_tables(official_d, {"Discriminator": "channels"}, width_divisor)
     flags = ["--size", size, "--style_dim", style_dim, "--G_channel_multiplier", channel_multiplier,
              "--D_channel_multiplier", channel_multiplier, "--batch", 4, "--iter", 1_000_000, "--r1", 10,
              "--D_lr", 0.0002, "--D_sn", "--ttur", "--bcr", "--lr_decay", "--lr_decay_start_steps", 775_000]
@@ -320,8 +320,8 @@ def stylenat_pair(root: Path, size: int, style_dim: int, n_mlp: int, channel_mul
     format; its NA calls go to :mod:`natten_v017` (see module docstring)."""
     from models import discriminator as official_d, generator as official_g  # noqa: E402  (the checkout)
 
-    _narrow_channel_table(official_g, "Generator", "in_channels", width_divisor)
-    _narrow_channel_table(official_d, "Discriminator", "channels", width_divisor)
+    _narrow_channel_tables(official_g, {"Generator": "in_channels"}, width_divisor)
+    _narrow_channel_tables(official_d, {"Discriminator": "channels"}, width_divisor)
     kernels, dilations = _stylenat_levels(size)
     args = argparse.Namespace(**STYLENAT_FFHQ, size=size, style_dim=style_dim, n_mlp=n_mlp, kernels=kernels,
                               dilations=dilations, channel_multiplier=channel_multiplier,
@@ -388,25 +388,28 @@ def _official_parser(script: Path) -> argparse.ArgumentParser:
     return parser
 
 
-def _narrow_channel_table(module: types.ModuleType, cls: str, variable: str, divisor: int) -> None:
-    """Re-run ``module``'s own source in its namespace with ``<cls>.__init__``'s ``<variable> = <table>``
-    divided by ``divisor`` (a list or a dict of widths); in memory only, the checkout is not touched. The
-    official constructors keep their local tables, so this is the one way to build them narrower."""
+def _narrow_channel_tables(module: types.ModuleType, targets: dict[str, str], divisor: int) -> None:
+    """Re-run ``module``'s own source in its namespace with each ``<class>.__init__``'s ``<variable> = <table>``
+    (``targets``: {class: variable}) divided by ``divisor`` (a list or a dict of widths); in memory only, the
+    checkout is not touched. The official constructors keep their tables in locals, so this is the one way to
+    build them narrower. One call per module: each call starts again from the file's source."""
     if divisor == 1:
         return
     path = Path(module.__file__)
     tree = ast.parse(path.read_text(), str(path))
-    hits = 0
+    hits = dict.fromkeys(targets, 0)
     for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
+        if isinstance(node, ast.ClassDef) and node.name in targets:
             for init in (f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"):
                 for stmt in ast.walk(init):
-                    if isinstance(stmt, ast.Assign) and [getattr(t, "id", None) for t in stmt.targets] == [variable]:
+                    names = [getattr(t, "id", None) for t in getattr(stmt, "targets", ())]
+                    if isinstance(stmt, ast.Assign) and names == [targets[node.name]]:
                         stmt.value = ast.Call(ast.Name("_bench_peers_narrow", ast.Load()), [stmt.value], [])
-                        hits += 1
-    if hits != 1:
-        raise SystemExit(f"error: {path}: expected one '{variable} = ...' in {cls}.__init__, found {hits}; "
-                         f"use --width-divisor 1 with this version of the official code")
+                        hits[node.name] += 1
+    for cls, found in hits.items():
+        if found != 1:
+            raise SystemExit(f"error: {path}: expected one '{targets[cls]} = ...' in {cls}.__init__, found {found}; "
+                             f"use --width-divisor 1 with this version of the official code")
     module._bench_peers_narrow = lambda table: _divide_widths(table, divisor)
     exec(compile(ast.fix_missing_locations(tree), str(path), "exec"), module.__dict__)  # noqa: S102
 
