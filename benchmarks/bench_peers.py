@@ -499,7 +499,21 @@ def _parity(G: nn.Module, D: nn.Module, off_G: _OfficialG, off_D: _OfficialD, co
 
 
 def _best(rows_a: list[dict], key: str) -> dict:
-    return max(rows_a, key=lambda r: r[key])
+    return max(rows_a, key=lambda r: -math.inf if r[key] is None else r[key])
+
+
+def _train_step(G: nn.Module, D: nn.Module, settings: BenchSettings, device: torch.device, label: str
+                ) -> dict[str, Any]:
+    """``measure_train_step`` on copies; running out of device memory is a result, not the end of the run
+    (the official StyleNAT step on its stand-in NA keeps K*K gathered tensors per NA call for backward,
+    ~190 GB at 256 px and batch 16)."""
+    try:
+        return measure_train_step(copy.deepcopy(G), copy.deepcopy(D), settings, device=device, label=label)
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"img_per_s": None, "added_memory_mb": None, "loss": None,
+                "error": f"out of memory at batch {settings.train_batch}"}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -546,8 +560,7 @@ def run_peers(checkouts: dict[str, str], *, device: str = "auto", size: int | No
             for _ in range(repeat):
                 for who, (g, d) in (("natgan", (G, D)), ("official", (off_G, off_D))):
                     gen = measure_generator(g, settings, device=dev, label=f"{peer} {who}")
-                    step = measure_train_step(copy.deepcopy(g), copy.deepcopy(d), settings, device=dev,
-                                              label=f"{peer} {who}") if train else None
+                    step = _train_step(g, d, settings, dev, f"{peer} {who}") if train else None
                     runs[who].append((gen, step))
             result["generator"] = []
             for i, batch in enumerate(batches):
@@ -568,7 +581,9 @@ def run_peers(checkouts: dict[str, str], *, device: str = "auto", size: int | No
                     "img_per_s_ratio": _ratio(ours["img_per_s"], theirs["img_per_s"]),
                     "natgan_added_mb": ours["added_memory_mb"], "official_added_mb": theirs["added_memory_mb"],
                     "added_memory_ratio": _ratio(ours["added_memory_mb"], theirs["added_memory_mb"]),
-                    "step": ours["loss"]}
+                    "step": ours["loss"] or theirs["loss"],
+                    **{f"{who}_error": row["error"] for who, row in (("natgan", ours), ("official", theirs))
+                       if "error" in row}}
             out["models"][peer] = result
     return out
 

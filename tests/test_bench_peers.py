@@ -158,3 +158,14 @@ def test_stylenat_levels_follow_the_official_ffhq_pattern():
     assert kernels == [[3]] + [[7]] * 6
     assert dilations == [[1], [1], [1, 2], [1, 4], [1, 8], [1, 16], [1, 32]]     # conf/runs/ffhq_256.yaml
     assert bench_peers._stylenat_levels(32) == (kernels[:4], dilations[:4])
+
+
+def test_running_out_of_device_memory_in_a_training_step_is_reported_not_fatal(monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(bench_peers, "measure_train_step", out_of_memory)
+    settings = bench_peers.BenchSettings(train=True, train_batch=16)
+    row = bench_peers._train_step(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), settings, torch.device("cpu"), "x")
+    assert row["img_per_s"] is None and row["error"] == "out of memory at batch 16"
+    assert bench_peers._best([row, {"img_per_s": 2.0}], "img_per_s") == {"img_per_s": 2.0}
