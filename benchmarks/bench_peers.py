@@ -74,7 +74,8 @@ from natgan.bench.measure import BenchSettings, machine, measure_generator, meas
 from natgan.importers import import_checkpoint
 from natgan.models import get_spec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling stand-in module, when run as a script
+if str(Path(__file__).resolve().parent) not in sys.path:    # the sibling stand-in module, when run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 import natten_v017  # noqa: E402
 
 PEERS = ("rosinality", "stylegan2-ada", "ganformer", "styleswin", "stylenat")
