@@ -666,14 +666,16 @@ def metrics_section(ctx: SectionContext) -> None:
 def peers_section(ctx: SectionContext) -> None:
     """nat-gan vs the official code on the same weights (``benchmarks/bench_peers.py``): parity and speed
     ratios. The official checkouts cannot be downloaded on the node: put them (fetched elsewhere, never
-    committed) under ``$NATGAN_PEERS_DIR/{rosinality,stylegan2-ada,ganformer}`` (the last: gansformer's
-    ``pytorch_version/``) and carry that folder."""
+    committed) under ``$NATGAN_PEERS_DIR/{rosinality,stylegan2-ada,ganformer,styleswin,stylenat}`` (ganformer:
+    gansformer's ``pytorch_version/``; styleswin: microsoft/StyleSwin; stylenat: SHI-Labs/StyleNAT, whose NA
+    runs on bench_peers' pure-PyTorch NATTEN 0.17 stand-in) and carry that folder."""
     from bench_peers import PEERS, run_peers
 
     root = os.environ.get("NATGAN_PEERS_DIR")
     found = {peer: str(Path(root) / peer) for peer in PEERS if root and (Path(root) / peer).is_dir()}
     ctx.record("official checkouts found", len(found), "", note=", ".join(found) or
-               "none: set NATGAN_PEERS_DIR to a folder holding rosinality/, stylegan2-ada/, ganformer/")
+               "none: set NATGAN_PEERS_DIR to a folder holding rosinality/, stylegan2-ada/, ganformer/, "
+               "styleswin/, stylenat/")
     if not found:
         return
     cuda = ctx.device.type == "cuda" and not ctx.smoke
@@ -687,10 +689,16 @@ def peers_section(ctx: SectionContext) -> None:
         for row in r["generator"]:
             ctx.record(f"{peer}: generator img/s nat-gan / official, batch {row['batch']}", row["img_per_s_ratio"],
                        "x", at_least=1.0, note=f"{row['natgan_img_per_s']} vs {row['official_img_per_s']} img/s")
+        if "official_na" in r:
+            ctx.note(f"{peer}: {r['official_na']}")
         if "train_step" in r:
             t = r["train_step"]
-            ctx.record(f"{peer}: training step img/s nat-gan / official, batch {t['batch']}", t["img_per_s_ratio"],
-                       "x", at_least=1.0)
+            name = f"{peer}: training step img/s nat-gan / official, batch {t['batch']}"
+            if t.get("official_error") and not t.get("natgan_error"):   # nothing to compare against
+                ctx.record(name, None, "x", note=f"official: {t['official_error']}; nat-gan "
+                                                 f"{t['natgan_img_per_s']} img/s")
+            else:
+                ctx.record(name, t["img_per_s_ratio"], "x", at_least=1.0)
 
 
 # ------------------------------------------------------------------------------------------ registry
