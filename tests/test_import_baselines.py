@@ -295,6 +295,31 @@ def test_cli_imports_samples_with_the_stored_truncation_centre(tmp_path, capsys)
     assert "g_ema" in capsys.readouterr().err
 
 
+def test_fid_with_truncation_uses_the_stored_centre(tmp_path, capsys, monkeypatch):
+    """`fid --trunc` truncates toward the imported w_avg (as `sample` does), not a freshly estimated one."""
+    import natgan.metrics as metrics
+    from natgan.errors import NatGanError
+
+    out = tmp_path / "ada.pt"
+    assert _cli(["import", str(ADA_PKL), "--out", str(out)]) == 0
+    seen = {}
+
+    def capture(G, reference, **kwargs):
+        seen.update(kwargs)
+        raise NatGanError("captured")
+
+    monkeypatch.setattr(metrics, "evaluate_generator", capture)
+    for trunc in ("0.7", "1"):
+        assert _cli(["fid", "--ckpt", str(out), "--data", str(tmp_path), "--trunc", trunc, "--no-record",
+                     "--device", "cpu"]) == 1
+        assert "captured" in capsys.readouterr().err
+        if trunc == "0.7":
+            torch.testing.assert_close(seen["w_avg"], _expected(ADA)["w_avg"])
+            assert seen["psi"] == 0.7
+        else:
+            assert seen["w_avg"] is None
+
+
 # ------------------------------------------------------------------------------------------ GANformer
 
 GF_PKL = FIXTURES / "ganformer/network-snapshot-000012.pkl"

@@ -159,8 +159,10 @@ def register(app: typer.Typer) -> None:
         G = loaded.G
         settings.update({k: v for k, v in (("num", num), ("mode", mode), ("pr_features", pr_features)) if v})
         settings["batch_size"] = batch or auto_batch_size(dev, int(G.resolution))
+        # the checkpoint's own truncation centre (imported official files carry one), as `sample` uses
+        centre = None if trunc == 1.0 else loaded.truncation_centre()
         result = evaluate_generator(G, reference, device=dev, seed=seed, num_ref=num_ref, psi=trunc,
-                                    noise_mode=noise_mode, **settings, **common)
+                                    noise_mode=noise_mode, w_avg=centre, **settings, **common)
         result["generated"].update({"checkpoint": str(ckpt), "model": loaded.ckpt["model"]["name"],
                                     "step": loaded.ckpt["progress"].get("step"), "ema": loaded.ema})
         recorded = None

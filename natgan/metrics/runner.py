@@ -170,7 +170,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
                        num_ref: int | None = None, psi: float = 1.0, noise_mode: str | None = DEFAULT_NOISE_MODE,
                        inception: str | Path | None = None, weights_dir: str | Path | None = None,
                        pr_features: str = "vgg16", use_cache: bool = True, workers: int | None = None,
-                       overlap: bool = True, options: dict | None = None) -> dict:
+                       overlap: bool = True, options: dict | None = None, w_avg: torch.Tensor | None = None) -> dict:
     """The ``metrics`` of ``num`` images of ``G`` against ``reference`` (dataset path or ``cleanfid:NAME:RES:SPLIT``).
 
     Image ``i`` uses the latent of seed ``seed + i`` (the image ``nat-gan sample --seeds`` writes for that
@@ -183,7 +183,8 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     ``noise_mode`` (models with noise inputs) defaults to ``const`` (:data:`~natgan.noise_modes.DEFAULT_NOISE_MODE`,
     as ``sample``), so the score does not depend on the batch size; ``random`` (NVIDIA's metrics) is drawn
     from a global RNG seeded with ``seed`` inside a forked RNG state, so the caller's random stream is
-    untouched; None keeps the model's.
+    untouched; None keeps the model's. ``w_avg``: the truncation centre for ``psi != 1`` (an imported
+    checkpoint's ``latent_avg``/``w_avg``); None computes it as ``sample`` does.
     """
     t0 = time.perf_counter()
     names, chosen, needs, device, exts, mode = _prepare(
@@ -195,7 +196,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     seeds = range(seed, seed + num)
     gen_device = model_device(G)
     feats: dict = {}
-    gen = ImageGenerator(G, batch_size=batch_size, psi=psi)
+    gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
     if exts:
         # Models drawing random noise consume the global RNG: seed it for this run only, leaving the
         # caller's (e.g. the trainer's) random stream exactly where it was.
@@ -211,6 +212,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     scores, details = _score(chosen, inputs)
     t3 = time.perf_counter()
     generated = {"kind": "generator", "resolution": int(G.resolution), "seeds": format_seeds(seeds), "trunc": psi,
+                 "trunc_centre": None if psi == 1.0 else ("given" if w_avg is not None else "computed"),
                  "noise_mode": getattr(G, "noise_mode", None) if noise_mode is None else noise_mode,
                  "normalization": G.normalization}
     timings = {"reference_s": round(t1 - t0, 3), "generate_and_embed_s": round(t2 - t1, 3),
