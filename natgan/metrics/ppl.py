@@ -53,7 +53,13 @@ def filtered_mean(dist: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.
 def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, n: int = 50_000, batch: int = 8, seed: int = 0,
                            device: torch.device | str | None = None, epsilon: float = 1e-4, sampling: str = "end",
                            crop: bool = False, percentiles: tuple[float, float] = (1.0, 99.0)) -> dict:
-    """``{"ppl": value, "protocol": {...}}`` for ``n`` path samples (deterministic for a seed and device)."""
+    """``{"ppl": value, "protocol": {...}}`` for ``n`` path samples.
+
+    Deterministic for a (seed, batch, device): latents, ``t`` and the noise maps are drawn batch by batch
+    from one seeded stream, and a batch shares its noise maps (as stylegan2-ada-pytorch draws them), so a
+    different batch size gives another, equally valid, sample of the same expectation. The batch is
+    therefore part of the recorded protocol.
+    """
     if sampling not in SAMPLINGS:
         raise ConfigError(f"ppl sampling '{sampling}': expected one of {', '.join(SAMPLINGS)}")
     if n < 1 or batch < 1:
@@ -89,4 +95,5 @@ def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, n: int = 50_000, batch
     return {"ppl": value, "protocol": {
         "metric": "ppl", "space": space, "path": "lerp in w" if space == "w" else "slerp in z (no mapping network)",
         "sampling": sampling, "epsilon": epsilon, "n": n, "crop": crop, "percentiles": list(percentiles),
-        "lpips": "vgg-lin v0.1" if lpips.pretrained else "random-init VGG (not comparable)", "seed": seed}}
+        "lpips": "vgg-lin v0.1" if lpips.pretrained else "random-init VGG (not comparable)", "seed": seed,
+        "batch": batch}}
