@@ -71,9 +71,10 @@ def measure(device: str = "cpu", steps: int = 10, rounds: int = 3, warmup: int =
         for t in trainers.values():
             run(t, warmup)
         rates: dict[str, list[float]] = {name: [] for name in trainers}
-        for _ in range(rounds):
-            for name, t in trainers.items():
-                rates[name].append(steps * batch / run(t, steps))
+        names = list(trainers)
+        for r in range(rounds):  # each round starts at another configuration, so no position is favoured
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                rates[name].append(steps * batch / run(trainers[name], steps))
     median = {name: sorted(r)[len(r) // 2] for name, r in rates.items()}
     base = median[next(iter(median))]
     return {"device": device, "batch": batch, "steps": steps, "rounds": rounds, "clock": clock, "img_per_s": median,
