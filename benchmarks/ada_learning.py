@@ -10,6 +10,9 @@ report point.
 
     .venv/bin/python benchmarks/ada_learning.py --images 100 --steps 800 --every 100 --ada-kimg 10 \
         --outdir /tmp/ada-proof
+    # the setting where D overfits (docs/benchmarks.md): R1 at the ADA paper's gamma = 0.0002 * 32^2 / 16
+    .venv/bin/python benchmarks/ada_learning.py --images 100 --steps 3000 --every 250 --num 500 --ada-kimg 5 \
+        --set train.r1=0.0128
 
 Prints one markdown table per run (step, kimg, p, r_t, digits-FID) for docs/benchmarks.md.
 """
