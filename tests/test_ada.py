@@ -255,3 +255,18 @@ def test_resampling_is_differentiable_twice_exactly():
     g = ada.geometric_matrix(ada.PIPELINES["geom"], ada.Draw(2, replay(22), 1.0), 7, 9)
     assert torch.autograd.gradcheck(lambda t: ada.resample(t, g), (x,))
     assert torch.autograd.gradgradcheck(lambda t: ada.resample(t, g), (x,))
+
+
+def test_the_pipe_computes_in_float32_under_autocast_and_keeps_the_dtype():
+    """bf16 training: the augmentation is not rounded to bf16 inside (filters, sampling positions)."""
+    x = known_image(4, 16, 16).float()
+    reference = ada.AugmentPipe("bgc")(x, 1.0, torch.Generator().manual_seed(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = ada.AugmentPipe("bgc")(x, 1.0, torch.Generator().manual_seed(3))
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, reference, rtol=0, atol=1e-6)
+    half = ada.AugmentPipe("bgc")(x.bfloat16(), 1.0, torch.Generator().manual_seed(3))
+    assert half.dtype == torch.bfloat16
+    # only the input and the output are rounded: far closer than a bf16 pipeline (~1e-2) would be
+    torch.testing.assert_close(half.float(), ada.AugmentPipe("bgc")(x.bfloat16().float(), 1.0,
+                               torch.Generator().manual_seed(3)).bfloat16().float(), rtol=0, atol=0)

@@ -466,8 +466,15 @@ class AugmentPipe:
         return pipe
 
     def __call__(self, x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+        """Augment ``x``; the result has ``x``'s dtype. The pipe itself always computes in at least float32
+        with autocast off: under bf16/fp16 training the filter matrices and sampling positions would
+        otherwise be rounded to 8-bit mantissas (sampling errors of a fraction of a pixel)."""
         if p <= 0:
             return x
+        with torch.autocast(x.device.type, enabled=False):
+            return self._augment(x.to(torch.promote_types(x.dtype, torch.float32)), p, generator).to(x.dtype)
+
+    def _augment(self, x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
         draw = Draw(b, generator, p)
         geometric = [op for op in self.ops if op in GEOMETRIC]
