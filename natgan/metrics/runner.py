@@ -147,8 +147,26 @@ def _result(names: list[str], scores: dict, details: dict, *, mode: str, extract
     }
 
 
+def _require_weights(chosen: list[Metric], needs: dict, given: set, *, mode: str, inception, weights_dir,
+                     options: dict | None) -> None:
+    """Find (or download) every weights file the chosen metrics load, before any is built: a machine
+    without them gets one error naming all of them, not the first one per attempt."""
+    from natgan.metrics import weights
+
+    queries = []
+    if "inception" in needs and "inception" not in given:
+        queries.append(weights.inception_query(mode, inception, weights_dir))
+    if "vgg16" in needs and "vgg16" not in given:
+        queries.append(dict(name="vgg16", weights_dir=weights_dir, purpose="--metrics pr/dc (VGG16 features)"))
+    if any(m.name == "ppl" for m in chosen) and not (options or {}).get("lpips"):
+        queries += [dict(name=name, weights_dir=weights_dir, purpose="--metrics ppl (LPIPS)")
+                    for name in ("vgg16", "lpips-vgg") if name not in {q["name"] for q in queries}]
+    weights.locate_each(queries)
+
+
 def _prepare(metrics, pr_features: str, *, generator: bool, num: int | None, num_ref: int | None, mode: str,
-             device, extractor: Any, extractors: dict | None, inception, weights_dir) -> tuple:
+             device, extractor: Any, extractors: dict | None, inception, weights_dir,
+             options: dict | None = None) -> tuple:
     """What both evaluations do first: check counts, plan the metrics, pick the device and the extractors.
 
     Returns ``(names, chosen metrics, needs per feature set, device, extractors, mode)``; the mode is the
@@ -158,6 +176,8 @@ def _prepare(metrics, pr_features: str, *, generator: bool, num: int | None, num
     names = parse_metrics(metrics, source="metrics")
     chosen, needs = _plan(names, pr_features, generator=generator, num=num)
     device = resolve_device(device, option="device")
+    given = set(extractors or {}) | ({"inception"} if extractor is not None else set())
+    _require_weights(chosen, needs, given, mode=mode, inception=inception, weights_dir=weights_dir, options=options)
     exts = _extractors(needs, extractor=extractor, extractors=extractors, mode=mode, device=device,
                        inception=inception, weights_dir=weights_dir)
     mode = exts["inception"].mode if "inception" in exts else mode
@@ -189,7 +209,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     t0 = time.perf_counter()
     names, chosen, needs, device, exts, mode = _prepare(
         metrics, pr_features, generator=True, num=num, num_ref=num_ref, mode=mode, device=device,
-        extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir)
+        extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir, options=options)
     refs = _references(reference, needs, exts, resolution=int(G.resolution), num=num_ref, batch_size=batch_size,
                        workers=workers, use_cache=use_cache, progress=progress)
     t1 = time.perf_counter()
