@@ -95,5 +95,6 @@ def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, n: int = 50_000, batch
     return {"ppl": value, "protocol": {
         "metric": "ppl", "space": space, "path": "lerp in w" if space == "w" else "slerp in z (no mapping network)",
         "sampling": sampling, "epsilon": epsilon, "n": n, "crop": crop, "percentiles": list(percentiles),
-        "lpips": "vgg-lin v0.1" if lpips.pretrained else "random-init VGG (not comparable)", "seed": seed,
+        "lpips": (f"vgg-lin v0.1 ({getattr(lpips, 'weights_note', '')})" if lpips.pretrained
+                  else "random-init VGG (not comparable)"), "seed": seed,
         "batch": batch}}

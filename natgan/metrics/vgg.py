@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import NatGanError
+from natgan.metrics.weight_trust import verify
 from natgan.metrics.weights import VGG16, locate
 
 SIZE = (224, 224)
@@ -93,11 +94,12 @@ def build_vgg16(*, device: str | torch.device = "cpu", weights_dir: str | Path |
     if random_weights:
         network, name, protocol = VGG16Features(), f"{NAME}-random", f"RANDOM-WEIGHT {PROTOCOL} (timing/tests only)"
     else:
-        state = load_vgg16_state(locate("vgg16", weights_dir=weights_dir, purpose="precision/recall and "
-                                                                                   "density/coverage (VGG16)"))
+        path = locate("vgg16", weights_dir=weights_dir, purpose="precision/recall and density/coverage (VGG16)")
+        checked = verify(VGG16, path)  # the digest before torch.load sees the file
+        state = load_vgg16_state(path)
         try:
             network = VGG16Features(state)
         except RuntimeError as exc:
             raise NatGanError(f"not torchvision's VGG16 weights ({str(exc).splitlines()[0][:120]})") from None
-        name, protocol = NAME, PROTOCOL
+        name, protocol = NAME, f"{PROTOCOL}; {checked.describe()}"
     return ImageExtractor(network.to(device).eval(), name=name, protocol=protocol, device=device)
