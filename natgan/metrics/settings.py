@@ -30,4 +30,4 @@ def default_reference(recipe: dict | None) -> tuple[str, str] | None:
 def evaluation_kwargs(ev: EvalConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`natgan.metrics.runner.evaluate_generator` that ``ev`` decides."""
     return {"metrics": list(ev.metrics), "num": ev.num, "mode": ev.mode, "batch_size": ev.batch_per_device,
-            "pr_features": ev.pr_features}
+            "pr_features": ev.pr_features, "noise_mode": ev.noise_mode}
