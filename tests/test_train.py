@@ -260,7 +260,7 @@ def test_simultaneous_update_uses_one_forward_and_own_losses(tmp_path, digits):
     assert set(stats) == {"D", "G", "bCR", "R1"}
 
     # the same step written out by hand, from the saved weights and random streams
-    from natgan.train import augment
+    from natgan.augment import bcr
 
     t.G.load_state_dict(G0)
     t.D.load_state_dict(D0)
@@ -273,8 +273,8 @@ def test_simultaneous_update_uses_one_forward_and_own_losses(tmp_path, digits):
         fake = t.G(torch.randn(2, t.G.z_dim, generator=t.gens.z))
         fake_logits, real_logits = t.D(fake), t.D(real)
         d_loss = losses.d_logistic(real_logits, fake_logits)
-        d_loss = d_loss + 10.0 * losses.consistency(t.D(augment.bcr_augment(fake.detach(), t.gens.aug)), fake_logits)
-        d_loss = d_loss + 10.0 * losses.consistency(t.D(augment.bcr_augment(real.detach(), t.gens.aug)), real_logits)
+        d_loss = d_loss + 10.0 * losses.consistency(t.D(bcr.bcr_augment(fake.detach(), t.gens.aug)), fake_logits)
+        d_loss = d_loss + 10.0 * losses.consistency(t.D(bcr.bcr_augment(real.detach(), t.gens.aug)), real_logits)
         d_loss = d_loss + 3.0 / 2 * losses.r1_penalty(real_logits, real)
         g_loss = losses.g_nonsaturating(fake_logits)
         for ref, loss, module in ((d_ref, d_loss, t.D), (g_ref, g_loss, t.G)):
