@@ -335,6 +335,11 @@ class Trainer:
                 grid = self.save_grid(writer)
             if latest is None and self.step > 0 and main:
                 latest = self.save_checkpoint()
+            display.write_log(f"stopped at step {self.step}: {self.stop_reason}" if self.stop_reason is not None
+                              else f"finished at step {self.step}")
+        except BaseException as exc:  # the log says why the run ended, whatever ended it
+            display.write_log(f"error at step {self.step}: {_first_line(exc)}")
+            raise
         finally:
             flags.close()
             display.close()
@@ -386,6 +391,12 @@ class Trainer:
     def _restore_signal_handlers(previous: dict) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _first_line(exc: BaseException) -> str:
+    """One line for log.txt: the exception's own first line (a KeyboardInterrupt has none: its name)."""
+    text = str(unwrap_worker_error(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
