@@ -233,7 +233,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
 
 def _noise_protocol(G: nn.Module, noise_mode: str | None, batch: int) -> str:
     """How the images' noise inputs were made, in words (part of a generator result's protocol)."""
-    from natgan.latent.noise import noise_inputs
+    from natgan.models.contract import noise_inputs
 
     if not hasattr(G, "noise_mode") or not noise_inputs(G):
         return "no noise inputs"
