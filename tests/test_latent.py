@@ -10,12 +10,13 @@ import tiny_model  # noqa: F401  (registers "_tiny_test")
 from natgan.errors import ConfigError, NatGanError
 from natgan.latent import mixing, sefa, walk
 from natgan.latent.edit import images_from_stored
-from natgan.latent.noise import noise_inputs
 from natgan.latent.project import ProjectionSettings, learning_rate, project, w_noise_scale
 from natgan.latent.store import load_latents, save_latents
 from natgan.metrics import ppl
 from natgan.metrics.lpips import LPIPS_VGG_FILE, LPIPS_VGG_URL, VGG16_FILE, VGG16_URL, load_lpips
 from natgan.models import create
+from natgan.models.contract import noise_inputs
+from natgan.models.interpolation import slerp
 from natgan.models.normalization import to_uint8, to_unit
 from natgan.sampling.seeds import latents_for_seeds
 
@@ -225,7 +226,7 @@ def test_walk_positions_keyframes_and_loop():
     with torch.no_grad():
         assert torch.allclose(w[0], G.mapping(z[:1])[0], atol=1e-5)
         assert torch.allclose(w[-1], G.mapping(z[1:])[0], atol=1e-5)
-    mid = walk.slerp(z[:1], z[1:], torch.tensor([0.5]))
+    mid = slerp(z[:1], z[1:], torch.tensor([0.5]))
     assert mid.norm() == pytest.approx(float(z.norm(dim=1).mean()), rel=0.05)
 
 

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from natgan.errors import ConfigError, NatGanError
-from natgan.latent.noise import using_noise
 from natgan.latent.sefa import Direction, edit_latents
 from natgan.latent.space import w_row_dim
 from natgan.latent.store import StoredLatents
+from natgan.models.contract import using_noise
 from natgan.sampling.generate import ImageGenerator, eval_mode, truncate
 from natgan.sampling.seeds import latents_for_seeds
 

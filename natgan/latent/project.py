@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import ConfigError, DataError
-from natgan.latent.noise import noise_inputs, using_noise
-from natgan.latent.space import broadcast, has_mapping_network, n_rows, w_statistics
+from natgan.latent.space import broadcast, n_rows, w_statistics
 from natgan.latent.store import StoredLatents
 from natgan.metrics.lpips import LPIPS, resize_for_lpips
+from natgan.models.contract import has_mapping_network, noise_inputs, using_noise
 from natgan.models.normalization import to_uint8, to_unit
 from natgan.sampling.generate import eval_mode
 

@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import ConfigError
-from natgan.latent.noise import noise_inputs, using_noise
-from natgan.latent.space import has_mapping_network
-from natgan.latent.walk import slerp
 from natgan.metrics.lpips import LPIPS
+from natgan.models.contract import has_mapping_network, noise_inputs, using_noise
+from natgan.models.interpolation import slerp
 from natgan.models.normalization import to_unit
 from natgan.sampling.generate import eval_mode
 
