@@ -241,9 +241,33 @@ def test_generator_modes_are_restored(tmp_path, net):
     assert G.training and G.noise_mode == "random"
     assert fid_for_generator(G, str(ref), noise_mode="random", **kw)["fid"] == first["fid"]  # random, but seeded
     assert first["generated"]["noise_mode"] == "random"
-    const = fid_for_generator(G, str(ref), **kw)  # the default, as `sample`
-    assert const["generated"]["noise_mode"] == "const"
+    assert fid_for_generator(G, str(ref), **kw)["fid"] == first["fid"]  # random is the metrics' default
+    assert "published protocol" in first["generated"]["noise"]
+    const = fid_for_generator(G, str(ref), noise_mode="const", **kw)  # `sample`'s default, on request
+    assert const["generated"]["noise_mode"] == "const" and "not the published" in const["generated"]["noise"]
     assert const["fid"] != first["fid"] and G.noise_mode == "random"
+
+
+@pytest.mark.parametrize("noise_mode", ["random", "const"])
+def test_generator_fid_equals_scoring_the_pngs_sample_writes(tmp_path, net, noise_mode):
+    """The metrics' random noise is drawn from the seeds: `sample --noise-mode random` with the same seeds and
+    batch writes exactly the images `fid --ckpt` scored (and likewise for const)."""
+    from natgan.models import create
+    from natgan.sampling import write_samples
+
+    G = create("stylegan2", resolution=8, style_dim=16, n_mlp=2, channel_max=16, channel_multiplier=1).generator
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if "noise" in name:
+                p.fill_(0.5)
+    ref = make_folder(tmp_path / "ref", 12, seed=6)
+    kw = dict(extractor=FeatureExtractor(net, mode="legacy_pytorch"), progress=False, workers=0, use_cache=False,
+              batch_size=4)
+    direct = fid_for_generator(G, str(ref), num=10, seed=5, noise_mode=noise_mode, **kw)
+    write_samples(G, range(5, 15), tmp_path / "pngs", batch_size=4, noise_mode=noise_mode)
+    written = fid_for_datasets(tmp_path / "pngs", str(ref), **kw)
+    assert direct["fid"] == pytest.approx(written["fid"], rel=1e-9, abs=1e-9)
+    assert direct["generated"]["noise_mode"] == noise_mode
 
 
 # ------------------------------------------------------------------------------------- caching
@@ -666,7 +690,7 @@ def test_generator_fid_does_not_depend_on_the_batch_size(tmp_path, net, family):
     G = create(family, **tiny).generator.eval()
     ref = make_folder(tmp_path / "ref", 6, seed=3, size=tiny["resolution"])
     kw = dict(num=6, extractor=FeatureExtractor(net, mode="legacy_pytorch"), progress=False, workers=0,
-              use_cache=False)
+              use_cache=False, noise_mode="const")   # the metrics' default, random, is drawn per batch
     one = fid_for_generator(G, str(ref), batch_size=2, **kw)
     other = fid_for_generator(G, str(ref), batch_size=3, **kw)
     assert one["fid"] == pytest.approx(other["fid"], rel=1e-5)

@@ -327,6 +327,22 @@ def test_ppl_outlier_filter_keeps_the_1_to_99_percentiles():
     assert ppl.filtered_mean(np.arange(101.0), (10.0, 90.0)) == pytest.approx(50.0)
 
 
+@pytest.mark.parametrize("resolution, side", [(256, 128), (512, 128), (1024, 128)])
+def test_ppl_face_crop_reaches_lpips_as_in_stylegan2_ada_pytorch(resolution, side):
+    """stylegan2-ada-pytorch's PPLSampler, re-derived: crop rows 3c:7c and columns 2c:6c (c = R // 8), then a
+    box mean over factor x factor blocks with factor = R // 256 of the *uncropped* resolution."""
+    images = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(resolution))
+    c = resolution // 8
+    crop = images[:, :, c * 3:c * 7, c * 2:c * 6]
+    f = resolution // 256
+    expected = crop.reshape(2, 3, crop.shape[2] // f, f, crop.shape[3] // f, f).mean((3, 5)) if f > 1 else crop
+    ours = ppl._to_lpips_input(images, crop=True)
+    assert ours.shape[-2:] == (side, side) == expected.shape[-2:]
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    # without the crop the whole image is scored at 256 px
+    assert ppl._to_lpips_input(images, crop=False).shape[-1] == 256
+
+
 def test_ppl_is_one_entry_of_the_metric_registry(lpips):
     """`nat-gan fid --metrics ppl` / `eval.metrics = ["ppl"]`: the registry runs the same function on G."""
     from natgan.metrics import evaluate_generator

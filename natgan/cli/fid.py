@@ -9,7 +9,7 @@ import typer
 
 from natgan.cli.console import console, emit_json, err_console
 from natgan.errors import ConfigError, DataError
-from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
+from natgan.noise_modes import NOISE_MODES
 
 
 def recipe_reference(ckpt: dict, path: Path) -> str:
@@ -41,6 +41,7 @@ def _summary(result: dict, recorded: str | None) -> None:
     if gen.get("kind") == "generator":
         console.print(f"  generated  {gen.get('checkpoint', 'generator')} ({'EMA' if gen.get('ema', True) else 'raw'} "
                       f"weights, step {gen.get('step')}), seeds {gen['seeds']}, trunc {gen['trunc']}")
+        console.print(f"  noise      {gen.get('noise', gen.get('noise_mode'))}")
     else:
         console.print(f"  A          {gen['description']} [{gen['content_hash'][:24]}...]")
     if ref is None:
@@ -91,9 +92,10 @@ def register(app: typer.Typer) -> None:
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = off, the standard FID protocol)."),
         seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Image i uses the latent of seed SEED+i."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Score the raw generator weights, not the EMA."),
-        noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode",
-                                       help="Models with noise inputs: const (default, as `sample`; batch-size "
-                                            "independent) | random (NVIDIA's metrics) | none."),
+        noise_mode: Optional[str] = typer.Option(None, "--noise-mode",
+                                                 help="Models with noise inputs: random (default: recipe "
+                                                      "eval.noise_mode, else random = the published protocol, "
+                                                      "seeded) | const (the stored maps, as `sample`) | none."),
         inception: Optional[Path] = typer.Option(None, "--inception",
                                                  help="Inception weights file or directory (offline machines; "
                                                       "also $NATGAN_INCEPTION)."),
@@ -125,7 +127,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--no-record and --record-in-checkpoint contradict each other: give one")
         if mode is not None and mode not in MODES:
             raise ConfigError(f"--mode '{mode}': expected one of {', '.join(MODES)}")
-        if noise_mode not in NOISE_MODES:
+        if noise_mode is not None and noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         if pr_features is not None and pr_features not in FEATURE_SETS:
             raise ConfigError(f"--pr-features '{pr_features}': expected one of {', '.join(FEATURE_SETS)}")
@@ -164,7 +166,8 @@ def register(app: typer.Typer) -> None:
         reference = ref or (str(inputs[0]) if inputs else
                             recipe_reference(loaded.ckpt, ckpt) if needs_reference else None)
         G = loaded.G
-        settings.update({k: v for k, v in (("num", num), ("mode", mode), ("pr_features", pr_features)) if v})
+        settings.update({k: v for k, v in (("num", num), ("mode", mode), ("pr_features", pr_features),
+                                           ("noise_mode", noise_mode)) if v})
         settings["batch_size"] = batch or auto_batch_size(dev, int(G.resolution))
         # the checkpoint's own truncation centre (imported official files carry one), as `sample` uses
         centre = None if trunc == 1.0 else loaded.truncation_centre()
@@ -173,8 +176,7 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"scoring {settings['num']:,} generated images ({where}) with "
                               f"{', '.join(settings['metrics'])} on {dev}", highlight=False, markup=False)
         result = evaluate_generator(G, reference, device=dev, seed=seed, num_ref=num_ref, psi=trunc,
-                                    noise_mode=noise_mode, w_avg=centre, on_estimate=None if quiet else _estimate,
-                                    **settings, **common)
+                                    w_avg=centre, on_estimate=None if quiet else _estimate, **settings, **common)
         result["generated"].update({"checkpoint": str(ckpt), "model": loaded.ckpt["model"]["name"],
                                     "step": loaded.ckpt["progress"].get("step"), "ema": loaded.ema})
         recorded = None
