@@ -55,7 +55,7 @@ class LPIPS(nn.Module):
     """
 
     def __init__(self, trunk: nn.Sequential, linear_weights: list[torch.Tensor], *, pretrained: bool,
-                 weights_note: str = ""):
+                 weights_id: str = ""):
         super().__init__()
         if len(linear_weights) != len(CHANNELS):
             raise ValueError(f"expected {len(CHANNELS)} linear layers, got {len(linear_weights)}")
@@ -66,7 +66,7 @@ class LPIPS(nn.Module):
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
         self.pretrained = pretrained
-        self.weights_note = weights_note  # the weight files' digests, for the metric protocol
+        self.weights_id = weights_id  # which files made it (sha256 prefixes), recorded with every PPL
         self.requires_grad_(False)
         self.eval()
 
@@ -136,7 +136,7 @@ def load_lpips(weights: str | Path | None = None, *, random_init: bool = False, 
             torch.manual_seed(seed)
             trunk = _vgg16_trunk(None)
             lins = [torch.rand(c) / c for c in CHANNELS]  # non-negative like the learned weights
-        return LPIPS(trunk, lins, pretrained=False).to(device)
+        return LPIPS(trunk, lins, pretrained=False, weights_id=f"random-init-seed{seed}").to(device)
     from natgan.metrics.weights import locate_all
 
     paths = locate_all(["vgg16", "lpips-vgg"], weights_dir=weights, purpose="LPIPS")
@@ -148,8 +148,10 @@ def load_lpips(weights: str | Path | None = None, *, random_init: bool = False, 
     except RuntimeError as exc:
         raise NatGanError(f"{vgg_path}: not torchvision's VGG16 state dict ({str(exc).splitlines()[0]})") from None
     lins = _linear_weights(_load_state(lin_path, "LPIPS linear layers"), lin_path)
-    note = "; ".join(f"{c.path.name} {c.describe()}" for c in checked)
-    return LPIPS(trunk, lins, pretrained=True, weights_note=note).to(device)
+    official = all(c.official for c in checked)
+    return LPIPS(trunk, lins, pretrained=True,
+                 weights_id=f"vgg16 {checked[0].sha256[:16]}, lin {checked[1].sha256[:16]}"
+                            f"{'' if official else ' (NOT the official files)'}").to(device)
 
 
 def resize_for_lpips(images: torch.Tensor, size: int = 256) -> torch.Tensor:
