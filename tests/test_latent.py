@@ -157,6 +157,22 @@ def test_latents_round_trip_and_resume(tmp_path, lpips):
         project(G, target, lpips, ProjectionSettings(steps=1, space="w", w_avg_samples=10), init=back)
 
 
+def test_a_continuation_continues_the_schedule(lpips):
+    """`project --init` runs only the schedule's final phase: no second lr warm-up (the first step already moves
+    at the full rate, ramping down to zero) and no w noise (so the seed no longer changes the result)."""
+    G = generator("stylegan2", **SG2)
+    target = generated_target(G, seed=5)
+    first = project(G, target, lpips, ProjectionSettings(steps=20, w_avg_samples=200, seed=1))
+    assert first.history[0]["lr"] == 0.0  # a fresh projection warms up
+    settings = [ProjectionSettings(steps=8, w_avg_samples=200, seed=s) for s in (1, 2)]
+    runs = [project(G, target, lpips, s, init=first.latents) for s in settings]
+    lrs = [h["lr"] for h in runs[0].history]
+    assert lrs[0] == pytest.approx(0.1) and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] > 0
+    assert torch.equal(runs[0].latents.w, runs[1].latents.w)  # no w noise: the seed does not matter
+    assert runs[0].start_lpips == pytest.approx(first.lpips, rel=1e-4)
+    assert not any(s.continuation for s in settings)  # the caller's settings are not modified
+
+
 def test_models_without_mapping_project_in_z(lpips):
     G = generator("hit", **HIT)
     result = project(G, generated_target(G, 2), lpips, ProjectionSettings(steps=2, w_avg_samples=100))

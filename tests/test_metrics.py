@@ -484,7 +484,8 @@ def test_cli_metrics_from_the_flag_and_from_the_recipe(tmp_path, capsys, tiny_ne
     r = json.loads(out)
     assert r["metrics"] == ["fid", "kid", "pr", "dc", "is"] and r["details"]["pr"]["features"] == "vgg16"
     assert sorted(tiny_networks) == [("inception", tmp_path), ("vgg16", tmp_path)]   # each network built once
-    entry = ckpt_io.load(ck)["metrics"][-1]
+    entry = json.loads((tmp_path / "run.pt.metrics.json").read_text())[-1]  # recorded beside the checkpoint
+    assert ckpt_io.load(ck)["metrics"] == []
     assert entry["precision"] == r["precision"] and entry["details"]["is"]["protocol"].startswith("IS (Salimans")
 
     code, out, err = run_cli(["fid", "--ckpt", str(ck), "--metrics", "pr,is", "--pr-features", "inception", "--num",

@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from natgan import __version__
-from natgan.data.progress import ProgressBar
+from natgan.data.progress import FirstBatchEstimate, ProgressBar
 from natgan.errors import ConfigError, DataError
 from natgan.metrics import published
 from natgan.metrics.extractors import as_extractor, build_inception
@@ -172,7 +172,8 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
                        num_ref: int | None = None, psi: float = 1.0, noise_mode: str | None = METRIC_NOISE_MODE,
                        inception: str | Path | None = None, weights_dir: str | Path | None = None,
                        pr_features: str = "vgg16", use_cache: bool = True, workers: int | None = None,
-                       overlap: bool = True, options: dict | None = None, w_avg: torch.Tensor | None = None) -> dict:
+                       overlap: bool = True, options: dict | None = None, w_avg: torch.Tensor | None = None,
+                       on_estimate: Callable[[dict], None] | None = None) -> dict:
     """The ``metrics`` of ``num`` images of ``G`` against ``reference`` (dataset path or ``cleanfid:NAME:RES:SPLIT``).
 
     Image ``i`` uses the latent of seed ``seed + i`` (the image ``nat-gan sample --seeds`` writes for that
@@ -188,7 +189,8 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     state (the caller's random stream is untouched), so the score is reproducible for a seed and batch
     size; ``const`` uses the stored maps (batch-size independent, as ``sample``); None keeps the model's.
     ``w_avg``: the truncation centre for ``psi != 1`` (an imported
-    checkpoint's ``latent_avg``/``w_avg``); None computes it as ``sample`` does.
+    checkpoint's ``latent_avg``/``w_avg``); None computes it as ``sample`` does. ``on_estimate`` is called once
+    after the first generated batch with the extrapolated time of the rest (:class:`FirstBatchEstimate`).
     """
     t0 = time.perf_counter()
     names, chosen, needs, device, exts, mode = _prepare(
@@ -208,7 +210,14 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
                 eval_mode(G, noise_mode):
             torch.manual_seed(seed)
             with ProgressBar(num, "generated features", enabled=progress) as bar:
-                feats = generator_features(gen, seeds, _Together(exts), advance=bar.advance, overlap=overlap)
+                estimate = FirstBatchEstimate(num, on_estimate) if on_estimate is not None else None
+
+                def advance(n: int) -> None:
+                    bar.advance(n)
+                    if estimate is not None:
+                        estimate.advance(n)
+
+                feats = generator_features(gen, seeds, _Together(exts), advance=advance, overlap=overlap)
     t2 = time.perf_counter()
     inputs = MetricInputs(gen=feats, ref=refs, extractors=exts, mode=mode, pr_features=pr_features, seed=seed,
                           num=num, batch_size=batch_size, device=device, G=G, weights_dir=weights_dir,
