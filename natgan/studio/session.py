@@ -30,9 +30,10 @@ import torch
 
 from natgan.errors import ConfigError, DataError, NatGanError
 from natgan.latent.edit import images_from_stored
-from natgan.latent.noise import using_noise
+from natgan.models.contract import using_noise
 from natgan.latent.sefa import Directions, factorize
-from natgan.latent.space import has_mapping_network, n_rows
+from natgan.latent.space import n_rows
+from natgan.models.contract import has_mapping_network
 from natgan.latent.store import StoredLatents
 from natgan.sampling import ImageGenerator, LoadedGenerator, compute_w_avg, eval_mode, load_generator
 from natgan.sampling.export import to_hwc

@@ -23,7 +23,8 @@ from torch import nn
 from natgan.errors import ConfigError
 from natgan.latent.mixing import mix
 from natgan.latent.sefa import Direction, Directions, edit_latents
-from natgan.latent.space import has_mapping_network, n_rows, parse_layers
+from natgan.latent.space import n_rows, parse_layers
+from natgan.models.contract import has_mapping_network
 from natgan.latent.store import StoredLatents
 from natgan.latent.walk import slerp
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
