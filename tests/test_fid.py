@@ -64,6 +64,9 @@ class CountingExtractor(FeatureExtractor):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NATGAN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("NATGAN_CACHE_MAX_MB", raising=False)
+    # these tests use folders of a few images; the size threshold of the cache has its own test below
+    monkeypatch.setattr("natgan.metrics.cache.MIN_CACHED_IMAGES", 1)
     monkeypatch.delenv("NATGAN_INCEPTION", raising=False)
     monkeypatch.delenv("NATGAN_OFFLINE", raising=False)
     # never look at (or download to) the machine's real clean-fid locations

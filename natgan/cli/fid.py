@@ -52,6 +52,8 @@ def _summary(result: dict, recorded: str | None) -> None:
         cached = " (cached statistics)" if result["reference_cached"] else ""
         console.print(f"  reference  {ref['description']}, {ref['count']:,} of {ref['length']:,} images "
                       f"[{ref['content_hash'][:24]}...]{cached}")
+        if ref.get("stats_file") and not result["reference_cached"]:
+            _cache_note(Path(ref["stats_file"]))
     t = result["timings"]
     rate = f", {t['images_per_s']:.1f} generated img/s" if "images_per_s" in t else ""
     console.print(f"  time       {t['total_s']:.1f} s{rate}")
@@ -59,6 +61,16 @@ def _summary(result: dict, recorded: str | None) -> None:
         err_console.print(f"[yellow]warning:[/] {warning}")
     if recorded:
         console.print(f"  recorded   {recorded}")
+
+
+def _cache_note(stored: Path) -> None:
+    """Say what a new cache entry costs and how full the cache is (it is capped; `nat-gan cache` lists/clears)."""
+    from natgan.metrics.cache import StatsCache, max_cache_bytes
+
+    size = stored.stat().st_size if stored.is_file() else 0
+    console.print(f"  cached     {size / 2**20:,.1f} MB of statistics; the cache holds "
+                  f"{StatsCache().total_bytes() / 2**20:,.1f} of {max_cache_bytes() / 2**20:,.0f} MB "
+                  f"(`nat-gan cache list`, `nat-gan cache clear`)", markup=False)
 
 
 def register(app: typer.Typer) -> None:
