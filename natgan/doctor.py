@@ -264,33 +264,14 @@ def probe_hosts(hosts: list[str]) -> tuple[bool, str]:
     return False, "no network (" + "; ".join(failures) + ")"
 
 
-def check_weights(weights_dir: str | Path | None = None, downloads: tuple[bool, str] | None = None) -> list[Check]:
-    """The networks of pr/dc (VGG16) and of ppl/project (VGG16 + LPIPS linear layers), and whether missing
-    files can be downloaded. Where they cannot, a missing file is a failure: those commands cannot run."""
-    from natgan.metrics.weights import WEIGHTS, find
-
+def download_check(downloads: tuple[bool, str] | None = None) -> Check:
+    """Whether missing weights files can be fetched here (:func:`download_status`), as a row."""
     possible, why = downloads or download_status()
-    rows = [Check("weights", "downloads", OK if possible else WARN, f"possible: {why}" if possible
-                  else f"impossible: {why}", fix="" if possible else "put the weights files in the weights "
-                  "directory (nat-gan doctor --weights DIR lists them with their URLs)")]
-    for name, needs in (("vgg16", "pr, dc, ppl, project"), ("lpips-vgg", "ppl, project")):
-        spec = WEIGHTS[name]
-        try:
-            path = find(name, weights_dir=weights_dir)
-        except Exception as exc:  # noqa: BLE001 - e.g. NATGAN_WEIGHTS is not a directory
-            rows.append(Check("weights", f"{spec.label} ({needs})", FAIL, _first_line(exc), required=True,
-                              fix="point --weights / NATGAN_WEIGHTS at a directory"))
-            continue
-        if path is not None:
-            rows.append(Check("weights", f"{spec.label} ({needs})", OK, str(path)))
-            continue
-        detail = f"{spec.filename} not found" + ("; downloaded on first use" if possible
-                                                 else f" and no download: {why}")
-        rows.append(Check("weights", f"{spec.label} ({needs})", WARN if possible else FAIL, detail,
-                          required=not possible,
-                          fix=f"download {spec.url} into the weights directory (--weights DIR or NATGAN_WEIGHTS) "
-                              f"or to {spec.cache_location()}"))
-    return rows
+    if possible:
+        return Check("weights", "downloads", OK, f"possible: {why}")
+    return Check("weights", "downloads", WARN, f"impossible: {why}",
+                 fix="put the weights files in the weights directory (nat-gan doctor --weights DIR lists them "
+                     "with their URLs)")
 
 
 def weights_table(weights_dir: str | Path | None = None) -> list[dict]:
@@ -311,6 +292,74 @@ def weights_table(weights_dir: str | Path | None = None) -> list[dict]:
                 found, error = None, _first_line(exc)
             rows.append({"needed by": needs, "file": spec.filename, "url": spec.url,
                          "found": str(found) if found else None, "error": error})
+
+
+def weight_file_status(name: str, path: Path | None, downloads: tuple[bool, str] = (True, "")) -> Check:
+    """One weights file as the loaders will judge it: official (sha256 matches), unknown (refused), missing.
+
+    A missing file that cannot be downloaded (``downloads`` = :func:`download_status`) is a failure: what
+    needs it cannot run. It blocks for VGG16/LPIPS; the Inception files block through their FID-mode rows."""
+    from natgan.metrics.weight_files import WEIGHTS
+    from natgan.metrics.weight_trust import sha256_file
+    from natgan.metrics.weights import needed_by
+
+    spec = WEIGHTS[name]
+    if path is None:
+        fix = f"download {spec.url} into the weights directory (--weights DIR or NATGAN_WEIGHTS)"
+        if downloads[0]:
+            return Check("weights", spec.filename, SKIP, f"missing; downloaded on first use by {needed_by(name)}",
+                         fix=fix)
+        return Check("weights", spec.filename, FAIL, f"missing and no download ({downloads[1]}): "
+                     f"{needed_by(name)} cannot run", fix=fix, required=not name.startswith("inception"))
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        return Check("weights", spec.filename, FAIL, f"{path}: {exc.strerror or _first_line(exc)}")
+    if digest == spec.sha256:
+        return Check("weights", spec.filename, OK, f"official (sha256 {digest[:16]}...) at {path}")
+    return Check("weights", spec.filename, FAIL, f"unknown: {path} has sha256 {digest}, not the official "
+                                                 f"{spec.sha256}; metrics refuse it",
+                 fix=f"replace it with {spec.url}")
+
+
+def check_weight_files(weights_dir: Path | None = None, downloads: tuple[bool, str] = (True, "")) -> list[Check]:
+    """Digest status of every weights file nat-gan knows by name, where the metrics would find it."""
+    try:
+        from natgan.metrics.weight_files import WEIGHTS
+        from natgan.metrics.weights import find
+    except Exception as exc:  # noqa: BLE001 - clean-fid missing or broken
+        return [Check("weights", "weights files", FAIL, _first_line(exc))]
+    rows = []
+    for name in WEIGHTS:
+        env = os.environ.get("NATGAN_INCEPTION") if name.startswith("inception") else None
+        try:
+            path = find(name, weights_dir=weights_dir, explicit=(env, "NATGAN_INCEPTION") if env else None)
+        except Exception as exc:  # noqa: BLE001 - e.g. NATGAN_WEIGHTS is not a directory
+            rows.append(Check("weights", WEIGHTS[name].filename, FAIL, _first_line(exc)))
+            continue
+        rows.append(weight_file_status(name, path, downloads))
+    return rows
+
+
+def check_weight_locations(weights_dir: Path | None = None) -> list[Check]:
+    """Flag the folders that may hold weights and that someone else can write (one row each)."""
+    from natgan.metrics.weight_files import WEIGHTS
+    from natgan.metrics.weight_trust import writable_by_others
+
+    own = [Path(p) for p in (weights_dir, os.environ.get("NATGAN_WEIGHTS"), os.environ.get("NATGAN_INCEPTION")) if p]
+    searched = {spec.cache_location().parent for spec in WEIGHTS.values()}
+    searched |= {spec.tool_location().parent for spec in WEIGHTS.values()}
+    rows = []
+    for folder in sorted({*own, *searched}, key=str):
+        folder = folder if folder.is_dir() else folder.parent
+        if not folder.exists() or not writable_by_others(folder):
+            continue
+        if folder in searched and folder not in own:
+            rows.append(Check("weights", f"location {folder}", WARN, f"{folder} is writable by others: nat-gan "
+                              "never loads weights found there", fix="keep weights in --weights DIR / NATGAN_WEIGHTS"))
+        else:
+            rows.append(Check("weights", f"location {folder}", WARN, f"{folder} is writable by others: anyone may "
+                              "swap the files (loaders still check digests)", fix=f"chmod go-w {folder}"))
     return rows
 
 
@@ -366,8 +415,9 @@ def run_checks(*, device: str = "auto", run_dir: Path | None = Path("runs"),
                 rows += _timed(lambda dev=dev: check_flex_compile(dev))
         rows += check_attention(devices)
     downloads = download_status()
-    rows += _timed(lambda: check_inception(downloads, weights_dir))
-    rows += _timed(lambda: check_weights(weights_dir, downloads))
+    rows += _timed(lambda: check_inception(downloads, weights_dir)) + _timed(lambda: [download_check(downloads)])
+    rows += _timed(lambda: check_weight_files(weights_dir, downloads))
+    rows += _timed(lambda: check_weight_locations(weights_dir))
     rows += _timed(lambda: check_dirs(run_dir))
     return rows
 

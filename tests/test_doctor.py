@@ -115,11 +115,11 @@ def test_offline_the_vgg16_and_lpips_files_are_needed_failures(capsys, isolated,
     rows = _rows(json.loads(out))
     assert code == 1
     assert rows[("weights", "downloads")]["detail"] == "impossible: NATGAN_OFFLINE is set"
-    vgg = rows[("weights", "VGG16 (pr, dc, ppl, project)")]
-    lpips = rows[("weights", "LPIPS linear-layer (ppl, project)")]
-    for row, name in ((vgg, "vgg16-397923af.pth"), (lpips, "vgg.pth")):
-        assert row["status"] == "fail" and row["required"] and name in row["detail"] and "no download" in row["detail"]
-        assert "https://" in row["fix"]
+    for name, needs in (("vgg16-397923af.pth", "pr, dc"), ("vgg.pth", "ppl, project")):
+        row = rows[("weights", name)]
+        assert row["status"] == "fail" and row["required"] and "no download (NATGAN_OFFLINE is set)" in row["detail"]
+        assert needs in row["detail"] and "cannot run" in row["detail"] and "https://" in row["fix"]
+    assert f"weights/{TORCHSCRIPT.filename}" not in json.loads(out)["blocking"]  # blocks as fid/Inception rows
 
 
 def test_without_network_downloads_are_impossible_and_said_so(capsys, isolated, monkeypatch):
@@ -129,21 +129,23 @@ def test_without_network_downloads_are_impossible_and_said_so(capsys, isolated, 
     monkeypatch.setattr(type(TORCHSCRIPT), "tool_location", lambda self: isolated / "nowhere" / self.filename)
     possible, why = doctor.download_status()
     assert not possible and why.startswith("no network (") and "download.pytorch.org" in why
-    rows = {r.name: r for r in doctor.check_inception((possible, why)) + doctor.check_weights(None, (possible, why))}
+    checks = doctor.check_inception((possible, why)) + doctor.check_weight_files(None, (possible, why))
+    rows = {r.name: r for r in checks}
     assert rows["Inception for clean"].blocking and "no download: no network" in rows["Inception for clean"].detail
-    assert rows["VGG16 (pr, dc, ppl, project)"].blocking
+    assert rows["vgg16-397923af.pth"].blocking and "no network" in rows["vgg16-397923af.pth"].detail
     assert "downloaded on first use" not in " ".join(r.detail for r in rows.values())
+    assert doctor.download_check((possible, why)).detail.startswith("impossible: no network")
 
 
-def test_found_weights_are_ok_and_online_missing_ones_warn(isolated):
+def test_found_weights_are_checked_and_online_missing_ones_are_fetched_later(isolated):
     weights = isolated / "w"
     weights.mkdir()
     (weights / "vgg16-397923af.pth").write_bytes(b"x")
-    rows = {r.name: r for r in doctor.check_weights(weights, (True, "simulated"))}
-    vgg = rows["VGG16 (pr, dc, ppl, project)"]
-    assert vgg.status == "ok" and str(weights) in vgg.detail
-    lpips = rows["LPIPS linear-layer (ppl, project)"]
-    assert lpips.status == "warn" and not lpips.blocking and "downloaded on first use" in lpips.detail
+    rows = {r.name: r for r in doctor.check_weight_files(weights, (True, "simulated"))}
+    vgg = rows["vgg16-397923af.pth"]  # found (its digest is wrong: that is the digest check's business)
+    assert vgg.status != "skip" and str(weights) in vgg.detail
+    lpips = rows["vgg.pth"]
+    assert lpips.status == "skip" and not lpips.blocking and "downloaded on first use by ppl, project" in lpips.detail
 
 
 def test_weights_option_lists_every_file_with_url_and_where_found(capsys, isolated):
