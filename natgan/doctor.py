@@ -292,6 +292,7 @@ def weights_table(weights_dir: str | Path | None = None) -> list[dict]:
                 found, error = None, _first_line(exc)
             rows.append({"needed by": needs, "file": spec.filename, "url": spec.url,
                          "found": str(found) if found else None, "error": error})
+    return rows
 
 
 def weight_file_status(name: str, path: Path | None, downloads: tuple[bool, str] = (True, "")) -> Check:

@@ -192,3 +192,31 @@ def test_bad_thread_counts_are_one_line_usage_errors(capsys, monkeypatch, argv, 
     code, out, err = run(capsys, *argv)
     assert code == 2 and err.startswith("error: ") and expected in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_load_benchmark_table_states_shares_and_timeouts():
+    """benchmarks/bench_load.py's report (the measurement itself is a benchmark, not a test)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_load.py"
+    spec = importlib.util.spec_from_file_location("bench_load", path)
+    bench_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_load)
+
+    def run(condition, config, value, threads, bound=None):
+        return {"round": 0, "condition": condition, "config": config, "img_per_s": value, "bound": bound,
+                "threads": threads, "load_at_start": 3.0, "seconds": 10.0}
+
+    runs = [run("idle", "torch", 20.0, 2), run("idle", "nat-gan", 18.0, 2),
+            run("loaded", "torch", None, None, bound=0.5), run("loaded", "nat-gan", 9.0, 1)]
+    summary = bench_load.summarize(runs, ["torch", "nat-gan"])
+    rows = {r["config"]: r for r in summary}
+    assert rows["nat-gan"]["loaded_vs_own_idle"] == pytest.approx(0.5)
+    assert rows["nat-gan"]["loaded_vs_torch_idle"] == pytest.approx(0.45)
+    assert rows["torch"]["loaded"] is None and rows["torch"]["loaded_vs_own_idle"] == pytest.approx(0.025)
+    report = {"machine": {"cpu": "x", "cores": 2, "usable_cores": 2, "torch": "t", "date": "d"},
+              "settings": {"steps": 20, "warmup": 5, "busy": 2, "rounds": 1}, "runs": runs, "summary": summary}
+    table = bench_load.markdown(report, ["--steps", "20"])
+    assert "| torch defaults (before) | 2 / — | 20.00 | < 0.50 | 2 % | 2 % |" in table
+    assert "| nat-gan default (after) | 2 / 1 | 18.00 | 9.00 | 50 % | 45 % |" in table
