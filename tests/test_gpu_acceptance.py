@@ -87,9 +87,9 @@ def test_gpu_tests_and_torchrun_sections_ran_their_children(smoke_report):
 
 
 def test_script_rejects_unknown_sections_and_lists_them(tmp_path):
-    bad = _run_script("--only", "doctor,nosuch", "--out", str(tmp_path), timeout=60)
+    bad = _run_script("--only", "doctor,nosuch", "--out", str(tmp_path), timeout=600)
     assert bad.returncode == 2 and "nosuch" in bad.stderr and not (tmp_path / JSON_NAME).exists()
-    listed = _run_script("--list", timeout=60)
+    listed = _run_script("--list", timeout=600)  # hang guards: importing torch on a busy box is slow
     assert listed.returncode == 0 and all(name in listed.stdout for name in EXPECTED_SECTIONS)
 
 
