@@ -24,7 +24,7 @@ from natgan.metrics.extractors import as_extractor, build_inception
 from natgan.metrics.pipeline import generator_features
 from natgan.metrics.reference import Reference, dataset_reference, load_reference, matched_resolutions
 from natgan.metrics.registry import FEATURE_SETS, METRICS, Metric, MetricInputs, parse_metrics
-from natgan.metrics.weights import MODES
+from natgan.metrics.weights import MODES, WEIGHTS, MissingWeights, locate, missing_error
 from natgan.devices import resolve_device
 from natgan.noise_modes import METRIC_NOISE_MODE
 from natgan.sampling.generate import ImageGenerator, eval_mode, model_device
@@ -64,21 +64,37 @@ def _plan(names: list[str], pr_features: str, *, generator: bool, num: int | Non
 
 
 def _extractors(needs: dict, *, extractor: Any, extractors: dict | None, mode: str, device: torch.device,
-                inception: str | Path | None, weights_dir: str | Path | None) -> dict:
-    """One extractor per feature set: given ones first (tests, notebooks), else the real networks."""
+                inception: str | Path | None, weights_dir: str | Path | None, lpips: bool = False) -> dict:
+    """One extractor per feature set: given ones first (tests, notebooks), else the real networks.
+
+    Every weights file the run needs (the extractors', and LPIPS's when ``lpips``: PPL loads it later) is
+    looked for here, and all missing ones are named in one error: not the first one per attempt."""
     given = dict(extractors or {})
     if extractor is not None:
         given.setdefault("inception", extractor)
-    out = {}
+    out, missing = {}, []
     for fs in needs:
-        if fs in given:
-            out[fs] = as_extractor(given[fs], mode)
-        elif fs == "inception":
-            out[fs] = build_inception(mode, device=device, inception=inception, weights_dir=weights_dir)
-        else:
-            from natgan.metrics.vgg import build_vgg16
+        try:
+            if fs in given:
+                out[fs] = as_extractor(given[fs], mode)
+            elif fs == "inception":
+                out[fs] = build_inception(mode, device=device, inception=inception, weights_dir=weights_dir)
+            else:
+                from natgan.metrics.vgg import build_vgg16
 
-            out[fs] = build_vgg16(device=device, weights_dir=weights_dir)
+                out[fs] = build_vgg16(device=device, weights_dir=weights_dir)
+        except MissingWeights as exc:
+            missing.append(exc)
+    if lpips:
+        for name in ("vgg16", "lpips-vgg"):
+            if any(exc.spec.filename == WEIGHTS[name].filename for exc in missing):
+                continue
+            try:
+                locate(name, weights_dir=weights_dir, purpose="--metrics ppl (LPIPS)")
+            except MissingWeights as exc:
+                missing.append(exc)
+    if missing:
+        raise missing_error(missing)
     return out
 
 
@@ -155,23 +171,6 @@ def _result(names: list[str], scores: dict, details: dict, *, mode: str, extract
     }
 
 
-def _require_weights(chosen: list[Metric], needs: dict, given: set, *, mode: str, inception, weights_dir,
-                     options: dict | None) -> None:
-    """Find (or download) every weights file the chosen metrics load, before any is built: a machine
-    without them gets one error naming all of them, not the first one per attempt."""
-    from natgan.metrics import weights
-
-    queries = []
-    if "inception" in needs and "inception" not in given:
-        queries.append(weights.inception_query(mode, inception, weights_dir))
-    if "vgg16" in needs and "vgg16" not in given:
-        queries.append(dict(name="vgg16", weights_dir=weights_dir, purpose="--metrics pr/dc (VGG16 features)"))
-    if any(m.name == "ppl" for m in chosen) and not (options or {}).get("lpips"):
-        queries += [dict(name=name, weights_dir=weights_dir, purpose="--metrics ppl (LPIPS)")
-                    for name in ("vgg16", "lpips-vgg") if name not in {q["name"] for q in queries}]
-    weights.locate_each(queries)
-
-
 def _prepare(metrics, pr_features: str, *, generator: bool, num: int | None, num_ref: int | None, mode: str,
              device, extractor: Any, extractors: dict | None, inception, weights_dir,
              options: dict | None = None) -> tuple:
@@ -184,10 +183,9 @@ def _prepare(metrics, pr_features: str, *, generator: bool, num: int | None, num
     names = parse_metrics(metrics, source="metrics")
     chosen, needs = _plan(names, pr_features, generator=generator, num=num)
     device = resolve_device(device, option="device")
-    given = set(extractors or {}) | ({"inception"} if extractor is not None else set())
-    _require_weights(chosen, needs, given, mode=mode, inception=inception, weights_dir=weights_dir, options=options)
     exts = _extractors(needs, extractor=extractor, extractors=extractors, mode=mode, device=device,
-                       inception=inception, weights_dir=weights_dir)
+                       inception=inception, weights_dir=weights_dir,
+                       lpips=any(m.name == "ppl" for m in chosen) and not (options or {}).get("lpips"))
     mode = exts["inception"].mode if "inception" in exts else mode
     return names, chosen, needs, device, exts, mode
 

@@ -212,16 +212,22 @@ def locate_each(queries: list[dict]) -> list[Path]:
             found.append(locate(**query))
         except NatGanError as exc:  # MissingWeights, or an explicit path that does not hold the file
             missing.append(exc)
-    if len(missing) == 1:
-        raise missing[0]
     if missing:
-        lines = [f"{len(missing)} weights files are missing: download each and put it in the weights directory "
-                 f"(--weights DIR or NATGAN_WEIGHTS=DIR) or in {cache_dir() / 'weights'}"]
-        for exc in missing:
-            lines.append(f"  {exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
-                         if isinstance(exc, MissingWeights) else f"  {exc}")
-        raise NatGanError("\n".join(lines))
+        raise missing_error(missing)
     return found
+
+
+def missing_error(missing: list[NatGanError]) -> NatGanError:
+    """One error for several missing files: the file's own message when there is one, else a first line
+    that counts them and one line per file (name, what needs it, URL, why it is not there)."""
+    if len(missing) == 1:
+        return missing[0]
+    lines = [f"{len(missing)} weights files are missing: download each and put it in the weights directory "
+             f"(--weights DIR or NATGAN_WEIGHTS=DIR) or in {cache_dir() / 'weights'}"]
+    for exc in missing:
+        lines.append(f"  {exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
+                     if isinstance(exc, MissingWeights) else f"  {exc}")
+    return NatGanError("\n".join(lines))
 
 
 def inception_query(mode: str, inception: str | Path | None, weights_dir: str | Path | None) -> dict:
