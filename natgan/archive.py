@@ -6,6 +6,11 @@ byte inside a tensor loads as silently different weights. :func:`check_zip` read
 directory first and refuses a container whose declared sizes are out of bounds, then verifies every
 entry's CRC-32 by streaming it (bounded memory), so the real loader only ever sees a sound container.
 
+Files in torch's legacy (pre-1.6, non-zip) format have no CRCs, but the same kind of bomb: a 400-byte file
+can declare an 8 GiB storage, which ``torch.load`` allocates while unpickling. :func:`check_torch_file`
+reads such a file's pickles with a scanner that imports nothing and only adds up the declared storage
+sizes, and refuses more tensor bytes than the file holds.
+
 The bound: torch and ``np.savez`` store entries uncompressed (declared size = stored size), and weights
 or latents barely compress, so the sizes an honest file declares add up to about its own size.
 A container may declare at most ``MAX_EXPANSION`` times its size, or ``SMALL_FILE_ALLOWANCE`` bytes
@@ -15,9 +20,10 @@ A container may declare at most ``MAX_EXPANSION`` times its size, or ``SMALL_FIL
 from __future__ import annotations
 
 import io
+import pickle
 import zipfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from natgan.errors import CheckpointError
 
@@ -88,3 +94,81 @@ def _check_crc(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> None:
             raise ArchiveError(f"{what}: corrupt: entry '{info.filename}' fails its CRC check (the file was "
                                f"damaged after it was written)") from None
         raise
+
+
+# ------------------------------------------------------------------------------- legacy torch format
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER, the first pickle of a legacy file
+_ELEMENT_BYTES = {"ComplexDouble": 16, "ComplexFloat": 8, "Double": 8, "Long": 8, "Float": 4, "Int": 4,
+                  "BFloat16": 2, "Half": 2, "Short": 2, "Char": 1, "Byte": 1, "Bool": 1}
+_SLACK = 1 << 16
+
+
+class _Stub:
+    """Stands for every global a legacy pickle names: called, built, filled - and nothing is imported."""
+
+    qualname = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "_Stub":
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _SizeScanner(pickle.Unpickler):
+    """Unpickles with stubs only, recording ``('storage', type, key, location, numel)`` persistent ids."""
+
+    def __init__(self, fh: IO[bytes]):
+        super().__init__(fh)
+        self.storage_bytes: dict[str, int] = {}
+        self._classes: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> type:
+        qualname = f"{module}.{name}"
+        if qualname not in self._classes:
+            self._classes[qualname] = type(name, (_Stub,), {"qualname": qualname})
+        return self._classes[qualname]
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[4], int):
+            kind = getattr(pid[1], "qualname", "")
+            element = next((b for k, b in _ELEMENT_BYTES.items() if kind.endswith(f".{k}Storage")), 1)
+            self.storage_bytes[str(pid[2])] = max(0, pid[4]) * element
+        return _Stub()
+
+
+def check_torch_file(source: str | Path | bytes | bytearray, what: str | None = None) -> None:
+    """The checks a torch file needs before ``torch.load``: :func:`check_zip` for the zip format, the
+    declared-storage bound for the legacy format; anything else (a plain pickle) is left to its loader."""
+    what = what or str(source)
+    if check_zip(source, what):
+        return
+    fh: IO[bytes] = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+    with fh:
+        size = _size_of(fh)
+        scanner = _SizeScanner(fh)
+        try:
+            if scanner.load() != _LEGACY_MAGIC:
+                return  # not a legacy torch file
+            scanner.load()  # protocol version
+            scanner.load()  # system info
+            scanner.load()  # the object; its storages' data follows
+        except Exception:  # noqa: BLE001 - not scannable: torch's own (weights_only) loader will refuse it
+            return
+    declared = sum(scanner.storage_bytes.values())
+    if declared > size + _SLACK:
+        raise ArchiveError(f"{what}: declares {declared:,} bytes of tensor data in a {size:,}-byte file (legacy "
+                           f"torch format); refused before torch.load allocates it")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from natgan import __version__, checkpoint_schema
-from natgan.archive import check_zip
+from natgan.archive import check_torch_file
 from natgan.fsutil import atomic_write
 from natgan.errors import CheckpointError
 
@@ -121,7 +121,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 def _verify_container(path: Path) -> None:
     """Declared sizes bounded and every entry's CRC-32 verified (:func:`natgan.archive.check_zip`) before
     ``torch.load`` decompresses or allocates anything; name the first damaged entry."""
-    check_zip(path, f"{path}: checkpoint")
+    check_torch_file(path, f"{path}: checkpoint")
 
 
 def _looks_truncated(path: Path) -> bool:

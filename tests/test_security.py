@@ -529,3 +529,49 @@ def test_a_zip_bomb_is_refused_before_anything_is_decompressed(tmp_path, capsys,
     line = one_error_line(err, alone=command != "train --resume")
     assert code == 1 and "declares" in line and "zip bomb" in line
     assert not out.exists() or not any(out.rglob("*.pt"))
+
+
+def legacy_bomb() -> bytes:
+    """torch's legacy (non-zip) format with one storage whose declared length is patched to 2**31 - 1 floats:
+    a 500-byte file for which torch.load allocates 8 GiB (found by the attack pass; no CRC to catch it)."""
+    import argparse
+
+    buf = io.BytesIO()
+    torch.save({"args": argparse.Namespace(size=8), "g_ema": {"w": torch.zeros(4321)}}, buf,
+               _use_new_zipfile_serialization=False)
+    raw = buf.getvalue()
+    numel = struct.pack("<BH", ord("M"), 4321)  # BININT2 4321, right after the location 'cpu'
+    at = raw.index(numel, raw.index(b"cpu"))
+    return raw[:at] + b"J" + struct.pack("<i", 2**31 - 1) + raw[at + 3:]
+
+
+@pytest.mark.parametrize("route", ["checkpoint", "import", "nested"])
+def test_a_legacy_format_allocation_bomb_is_refused_before_torch_load(tmp_path, monkeypatch, route):
+    from natgan import checkpoint
+    from natgan.importers import import_checkpoint
+    from natgan.importers.nvlabs_pickle import read_pickle
+
+    data = legacy_bomb()
+    path = tmp_path / ("network-snapshot-000000.pkl" if route == "nested" else "bomb.pt")
+    path.write_bytes(pickle.dumps({"G_ema": _NestedStorage(data)}) if route == "nested" else data)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load reached the allocation bomb"))
+    with pytest.raises(NatGanError, match=r"declares 8,589,934,588 bytes of tensor data in a [0-9,]+-byte file"):
+        {"checkpoint": checkpoint.load, "import": lambda p: import_checkpoint(p, "rosinality"),
+         "nested": read_pickle}[route](path)
+
+
+def test_an_honest_legacy_file_passes_the_size_scan(tmp_path):
+    """The scanner understands what official legacy files hold (Namespace via NEWOBJ, parameters, dicts)."""
+    import argparse
+
+    from natgan.archive import _SizeScanner, check_torch_file
+
+    buf = io.BytesIO()
+    torch.save({"args": argparse.Namespace(size=8), "g": {"w": nn.Parameter(torch.zeros(64, 3))}}, buf,
+               _use_new_zipfile_serialization=False)
+    check_torch_file(buf.getvalue())
+    buf.seek(0)
+    scanner = _SizeScanner(buf)
+    for _ in range(4):
+        scanner.load()
+    assert sum(scanner.storage_bytes.values()) == 64 * 3 * 4
