@@ -27,6 +27,9 @@ class EvalConfig:
     reference: str = option("", help="reference dataset (default: data.path) or a clean-fid statistics name")
     metrics: list[str] = option(["fid"], help="registered metrics: fid, kid, pr, dc, is (natgan.metrics.registry)")
     pr_features: Literal["vgg16", "inception"] = option("vgg16", help="features of pr and dc")
+    noise_mode: Literal["random", "const", "none"] = option(
+        "random", help="noise inputs of StyleGAN2/GANformer during metrics: random (the published protocol, drawn "
+                       "from the seeds) | const (the stored maps, as `sample`) | none")
     batch_per_device: int = option(64, min=1, aliases=("batch",),
                                    help="images per generator/extractor forward pass on the one evaluating device "
                                         "(not a global batch like train.batch; old name: eval.batch)")
@@ -54,4 +57,4 @@ def default_reference(recipe: dict | None) -> tuple[str, str] | None:
 def evaluation_kwargs(ev: EvalConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`natgan.metrics.runner.evaluate_generator` that ``ev`` decides."""
     return {"metrics": list(ev.metrics), "num": ev.num, "mode": ev.mode, "batch_size": ev.batch_per_device,
-            "pr_features": ev.pr_features}
+            "pr_features": ev.pr_features, "noise_mode": ev.noise_mode}
