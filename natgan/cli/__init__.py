@@ -45,6 +45,7 @@ def _register_commands() -> None:
         module.register(app)
     from natgan.cli import doctor; doctor.register(app)  # noqa: E702 - one line, so parallel edits merge
     from natgan.cli import studio; studio.register(app)  # noqa: E702
+    from natgan.cli import cache; cache.register(app)  # noqa: E702
 
 
 _register_commands()
