@@ -139,7 +139,10 @@ def register(app: typer.Typer) -> None:
         from natgan.metrics.weights import weights_directory
         from natgan.sampling import auto_batch_size, load_generator, resolve_device
 
+        from natgan.fsutil import protect_inputs
+
         inputs = list(inputs or [])
+        protect_inputs(("--ckpt", ckpt), ("--ref", ref), *(("DATASETS", p) for p in inputs))
         if no_record and in_checkpoint:
             raise ConfigError("--no-record and --record-in-checkpoint contradict each other: give one")
         if mode is not None and mode not in MODES:
