@@ -321,3 +321,19 @@ def test_cross_attention_shows_the_latent_a_pixel_attends_to(ckpts, tmp_path):
     assert any("most-attended latent" in c for c in captions)           # HiT's image -> latent attention
     assert any("the marked pixel's strongest" in c for c in captions)
     assert any("mean query" in c for c in captions)                      # and its self-attention
+
+
+def test_server_policy_helpers():
+    import socket
+
+    from natgan.studio.server import check_port, free_port, is_local
+
+    assert is_local("127.0.0.1") and is_local("localhost") and is_local("::1") and is_local("127.0.0.2")
+    assert not is_local("0.0.0.0") and not is_local("192.168.1.4") and not is_local("node12")
+    port = free_port()
+    assert check_port("127.0.0.1", 0) > 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(ConfigError, match=f"--port {port}: cannot listen"):
+            check_port("127.0.0.1", port)
