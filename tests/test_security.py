@@ -10,9 +10,15 @@ folder changed, a non-zero exit with one ``error:`` line.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
+import shutil
 import stat
+import struct
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Tuple
 
@@ -149,7 +155,7 @@ def test_a_scripted_inception_never_runs_however_it_is_found(tmp_path, machine, 
     line = one_error_line(err)
     assert code == 1
     if way == "shared /tmp":  # never even considered: the file is where anybody could have put it
-        assert "no Inception weights" in line and str(evil) not in line
+        assert "no Inception weights" in line and f"{evil} ignored: others can write there" in line
     else:
         assert f"{evil}: refused before loading: sha256 " in line and TORCHSCRIPT.sha256 in line
     assert tree_state(tmp_path) == before
@@ -242,3 +248,364 @@ def test_doctor_reports_each_weight_file_and_flags_locations_others_can_write(tm
     weights.chmod(0o777)
     flagged = {r.name: r for r in doctor.check_weight_locations()}
     assert "anyone may swap" in flagged[f"location {weights}"].detail
+
+
+# ------------------------------------------------------------------- 3: names stored in a latents file
+
+
+def hostile_latents(path: Path, names: list[str], w_dim: int = 16) -> Path:
+    """A latents file as anyone can write it with numpy: ``w`` plus the ``names`` that pick file names."""
+    np.savez(path, w=np.zeros((len(names), w_dim), np.float32), space=np.array("w"), names=np.array(names),
+             model=np.array("stylegan2"))
+    return path
+
+
+@pytest.fixture()
+def sg2_ckpt(tmp_path):
+    from test_latent_cli import family_checkpoint
+
+    path = tmp_path / "in" / "model.pt"
+    path.parent.mkdir()
+    family_checkpoint("stylegan2", path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "nul", "empty"])
+def test_names_in_a_latents_file_never_choose_where_outputs_go(tmp_path, sg2_ckpt, capsys, kind):
+    victim = tmp_path / "victim" / "existing.png"
+    victim.parent.mkdir()
+    victim.write_bytes(b"the user's file")
+    name = {"dotdot": "../victim/existing", "absolute": str(victim.with_suffix("")), "nul": "a\x00b",
+            "empty": ""}[kind]
+    latents = hostile_latents(tmp_path / "in" / "w.npz", ["fine", name])
+    out = tmp_path / "out"
+    before = tree_state(tmp_path, skip=out)
+    code, _, err = run_cli(["sample", "--ckpt", str(sg2_ckpt), "--w", str(latents), "--outdir", str(out), "-q",
+                            "--device", "cpu"], capsys)
+    assert victim.read_bytes() == b"the user's file"
+    assert tree_state(tmp_path, skip=out) == before  # nothing outside --outdir changed
+    line = one_error_line(err)
+    assert code != 0 and f"{latents}: names[1]" in line
+    assert not out.exists() or not any(out.iterdir())  # refused when the file is read: nothing written
+
+
+def test_plain_names_and_outputs_inside_the_folder(tmp_path):
+    from natgan.errors import NatGanError as Err
+    from natgan.fsutil import output_in, plain_name
+
+    assert plain_name("seed0001", "x") == "seed0001" and plain_name("a b-ü", "x") == "a b-ü"
+    for bad in ("..", ".", "a/b", "a\\b", "/etc/passwd", "x\x00", "x\n", "", ".hidden", "x" * 201):
+        with pytest.raises(Err, match="src: name"):
+            plain_name(bad, "src")
+    assert output_in(tmp_path, "a.png") == tmp_path / "a.png"
+
+
+# ------------------------------------------------------------------------------- 4: outputs over inputs
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink", "hardlink"])
+def test_directions_never_overwrite_the_checkpoint_they_read(tmp_path, sg2_ckpt, capsys, spelling):
+    (tmp_path / "in" / "sub").mkdir()
+    out = {"same": sg2_ckpt, "dotdot": tmp_path / "in" / "sub" / ".." / sg2_ckpt.name,
+           "symlink": tmp_path / "in" / "link.npz", "hardlink": tmp_path / "in" / "hard.npz"}[spelling]
+    if spelling == "symlink":
+        out.symlink_to(sg2_ckpt)
+    elif spelling == "hardlink":
+        os.link(sg2_ckpt, out)
+    before = tree_state(tmp_path)
+    code, _, err = run_cli(["directions", "--ckpt", str(sg2_ckpt), "--out", str(out)], capsys)
+    assert tree_state(tmp_path) == before
+    line = one_error_line(err)
+    assert code == 2 and f"--out {out}: is the input --ckpt" in line
+
+
+def test_project_never_overwrites_its_own_target(tmp_path, sg2_ckpt, capsys):
+    work = tmp_path / "work"
+    target = work / "target" / "target.png"
+    target.parent.mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(target)
+    before = tree_state(tmp_path)
+    code, _, err = run_cli(["project", "--ckpt", str(sg2_ckpt), "--target", str(target), "--outdir", str(work),
+                            "--steps", "2", "--random-lpips", "--w-avg-samples", "16", "-q", "--device", "cpu"],
+                           capsys)
+    assert tree_state(tmp_path) == before
+    assert code == 2 and f"is the input --target {target}" in one_error_line(err)
+
+
+def test_sample_never_writes_through_a_symlink_in_the_output_folder(tmp_path, sg2_ckpt, capsys):
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"the user's file")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seed0000.png").symlink_to(victim)
+    before = tree_state(tmp_path)
+    code, _, err = run_cli(["sample", "--ckpt", str(sg2_ckpt), "--seeds", "0-1", "--outdir", str(out), "-q",
+                            "--device", "cpu"], capsys)
+    assert victim.read_bytes() == b"the user's file" and (out / "seed0000.png").is_symlink()
+    assert tree_state(tmp_path) == before
+    assert code == 2 and "seed0000.png: is a symbolic link" in one_error_line(err)
+
+
+# ------------------------------------------------------------------------- 5: writers and special files
+
+
+def special(path: Path, kind: str) -> Path:
+    """A FIFO, a character device (a private /dev/null twin: needs root's CAP_MKNOD), or a 0444 file."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        except PermissionError:
+            pytest.skip("creating a device node needs CAP_MKNOD (the FIFO and read-only cases still run)")
+    else:
+        path.write_bytes(b"protected by its owner")
+        path.chmod(0o444)
+    return path
+
+
+EXPECTED = {"fifo": "is a FIFO, not a regular file", "device": "is a character device, not a regular file",
+            "readonly": "is read-only (mode 0444)"}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "readonly"])
+def test_directions_out_is_never_a_special_or_protected_file(tmp_path, sg2_ckpt, capsys, kind):
+    target = special(tmp_path / "target", kind)
+    before = tree_state(tmp_path)
+    code, _, err = run_cli(["directions", "--ckpt", str(sg2_ckpt), "--out", str(target)], capsys)
+    assert tree_state(tmp_path) == before
+    assert code == 2 and f"--out {target}: {EXPECTED[kind]}" in one_error_line(err)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "readonly"])
+def test_bench_output_is_never_a_special_or_protected_file(tmp_path, capsys, kind):
+    target = special(tmp_path / "bench.json", kind)
+    before = tree_state(tmp_path)
+    code, _, err = run_cli(["bench", "--model", "stylegan2", "--set", "model.channel_max=16", "--resolution", "16",
+                            "--batch", "1", "--warmup", "0", "--rounds", "1", "--no-flops", "--device", "cpu",
+                            "--output", str(target)], capsys)
+    assert tree_state(tmp_path) == before
+    assert code == 2 and f"--output {target}: {EXPECTED[kind]}" in one_error_line(err, alone=False)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "readonly"])
+def test_import_out_is_never_a_special_or_protected_file(tmp_path, capsys, kind):
+    source = Path(__file__).resolve().parent / "fixtures" / "official" / "rosinality" / "converted.pt"
+    target = special(tmp_path / "imported.pt", kind)
+    before = tree_state(tmp_path)
+    code, _, err = run_cli(["import", str(source), "--from", "rosinality", "--out", str(target), "--overwrite"],
+                           capsys)
+    assert tree_state(tmp_path) == before
+    assert code == 2 and f"--out {target}: {EXPECTED[kind]}" in one_error_line(err)
+
+
+def test_a_training_log_is_never_appended_through_a_link(tmp_path, capsys, monkeypatch):
+    from natgan.train.display import Display
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's file\n")
+    (tmp_path / "log.txt").symlink_to(victim)
+    display = Display.__new__(Display)
+    display.log_file, display._log_checked = tmp_path / "log.txt", False
+    with pytest.raises(NatGanError, match="log.txt: is a symbolic link"):
+        display.write_log("step 1")
+    assert victim.read_text() == "the user's file\n"
+
+
+# ------------------------------------------------------------------------- 6: damaged and inflated zips
+
+ROSINALITY = Path(__file__).resolve().parent / "fixtures" / "official" / "rosinality" / "converted.pt"
+BOMB_BYTES = 512 << 20  # what the entry declares; the file itself is ~2 MB
+
+
+def deflated(prefix: bytes, total: int, chunk: int = 1 << 24) -> tuple[bytes, int]:
+    """A raw deflate stream of ``prefix`` + zeros up to ``total`` bytes, built in blocks (no 512 MB buffer)."""
+    co = zlib.compressobj(1, zlib.DEFLATED, -15)
+    head = co.compress(prefix) + co.flush(zlib.Z_FULL_FLUSH)
+    block = co.compress(bytes(chunk)) + co.flush(zlib.Z_FULL_FLUSH)
+    n = (total - len(prefix)) // chunk
+    crc = zlib.crc32(prefix)
+    for _ in range(n):
+        crc = zlib.crc32(bytes(chunk), crc)
+    return head + block * n + b"\x03\x00", crc  # 0x03 0x00: the final, empty block
+
+
+def bomb_zip(files: dict[str, bytes], name: str, total: int, prefix: bytes = b"") -> bytes:
+    """A valid zip in which entry ``name`` inflates to ``total`` bytes (CRC correct: only its size is hostile)."""
+    data, crc = deflated(prefix, total)
+    n = len(prefix) + (total - len(prefix)) // (1 << 24) * (1 << 24)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for entry, content in files.items():
+            zf.writestr(zipfile.ZipInfo(entry), data if entry == name else content)
+        offset = zf.getinfo(name).header_offset
+    raw = bytearray(buf.getvalue())
+    struct.pack_into("<HHHIII", raw, offset + 8, 8, 0, 0x21, crc, len(data), n)  # deflated, crc, sizes
+    pos = raw.find(b"PK\x01\x02")
+    while pos != -1:  # the central directory says the same
+        length = struct.unpack_from("<H", raw, pos + 28)[0]
+        if raw[pos + 46:pos + 46 + length].decode() == name:
+            struct.pack_into("<H", raw, pos + 10, 8)
+            struct.pack_into("<III", raw, pos + 16, crc, len(data), n)
+        pos = raw.find(b"PK\x01\x02", pos + 4)
+    return bytes(raw)
+
+
+@pytest.fixture(scope="module")
+def bomb_checkpoint_bytes():
+    """A torch checkpoint whose tensor entry declares 512 MB in ~2 MB: torch.load would allocate it all."""
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(4)}, buf)
+    with zipfile.ZipFile(buf) as zf:
+        files = {i.filename: zf.read(i) for i in zf.infolist()}
+    name = next(n for n in files if n.endswith("/data/0"))
+    return bomb_zip(files, name, BOMB_BYTES)
+
+
+class _NestedStorage:
+    """How NVlabs pickles carry tensors: ``torch.storage._load_from_bytes(<a torch.save file>)``."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce__(self):
+        from torch.storage import _load_from_bytes
+
+        return _load_from_bytes, (self.data,)
+
+
+def test_a_flipped_byte_in_a_rosinality_file_is_refused_by_import(tmp_path, capsys):
+    from test_reliability import flip_byte_in_entry
+
+    damaged = tmp_path / "000000.pt"
+    shutil.copyfile(ROSINALITY, damaged)
+    entry = flip_byte_in_entry(damaged, "/data/0")
+    code, _, err = run_cli(["import", str(damaged), "--from", "rosinality", "--out", str(tmp_path / "out.pt")],
+                           capsys)
+    assert not (tmp_path / "out.pt").exists()
+    assert code == 1 and f"entry '{entry}' fails its CRC check" in one_error_line(err)
+
+
+@pytest.mark.parametrize("command", ["sample", "import", "train --resume", "import nvlabs", "sample --w"])
+def test_a_zip_bomb_is_refused_before_anything_is_decompressed(tmp_path, capsys, bomb_checkpoint_bytes, command,
+                                                               monkeypatch):
+    bomb = tmp_path / "bomb.pt"
+    bomb.write_bytes(bomb_checkpoint_bytes)
+    out = tmp_path / "out"
+    if command == "sample":
+        argv = ["sample", "--ckpt", str(bomb), "--outdir", str(out), "-q"]
+    elif command == "import":
+        argv = ["import", str(bomb), "--from", "rosinality", "--out", str(out / "x.pt")]
+    elif command == "import nvlabs":
+        nvlabs = tmp_path / "network-snapshot-000000.pkl"
+        nvlabs.write_bytes(pickle.dumps({"G_ema": _NestedStorage(bomb_checkpoint_bytes)}))
+        argv = ["import", str(nvlabs), "--from", "stylegan2-ada", "--out", str(out / "x.pt")]
+    elif command == "sample --w":
+        from test_latent_cli import family_checkpoint
+
+        family_checkpoint("stylegan2", tmp_path / "model.pt")
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (BOMB_BYTES // 64, 16)})
+        latents = tmp_path / "w.npz"
+        latents.write_bytes(bomb_zip({"w.npy": b""}, "w.npy", BOMB_BYTES, prefix=header.getvalue()))
+        argv = ["sample", "--ckpt", str(tmp_path / "model.pt"), "--w", str(latents), "--outdir", str(out), "-q"]
+        bomb = latents
+    else:
+        from test_train import tiny_recipe
+
+        argv = ["train", "--recipe", str(tiny_recipe(tmp_path, str(tmp_path / "no-data.lmdb"))), "--outdir",
+                str(out), "--resume", str(bomb), "--no-progress"]
+    raised = []
+
+    def refuse(*args, **kwargs):
+        raised.append(args)
+        raise AssertionError("a loader reached the unchecked container")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(np, "load", refuse)
+    code, _, err = run_cli(argv, capsys)
+    assert not raised, "the loader was handed the zip bomb"
+    line = one_error_line(err, alone=command != "train --resume")
+    assert code == 1 and "declares" in line and "zip bomb" in line
+    assert not out.exists() or not any(out.rglob("*.pt"))
+
+
+def legacy_bomb() -> bytes:
+    """torch's legacy (non-zip) format with one storage whose declared length is patched to 2**31 - 1 floats:
+    a 500-byte file for which torch.load allocates 8 GiB (found by the attack pass; no CRC to catch it)."""
+    import argparse
+
+    buf = io.BytesIO()
+    torch.save({"args": argparse.Namespace(size=8), "g_ema": {"w": torch.zeros(4321)}}, buf,
+               _use_new_zipfile_serialization=False)
+    raw = buf.getvalue()
+    numel = struct.pack("<BH", ord("M"), 4321)  # BININT2 4321, right after the location 'cpu'
+    at = raw.index(numel, raw.index(b"cpu"))
+    return raw[:at] + b"J" + struct.pack("<i", 2**31 - 1) + raw[at + 3:]
+
+
+@pytest.mark.parametrize("route", ["checkpoint", "import", "nested"])
+def test_a_legacy_format_allocation_bomb_is_refused_before_torch_load(tmp_path, monkeypatch, route):
+    from natgan import checkpoint
+    from natgan.importers import import_checkpoint
+    from natgan.importers.nvlabs_pickle import read_pickle
+
+    data = legacy_bomb()
+    path = tmp_path / ("network-snapshot-000000.pkl" if route == "nested" else "bomb.pt")
+    path.write_bytes(pickle.dumps({"G_ema": _NestedStorage(data)}) if route == "nested" else data)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load reached the allocation bomb"))
+    with pytest.raises(NatGanError, match=r"declares 8,589,934,588 bytes of tensor data in a [0-9,]+-byte file"):
+        {"checkpoint": checkpoint.load, "import": lambda p: import_checkpoint(p, "rosinality"),
+         "nested": read_pickle}[route](path)
+
+
+def test_an_honest_legacy_file_passes_the_size_scan(tmp_path):
+    """The scanner understands what official legacy files hold (Namespace via NEWOBJ, parameters, dicts)."""
+    import argparse
+
+    from natgan.archive import _SizeScanner, check_torch_file
+
+    buf = io.BytesIO()
+    torch.save({"args": argparse.Namespace(size=8), "g": {"w": nn.Parameter(torch.zeros(64, 3))}}, buf,
+               _use_new_zipfile_serialization=False)
+    check_torch_file(buf.getvalue())
+    buf.seek(0)
+    scanner = _SizeScanner(buf)
+    for _ in range(4):
+        scanner.load()
+    assert sum(scanner.storage_bytes.values()) == 64 * 3 * 4
+
+
+def test_doctor_calls_the_official_file_official(tmp_path, machine, monkeypatch):
+    from natgan import doctor
+    from natgan.metrics import weight_files
+
+    stand_in = tmp_path / "vgg.pth"
+    stand_in.write_bytes(b"the published bytes, in this test")
+    digest = hashlib.sha256(stand_in.read_bytes()).hexdigest()
+    spec = weight_files.WeightsFile("pytorch", "vgg.pth", LPIPS_VGG.url, digest)
+    monkeypatch.setitem(weight_files.WEIGHTS, "lpips-vgg", spec)
+    row = doctor.weight_file_status("lpips-vgg", stand_in)
+    assert row.status == doctor.OK and row.detail.startswith("official (sha256 ")
+
+
+def test_protected_inputs_last_for_one_command_only(tmp_path, sg2_ckpt, capsys):
+    from natgan.fsutil import atomic_write_bytes
+
+    code, _, _ = run_cli(["directions", "--ckpt", str(sg2_ckpt), "--out", str(tmp_path / "d.npz")], capsys)
+    assert code == 0
+    atomic_write_bytes(sg2_ckpt, b"a later, unrelated writer may replace it")  # not protected any more
+
+
+def test_a_link_planted_under_the_writer_s_temp_name_is_never_written_through(tmp_path):
+    from natgan.fsutil import atomic_write_bytes, temp_path
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"the user's file")
+    target = tmp_path / "out" / "result.json"
+    target.parent.mkdir()
+    temp_path(target).symlink_to(victim)  # someone who can write the folder guessed the pid
+    atomic_write_bytes(target, b"{}")
+    assert victim.read_bytes() == b"the user's file" and target.read_bytes() == b"{}"
+    assert not os.path.lexists(temp_path(target))

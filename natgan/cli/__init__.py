@@ -42,6 +42,9 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """nat-gan: one tool for StyleNAT and its baselines."""
+    from natgan.fsutil import release_inputs
+
+    release_inputs()  # every command (also one invoked through Typer's test runner) starts unprotected
 
 
 def _register_commands() -> None:
@@ -109,7 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from natgan.cli.console import print_error
 
+    from natgan.fsutil import release_inputs
+
     usage_errors, click_errors, aborts = _click_exceptions()
+    release_inputs()  # the inputs a command registers protect it for its own run only
     try:
         code = app(args=argv, prog_name="nat-gan", standalone_mode=False)
     except usage_errors as exc:
@@ -131,4 +137,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print_error("interrupted")
         sys.exit(130)
+    finally:
+        release_inputs()
     sys.exit(code if isinstance(code, int) else 0)  # as Click's standalone mode does after a command

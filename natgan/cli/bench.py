@@ -54,7 +54,11 @@ def register(app: typer.Typer) -> None:
             return
         from natgan.bench.measure import BenchSettings, benchmark
         from natgan.devices import current_threads
+        from natgan.fsutil import check_output_file
         from natgan.model_choice import parse_int_list
+
+        if output is not None:  # refused now, not after the measurements
+            check_output_file(output, "--output", ("--recipe", recipe))
 
         names = [n.strip() for text in (model, models) if text for n in text.split(",") if n.strip()]
         settings = BenchSettings(

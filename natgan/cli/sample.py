@@ -10,7 +10,7 @@ import typer
 
 from natgan.cli.console import console, emit_json
 from natgan.errors import ConfigError
-from natgan.fsutil import check_output_dir
+from natgan.fsutil import check_output_dir, protect_inputs
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 
 
@@ -49,8 +49,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
         noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode",
-                                       help="Models with noise inputs (StyleGAN2): const (reproducible) | random | "
-                                            "none."),
+                                       help="Models with noise inputs (StyleGAN2, GANformer): const (default, the "
+                                            "stored maps, as generate.py) | random (seeded per batch: the images "
+                                            "`fid` scores with the same seeds and --batch) | none."),
         w_file: Optional[Path] = typer.Option(None, "--w", help="Regenerate images from stored latents (.npz from "
                                                                 "`nat-gan project`): OUTDIR/<name>.png."),
         style_mix: Optional[str] = typer.Option(None, "--style-mix", metavar="SEEDS", help="Row seeds of a style-"
@@ -80,6 +81,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         if not math.isfinite(trunc):
             raise ConfigError(f"--trunc {trunc}: expected a finite number (1 = no truncation)")
+        protect_inputs(("--ckpt", ckpt), ("--w", w_file), ("--direction", direction.rsplit(":", 1)[0] if direction
+                                                           else None))
         from natgan.cli.sample_latent import latent_mode, run_latent_mode
 
         mode = latent_mode(interpolate, w_file, style_mix, mix_with, layers, direction, video, walk_space, loop)
