@@ -195,23 +195,37 @@ def _cpu_times(cpus: set[str]) -> dict[str, tuple[int, int]]:
 
 def default_threads() -> tuple[int, str]:
     """The cores this process may use (:func:`usable_cores`), less those other work keeps busy now
-    (:func:`busy_cores`), at least one: threads beyond the free cores only wait for each other."""
+    (:func:`busy_cores`), shared among the processes torchrun started on this machine, at least one:
+    threads beyond the free cores only wait for each other."""
     cores = usable_cores()
-    busy = busy_cores() if cores > 1 else None
+    ranks = _local_world_size()
+    share = f", shared by {ranks} local ranks" if ranks > 1 else ""
+    busy = busy_cores() if cores > 1 and ranks == 1 else None  # ranks start together: their sample sees each other
     if busy is None or busy < 0.5:
-        return cores, f"{cores} usable cores"
+        return max(1, cores // ranks), f"{cores} usable cores{share}"
     free = max(1, min(cores, int(cores - busy + 0.5)))
     return free, f"{cores} usable cores, {busy:.1f} busy with other work"
 
 
+def _local_world_size() -> int:
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def resolve_threads(threads: int | None = None, *, option: str = "--threads") -> tuple[int, str]:
-    """The intra-op thread count and why: ``--threads``, else ``$NATGAN_THREADS``, else
+    """The intra-op thread count and why: ``--threads``, else ``$NATGAN_THREADS``, else ``$OMP_NUM_THREADS``
+    (the variable every OpenMP program honours; torchrun sets it to 1 per rank), else
     :func:`default_threads` (the free cores this process may use, never more)."""
     if threads is not None:
         return parse_threads(threads, option), option
-    env = os.environ.get(THREADS_ENV, "").strip()
-    if env:
-        return parse_threads(env, THREADS_ENV), THREADS_ENV
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        env = os.environ.get(name, "").strip()
+        if name == "OMP_NUM_THREADS":
+            env = env.split(",")[0].strip()  # OpenMP's nested list "4,2": the outer level is torch's
+        if env:
+            return parse_threads(env, name), name
     return default_threads()
 
 

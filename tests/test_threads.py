@@ -20,7 +20,8 @@ def restore_threads():
 
 @pytest.fixture
 def no_env(monkeypatch):
-    monkeypatch.delenv("NATGAN_THREADS", raising=False)
+    for name in ("NATGAN_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_usable_cores_never_exceed_the_affinity_mask():
@@ -38,15 +39,24 @@ def test_a_cgroup_quota_bounds_the_usable_cores(monkeypatch):
 def test_option_wins_over_environment_wins_over_default(monkeypatch, no_env):
     monkeypatch.setattr(devices, "default_threads", lambda: (5, "5 usable cores"))
     assert devices.resolve_threads(None) == (5, "5 usable cores")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # honoured as every OpenMP program does (outer level)
+    assert devices.resolve_threads(None) == (4, "OMP_NUM_THREADS")
     monkeypatch.setenv("NATGAN_THREADS", " 3 ")
     assert devices.resolve_threads(None) == (3, "NATGAN_THREADS")
     assert devices.resolve_threads(2) == (2, "--threads")
 
 
+def test_torchrun_ranks_share_the_cores(monkeypatch, no_env):
+    monkeypatch.setattr(devices, "usable_cores", lambda: 8)
+    monkeypatch.setattr(devices, "busy_cores", lambda interval_s=0.0: 8.0)  # the other ranks, starting too
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert devices.default_threads() == (2, "8 usable cores, shared by 4 local ranks")
+
+
 @pytest.mark.parametrize("value, source", [("0", "NATGAN_THREADS"), ("-1", "NATGAN_THREADS"),
                                            ("two", "NATGAN_THREADS"), ("2.5", "NATGAN_THREADS"),
                                            ("100000", "NATGAN_THREADS")])
-def test_bad_counts_are_config_errors_naming_their_source(monkeypatch, value, source):
+def test_bad_counts_are_config_errors_naming_their_source(monkeypatch, no_env, value, source):
     monkeypatch.setenv("NATGAN_THREADS", value)
     with pytest.raises(ConfigError, match=f"^{source} '?{value}"):
         devices.resolve_threads(None)
@@ -56,7 +66,7 @@ def test_bad_counts_are_config_errors_naming_their_source(monkeypatch, value, so
 
 @pytest.mark.parametrize("cores, busy, expected", [(2, None, 2), (2, 0.2, 2), (2, 1.0, 1), (2, 2.0, 1),
                                                    (2, 7.5, 1), (8, 3.0, 5), (8, 2.6, 5), (1, None, 1)])
-def test_default_is_the_free_cores_this_process_may_use(monkeypatch, cores, busy, expected):
+def test_default_is_the_free_cores_this_process_may_use(monkeypatch, no_env, cores, busy, expected):
     """Threads beyond the cores that other work leaves free only wait for each other."""
     monkeypatch.setattr(devices, "usable_cores", lambda: cores)
     monkeypatch.setattr(devices, "busy_cores", lambda interval_s=0.0: busy)
