@@ -94,11 +94,11 @@ class TrainConfig:
             raise ConfigError("key 'train.pl_weight': path-length regularisation needs train.update = "
                               "'alternating' (its lazy G step has no place in a simultaneous update)")
         if self.augment in ("ada", "fixed"):
-            from natgan.train.ada import pipeline
+            from natgan.augment.ada_pipe import pipeline
 
             pipeline(self.augment_pipe)
         if self.augment == "diffaug":
-            from natgan.train.diffaugment import parse_policy
+            from natgan.augment.diffaugment import parse_policy
 
             parse_policy(self.diffaug_policy)
         if self.lr_decay and self.lr_decay_start > self.iterations:

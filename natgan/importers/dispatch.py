@@ -50,12 +50,26 @@ def detect_format(path: str | Path) -> str:
     return nvlabs_pickle.detect_kind(nvlabs_pickle.read_snapshot(path), path)
 
 
+def _refuse_non_checkpoint(path: Path) -> None:
+    """An image or text file is "not a checkpoint", as ``sample`` says, rather than an unpickler's complaint about
+    its first bytes (every supported format is a torch zip or a pickle)."""
+    from natgan.checkpoint import looks_pickled, not_a_checkpoint
+
+    try:
+        pickled = not path.is_file() or looks_pickled(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if not pickled:
+        raise CheckpointError(not_a_checkpoint(path))
+
+
 def import_checkpoint(source: str | Path, kind: str = "auto", size: int | None = None, *,
                       step: int | None = None, keep_split_heads: bool = False,
                       args_override: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """(resolved kind, v1 checkpoint dict) for ``source`` read as ``kind`` ("auto" = :func:`detect_format`)."""
     if kind != "auto" and kind not in KINDS:
         raise ConfigError(f"--from {kind}: expected one of auto, {', '.join(KINDS)}")
+    _refuse_non_checkpoint(Path(source))
     if kind == "auto":
         kind = detect_format(source)
     if kind in ("stylenat", "styleswin"):
