@@ -24,10 +24,15 @@ def register(app: typer.Typer) -> None:
         """Editing directions: eigenvectors of A^T A for the chosen layers' style weights A (Shen & Zhou 2021)."""
         from natgan.latent.sefa import factorize
         from natgan.latent.space import format_layers, parse_layers
+        from natgan.models.conditioning import ClassBoundGenerator
         from natgan.sampling import load_generator
 
         loaded = load_generator(ckpt, ema=not no_ema, device="cpu")
         G = loaded.G
+        if getattr(G, "num_classes", 0):
+            # SeFa factorises style weights, which no label enters: the directions hold for every class.
+            # Bound to class 0 only so the probe that finds the style layers can run the mapping network.
+            G = ClassBoundGenerator(G, 0)
         chosen = parse_layers(layers, G) if layers else None
         result = factorize(G, chosen)
         result.save(out, model=loaded.ckpt["model"]["name"])

@@ -38,9 +38,14 @@ def _summary(result: dict, recorded: str | None) -> None:
     console.print(f"[bold]{numbers}[/]   ({result['mode']}, {counts})")
     for name in result["metrics"]:
         console.print(f"  {name:<10} {result['details'][name]['protocol']}")
+    intra = result["details"].get("intra_fid")
+    if intra:
+        console.print("  per class  " + ", ".join(f"{name} {value:.2f}" for name, value in intra["per_class"].items()))
     if gen.get("kind") == "generator":
         console.print(f"  generated  {gen.get('checkpoint', 'generator')} ({'EMA' if gen.get('ema', True) else 'raw'} "
                       f"weights, step {gen.get('step')}), seeds {gen['seeds']}, trunc {gen['trunc']}")
+        if gen.get("labels"):
+            console.print(f"  labels     {gen['labels']}")
     else:
         console.print(f"  A          {gen['description']} [{gen['content_hash'][:24]}...]")
     if ref is None:
@@ -153,7 +158,9 @@ def register(app: typer.Typer) -> None:
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
         settings = evaluation_kwargs(eval_config(loaded.ckpt.get("recipe"), source=f"{ckpt}: recipe"))
         settings["metrics"] = metric_names(settings["metrics"])
-        needs_reference = any(METRICS[name].real != "none" for name in settings["metrics"])
+        # a class-conditional generator draws its labels from the (labelled) training data
+        needs_reference = any(METRICS[name].real != "none" for name in settings["metrics"]) or \
+            getattr(loaded.G, "num_classes", 0) > 0
         reference = ref or (str(inputs[0]) if inputs else
                             recipe_reference(loaded.ckpt, ckpt) if needs_reference else None)
         G = loaded.G

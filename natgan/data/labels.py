@@ -261,3 +261,15 @@ def check_spec(spec: str | None) -> None:
         return
     if Path(spec).suffix.lower() not in (".json", ".csv"):
         raise ConfigError(f"--labels {spec}: expected auto, none, folders, or a .json / .csv file")
+
+
+def check_labels(num_classes: int, class_names: list[str] | None, path: object) -> None:
+    """A class-conditional model needs a labelled dataset with exactly its number of classes."""
+    if not num_classes:
+        return
+    if class_names is None:
+        raise DataError(f"{path}: has no class labels, but model.num_classes = {num_classes} (build the dataset "
+                        f"with labels: `nat-gan prepare folder SRC --labels folders|FILE.json|FILE.csv`)")
+    if len(class_names) != num_classes:
+        raise ConfigError(f"key 'model.num_classes': {num_classes}, but {path} has {len(class_names)} classes "
+                          f"({', '.join(class_names[:10])}{', ...' if len(class_names) > 10 else ''})")

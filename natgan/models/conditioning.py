@@ -126,3 +126,53 @@ def conditional_mapping(style: nn.Sequential, label_embed: LabelEmbedding | None
         return style(z)
     x = torch.cat([style[0](z), label_embed(c).to(z.dtype)], dim=1)
     return style[1:](x)
+
+
+class ClassBoundGenerator(nn.Module):
+    """A class-conditional generator with its class fixed, honouring the *unconditional* contract.
+
+    Why: every latent-space tool (style mixing, walks, projection, SeFa directions, attention maps, PPL)
+    speaks the unconditional contract ``G.mapping(z)`` / ``G(z, psi, w_avg)``. Bound to one class, a
+    conditional generator is exactly such a generator, so those tools work per class without knowing about
+    labels, and the truncation centre they compute (the mean w of many z) is that class's centre.
+    Attributes (``z_dim``, ``n_latent``, ``resolution``, ``noise_mode``, ...) are the wrapped generator's.
+    """
+
+    num_classes = 0
+
+    def __init__(self, generator: nn.Module, c: int):
+        super().__init__()
+        k = int(getattr(generator, "num_classes", 0))
+        if not 0 <= int(c) < k:
+            raise ValueError(f"class {c} is outside [0, {k})")
+        self.generator = generator
+        self.label = int(c)
+
+    def _labels(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.full((z.shape[0],), self.label, dtype=torch.long, device=z.device)
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        check_unconditional(c)
+        return self.generator.mapping(z, self._labels(z))
+
+    def synthesis(self, w: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.generator.synthesis(w, *args, **kwargs)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0,
+                w_avg: torch.Tensor | None = None) -> torch.Tensor:
+        check_unconditional(c)
+        return self.generator(z, self._labels(z), psi=psi, w_avg=w_avg)
+
+    @property
+    def noise_mode(self) -> str:
+        return self.generator.noise_mode
+
+    @noise_mode.setter
+    def noise_mode(self, mode: str) -> None:
+        self.generator.noise_mode = mode
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["generator"], name)
