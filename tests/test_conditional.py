@@ -165,6 +165,10 @@ def test_digits_have_their_ten_labels(tmp_path):
     assert src.labels.tolist() == load_digits().target.tolist()
     plain = prepare_digits(tmp_path / "plain.lmdb", sizes=8, progress=False, labels="none")
     assert "labels" not in plain and plain["content_hash"] == result["content_hash"]  # same images either way
+    first = prepare_digits(tmp_path / "first.lmdb", sizes=8, progress=False, max_images=20)  # labels follow images
+    with open_dataset(tmp_path / "first.lmdb") as part:
+        assert part.labels.tolist() == load_digits().target[:20].tolist()
+    assert sum(first["labels"]["histogram"]) == 20
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -185,8 +189,8 @@ def _recipe(name: str, data: str, iterations: int, **train_cfg) -> recipes.Recip
 
 def test_conditional_resume_is_bit_exact(tmp_path, digits16):
     """Fake labels come from the checkpointed latent stream, so 2 + 2 resumed steps == 4 steps, bit for bit
-    (with R1, bCR, path length, style mixing and ADA all on)."""
-    extra = dict(pl_weight=2.0, g_reg_every=2, augment="ada", augment_p=0.2, ada_interval=1)
+    (with R1, bCR, path length, style mixing, ADA and Freeze-D all on)."""
+    extra = dict(pl_weight=2.0, g_reg_every=2, augment="ada", augment_p=0.2, ada_interval=1, freeze_d=1)
     straight = tmp_path / "straight"
     train(_recipe("stylegan2", digits16, 4, **extra), straight, show_progress=False)
     split = tmp_path / "split"
