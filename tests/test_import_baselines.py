@@ -21,7 +21,8 @@ from natgan import checkpoint, recipe
 from natgan.cli import main
 from natgan.errors import CheckpointError
 from natgan.importers import detect_format, import_checkpoint
-from natgan.importers.nvlabs_pickle import PersistentRecord, read_pickle, read_snapshot
+from natgan.importers.nvlabs_pickle import read_pickle, read_snapshot
+from natgan.importers.nvlabs_records import PersistentRecord
 from natgan.models import get_spec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures/official"

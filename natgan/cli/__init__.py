@@ -44,6 +44,8 @@ def _register_commands() -> None:
     for module in (prepare, train, sample, fid, visualize, bench, import_ckpt, project, directions):
         module.register(app)
     from natgan.cli import doctor; doctor.register(app)  # noqa: E702 - one line, so parallel edits merge
+    from natgan.cli import studio; studio.register(app)  # noqa: E702
+    from natgan.cli import cache; cache.register(app)  # noqa: E702
 
 
 _register_commands()
@@ -68,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from natgan.cli.console import print_error
 
+    from natgan.fsutil import release_inputs
+
     usage_errors, click_errors, aborts = _click_exceptions()
+    release_inputs()  # the inputs a command registers protect it for its own run only
     try:
         code = app(args=argv, prog_name="nat-gan", standalone_mode=False)
     except usage_errors as exc:
@@ -90,4 +95,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print_error("interrupted")
         sys.exit(130)
+    finally:
+        release_inputs()
     sys.exit(code if isinstance(code, int) else 0)  # as Click's standalone mode does after a command

@@ -18,15 +18,21 @@ def register(app: typer.Typer) -> None:
                                                                        "layers)."),
         layers: Optional[str] = typer.Option(None, "--layers", help="w rows whose style layers are factorised, "
                                                                     "e.g. 0-6 (default: all)."),
+        select: str = typer.Option("official", "--select",
+                                   help="official: per w row the modulated convs reading it, the last ToRGB only "
+                                        "for the last row (genforce/sefa) | all: every modulation, intermediate "
+                                        "ToRGBs too."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Editing directions: eigenvectors of A^T A for the chosen layers' style weights A (Shen & Zhou 2021)."""
+        from natgan.fsutil import check_output_file
         from natgan.latent.sefa import factorize
         from natgan.latent.space import format_layers, parse_layers
         from natgan.models.conditioning import ClassBoundGenerator
         from natgan.sampling import load_generator
 
+        check_output_file(out, "--out", ("--ckpt", ckpt))  # before any work: not the checkpoint, a regular file
         loaded = load_generator(ckpt, ema=not no_ema, device="cpu")
         G = loaded.G
         if getattr(G, "num_classes", 0):
@@ -34,10 +40,10 @@ def register(app: typer.Typer) -> None:
             # Bound to class 0 only so the probe that finds the style layers can run the mapping network.
             G = ClassBoundGenerator(G, 0)
         chosen = parse_layers(layers, G) if layers else None
-        result = factorize(G, chosen)
+        result = factorize(G, chosen, selection=select)
         result.save(out, model=loaded.ckpt["model"]["name"])
         info = {**loaded.describe(), "out": str(out), "space": result.space, "layers": format_layers(result.layers),
-                "directions": len(result.values), "modules": len(result.modules),
+                "directions": len(result.values), "modules": len(result.modules), "select": select,
                 "eigenvalues": [round(float(v), 6) for v in result.values[:10]]}
         if json_out:
             emit_json(info)

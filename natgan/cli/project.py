@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
         mse: float = typer.Option(0.0, "--mse", help="Weight of an extra pixel MSE loss (0 = LPIPS only)."),
         seed: int = typer.Option(303, "--seed", min=0, help="Seed of the noise (stylegan2-ada's default 303)."),
         init: Optional[Path] = typer.Option(None, "--init", help="Continue from latents written by a previous run "
-                                                                 "(projected_w.npz)."),
+                                                                 "(projected_w.npz: one latent, or one per target; "
+                                                                 "the schedule continues: lr ramp-down, no w "
+                                                                 "noise)."),
         video: bool = typer.Option(False, "--video", help="Also write proj.mp4: target | image of every step."),
         fps: float = typer.Option(30.0, "--fps", min=0.1, help="Frame rate of --video."),
         weights: Optional[Path] = typer.Option(None, "--weights", help="Directory with vgg16-397923af.pth and "
@@ -42,7 +44,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Find the latent of each target image (stylegan2-ada-pytorch's projector, for every model)."""
         from natgan.data.progress import ProgressBar
-        from natgan.latent.outputs import find_targets, project_targets
+        from natgan.fsutil import protect_inputs, refuse_unsafe_target
+        from natgan.latent.outputs import find_targets, planned_outputs, project_targets
         from natgan.latent.project import ProjectionSettings
         from natgan.metrics.lpips import load_lpips
         from natgan.sampling import load_generator, resolve_device
@@ -51,6 +54,11 @@ def register(app: typer.Typer) -> None:
                                       w_avg_samples=w_avg_samples)
         settings.validate()
         files = find_targets(targets)
+        # The targets are inputs (--target DIR/x/target.png --outdir DIR would overwrite its own target);
+        # --init is not: continuing a target from its own projected_w.npz replaces that file by design.
+        protect_inputs(("--ckpt", ckpt), *(("--target", f) for f in files))
+        for planned in planned_outputs(files, outdir, video=video):
+            refuse_unsafe_target(planned, "--outdir")
         dev = resolve_device(device)
         lpips = load_lpips(weights, random_init=random_lpips, device=dev)
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)

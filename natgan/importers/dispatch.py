@@ -83,6 +83,22 @@ def import_checkpoint(source: str | Path, kind: str = "auto", size: int | None =
         from natgan.importers.rosinality import import_rosinality
 
         return kind, import_rosinality(source, size, step=step)
-    from natgan.importers.nvlabs_pickle import import_nvlabs
-
     return kind, import_nvlabs(source, kind, size, step=step)
+
+
+def import_nvlabs(source: str | Path, kind: str, size: int | None = None, *, step: int | None = None
+                  ) -> dict[str, Any]:
+    """Convert a stylegan2-ada or GANformer network snapshot to a v1 checkpoint dict: the reader
+    (:mod:`~natgan.importers.nvlabs_pickle`) gives records, the format's converter rebuilds the weights."""
+    from natgan.importers.nvlabs_pickle import read_snapshot
+
+    snapshot = read_snapshot(source)
+    if kind == "stylegan2-ada":
+        from natgan.importers.stylegan2_ada import import_stylegan2_ada
+
+        return import_stylegan2_ada(snapshot, str(source), size, step=step)
+    if kind == "ganformer":
+        from natgan.importers.ganformer import import_ganformer
+
+        return import_ganformer(snapshot, str(source), size, step=step)
+    raise CheckpointError(f"--from {kind}: not an NVlabs pickle format")
