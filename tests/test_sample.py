@@ -20,7 +20,7 @@ from natgan.errors import ConfigError
 from natgan.models import registry
 from natgan.models.normalization import to_uint8
 from natgan.sampling import (ImageGenerator, compute_w_avg, format_seeds, grid_image, latent_for_seed,
-                             latents_for_seeds, parse_grid, parse_seeds, write_grid, write_interpolation,
+                             latents_for_seeds, parse_grid, parse_seeds, write_grid,
                              write_samples)
 
 TINY = "_tiny_test_gen"
@@ -247,15 +247,27 @@ def test_grid_tiles_row_major(G, tmp_path):
     assert np.array_equal(grid_image(reference_images(G, seeds), 3, 2), grid)
 
 
-def test_interpolation_endpoints_frames_and_gif(G, tmp_path):
-    files = write_interpolation(G, 2, 9, 5, tmp_path, fmt="png", batch_size=2)
-    frames = sorted((tmp_path / "interp_2_9").glob("frame*.png"))
-    assert len(frames) == 5 and files[-1] == tmp_path / "interp_2_9.gif"
-    ends = reference_images(G, [2, 9]).permute(0, 2, 3, 1).numpy()
-    assert np.array_equal(np.asarray(Image.open(frames[0])), ends[0])
-    assert np.array_equal(np.asarray(Image.open(frames[-1])), ends[1])
-    gif = Image.open(files[-1])
-    assert gif.n_frames == 5
+@pytest.mark.parametrize("walks, space, loop, psi", [([[2, 9]], "w", False, 1.0), ([[2, 9, 4]], "z", False, 0.7),
+                                                    ([[2, 9], [5, 1]], "w", True, 1.0)])
+def test_walk_keyframes_are_the_seeds_images_and_one_naming_rule(G, tmp_path, walks, space, loop, psi):
+    """Every --interpolate walk writes OUTDIR/interp_<seeds>[_z][_loop].gif and its frames in the folder of that
+    name; a frame on a keyframe (both ends of an open walk) equals `sample --seeds` of that seed exactly."""
+    from natgan.latent.walk import keyframes, write_walk
+    from natgan.sampling import compute_w_avg
+
+    w_avg = compute_w_avg(G) if psi != 1.0 else None
+    files = write_walk(G, walks, 7, tmp_path, space=space, loop=loop, psi=psi, w_avg=w_avg, batch_size=3)
+    stem = "interp_" + "-".join("_".join(map(str, w)) for w in walks) + ("_z" if space == "z" else "") + \
+        ("_loop" if loop else "")
+    frames = sorted((tmp_path / stem).glob("frame*.png"))
+    assert len(frames) == 7 and files[-1] == tmp_path / f"{stem}.gif" and Image.open(files[-1]).format == "GIF"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([stem, f"{stem}.gif"])
+    if len(walks) == 1:
+        marks = keyframes(walks[0], 7, loop)
+        assert marks[0] == walks[0][0] and (loop or marks[6] == walks[0][-1])
+        for frame, seed in marks.items():
+            want = reference_images(G, [seed], psi=psi, w_avg=w_avg)[0].permute(1, 2, 0).numpy()
+            assert np.array_equal(np.asarray(Image.open(frames[frame])), want), (frame, seed)
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -301,6 +313,12 @@ def test_cli_sample_grid_trunc_and_walk(tmp_path, capsys):
     assert code == 0
     files = json.loads(out)["files"]
     assert files[0].endswith("interp_1_2.zip") and files[1].endswith("interp_1_2.gif")
+    code, out, _ = run_cli(["sample", "--ckpt", ck, "--interpolate", "1,2,3", "--frames", "4", "--video", "gif,mp4",
+                            "--outdir", str(tmp_path / "w"), "--json", "-q"], capsys)
+    assert code == 0  # a keyframe walk follows the same rule: frames folder + one video per format
+    assert sorted(p.rsplit("/", 1)[1] for p in json.loads(out)["files"])[-2:] == ["interp_1_2_3.gif",
+                                                                                  "interp_1_2_3.mp4"]
+    assert len(list((tmp_path / "w" / "interp_1_2_3").glob("frame*.png"))) == 4
 
 
 @pytest.mark.parametrize("argv, code, message", [

@@ -8,10 +8,12 @@ from typing import Optional
 import typer
 
 from natgan.cli.console import console, emit_json
+from natgan.cli.overwrite import honours_overwrite, overwrite_option
 
 
 def register(app: typer.Typer) -> None:
     @app.command("directions")
+    @honours_overwrite
     def directions(
         ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint written by `nat-gan train` or `nat-gan import`."),
         out: Path = typer.Option(Path("dirs.npz"), "--out", "-o", help="Output file (directions, eigenvalues, "
@@ -23,13 +25,16 @@ def register(app: typer.Typer) -> None:
                                         "for the last row (genforce/sefa) | all: every modulation, intermediate "
                                         "ToRGBs too."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
+        overwrite: bool = overwrite_option("--out"),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Editing directions: eigenvectors of A^T A for the chosen layers' style weights A (Shen & Zhou 2021)."""
         from natgan.latent.sefa import factorize
         from natgan.latent.space import format_layers, parse_layers
+        from natgan.fsutil import refuse_existing
         from natgan.sampling import load_generator
 
+        refuse_existing([out])
         loaded = load_generator(ckpt, ema=not no_ema, device="cpu")
         G = loaded.G
         chosen = parse_layers(layers, G) if layers else None

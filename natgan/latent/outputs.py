@@ -21,6 +21,7 @@ from torch import nn
 
 from natgan.data.sources import IMAGE_EXTENSIONS
 from natgan.errors import ConfigError, DataError
+from natgan.fsutil import refuse_existing
 from natgan.latent.project import ProjectionSettings, load_target, project
 from natgan.latent.store import StoredLatents, concat, load_latents, save_latents
 from natgan.metrics.lpips import LPIPS
@@ -87,11 +88,21 @@ def _per_target_hint(init: Path, start: StoredLatents, targets: Sequence[Path]) 
     return "give a file with one latent, or one per target in order (each target's own <target>/projected_w.npz)"
 
 
+TARGET_FILES = ("target.png", "proj.png", "compare.png", "projected_w.npz", "loss.csv", "loss.png")
+
+
+def planned_outputs(outdir: Path, targets: Sequence[Path], *, video: bool) -> list[Path]:
+    """Every file :func:`project_targets` writes (one folder per target, plus the combined latents)."""
+    names = TARGET_FILES + (("proj.mp4",) if video else ())
+    return [outdir / "projected_w.npz"] + [outdir / t.stem / n for t in targets for n in names]
+
+
 def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, lpips: LPIPS,
                     settings: ProjectionSettings, *, model: str = "", video: bool = False, fps: float = 30.0,
                     init: str | Path | None = None, on_step: Callable[[int], None] | None = None) -> dict:
     """Project every target; write the files above; return a JSON-able summary."""
     outdir = Path(outdir)
+    refuse_existing(planned_outputs(outdir, targets, video=video))  # before minutes of optimisation, not after
     start = load_latents(init) if init else None
     if start is not None and len(start) not in (1, len(targets)):
         raise ConfigError(f"--init {init}: holds {len(start)} latents ({', '.join(start.names[:4])}"

@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 
 from natgan.errors import ConfigError, NatGanError
+from natgan.fsutil import check_may_write
 from natgan.sampling.export import save_gif
 
 VIDEO_FORMATS = ("gif", "mp4")
@@ -36,6 +37,7 @@ class Mp4Writer:
         import imageio_ffmpeg
 
         self.path = Path(path)
+        check_may_write(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
         self.fps, self.quality = float(fps), quality
