@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -69,7 +71,7 @@ def test_lpips_missing_weights_names_both_files_and_urls(tmp_path, monkeypatch):
     assert "\n" not in message
 
 
-def test_lpips_loads_the_official_file_layouts(tmp_path):
+def test_lpips_loads_the_official_file_layouts(tmp_path, monkeypatch):
     """torchvision's vgg16 state dict + LPIPS's ``lin{i}.model.1.weight`` layers give the LPIPS formula."""
     from torchvision.models import vgg16
 
@@ -77,8 +79,11 @@ def test_lpips_loads_the_official_file_layouts(tmp_path):
     torch.save({k: v for k, v in net.state_dict().items() if k.startswith("features.")}, tmp_path / VGG16_FILE)
     lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))}
     torch.save(lins, tmp_path / LPIPS_VGG_FILE)
+    with pytest.raises(NatGanError, match=f"{VGG16_FILE}: refused: sha256 [0-9a-f]{{64}} is not the official"):
+        load_lpips(tmp_path)  # random stand-ins are not the published files: named explicitly below
+    monkeypatch.setenv("NATGAN_UNOFFICIAL_WEIGHTS", f"{tmp_path / VGG16_FILE}{os.pathsep}{tmp_path / LPIPS_VGG_FILE}")
     model = load_lpips(tmp_path)
-    assert model.pretrained
+    assert model.pretrained and "NOT the official files" in model.weights_id
     x, y = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     # independent evaluation: LPIPS scaling layer, relu taps after layers 3, 8, 15, 22, 29 of vgg16().features
     shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)

@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from natgan.cli.console import print_error
 
+    from natgan.fsutil import release_inputs
+
     usage_errors, click_errors, aborts = _click_exceptions()
+    release_inputs()  # the inputs a command registers protect it for its own run only
     try:
         code = app(args=argv, prog_name="nat-gan", standalone_mode=False)
     except usage_errors as exc:
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print_error("interrupted")
         sys.exit(130)
+    finally:
+        release_inputs()
     if code == 130:  # Typer >= 0.2x turns Ctrl-C into Exit(130) itself, silently: say why the command stopped
         print_error("interrupted (Ctrl-C); nothing more was written")
     sys.exit(code if isinstance(code, int) else 0)  # as Click's standalone mode does after a command

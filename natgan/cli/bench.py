@@ -55,7 +55,11 @@ def register(app: typer.Typer) -> None:
             _list(json_out)
             return
         from natgan.bench.measure import BenchSettings, benchmark
+        from natgan.fsutil import check_output_file
         from natgan.model_choice import parse_int_list
+
+        if output is not None:  # refused now, not after the measurements
+            check_output_file(output, "--output", ("--recipe", recipe))
 
         names = [n.strip() for text in (model, models) if text for n in text.split(",") if n.strip()]
         settings = BenchSettings(

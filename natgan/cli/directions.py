@@ -29,11 +29,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Editing directions: eigenvectors of A^T A for the chosen layers' style weights A (Shen & Zhou 2021)."""
+        from natgan.fsutil import check_output_file, refuse_existing
         from natgan.latent.sefa import factorize
         from natgan.latent.space import format_layers, parse_layers
-        from natgan.fsutil import refuse_existing
         from natgan.sampling import load_generator
 
+        check_output_file(out, "--out", ("--ckpt", ckpt))  # before any work: not the checkpoint, a regular file
         refuse_existing([out])
         loaded = load_generator(ckpt, ema=not no_ema, device="cpu")
         G = loaded.G

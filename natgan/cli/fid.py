@@ -112,6 +112,11 @@ def register(app: typer.Typer) -> None:
         inception: Optional[Path] = typer.Option(None, "--inception",
                                                  help="Inception weights file or directory (offline machines; "
                                                       "also $NATGAN_INCEPTION)."),
+        trust_torchscript: Optional[Path] = typer.Option(
+            None, "--trust-torchscript",
+            help="Load this TorchScript Inception although its sha256 is not the official file's: TorchScript RUNS "
+                 "CODE from the file when loaded, so name only a file you made yourself "
+                 "(also $NATGAN_TRUST_TORCHSCRIPT)."),
         weights: Optional[Path] = typer.Option(None, "--weights",
                                                help="Directory of metric network weights (Inception, VGG16) under "
                                                     "their usual file names (also $NATGAN_WEIGHTS)."),
@@ -135,7 +140,10 @@ def register(app: typer.Typer) -> None:
         from natgan.metrics.weights import weights_directory
         from natgan.sampling import auto_batch_size, load_generator, resolve_device
 
+        from natgan.fsutil import protect_inputs
+
         inputs = list(inputs or [])
+        protect_inputs(("--ckpt", ckpt), ("--ref", ref), *(("DATASETS", p) for p in inputs))
         if no_record and in_checkpoint:
             raise ConfigError("--no-record and --record-in-checkpoint contradict each other: give one")
         if mode is not None and mode not in MODES:
@@ -146,6 +154,10 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--pr-features '{pr_features}': expected one of {', '.join(FEATURE_SETS)}")
         chosen = parse_metrics(metrics) if metrics is not None else None
         weights_directory(weights)  # a wrong --weights fails now, not after the reference pass
+        if trust_torchscript is not None:
+            from natgan.metrics.weight_trust import trust_torchscript_file
+
+            trust_torchscript_file(trust_torchscript)
         common = dict(inception=inception, weights_dir=weights, use_cache=not no_cache, workers=workers,
                       progress=not quiet)
         dev = resolve_device(device)

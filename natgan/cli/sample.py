@@ -11,7 +11,7 @@ import typer
 from natgan.cli.console import console, emit_json
 from natgan.cli.overwrite import honours_overwrite, overwrite_option
 from natgan.errors import ConfigError
-from natgan.fsutil import check_output_dir
+from natgan.fsutil import check_output_dir, protect_inputs
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 
 
@@ -73,6 +73,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         if not math.isfinite(trunc):
             raise ConfigError(f"--trunc {trunc}: expected a finite number (1 = no truncation)")
+        protect_inputs(("--ckpt", ckpt), ("--w", w_file), ("--direction", direction.rsplit(":", 1)[0] if direction
+                                                           else None))
         from natgan.cli.sample_latent import latent_mode, run_latent_mode
 
         mode = latent_mode(interpolate, w_file, style_mix, mix_with, layers, direction, video, walk_space, loop)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from natgan.archive import ArchiveError, check_torch_file
 from natgan.errors import CheckpointError
 from natgan.importers.nvlabs_records import ModuleRecord, PersistentRecord, state_dict
 
@@ -65,6 +66,7 @@ def _load_storage_bytes(data: bytes) -> Any:
     """A storage nested as the bytes of a ``torch.save`` file: read with ``weights_only=True`` too."""
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError(f"storage bytes expected, got {type(data).__name__}")
+    check_torch_file(data, "a tensor's nested torch file")  # sizes bounded, CRCs verified before torch.load
     try:
         return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -137,6 +139,8 @@ def read_pickle(path: str | Path) -> Any:
     try:
         with open(path, "rb") as fh:
             return _RestrictedUnpickler(fh).load()
+    except ArchiveError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     except _Refused as exc:
         raise CheckpointError(f"{path}: refused to unpickle {exc.what}: NVlabs snapshots may contain only "
                               f"persistence records, tensors and plain containers (nothing from the file is "

@@ -79,6 +79,16 @@ def _write_csv(path: Path, history: Sequence[dict]) -> Path:
     return save_bytes(path, buf.getvalue().encode())
 
 
+TARGET_FILES = ("target.png", "proj.png", "compare.png", "projected_w.npz", "loss.csv", "loss.png")
+
+
+def planned_outputs(targets: Sequence[Path], outdir: str | Path, *, video: bool = False) -> list[Path]:
+    """Every file :func:`project_targets` will write, so a command can refuse a bad one before any work."""
+    outdir = Path(outdir)
+    names = TARGET_FILES + (("proj.mp4",) if video else ())
+    return [outdir / path.stem / name for path in targets for name in names] + [outdir / "projected_w.npz"]
+
+
 def _per_target_hint(init: Path, start: StoredLatents, targets: Sequence[Path]) -> str:
     """Which file to give instead: a projection writes one ``<target>/projected_w.npz`` per target beside the
     combined file, and a continuation of some targets takes theirs (or a file with one latent per target)."""
@@ -88,21 +98,12 @@ def _per_target_hint(init: Path, start: StoredLatents, targets: Sequence[Path]) 
     return "give a file with one latent, or one per target in order (each target's own <target>/projected_w.npz)"
 
 
-TARGET_FILES = ("target.png", "proj.png", "compare.png", "projected_w.npz", "loss.csv", "loss.png")
-
-
-def planned_outputs(outdir: Path, targets: Sequence[Path], *, video: bool) -> list[Path]:
-    """Every file :func:`project_targets` writes (one folder per target, plus the combined latents)."""
-    names = TARGET_FILES + (("proj.mp4",) if video else ())
-    return [outdir / "projected_w.npz"] + [outdir / t.stem / n for t in targets for n in names]
-
-
 def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, lpips: LPIPS,
                     settings: ProjectionSettings, *, model: str = "", video: bool = False, fps: float = 30.0,
                     init: str | Path | None = None, on_step: Callable[[int], None] | None = None) -> dict:
     """Project every target; write the files above; return a JSON-able summary."""
     outdir = Path(outdir)
-    refuse_existing(planned_outputs(outdir, targets, video=video))  # before minutes of optimisation, not after
+    refuse_existing(planned_outputs(targets, outdir, video=video))  # before minutes of optimisation, not after
     start = load_latents(init) if init else None
     if start is not None and len(start) not in (1, len(targets)):
         raise ConfigError(f"--init {init}: holds {len(start)} latents ({', '.join(start.names[:4])}"

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from natgan.archive import check_zip
 from natgan.errors import ConfigError, NatGanError
 from natgan.latent.space import n_rows, w_row_dim
 from natgan.models.contract import has_mapping_network
@@ -182,6 +183,7 @@ def load_direction(spec: str) -> Direction:
     path, index = Path(path_text), int(index_text)
     if not path.is_file():
         raise NatGanError(f"--direction {path}: file not found (write one with `nat-gan directions`)")
+    check_zip(path, f"--direction {path}")  # sizes bounded, CRCs verified before np.load
     try:
         with np.load(path, allow_pickle=False) as data:
             vectors = np.asarray(data["directions"], dtype=np.float32)

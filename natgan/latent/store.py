@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from natgan.archive import check_zip
 from natgan.errors import NatGanError
+from natgan.fsutil import plain_name
 from natgan.latent.space import broadcast, n_rows, w_row_dim
 from natgan.sampling.export import save_bytes
 
@@ -77,6 +79,7 @@ def load_latents(path: str | Path) -> StoredLatents:
     if not path.is_file():
         raise NatGanError(f"{path}: latent file not found")
     try:
+        check_zip(path, f"{path}: latents file")  # before np.load decompresses or allocates anything
         with np.load(path, allow_pickle=False) as data:
             if "w" not in data.files:
                 raise NatGanError(f"{path}: no 'w' array (expected a file written by `nat-gan project`)")
@@ -93,6 +96,8 @@ def load_latents(path: str | Path) -> StoredLatents:
         raise NatGanError(f"{path}: unknown latent space '{space}' (expected one of {', '.join(SPACES)})")
     if w.ndim not in (2, 3) or len(names) != len(w):
         raise NatGanError(f"{path}: 'w' has shape {tuple(w.shape)} and {len(names)} names")
+    for i, name in enumerate(names):  # names become output file names (sample --w): plain names only
+        plain_name(name, f"{path}: names[{i}]")
     return StoredLatents(w=w, space=space, names=names, model=model, noise=noise)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from natgan.errors import ConfigError
+from natgan.archive import ArchiveError, check_zip
 from natgan.fsutil import atomic_write
 
 MIN_CACHED_IMAGES = 1000         # smaller reference sets are recomputed each time, not stored
@@ -124,6 +125,7 @@ class StatsCache:
         if not path.is_file():
             return None
         try:
+            check_zip(path)  # a damaged or inflated entry is recomputed, never decompressed
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta != key.as_dict():
@@ -133,7 +135,7 @@ class StatsCache:
                 if (need_feats and feats is None) or (need_sigma and sigma is None):
                     return None
                 hit = CachedStats(mu=data["mu"], sigma=sigma, feats=feats, path=path)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError, EOFError):
+        except (OSError, ValueError, KeyError, json.JSONDecodeError, EOFError, ArchiveError):
             return None
         try:
             os.utime(path)
