@@ -388,3 +388,40 @@ def test_stylenat_checkpoint_samples_match_a_direct_forward(tmp_path, capsys):
     with np.load(tmp_path / "samples.npz") as data:
         assert data["seeds"].tolist() == [5, 1, 2, 3]
         assert np.abs(data["images"].astype(int) - expected).max() <= 1
+
+
+def test_scale_enlarges_every_written_image_exactly(tmp_path, capsys):
+    """--scale N writes each pixel as an N x N square (PNG files, zip members, grids, walk frames and GIFs,
+    visualize sheets); npz data keeps its size, so --scale with --format npz is refused."""
+    import zipfile
+
+    tiny_checkpoint(tmp_path / "run.pt")
+    ck = str(tmp_path / "run.pt")
+
+    def big(a):
+        return np.repeat(np.repeat(a, 3, axis=0), 3, axis=1)
+
+    assert run_cli(["sample", "--ckpt", ck, "--seeds", "0-1", "--outdir", str(tmp_path / "one"), "-q"], capsys)[0] == 0
+    for args in (["--seeds", "0-1"], ["--grid", "1x2"], ["--seeds", "0-1", "--format", "zip"],
+                 ["--interpolate", "0,1", "--frames", "3"]):
+        out = tmp_path / f"x{len(list(tmp_path.iterdir()))}"
+        code, _, err = run_cli(["sample", "--ckpt", ck, *args, "--outdir", str(out), "--scale", "3", "-q"], capsys)
+        assert code == 0, err
+        if args[0] == "--seeds" and len(args) == 2:
+            assert np.array_equal(np.asarray(Image.open(out / "seed0001.png")),
+                                  big(np.asarray(Image.open(tmp_path / "one" / "seed0001.png"))))
+        elif args[0] == "--grid":
+            assert Image.open(out / "grid.png").size == (24, 48)
+        elif "zip" in args:
+            with zipfile.ZipFile(out / "samples.zip") as zf:
+                member = np.asarray(Image.open(zf.open("seed0000.png")))
+            assert np.array_equal(member, big(np.asarray(Image.open(tmp_path / "one" / "seed0000.png"))))
+        else:
+            assert np.array_equal(np.asarray(Image.open(out / "interp_0_1" / "frame0000.png")),
+                                  big(np.asarray(Image.open(tmp_path / "one" / "seed0000.png"))))
+            assert Image.open(out / "interp_0_1.gif").size == (24, 24)
+    code, _, err = run_cli(["sample", "--ckpt", ck, "--format", "npz", "--scale", "2", "--outdir",
+                            str(tmp_path / "n")], capsys)
+    assert code == 2 and "--scale" in err
+    code, _, err = run_cli(["sample", "--ckpt", ck, "--scale", "0", "--outdir", str(tmp_path / "z")], capsys)
+    assert code == 2 and "--scale" in err

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from natgan.cli.console import console, emit_json, err_console
-from natgan.cli.overwrite import deprecated_alias, overwrite_option
+from natgan.cli.outputs import deprecated_alias, overwrite_option
 
 prepare_app = typer.Typer(
     name="prepare",

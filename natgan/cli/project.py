@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from natgan.cli.console import console, emit_json
-from natgan.cli.overwrite import honours_overwrite, overwrite_option
+from natgan.cli.outputs import honours_overwrite, overwrite_option
 from natgan.sampling.seeds import MAX_SEED
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from natgan.cli.console import console, emit_json
-from natgan.cli.overwrite import honours_overwrite, overwrite_option
+from natgan.cli.outputs import honours_overwrite, honours_scale, overwrite_option, scale_option
 from natgan.errors import ConfigError
 from natgan.fsutil import check_output_dir, protect_inputs
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
@@ -19,6 +19,7 @@ from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 def register(app: typer.Typer) -> None:
     @app.command("sample")
     @honours_overwrite
+    @honours_scale
     def sample(
         ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint written by `nat-gan train` or `nat-gan import`."),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0-99 or 0,3,10-19 (one image each; "
@@ -60,6 +61,7 @@ def register(app: typer.Typer) -> None:
         loop: bool = typer.Option(False, "--loop", help="--interpolate returns to its first keyframe (seamless)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         overwrite: bool = overwrite_option("files already in --outdir"),
+        scale: int = scale_option(),
         json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
         """Generate images for seeds (same seed, same image on any device and batch size)."""
@@ -69,6 +71,8 @@ def register(app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}")
+        if scale != 1 and fmt == "npz":
+            raise ConfigError("--scale enlarges images and videos; --format npz stores the pixels as data: drop one")
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         if not math.isfinite(trunc):

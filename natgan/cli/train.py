@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from natgan.cli.console import console, emit_json, err_console
-from natgan.cli.overwrite import deprecated_alias
+from natgan.cli.outputs import deprecated_alias
 
 
 def register(app: typer.Typer) -> None:

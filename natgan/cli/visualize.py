@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from natgan.cli.console import console, emit_json
-from natgan.cli.overwrite import honours_overwrite, overwrite_option
+from natgan.cli.outputs import honours_overwrite, honours_scale, overwrite_option, scale_option
 from natgan.errors import ConfigError
 from natgan.sampling.seeds import MAX_SEED
 
@@ -22,6 +22,7 @@ def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
 def register(app: typer.Typer) -> None:
     @app.command("visualize")
     @honours_overwrite
+    @honours_scale
     def visualize(
         ckpt: Optional[Path] = typer.Option(None, "--ckpt", "-c", help="nat-gan checkpoint (EMA generator)."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model with random weights "
@@ -44,6 +45,7 @@ def register(app: typer.Typer) -> None:
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator of --ckpt, not its EMA."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         overwrite: bool = overwrite_option("files already in --outdir"),
+        scale: int = scale_option(),
         json_out: bool = typer.Option(False, "--json", help="Print the written files and maps as JSON."),
     ) -> None:
         """Draw per-block, per-head attention maps (mean query · every key) and one overview per level."""
