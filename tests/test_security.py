@@ -575,3 +575,24 @@ def test_an_honest_legacy_file_passes_the_size_scan(tmp_path):
     for _ in range(4):
         scanner.load()
     assert sum(scanner.storage_bytes.values()) == 64 * 3 * 4
+
+
+def test_doctor_calls_the_official_file_official(tmp_path, machine, monkeypatch):
+    from natgan import doctor
+    from natgan.metrics import weight_files
+
+    stand_in = tmp_path / "vgg.pth"
+    stand_in.write_bytes(b"the published bytes, in this test")
+    digest = hashlib.sha256(stand_in.read_bytes()).hexdigest()
+    spec = weight_files.WeightsFile("pytorch", "vgg.pth", LPIPS_VGG.url, digest)
+    monkeypatch.setitem(weight_files.WEIGHTS, "lpips-vgg", spec)
+    row = doctor.weight_file_status("lpips-vgg", stand_in)
+    assert row.status == doctor.OK and row.detail.startswith("official (sha256 ")
+
+
+def test_protected_inputs_last_for_one_command_only(tmp_path, sg2_ckpt, capsys):
+    from natgan.fsutil import atomic_write_bytes
+
+    code, _, _ = run_cli(["directions", "--ckpt", str(sg2_ckpt), "--out", str(tmp_path / "d.npz")], capsys)
+    assert code == 0
+    atomic_write_bytes(sg2_ckpt, b"a later, unrelated writer may replace it")  # not protected any more

@@ -63,6 +63,9 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """nat-gan: one tool for StyleNAT and its baselines."""
+    from natgan.fsutil import release_inputs
+
+    release_inputs()  # every command (also one invoked through Typer's test runner) starts unprotected
 
 
 def _register_commands() -> None:

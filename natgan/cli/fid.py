@@ -143,7 +143,8 @@ def register(app: typer.Typer) -> None:
         from natgan.fsutil import protect_inputs
 
         inputs = list(inputs or [])
-        protect_inputs(("--ckpt", ckpt), ("--ref", ref), *(("DATASETS", p) for p in inputs))
+        # --record-in-checkpoint rewrites the checkpoint on purpose (atomically, only if it did not change meanwhile)
+        protect_inputs(("--ckpt", None if in_checkpoint else ckpt), ("--ref", ref), *(("DATASETS", p) for p in inputs))
         if no_record and in_checkpoint:
             raise ConfigError("--no-record and --record-in-checkpoint contradict each other: give one")
         if mode is not None and mode not in MODES:
