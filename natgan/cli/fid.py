@@ -82,6 +82,7 @@ def _cache_note(stored: Path) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("fid")
     def fid(
+        ctx: typer.Context,
         inputs: Optional[List[Path]] = typer.Argument(None, metavar="DATASETS",
                                                       help="Datasets (LMDB/folder/zip): `fid A B` scores A against B; "
                                                            "with --ckpt a single argument is the reference."),
@@ -163,7 +164,7 @@ def register(app: typer.Typer) -> None:
         if trust_torchscript is not None:
             from natgan.metrics.weight_trust import trust_torchscript_file
 
-            trust_torchscript_file(trust_torchscript)
+            ctx.call_on_close(trust_torchscript_file(trust_torchscript))  # for this command only
         common = dict(inception=inception, weights_dir=weights, use_cache=not no_cache, workers=workers,
                       progress=not quiet)
         dev = resolve_device(device)
