@@ -22,11 +22,13 @@ The path policy (issue 23) lives here too, so every writer obeys it without know
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 import stat
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable, Iterator
 
 TEMP_RE = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)$")
 
@@ -91,7 +93,8 @@ def remove_stale_temps(directory: str | Path, target: str | None = None) -> list
 
 # ----------------------------------------------------------------------------------------- path policy
 
-_PROTECTED: list[tuple[str, Path]] = []  # (option, path) of the files the running command reads
+# (option, path as given, resolved path, (device, inode) or None) of the files the running command reads
+_PROTECTED: list[tuple[str, Path, Path, tuple[int, int] | None]] = []
 _MAX_NAME = 200
 _KINDS = {stat.S_IFCHR: "character device", stat.S_IFBLK: "block device", stat.S_IFIFO: "FIFO",
           stat.S_IFSOCK: "socket", stat.S_IFDIR: "directory"}
@@ -102,8 +105,22 @@ def protect_inputs(*inputs: tuple[str, str | Path | None]) -> None:
 
     Call :func:`release_inputs` when the command ends (the CLI entry point does)."""
     for option, path in inputs:
-        if path is not None and str(path) != "":
-            _PROTECTED.append((option, Path(path)))
+        if path is None or str(path) == "":
+            continue
+        _PROTECTED.append((option, Path(path), *_identity(Path(path))))
+
+
+def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """The resolved path (``..`` and links followed) and, if it exists, (device, inode): hard links too."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        resolved = path.absolute()
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return resolved, None
+    return resolved, (st.st_dev, st.st_ino)
 
 
 def release_inputs() -> None:
@@ -116,14 +133,17 @@ def _usage_error(message: str) -> Exception:
     return ConfigError(message)
 
 
-def refuse_unsafe_target(path: str | Path, option: str | None = None,
-                         inputs: tuple[tuple[str, str | Path | None], ...] = ()) -> Path:
+def refuse_unsafe_target(path: str | Path, option: str | None = None) -> Path:
     """Raise one line unless ``path`` may be (re)written: absent, or a regular, writable file that is none
-    of the command's inputs (registered ones and ``inputs``) by any spelling or link."""
+    of the inputs registered with :func:`protect_inputs`, by any spelling or link."""
     path = Path(path)
     label = f"{option} {path}" if option else str(path)
-    for source, given in (*_PROTECTED, *inputs):
-        if given is not None and str(given) != "" and same_file(path, given):
+    if _PROTECTED:
+        resolved, ident = _identity(path)
+        hit = next(((s, g) for s, g, r, i in _PROTECTED if r == resolved or (ident is not None and i == ident)),
+                   None)
+        if hit is not None:
+            source, given = hit
             raise _usage_error(f"{label}: is the input {source} {given} (an output never replaces what the "
                                f"command reads); choose another output name")
     try:
@@ -192,6 +212,7 @@ class AtomicFile:
         if "w" not in mode:
             raise ValueError("AtomicFile writes a new file: mode must contain 'w'")
         self.path = refuse_unsafe_target(path)
+        check_may_write(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.path.parent, self.path.name)
         self.tmp = temp_path(self.path)
@@ -308,3 +329,48 @@ def make_output_dir(path: str | Path, option: str = "--outdir") -> Path:
     except (FileExistsError, NotADirectoryError):
         raise ConfigError(f"{option} {path}: a parent of it is a file, not a directory") from None
     return path
+
+
+# ------------------------------------------------------------------------------------------ overwrite rule
+# One rule for every command that writes outputs: an existing file is never replaced unless the user gave
+# --overwrite (prepare's --force and train's --start-over are hidden aliases of it). A command states the
+# user's choice once with `overwrite_policy(args.overwrite)`; every writer (AtomicFile, the MP4 writer) asks
+# `check_may_write` before it creates its temp file, so nothing existing is touched when the answer is no.
+# Library calls outside such a scope (notebooks, the trainer's own rotating files) are not restricted.
+OVERWRITE_FLAG = "--overwrite"
+_OVERWRITE: "contextvars.ContextVar[bool | None]" = contextvars.ContextVar("natgan_overwrite", default=None)
+
+
+@contextlib.contextmanager
+def overwrite_policy(allowed: bool) -> Iterator[None]:
+    """Within the block, writers refuse existing targets unless ``allowed`` (the command's --overwrite)."""
+    token = _OVERWRITE.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _OVERWRITE.reset(token)
+
+
+def check_may_write(path: str | Path) -> None:
+    """ConfigError (exit 2) naming ``path`` when it exists and the current command may not overwrite."""
+    from natgan.errors import ConfigError
+
+    if _OVERWRITE.get() is False and os.path.lexists(path):
+        raise ConfigError(f"{path}: exists; give {OVERWRITE_FLAG} to replace it (existing files are kept)")
+
+
+def refuse_existing(paths: Iterable[str | Path]) -> None:
+    """Up-front form of :func:`check_may_write` for the outputs a command knows before its work starts (so a
+    long run does not end in a refusal): names the first existing one and how many there are."""
+    from natgan.errors import ConfigError
+
+    if _OVERWRITE.get() is not False:
+        return
+    existing = [Path(p) for p in paths if os.path.lexists(p)]
+    for path in existing:  # what may never be written (a link, an input, ...) is said first, as the writers do
+        if not os.path.isdir(path) or os.path.islink(path):
+            refuse_unsafe_target(path)
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ConfigError(f"{existing[0]}: exists{more}; give {OVERWRITE_FLAG} to replace "
+                          f"{'them' if more else 'it'} (existing files are kept)")

@@ -9,6 +9,7 @@ import typer
 
 from natgan.cli.console import console, emit_json, err_console
 from natgan.errors import ConfigError, DataError
+from natgan.sampling.seeds import MAX_SEED
 from natgan.noise_modes import NOISE_MODES
 
 
@@ -38,10 +39,15 @@ def _summary(result: dict, recorded: str | None) -> None:
     console.print(f"[bold]{numbers}[/]   ({result['mode']}, {counts})")
     for name in result["metrics"]:
         console.print(f"  {name:<10} {result['details'][name]['protocol']}")
+    intra = result["details"].get("intra_fid")
+    if intra:
+        console.print("  per class  " + ", ".join(f"{name} {value:.2f}" for name, value in intra["per_class"].items()))
     if gen.get("kind") == "generator":
         console.print(f"  generated  {gen.get('checkpoint', 'generator')} ({'EMA' if gen.get('ema', True) else 'raw'} "
                       f"weights, step {gen.get('step')}), seeds {gen['seeds']}, trunc {gen['trunc']}")
         console.print(f"  noise      {gen.get('noise', gen.get('noise_mode'))}")
+        if gen.get("labels"):
+            console.print(f"  labels     {gen['labels']}")
     else:
         console.print(f"  A          {gen['description']} [{gen['content_hash'][:24]}...]")
     if ref is None:
@@ -76,6 +82,7 @@ def _cache_note(stored: Path) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("fid")
     def fid(
+        ctx: typer.Context,
         inputs: Optional[List[Path]] = typer.Argument(None, metavar="DATASETS",
                                                       help="Datasets (LMDB/folder/zip): `fid A B` scores A against B; "
                                                            "with --ckpt a single argument is the reference."),
@@ -102,7 +109,7 @@ def register(app: typer.Typer) -> None:
         batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size (default: by device)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = off, the standard FID protocol)."),
-        seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Image i uses the latent of seed SEED+i."),
+        seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Image i uses the latent of seed SEED+i."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Score the raw generator weights, not the EMA."),
         noise_mode: Optional[str] = typer.Option(None, "--noise-mode",
                                                  help="Models with noise inputs: random (default: recipe "
@@ -157,7 +164,7 @@ def register(app: typer.Typer) -> None:
         if trust_torchscript is not None:
             from natgan.metrics.weight_trust import trust_torchscript_file
 
-            trust_torchscript_file(trust_torchscript)
+            ctx.call_on_close(trust_torchscript_file(trust_torchscript))  # for this command only
         common = dict(inception=inception, weights_dir=weights, use_cache=not no_cache, workers=workers,
                       progress=not quiet)
         dev = resolve_device(device)
@@ -187,21 +194,25 @@ def register(app: typer.Typer) -> None:
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
         settings = evaluation_kwargs(eval_config(loaded.ckpt.get("recipe"), source=f"{ckpt}: recipe"))
         settings["metrics"] = metric_names(settings["metrics"])
-        needs_reference = any(METRICS[name].real != "none" for name in settings["metrics"])
+        # a class-conditional generator draws its labels from the (labelled) training data
+        needs_reference = any(METRICS[name].real != "none" for name in settings["metrics"]) or \
+            getattr(loaded.G, "num_classes", 0) > 0
         reference = ref or (str(inputs[0]) if inputs else
                             recipe_reference(loaded.ckpt, ckpt) if needs_reference else None)
         G = loaded.G
         settings.update({k: v for k, v in (("num", num), ("mode", mode), ("pr_features", pr_features),
                                            ("noise_mode", noise_mode)) if v})
         settings["batch_size"] = batch or auto_batch_size(dev, int(G.resolution))
+        if seed + settings["num"] - 1 > MAX_SEED:
+            raise ConfigError(f"--seed {seed}: images use seeds up to SEED+{settings['num'] - 1}, above the largest "
+                              f"seed {MAX_SEED}")
         # the checkpoint's own truncation centre (imported official files carry one), as `sample` uses
         centre = None if trunc == 1.0 else loaded.truncation_centre()
-        if not quiet:
-            where = "--num" if num else "eval.num of the checkpoint's recipe; --num N to change"
-            err_console.print(f"scoring {settings['num']:,} generated images ({where}) with "
-                              f"{', '.join(settings['metrics'])} on {dev}", highlight=False, markup=False)
-        result = evaluate_generator(G, reference, device=dev, seed=seed, num_ref=num_ref, psi=trunc,
-                                    w_avg=centre, on_estimate=None if quiet else _estimate, **settings, **common)
+        where = "--num" if num else "eval.num of the checkpoint's recipe; --num N to change"
+        plan = f"({where}) with {', '.join(settings['metrics'])} on {dev}"
+        result = evaluate_generator(G, reference, device=dev, seed=seed, num_ref=num_ref, psi=trunc, w_avg=centre,
+                                    on_estimate=None if quiet else lambda info: _estimate(info, plan),
+                                    **settings, **common)
         result["generated"].update({"checkpoint": str(ckpt), "model": loaded.ckpt["model"]["name"],
                                     "step": loaded.ckpt["progress"].get("step"), "ema": loaded.ema})
         recorded = None
@@ -216,10 +227,13 @@ def register(app: typer.Typer) -> None:
         _finish(result, recorded, json_out)
 
 
-def _estimate(info: dict) -> None:
-    """The first batch's rate extrapolated, printed once before the long part of a run (stderr)."""
+def _estimate(info: dict, plan: str) -> None:
+    """Before generating: how many images and why; after the first batch: its rate extrapolated (stderr)."""
     from natgan.data.progress import format_duration
 
+    if not info["done"]:
+        err_console.print(f"scoring {info['total']:,} generated images {plan}", highlight=False, markup=False)
+        return
     err_console.print(f"estimate: {info['total']:,} images at {info['images_per_s']:.1f} img/s (first batch) "
                       f"= about {format_duration(info['eta_s'])} more; Ctrl-C stops", highlight=False, markup=False)
 

@@ -9,24 +9,17 @@ from typing import Optional
 import typer
 
 from natgan.cli.console import console, emit_json
+from natgan.cli.outputs import honours_overwrite, honours_scale, overwrite_option, scale_option
 from natgan.errors import ConfigError
 from natgan.fsutil import check_output_dir, protect_inputs
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 
 
 
-def _interpolation_seeds(text: str) -> tuple[int, int]:
-    from natgan.sampling import parse_seeds
-
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"--interpolate '{text}': expected two seeds SEED_A,SEED_B, e.g. 3,7")
-    a, b = (parse_seeds(p, option="--interpolate")[0] for p in parts)
-    return a, b
-
-
 def register(app: typer.Typer) -> None:
     @app.command("sample")
+    @honours_overwrite
+    @honours_scale
     def sample(
         ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint written by `nat-gan train` or `nat-gan import`."),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0-99 or 0,3,10-19 (one image each; "
@@ -39,11 +32,12 @@ def register(app: typer.Typer) -> None:
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi in w space (1 = off; the centre is the mean "
                                                          "w of 10k fixed-seed latents)."),
         interpolate: Optional[str] = typer.Option(None, "--interpolate", metavar="SEED_A,SEED_B",
-                                                  help="Linear walk in w space between two seeds: frames + GIF. "
-                                                       "Keyframes A,B,C,... and several walks (1,5/2,7, a grid) "
-                                                       "write OUTDIR/walk.gif|mp4."),
+                                                  help="Walk between seeds (keyframes A,B,C,...; several walks "
+                                                       "1,5/2,7 play as a grid): OUTDIR/interp_<seeds>.gif|mp4 and "
+                                                       "its frames in OUTDIR/interp_<seeds>/ (or .zip/.npz); the "
+                                                       "keyframes are the seeds' own images."),
         frames: int = typer.Option(60, "--frames", min=2, help="Frames of --interpolate."),
-        fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate GIF."),
+        fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate video."),
         batch: Optional[int] = typer.Option(None, "--batch", min=1,
             help="Images per forward pass (default: by device)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
@@ -66,17 +60,26 @@ def register(app: typer.Typer) -> None:
         video: str = typer.Option("gif", "--video", help="--interpolate video format(s): gif, mp4 or gif,mp4."),
         walk_space: str = typer.Option("w", "--space", help="--interpolate path: w (lerp) | z (slerp)."),
         loop: bool = typer.Option(False, "--loop", help="--interpolate returns to its first keyframe (seamless)."),
+        class_opt: Optional[str] = typer.Option(None, "--class", metavar="CLASS", help="Class-conditional "
+                                                "checkpoints: a class index or name, several (3,7), or all. Several "
+                                                "classes write one sub-folder each, or with --grid COLSxROWS one row "
+                                                "per class (ROWS = number of classes, the same seeds per column); "
+                                                "--trunc then moves each image toward its class's mean w."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        overwrite: bool = overwrite_option("files already in --outdir"),
+        scale: int = scale_option(),
         json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
         """Generate images for seeds (same seed, same image on any device and batch size)."""
         from natgan.data.progress import ProgressBar
-        from natgan.sampling import (FORMATS, auto_batch_size, compute_w_avg, format_seeds, load_generator,
-                                     parse_grid, parse_seeds, resolve_device, write_grid, write_interpolation,
-                                     write_samples)
+        from natgan.sampling import (FORMATS, auto_batch_size, compute_w_avg, fixed_class, format_seeds,
+                                     load_generator, parse_grid, parse_seeds, resolve_device, write_class_grid,
+                                     write_grid, write_samples)
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}")
+        if scale != 1 and fmt == "npz":
+            raise ConfigError("--scale enlarges images and videos; --format npz stores the pixels as data: drop one")
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         if not math.isfinite(trunc):
@@ -91,53 +94,66 @@ def register(app: typer.Typer) -> None:
                             interpolate=interpolate, frames=frames, fps=fps, batch=batch, device=device, no_ema=no_ema,
                             noise_mode=noise_mode, w_file=w_file, style_mix=style_mix, mix_with=mix_with,
                             layers=layers, direction=direction, strength=strength, steps=steps, video=video,
-                            walk_space=walk_space, loop=loop, quiet=quiet, json_out=json_out)
+                            walk_space=walk_space, loop=loop, quiet=quiet, json_out=json_out, class_opt=class_opt)
             return
-        if interpolate and (seeds is not None or grid):
-            raise ConfigError("--interpolate makes its own frames; drop --seeds/--grid")
         if grid and fmt != "png":
             raise ConfigError(f"--grid writes one PNG; drop --format {fmt}")
-        walk = _interpolation_seeds(interpolate) if interpolate else None
         cols_rows = parse_grid(grid) if grid else None
-        if cols_rows:
-            cells = cols_rows[0] * cols_rows[1]
-            seed_list = parse_seeds(seeds) if seeds is not None else list(range(cells))
-            if len(seed_list) != cells:
-                raise ConfigError(f"--grid {grid} needs {cells} seeds, --seeds '{seeds}' gives {len(seed_list)}")
-        else:
-            seed_list = parse_seeds(seeds) if seeds is not None else list(range(16))
-
         check_output_dir(outdir)
         dev = resolve_device(device)
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
         G = loaded.G
+        classes = loaded.chosen_classes(class_opt)
+        per_class_rows = cols_rows is not None and len(classes) > 1
+        if cols_rows:
+            cells = cols_rows[0] * (1 if per_class_rows else cols_rows[1])
+            if per_class_rows and cols_rows[1] != len(classes):
+                raise ConfigError(f"--grid {grid}: one row per class needs {len(classes)} rows "
+                                  f"(--grid {cols_rows[0]}x{len(classes)})")
+            seed_list = parse_seeds(seeds) if seeds is not None else list(range(cells))
+            if len(seed_list) != cells:
+                what = " per class row" if per_class_rows else ""
+                raise ConfigError(f"--grid {grid} needs {cells} seeds{what}, --seeds '{seeds}' gives "
+                                  f"{len(seed_list)}")
+        else:
+            seed_list = parse_seeds(seeds) if seeds is not None else list(range(16))
+        from natgan.fsutil import refuse_existing
+        from natgan.sampling.run import sample_outputs
+
+        folders = [Path(outdir) / loaded.class_folder(k) for k in classes] if len(classes) > 1 and not cols_rows \
+            else [Path(outdir)]
+        refuse_existing([Path(outdir) / "grid.png"] if cols_rows else
+                        [f for folder in folders for f in sample_outputs(folder, seed_list, fmt)])
         batch_size = batch or auto_batch_size(dev, int(G.resolution))
         w_avg = None if trunc == 1.0 else loaded.truncation_centre()
-        if trunc != 1.0 and w_avg is None:
-            w_avg = compute_w_avg(G)
+        if trunc != 1.0 and w_avg is None and not classes:
+            w_avg = compute_w_avg(G)   # conditional: each image's class centre (natgan.sampling.ImageGenerator)
         common = dict(batch_size=batch_size, psi=trunc, w_avg=w_avg, noise_mode=noise_mode)
-        total = frames if walk else len(seed_list)
+        labels = fixed_class(classes[0]) if len(classes) == 1 else None
+        total = len(seed_list) * max(1, len(classes) if (per_class_rows or not cols_rows) else 1)
         with ProgressBar(total, "sampling", enabled=not quiet) as bar:
-            if walk:
-                files = write_interpolation(G, walk[0], walk[1], frames, outdir, fmt=fmt, fps=fps,
-                                            progress=bar.advance, **common)
+            if per_class_rows:
+                files = [write_class_grid(G, seed_list, classes, Path(outdir) / "grid.png", progress=bar.advance,
+                                          **common)]
             elif cols_rows:
                 files = [write_grid(G, seed_list, Path(outdir) / "grid.png", *cols_rows, progress=bar.advance,
-                                    **common)]
+                                    labels=labels, **common)]
+            elif len(classes) > 1:
+                files = []
+                for k, folder in zip(classes, folders):
+                    files += write_samples(G, seed_list, folder, fmt=fmt, progress=bar.advance, labels=fixed_class(k),
+                                           **common)
             else:
-                files = write_samples(G, seed_list, outdir, fmt=fmt, progress=bar.advance, **common)
+                files = write_samples(G, seed_list, outdir, fmt=fmt, progress=bar.advance, labels=labels, **common)
 
         info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode,
-                "format": "gif+" + fmt if walk else ("grid" if cols_rows else fmt),
-                "seeds": f"{walk[0]},{walk[1]}" if walk else format_seeds(seed_list),
+                **({"classes": [loaded.class_names()[k] for k in classes]} if classes else {}),
+                "format": "grid" if cols_rows else fmt, "seeds": format_seeds(seed_list),
                 "images": total, "outdir": str(outdir), "files": [str(f) for f in files]}
         if json_out:
             emit_json(info)
             return
-        if walk:
-            frames_at = Path(outdir) / f"interp_{walk[0]}_{walk[1]}" if fmt == "png" else files[0]
-            console.print(f"wrote a {frames}-frame walk {walk[0]}->{walk[1]}: {frames_at} and {files[-1]}")
-        elif cols_rows:
+        if cols_rows:
             console.print(f"wrote a {cols_rows[0]}x{cols_rows[1]} grid: {files[0]}")
         else:
             console.print(f"wrote {total} image(s): {Path(outdir) if fmt == 'png' else files[0]}")

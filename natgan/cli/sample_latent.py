@@ -1,4 +1,4 @@
-"""The latent-space modes of `nat-gan sample`: --w, --style-mix, --direction and video walks.
+"""The latent-space modes of `nat-gan sample`: --w, --style-mix, --direction and walks (--interpolate).
 
 Kept apart from ``sample.py`` so the seed/grid path stays as it is; the work is in ``natgan.latent``.
 """
@@ -15,7 +15,7 @@ from natgan.errors import ConfigError
 def latent_mode(interpolate: Optional[str], w_file: Optional[Path], style_mix: Optional[str],
                 mix_with: Optional[str], layers: Optional[str], direction: Optional[str], video: str,
                 walk_space: str, loop: bool) -> Optional[str]:
-    """Which latent mode the options ask for (None: the classic seeds/grid/two-seed walk), or a usage error."""
+    """Which latent mode the options ask for (None: seeds or a grid), or a usage error."""
     from natgan.latent.walk import WALK_SPACES, parse_walks
     from natgan.sampling.video import parse_video_formats
 
@@ -36,9 +36,7 @@ def latent_mode(interpolate: Optional[str], w_file: Optional[Path], style_mix: O
     if len(modes) > 1:
         raise ConfigError(f"choose one of --style-mix, --direction, --interpolate, --w (got {', '.join(modes)})")
     if modes == ["walk"]:
-        walks = parse_walks(interpolate)
-        if not walk_options and len(walks) == 1 and len(walks[0]) == 2:
-            return None  # the classic two-seed walk: frames + GIF
+        parse_walks(interpolate)
     return modes[0] if modes else None
 
 
@@ -46,7 +44,8 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
                     trunc: float, interpolate: Optional[str], frames: int, fps: float, batch: Optional[int],
                     device: str, no_ema: bool, noise_mode: str, w_file: Optional[Path], style_mix: Optional[str],
                     mix_with: Optional[str], layers: Optional[str], direction: Optional[str], strength: str,
-                    steps: int, video: str, walk_space: str, loop: bool, quiet: bool, json_out: bool) -> None:
+                    steps: int, video: str, walk_space: str, loop: bool, quiet: bool, json_out: bool,
+                    class_opt: Optional[str] = None) -> None:
     from natgan.data.progress import ProgressBar
     from natgan.latent import edit, mixing, sefa, walk
     from natgan.latent.space import format_layers, parse_layers
@@ -55,9 +54,10 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
     from natgan.sampling import auto_batch_size, compute_w_avg, format_seeds, load_generator, parse_seeds, \
         resolve_device
     from natgan.sampling.export import grid_image, save_png, to_hwc
-    from natgan.sampling.video import parse_video_formats, save_video
+    from natgan.fsutil import refuse_existing
+    from natgan.sampling.video import parse_video_formats
 
-    if grid or fmt != "png":
+    if grid or (fmt != "png" and mode != "walk"):
         raise ConfigError(f"--{mode} writes its own figure; drop --grid/--format")
     strengths = edit.parse_strengths(strength, steps) if mode == "direction" else None
     dir_spec = sefa.load_direction(direction) if mode == "direction" else None
@@ -66,11 +66,11 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
         raise ConfigError("--trunc does not apply to stored latents (--w); drop it")
     dev = resolve_device(device)
     loaded = load_generator(ckpt, ema=not no_ema, device=dev)
-    G = loaded.G
+    G = loaded.for_class(class_opt)  # a conditional generator bound to its --class (truncation: that class's mean)
     batch_size = batch or auto_batch_size(dev, int(G.resolution))
     w_avg = compute_w_avg(G) if trunc != 1.0 else None
     info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode, "mode": mode,
-            "outdir": str(outdir)}
+            "outdir": str(outdir), **({"class": loaded.class_names()[G.label]} if G is not loaded.G else {})}
     outdir = Path(outdir)
 
     if mode == "w":
@@ -109,14 +109,17 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
         formats = parse_video_formats(video)
         if seeds:
             raise ConfigError("--interpolate makes its own frames; drop --seeds")
+        refuse_existing(walk.walk_outputs(outdir, walk.walk_stem(walks, space=walk_space, loop=loop), fmt=fmt,
+                                          videos=formats))  # before the progress bar starts
         with ProgressBar(frames * len(walks), "rendering", enabled=not quiet) as bar:
-            frames_hwc = walk.render_walks(G, walks, frames, space=walk_space, loop=loop, psi=trunc, w_avg=w_avg,
-                                           batch_size=batch_size, noise_mode=noise_mode, progress=bar.advance)
-        files = save_video(outdir / "walk", frames_hwc, formats, fps=fps)
+            files = walk.write_walk(G, walks, frames, outdir, fmt=fmt, videos=formats, fps=fps, space=walk_space,
+                                    loop=loop, psi=trunc, w_avg=w_avg, batch_size=batch_size, noise_mode=noise_mode,
+                                    progress=bar.advance)
         info.update(walks=["/".join(",".join(map(str, w)) for w in walks)], frames=frames, fps=fps,
                     space=walk_space, loop=loop, video=formats)
-        message = f"wrote a {frames}-frame walk ({len(walks)} walk(s), {walk_space} space): " + \
-                  ", ".join(map(str, files))
+        frames_at = files[0].parent if fmt == "png" else files[0]
+        message = f"wrote a {frames}-frame walk ({len(walks)} walk(s), {walk_space} space): frames {frames_at}, " + \
+                  ", ".join(map(str, files[-len(formats):]))
     info["files"] = [str(f) for f in files]
     if json_out:
         emit_json(info)

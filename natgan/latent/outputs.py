@@ -21,6 +21,7 @@ from torch import nn
 
 from natgan.data.sources import IMAGE_EXTENSIONS
 from natgan.errors import ConfigError, DataError
+from natgan.fsutil import refuse_existing
 from natgan.latent.project import ProjectionSettings, load_target, project
 from natgan.latent.store import StoredLatents, concat, load_latents, save_latents
 from natgan.metrics.lpips import LPIPS
@@ -102,6 +103,7 @@ def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, l
                     init: str | Path | None = None, on_step: Callable[[int], None] | None = None) -> dict:
     """Project every target; write the files above; return a JSON-able summary."""
     outdir = Path(outdir)
+    refuse_existing(planned_outputs(targets, outdir, video=video))  # before minutes of optimisation, not after
     start = load_latents(init) if init else None
     if start is not None and len(start) not in (1, len(targets)):
         raise ConfigError(f"--init {init}: holds {len(start)} latents ({', '.join(start.names[:4])}"

@@ -11,8 +11,11 @@ import torch
 from torch import nn
 
 from natgan import checkpoint as ckpt_io
+from natgan.fsutil import refuse_existing
 from natgan.noise_modes import DEFAULT_NOISE_MODE
-from natgan.sampling.export import SampleWriter, grid_image, save_gif, save_png, seed_name, to_hwc
+from natgan.sampling.classes import (LabelSource, bind_class, chosen_classes, class_names_of, fixed_class,
+                                     num_classes_of)
+from natgan.sampling.export import SampleWriter, grid_image, save_png, seed_name
 from natgan.sampling.generate import ImageGenerator, eval_mode
 
 Progress = Callable[[int], None]  # called with the number of images just finished
@@ -34,6 +37,23 @@ class LoadedGenerator:
         w_avg = (self.ckpt.get("extra") or {}).get("w_avg")
         return w_avg.to(next(self.G.parameters()).device) if isinstance(w_avg, torch.Tensor) else None
 
+    def class_names(self) -> list[str]:
+        """Names of the generator's classes (what the training data called them), [] when unconditional."""
+        return class_names_of(self.ckpt, num_classes_of(self.G))
+
+    def chosen_classes(self, text: str | None, *, option: str = "--class") -> list[int]:
+        """``--class`` text -> class indices (see :func:`natgan.sampling.classes.chosen_classes`)."""
+        return chosen_classes(self.G, self.ckpt, text, option=option, where=self.path)
+
+    def for_class(self, text: str | None, *, option: str = "--class") -> nn.Module:
+        """The generator bound to the one class ``text`` names (itself when unconditional)."""
+        return bind_class(self.G, self.ckpt, text, option=option, where=self.path)
+
+    def class_folder(self, index: int) -> str:
+        """A file-system-safe folder name for class ``index`` (``03-cat``)."""
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.class_names()[index])[:64]
+        return f"{index:0{len(str(len(self.class_names()) - 1))}d}-{name}" if name != str(index) else name
+
     def describe(self) -> dict:
         return {"checkpoint": str(self.path), "model": self.ckpt["model"]["name"],
                 "step": self.ckpt["progress"].get("step"), "ema": self.ema, "resolution": self.G.resolution}
@@ -47,14 +67,24 @@ def load_generator(path: str | Path, *, ema: bool = True, device: torch.device |
     return LoadedGenerator(G=G, ckpt=ckpt, path=path, ema=bool(ema and "G_ema" in ckpt["weights"]))
 
 
+def sample_outputs(outdir: str | Path, seeds: Sequence[int], fmt: str = "png") -> list[Path]:
+    """The files :func:`write_samples` writes (none are listed for a folder that does not exist yet)."""
+    outdir = Path(outdir)
+    if fmt != "png":
+        return [outdir / f"samples.{fmt}"]
+    return [outdir / f"{seed_name(s)}.png" for s in seeds] if outdir.is_dir() else []
+
+
 def write_samples(G: nn.Module, seeds: Sequence[int], outdir: str | Path, *, fmt: str = "png",
                   batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
-                  noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> list[Path]:
+                  noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None,
+                  labels: LabelSource | None = None) -> list[Path]:
     """One image per seed: ``seedNNNN.png`` files, or ``samples.zip`` / ``samples.npz`` in ``outdir``."""
+    refuse_existing(sample_outputs(outdir, seeds, fmt))  # under a no-overwrite policy: before generating anything
     writer = SampleWriter(fmt, Path(outdir), count=len(seeds))
     try:
         with eval_mode(G, noise_mode):
-            gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+            gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg, labels=labels)
             for chunk, images in gen.batches(seeds):
                 writer.add([seed_name(s) for s in chunk], images)
                 if progress:
@@ -67,49 +97,42 @@ def write_samples(G: nn.Module, seeds: Sequence[int], outdir: str | Path, *, fmt
 
 def write_grid(G: nn.Module, seeds: Sequence[int], path: str | Path, cols: int, rows: int, *,
                batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
-               noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> Path:
+               noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None,
+               labels: LabelSource | None = None) -> Path:
     """``cols x rows`` images of ``seeds`` (row-major) tiled into one PNG."""
+    refuse_existing([path])
     return save_png(Path(path), seed_grid(G, seeds, cols, rows, batch_size=batch_size, psi=psi, w_avg=w_avg,
-                                          noise_mode=noise_mode, progress=progress))
+                                          noise_mode=noise_mode, progress=progress, labels=labels))
+
+
+def write_class_grid(G: nn.Module, seeds: Sequence[int], classes: Sequence[int], path: str | Path, *,
+                     batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
+                     noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> Path:
+    """One row per class, one column per seed (the same latent down each column) in one PNG."""
+    refuse_existing([path])
+    return save_png(Path(path), class_grid(G, seeds, classes, batch_size=batch_size, psi=psi, w_avg=w_avg,
+                                           noise_mode=noise_mode, progress=progress))
+
+
+def class_grid(G: nn.Module, seeds: Sequence[int], classes: Sequence[int], *, batch_size: int = 8, psi: float = 1.0,
+               w_avg: torch.Tensor | None = None, noise_mode: str | None = "const",
+               progress: Progress | None = None) -> np.ndarray:
+    """The ``[len(classes)*H, len(seeds)*W, 3]`` grid: row ``i`` is class ``classes[i]`` at every seed."""
+    rows = [seed_grid(G, seeds, len(seeds), 1, batch_size=batch_size, psi=psi, w_avg=w_avg, noise_mode=noise_mode,
+                      progress=progress, labels=fixed_class(k)) for k in classes]
+    return np.concatenate(rows, axis=0)
 
 
 def seed_grid(G: nn.Module, seeds: Sequence[int], cols: int, rows: int, *, batch_size: int = 8, psi: float = 1.0,
               w_avg: torch.Tensor | None = None, noise_mode: str | None = "const",
-              progress: Progress | None = None) -> np.ndarray:
+              progress: Progress | None = None,
+              labels: LabelSource | None = None) -> np.ndarray:
     """The ``[rows*H, cols*W, 3]`` uint8 grid of ``seeds``; ``noise_mode=None`` keeps ``G``'s own."""
     parts = []
     with eval_mode(G, noise_mode):
-        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg, labels=labels)
         for chunk, images in gen.batches(seeds):
             parts.append(images.cpu())
             if progress:
                 progress(len(chunk))
     return grid_image(torch.cat(parts), cols, rows)
-
-
-def write_interpolation(G: nn.Module, seed_a: int, seed_b: int, frames: int, outdir: str | Path, *,
-                        fmt: str = "png", fps: float = 20.0, batch_size: int = 8, psi: float = 1.0,
-                        w_avg: torch.Tensor | None = None, noise_mode: str | None = DEFAULT_NOISE_MODE,
-                        progress: Progress | None = None) -> list[Path]:
-    """A linear walk in w space: frames (PNGs in ``interp_A_B/``, or one zip/npz) plus ``interp_A_B.gif``."""
-    outdir = Path(outdir)
-    stem = f"interp_{seed_a}_{seed_b}"
-    target = outdir / stem if fmt == "png" else outdir
-    writer = SampleWriter(fmt, target, stem=stem, count=frames)
-    hwc_frames = []
-    try:
-        with eval_mode(G, noise_mode):
-            gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
-            done = 0
-            for images in gen.interpolation(seed_a, seed_b, frames):
-                writer.add([f"frame{done + i:04d}" for i in range(len(images))], images)
-                hwc_frames.extend(to_hwc(images))
-                done += len(images)
-                if progress:
-                    progress(len(images))
-        written = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    written.append(save_gif(outdir / f"{stem}.gif", hwc_frames, fps=fps))
-    return written

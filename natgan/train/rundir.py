@@ -137,8 +137,15 @@ class RunDir:
     def set_aside(self) -> Path:
         """Move every checkpoint and the run id into ``previous-<UTC time>/`` (``--start-over``): nothing is
         deleted, and the new run's resume and pruning never see the old files."""
-        target = self.path / time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
-        target.mkdir()
+        name = time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+        target, n = self.path / name, 1
+        while True:  # two start-overs within one second get their own folders
+            try:
+                target.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                target = self.path / f"{name}-{n}"
         for path in [p for _, p in self.numbered_checkpoints()] + [self.latest, self.path / RUN_ID_FILE]:
             if path.exists():
                 os.replace(path, target / path.name)
