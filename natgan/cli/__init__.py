@@ -105,12 +105,13 @@ def _with_threads(callback: Callable) -> Callable:
                                default=typer.Option(None, "--threads", help=THREADS_HELP, show_default=False))
     command.__signature__ = signature.replace(parameters=[*signature.parameters.values(), option])
     command.__annotations__ = {**getattr(callback, "__annotations__", {}), "threads": Optional[int]}
+    command.natgan_threads = True  # other decorators may wrap callbacks too: this marks ours
     return command
 
 
 def _add_threads_option(typer_app: typer.Typer) -> None:
     for info in typer_app.registered_commands:
-        if info.callback is not None and not hasattr(info.callback, "__wrapped__"):
+        if info.callback is not None and not getattr(info.callback, "natgan_threads", False):
             info.callback = _with_threads(info.callback)
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
