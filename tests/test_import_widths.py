@@ -1,8 +1,9 @@
 """`nat-gan import` of official snapshots whose channel table is not a StyleGAN2 default.
 
-The fixtures (tests/fixtures/official/*-widths, stylegan3-stylegan2, stylegan2-ada-cond; see its README) were
-written by the official code with ``channel_base``/``channel_max`` pairs whose widths follow no
-``min(channel_max, 16384 m / res)`` rule with an integer ``m`` (nat-gan refused them before). The widths must
+The fixtures (tests/fixtures/official/*-widths, stylegan3-stylegan2, *-cond; see its README) were written by
+the official code with ``channel_base``/``channel_max`` pairs whose widths follow no
+``min(channel_max, 16384 m / res)`` rule with an integer ``m`` (nat-gan refused them before), two of them
+class-conditional (``c_dim = 10``). The widths must
 be read from the weight shapes, stored as explicit lists in the model config, and reproduce the official
 images and D logits; ``sample``, ``fid`` and ``train --init`` must work on the imported file, and the
 security guarantees of the NVlabs reader hold for these files too.
@@ -128,6 +129,28 @@ def test_conditional_snapshot_reproduces_the_official_images_and_logits(tmp_path
     assert any("class-conditional (10 classes)" in a for a in ckpt["extra"]["import"]["assumptions"])
 
 
+def test_conditional_ganformer_reproduces_the_official_images_and_logits(tmp_path):
+    """GANformer's c_dim > 0: ``mapping.embed`` widens the global latent's mapping input (official non-residual
+    mapping), D's ``b4.out`` emits one logit per class and the label picks it (no label mapping network)."""
+    ex = _expected("ganformer-cond")
+    _, ckpt = _imported("ganformer-cond", tmp_path)
+    cfg = ckpt["model"]["config"]
+    assert (cfg["num_classes"], cfg["channels"], cfg["mapping_resnet"]) == (10, [16, 16, 8], False)
+    G, D = checkpoint.build_generator(ckpt), _discriminator(ckpt)
+    b, k, layers, d = ex["ws"].shape
+    labels = ex["c"].argmax(1)
+    with torch.no_grad():
+        for c in (ex["c"], labels):
+            w = G.mapping(ex["z"].reshape(b, k * d), c)
+            torch.testing.assert_close(w, ex["ws"].transpose(1, 2).reshape(b, layers, k * d), atol=1e-5, rtol=0)
+            torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
+            torch.testing.assert_close(D(ex["images"], c), ex["d_logits"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
+                                   ex["images_trunc07"], atol=1e-5, rtol=0)
+        other = G.synthesis(G.mapping(ex["z"].reshape(b, k * d), (labels + 1) % 10), noise_mode="const")
+        assert (other - ex["images"]).abs().max() > 0.05
+
+
 @pytest.fixture(scope="module")
 def digits32(tmp_path_factory):
     from natgan.data import prepare_digits
@@ -196,7 +219,7 @@ def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths",
-                                    "stylegan2-ada-cond"])
+                                    "stylegan2-ada-cond", "ganformer-cond"])
 def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monkeypatch):
     """The records' ``module_src`` is data: a poisoned copy still imports (same images), nothing runs."""
     marker = tmp_path / "PWNED"
