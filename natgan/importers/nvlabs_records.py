@@ -87,14 +87,16 @@ def state_dict(record: PersistentRecord, where: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_network(record: PersistentRecord, class_name: str, model: str, src: str) -> dict[str, Any]:
-    """Constructor kwargs of an unconditional RGB ``class_name`` record (``z_dim == w_dim`` for generators);
-    anything else is refused with the reason, since nat-gan's ``model`` would compute something different."""
+def check_network(record: PersistentRecord, class_name: str, model: str, src: str, *,
+                  conditional: bool = False) -> dict[str, Any]:
+    """Constructor kwargs of an RGB ``class_name`` record (``z_dim == w_dim`` for generators), unconditional
+    unless the converter maps the label layers (``conditional``); anything else is refused with the reason,
+    since nat-gan's ``model`` would compute something different."""
     if record.class_name != class_name:
         raise CheckpointError(f"{src}: a '{record.class_name}' record where the {model} snapshot has a '{class_name}'")
     kw = record.init_kwargs
     problem = None
-    if kw.get("c_dim", 0):
+    if kw.get("c_dim", 0) and not conditional:
         problem = f"{class_name} is class-conditional (c_dim = {kw['c_dim']})"
     elif kw.get("img_channels", 3) != 3:
         problem = f"{class_name} works on {kw['img_channels']}-channel images"
@@ -103,6 +105,14 @@ def check_network(record: PersistentRecord, class_name: str, model: str, src: st
     if problem:
         raise cannot_express(src, problem, model)
     return kw
+
+
+def class_count(kwargs: dict[str, Any], src: str, which: str) -> int:
+    """The record's ``c_dim`` (0 = unconditional), refused unless it is a non-negative integer."""
+    c_dim = kwargs.get("c_dim", 0)
+    if not isinstance(c_dim, int) or isinstance(c_dim, bool) or c_dim < 0:
+        raise CheckpointError(f"{src}: {which}: c_dim is {c_dim!r}, not a class count")
+    return c_dim
 
 
 def cannot_express(src: str, what: str, model: str) -> CheckpointError:

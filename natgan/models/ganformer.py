@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ from natgan.models.layers import SQRT2, EqualConv2d, EqualLinear, FusedLeakyReLU
 from natgan.models.registry import register_model
 from natgan.models.stylegan2_layers import (NOISE_MODES, ConstantInput, ModulatedConv2d, NoiseInjection,
                                             StyleGAN2Discriminator, ToRGB, channels_for, check_synthesis_config,
-                                            make_noise)
+                                            check_width_list, make_noise, width_table)
 from natgan.models.truncation import truncate
 
 SQRT_HALF = math.sqrt(0.5)
@@ -76,6 +76,11 @@ class GANformerConfig:
     lr_mlp: float = option(0.01, min=0.0, help="mapping learning-rate multiplier")
     channel_multiplier: int = option(2, min=1, help="widths min(channel_max, 16384*m/res) (official 32768/res)")
     channel_max: int = option(512, min=1, help="width cap (lower it for tiny test models)")
+    channels: Optional[list[int]] = option(None, min=1, help="explicit width per level 4..resolution for G and D "
+                                                             "(overrides channel_multiplier/channel_max; imports "
+                                                             "of official files store it)")
+    d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per level 4..resolution "
+                                                               "(none = the generator's)")
     conv_last: bool = option(True, help="extra modulated 3x3 conv before the final ToRGB (official code)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
     mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
@@ -90,13 +95,20 @@ class GANformerConfig:
                               "input, which a residual unit cannot add to; the official code asserts the same)")
         if self.latent_dim % 4:
             raise ConfigError(f"key 'model.latent_dim': expected a multiple of 4 (2-D sinusoid), got {self.latent_dim}")
+        check_width_list("channels", self.channels, self.resolution)
+        check_width_list("d_channels", self.d_channels, self.resolution)
         for res in range(2, int(math.log2(self.resolution)) + 1):
-            width = channels_for(2 ** res, self.channel_multiplier, self.channel_max)
+            width = self.widths()(2 ** res)
             if self._has_attention(2 ** res) and width % self.heads:
                 raise ConfigError(f"key 'model.heads': {self.heads} does not divide the {width} channels "
                                   f"at {2 ** res}x{2 ** res}")
         if self.mapping_attention and self.latent_dim % self.heads:
             raise ConfigError(f"key 'model.heads': {self.heads} does not divide latent_dim {self.latent_dim}")
+
+    def widths(self) -> Callable[[int], int]:
+        """``res -> width`` of G (and D unless ``d_channels``): ``channels``, else the official rule."""
+        rule = functools.partial(channels_for, multiplier=self.channel_multiplier, channel_max=self.channel_max)
+        return width_table(self.channels, self.resolution, rule)
 
     def _has_attention(self, res: int) -> bool:
         return self.attn_min_res <= res <= self.attn_max_res
@@ -269,7 +281,7 @@ class GANformerGenerator(nn.Module):
         self.blocks = nn.ModuleList()
         in_ch = 0
         for i in range(2, log_res + 1):
-            out_ch = channels_for(2 ** i, cfg.channel_multiplier, cfg.channel_max)
+            out_ch = cfg.widths()(2 ** i)
             self.blocks.append(GANformerBlock(in_ch, out_ch, 2 ** i, cfg, is_last=i == log_res))
             in_ch = out_ch
         self.n_latent = sum(b.num_ws for b in self.blocks) + 1  # + the final ToRGB
@@ -320,7 +332,7 @@ class GANformerGenerator(nn.Module):
                             "(official k-means duplex; paper simplex/duplex via model.attention)")
 def build(cfg: GANformerConfig) -> tuple[nn.Module, nn.Module]:
     generator = GANformerGenerator(cfg)
-    widths = functools.partial(channels_for, multiplier=cfg.channel_multiplier, channel_max=cfg.channel_max)
-    discriminator = StyleGAN2Discriminator(cfg.resolution, widths, cfg.blur_kernel, cfg.mbstd_group,
+    d_widths = width_table(cfg.d_channels, cfg.resolution, cfg.widths())
+    discriminator = StyleGAN2Discriminator(cfg.resolution, d_widths, cfg.blur_kernel, cfg.mbstd_group,
                                            num_classes=cfg.num_classes, projection="direct")
     return generator, discriminator

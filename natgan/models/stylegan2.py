@@ -27,8 +27,8 @@ from natgan.models.conditioning import LabelEmbedding, conditional_mapping
 from natgan.models.layers import FusedLeakyReLU, mapping_network
 from natgan.models.registry import register_model
 from natgan.models.stylegan2_layers import (NOISE_MODES, ConstantInput, ModulatedConv2d, NoiseInjection,
-                                            StyleGAN2Discriminator, ToRGB, check_synthesis_config, make_noise,
-                                            rosinality_channels)
+                                            StyleGAN2Discriminator, ToRGB, check_synthesis_config, check_width_list,
+                                            make_noise, rosinality_channels, width_table)
 from natgan.models.truncation import truncate
 
 
@@ -44,17 +44,31 @@ class StyleGAN2Config:
                                                     "(rosinality's table); 2 = config-f")
     channel_max: Optional[int] = option(None, min=1, help="width cap (none = the reference table; set it "
                                                           "for tiny test models)")
+    channels: Optional[list[int]] = option(None, min=1, help="explicit width per level 4..resolution for G and D "
+                                                             "(overrides channel_multiplier/channel_max; imports "
+                                                             "of NVlabs files store it)")
+    d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per level 4..resolution "
+                                                               "(none = the generator's)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
     mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
     num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional)")
 
     def validate(self) -> None:
         check_synthesis_config(self.resolution, self.blur_kernel)
+        check_width_list("channels", self.channels, self.resolution)
+        check_width_list("d_channels", self.d_channels, self.resolution)
 
 
 def stylegan2_widths(cfg: StyleGAN2Config):
-    """``res -> width`` for G and D: rosinality's table (``channel_multiplier`` 4 gives 1024 at 64 px)."""
-    return functools.partial(rosinality_channels, multiplier=cfg.channel_multiplier, channel_max=cfg.channel_max)
+    """``res -> width`` for G (and D unless ``d_channels``): ``channels`` when given, else rosinality's table
+    (``channel_multiplier`` 4 gives 1024 at 64 px)."""
+    rule = functools.partial(rosinality_channels, multiplier=cfg.channel_multiplier, channel_max=cfg.channel_max)
+    return width_table(cfg.channels, cfg.resolution, rule)
+
+
+def stylegan2_d_widths(cfg: StyleGAN2Config):
+    """``res -> width`` for D: ``d_channels`` when given, else the generator's table."""
+    return width_table(cfg.d_channels, cfg.resolution, stylegan2_widths(cfg))
 
 
 class StyledConv(nn.Module):
@@ -158,6 +172,6 @@ class StyleGAN2Generator(nn.Module):
                 description="StyleGAN2 config-f: modulated convs, noise, skip ToRGB; residual D")
 def build(cfg: StyleGAN2Config) -> tuple[nn.Module, nn.Module]:
     generator = StyleGAN2Generator(cfg)
-    discriminator = StyleGAN2Discriminator(cfg.resolution, stylegan2_widths(cfg), cfg.blur_kernel, cfg.mbstd_group,
+    discriminator = StyleGAN2Discriminator(cfg.resolution, stylegan2_d_widths(cfg), cfg.blur_kernel, cfg.mbstd_group,
                                            num_classes=cfg.num_classes)
     return generator, discriminator

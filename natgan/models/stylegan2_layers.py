@@ -33,6 +33,28 @@ def channels_for(resolution: int, multiplier: int, channel_max: int = 512) -> in
     return max(1, min(channel_max, 16384 * multiplier // resolution))
 
 
+def width_table(channels: Sequence[int] | None, resolution: int, rule: Callable[[int], int]) -> Callable[[int], int]:
+    """``res -> width``: the explicit per-level list ``channels`` (4x4 first) when given, else ``rule``.
+
+    Why a list and not only ``channel_base``/``channel_max``: the official constructors accept any pair (and
+    GANformer's ``fmaps``), and G and D may be built from different pairs, so the one form that expresses every
+    table they can produce is the widths themselves, as read from a checkpoint's weight shapes.
+    """
+    if channels is None:
+        return rule
+    table = {4 * 2 ** i: int(c) for i, c in enumerate(channels)}
+    return lambda res: table[res]
+
+
+def check_width_list(key: str, channels: Sequence[int] | None, resolution: int) -> None:
+    """One width per level 4, 8, ..., ``resolution`` (or none at all)."""
+    levels = int(math.log2(resolution)) - 1
+    if channels is not None and len(channels) != levels:
+        names = ", ".join(str(4 * 2 ** i) for i in range(levels))
+        raise ConfigError(f"key 'model.{key}': expected {levels} widths (one per level {names}), "
+                          f"got {len(channels)}")
+
+
 def rosinality_channels(resolution: int, multiplier: int, channel_max: int | None = None) -> int:
     """Feature width at ``resolution`` by rosinality's table (StyleGAN2 here follows its layer names).
 
@@ -147,7 +169,7 @@ class StyleGAN2Discriminator(nn.Module):
         """``widths(res)`` is the feature width at ``res`` (the generator's table, so G and D mirror)."""
         super().__init__()
         log_res = int(math.log2(resolution))
-        ch = [widths(2 ** i) for i in range(log_res + 1)]
+        ch = {i: widths(2 ** i) for i in range(2, log_res + 1)}
         blocks: list[nn.Module] = [ConvLayer(3, ch[log_res], 1)]
         for i in range(log_res, 2, -1):
             blocks.append(ResBlock(ch[i], ch[i - 1], blur_kernel))
@@ -187,7 +209,8 @@ class ConstantInput(nn.Module):
 
 
 __all__ = ["ConstantInput", "ModulatedConv2d", "NOISE_MODES", "NoiseInjection",
-           "StyleGAN2Discriminator", "ToRGB", "channels_for", "make_noise", "rosinality_channels"]
+           "StyleGAN2Discriminator", "ToRGB", "channels_for", "check_width_list", "make_noise", "rosinality_channels",
+           "width_table"]
 
 
 def check_synthesis_config(resolution: int, blur_kernel: list[int]) -> None:
