@@ -115,7 +115,10 @@ def register(app: typer.Typer) -> None:
         from natgan.metrics.weights import weights_directory
         from natgan.sampling import auto_batch_size, load_generator, resolve_device
 
+        from natgan.validators import MAX_TRUNC, finite_number
+
         inputs = list(inputs or [])
+        finite_number(trunc, "--trunc", lo=-MAX_TRUNC, hi=MAX_TRUNC)
         if mode is not None and mode not in MODES:
             raise ConfigError(f"--mode '{mode}': expected one of {', '.join(MODES)}")
         if noise_mode not in NOISE_MODES:

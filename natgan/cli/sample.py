@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +11,7 @@ from natgan.cli.console import console, emit_json
 from natgan.errors import ConfigError
 from natgan.fsutil import check_output_dir
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
+from natgan.validators import MAX_FPS, MAX_FRAMES, MAX_TRUNC, finite_number
 
 
 
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
                                                   help="Linear walk in w space between two seeds: frames + GIF. "
                                                        "Keyframes A,B,C,... and several walks (1,5/2,7, a grid) "
                                                        "write OUTDIR/walk.gif|mp4."),
-        frames: int = typer.Option(60, "--frames", min=2, help="Frames of --interpolate."),
+        frames: int = typer.Option(60, "--frames", min=2, max=MAX_FRAMES, help="Frames of --interpolate."),
         fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate GIF."),
         batch: Optional[int] = typer.Option(None, "--batch", min=1,
             help="Images per forward pass (default: by device)."),
@@ -78,8 +78,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}")
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
-        if not math.isfinite(trunc):
-            raise ConfigError(f"--trunc {trunc}: expected a finite number (1 = no truncation)")
+        finite_number(trunc, "--trunc", lo=-MAX_TRUNC, hi=MAX_TRUNC)
+        finite_number(fps, "--fps", lo=0.1, hi=MAX_FPS)
         from natgan.cli.sample_latent import latent_mode, run_latent_mode
 
         mode = latent_mode(interpolate, w_file, style_mix, mix_with, layers, direction, video, walk_space, loop)

@@ -54,7 +54,8 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
     from natgan.sampling import auto_batch_size, compute_w_avg, format_seeds, load_generator, parse_seeds, \
         resolve_device
     from natgan.sampling.export import grid_image, save_png, to_hwc
-    from natgan.sampling.video import parse_video_formats, save_video
+    from natgan.sampling.export import MAX_GRID_CELLS
+    from natgan.sampling.video import check_gif_fits, parse_video_formats, save_video
 
     if grid or fmt != "png":
         raise ConfigError(f"--{mode} writes its own figure; drop --grid/--format")
@@ -79,6 +80,9 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
         message = f"wrote {len(files)} image(s) from {w_file}: {outdir}"
     elif mode == "style-mix":
         rows, cols = parse_seeds(style_mix, option="--style-mix"), parse_seeds(mix_with, option="--with")
+        if (len(rows) + 1) * (len(cols) + 1) > MAX_GRID_CELLS:
+            raise ConfigError(f"--style-mix {style_mix} --with {mix_with}: a {len(cols) + 1:,}x{len(rows) + 1:,} "
+                              f"figure; at most {MAX_GRID_CELLS} images in one PNG")
         chosen = parse_layers(layers, G)
         with ProgressBar(len(rows) * (len(cols) + 1) + len(cols), "mixing", enabled=not quiet) as bar:
             parts = mixing.style_mixing_images(G, rows, cols, chosen, psi=trunc, w_avg=w_avg, batch_size=batch_size,
@@ -95,6 +99,8 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
             seed_list = parse_seeds(seeds) if seeds else [0, 1, 2, 3]
             base = edit.base_latents(G, seed_list, psi=trunc, w_avg=w_avg)
             rows_label = f"seeds {format_seeds(seed_list)}"
+        if len(base) * len(strengths) > MAX_GRID_CELLS:
+            raise ConfigError(f"--steps {steps} x {len(base):,} rows: at most {MAX_GRID_CELLS} images in one strip")
         images = edit.direction_strip(G, base, dir_spec, strengths, batch_size=batch_size, noise_mode=noise_mode,
                                       spec=direction)
         path = outdir / f"direction{dir_spec.index}.png"
@@ -107,10 +113,14 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
         formats = parse_video_formats(video)
         if seeds:
             raise ConfigError("--interpolate makes its own frames; drop --seeds")
+        if "gif" in formats:
+            cols_n, rows_n = walk.grid_shape(len(walks))
+            check_gif_fits(frames, rows_n * int(G.resolution), cols_n * int(G.resolution))
         with ProgressBar(frames * len(walks), "rendering", enabled=not quiet) as bar:
-            frames_hwc = walk.render_walks(G, walks, frames, space=walk_space, loop=loop, psi=trunc, w_avg=w_avg,
-                                           batch_size=batch_size, noise_mode=noise_mode, progress=bar.advance)
-        files = save_video(outdir / "walk", frames_hwc, formats, fps=fps)
+            frames_hwc = walk.iter_walk_frames(G, walks, frames, space=walk_space, loop=loop, psi=trunc,
+                                               w_avg=w_avg, batch_size=batch_size, noise_mode=noise_mode,
+                                               progress=bar.advance)
+            files = save_video(outdir / "walk", frames_hwc, formats, fps=fps)
         info.update(walks=["/".join(",".join(map(str, w)) for w in walks)], frames=frames, fps=fps,
                     space=walk_space, loop=loop, video=formats)
         message = f"wrote a {frames}-frame walk ({len(walks)} walk(s), {walk_space} space): " + \

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from natgan.errors import CheckpointError
+from natgan.limits import check_untrusted
 
 PERSISTENCE = ("torch_utils.persistence", "_reconstruct_persistent_obj")
 SNAPSHOT_KEYS = ("G", "D", "G_ema")
@@ -178,13 +179,16 @@ def read_pickle(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
     try:
         with open(path, "rb") as fh:
-            return _RestrictedUnpickler(fh).load()
+            obj = _RestrictedUnpickler(fh).load()
+        check_untrusted(obj, str(path), error=CheckpointError,
+                        children=lambda o: o.state if isinstance(o, PersistentRecord) else None)
+        return obj
     except _Refused as exc:
         raise CheckpointError(f"{path}: refused to unpickle {exc.what}: NVlabs snapshots may contain only "
                               f"persistence records, tensors and plain containers (nothing from the file is "
                               f"imported or run)") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RuntimeError, OSError) as exc:
+            RuntimeError, OSError, RecursionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: not a readable network pickle ({first})") from None
 

@@ -8,8 +8,9 @@ video repeats without a stutter.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(parallel, torch.lerp(a, b, t), out)
 
 
+@functools.lru_cache(maxsize=4)  # a streamed walk asks once per chunk of frames; the answer is read-only
 def positions(keyframes: int, frames: int, loop: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(segment index, local t) of each frame along ``keyframes`` points (closed when ``loop``)."""
     segments = keyframes if loop else keyframes - 1
@@ -58,8 +60,10 @@ def positions(keyframes: int, frames: int, loop: bool) -> tuple[torch.Tensor, to
 
 
 def walk_latents(G: nn.Module, seeds: Sequence[int], frames: int, *, space: str = "w", loop: bool = False,
-                 psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-    """``[frames, ...]`` w latents of one walk through ``seeds`` (truncated towards ``w_avg`` when psi != 1)."""
+                 psi: float = 1.0, w_avg: torch.Tensor | None = None,
+                 frame_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """``[frames, ...]`` w latents of one walk through ``seeds`` (truncated towards ``w_avg`` when psi != 1);
+    only frames ``[start, stop)`` of them with ``frame_range``."""
     if space not in WALK_SPACES:
         raise ConfigError(f"--space '{space}': expected one of {', '.join(WALK_SPACES)}")
     if frames < 2:
@@ -67,6 +71,8 @@ def walk_latents(G: nn.Module, seeds: Sequence[int], frames: int, *, space: str 
     device = next(iter(G.parameters())).device
     z = latents_for_seeds(seeds, G.z_dim).to(device)
     index, t = positions(len(seeds), frames, loop)
+    if frame_range is not None:
+        index, t = index[frame_range[0]:frame_range[1]], t[frame_range[0]:frame_range[1]]
     nxt = (index + 1) % len(seeds)
     with torch.inference_mode():
         t = t.to(device)
@@ -90,17 +96,27 @@ def render_walks(G: nn.Module, walks: Sequence[Sequence[int]], frames: int, *, s
                  psi: float = 1.0, w_avg: torch.Tensor | None = None, batch_size: int = 8,
                  noise_mode: str | None = "const", progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """HWC uint8 video frames; several walks are tiled into a near-square grid (black tiles fill it up)."""
+    return list(iter_walk_frames(G, walks, frames, space=space, loop=loop, psi=psi, w_avg=w_avg,
+                                 batch_size=batch_size, noise_mode=noise_mode, progress=progress))
+
+
+def iter_walk_frames(G: nn.Module, walks: Sequence[Sequence[int]], frames: int, *, space: str = "w",
+                     loop: bool = False, psi: float = 1.0, w_avg: torch.Tensor | None = None, batch_size: int = 8,
+                     noise_mode: str | None = "const", progress: Callable[[int], None] | None = None
+                     ) -> Iterator[np.ndarray]:
+    """The frames of :func:`render_walks`, ``batch_size`` frames at a time: a million-frame MP4 streams to
+    the encoder instead of being built in memory first (latents are computed per chunk as well)."""
     cols, rows = grid_shape(len(walks))
-    with eval_mode(G, noise_mode):
-        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
-        per_walk = []
-        for seeds in walks:
-            images = gen.images_from_w(walk_latents(G, seeds, frames, space=space, loop=loop, psi=psi,
-                                                    w_avg=gen.w_avg)).cpu()
-            per_walk.append(images)
-            if progress:
-                progress(frames)
     res = int(G.resolution)
     blank = torch.zeros(cols * rows - len(walks), 3, res, res, dtype=torch.uint8)
-    return [grid_image(torch.cat([torch.stack([w[k] for w in per_walk]), blank]), cols, rows)
-            for k in range(frames)]
+    with eval_mode(G, noise_mode):
+        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+        for start in range(0, frames, batch_size):
+            stop = min(frames, start + batch_size)
+            chunk = [gen.images_from_w(walk_latents(G, seeds, frames, space=space, loop=loop, psi=psi,
+                                                    w_avg=gen.w_avg, frame_range=(start, stop))).cpu()
+                     for seeds in walks]
+            if progress:
+                progress((stop - start) * len(walks))
+            for k in range(stop - start):
+                yield grid_image(torch.cat([torch.stack([w[k] for w in chunk]), blank]), cols, rows)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from natgan import checkpoint as ckpt_io
+from natgan.errors import CheckpointError
 from natgan.noise_modes import DEFAULT_NOISE_MODE
 from natgan.sampling.export import SampleWriter, grid_image, save_gif, save_png, seed_name, to_hwc
 from natgan.sampling.generate import ImageGenerator, eval_mode
@@ -32,7 +33,20 @@ class LoadedGenerator:
         training-time running average rather than a fresh estimate.
         """
         w_avg = (self.ckpt.get("extra") or {}).get("w_avg")
-        return w_avg.to(next(self.G.parameters()).device) if isinstance(w_avg, torch.Tensor) else None
+        if w_avg is None:
+            return None
+        where = f"{self.path}: key 'extra.w_avg'"
+        if not isinstance(w_avg, torch.Tensor) or not w_avg.is_floating_point():
+            raise CheckpointError(f"{where}: expected a float tensor, got {type(w_avg).__name__}")
+        device = next(self.G.parameters()).device
+        with torch.inference_mode():
+            w_shape = tuple(self.G.mapping(torch.zeros(1, self.G.z_dim, device=device)).shape[1:])
+        if tuple(w_avg.shape) not in (w_shape, w_shape[-1:], (1, *w_shape[-1:])):
+            raise CheckpointError(f"{where}: shape {list(w_avg.shape)} does not fit this generator's w "
+                                  f"{list(w_shape)}")
+        if not torch.isfinite(w_avg).all():
+            raise CheckpointError(f"{where}: non-finite values (NaN/inf); truncation would only produce garbage")
+        return w_avg.to(device)
 
     def describe(self) -> dict:
         return {"checkpoint": str(self.path), "model": self.ckpt["model"]["name"],
@@ -92,6 +106,9 @@ def write_interpolation(G: nn.Module, seed_a: int, seed_b: int, frames: int, out
                         w_avg: torch.Tensor | None = None, noise_mode: str | None = DEFAULT_NOISE_MODE,
                         progress: Progress | None = None) -> list[Path]:
     """A linear walk in w space: frames (PNGs in ``interp_A_B/``, or one zip/npz) plus ``interp_A_B.gif``."""
+    from natgan.sampling.video import check_gif_fits
+
+    check_gif_fits(frames, int(G.resolution), int(G.resolution))
     outdir = Path(outdir)
     stem = f"interp_{seed_a}_{seed_b}"
     target = outdir / stem if fmt == "png" else outdir
