@@ -190,6 +190,23 @@ def check_output_dir(path: str | Path, option: str = "--outdir") -> Path:
     return path
 
 
+def check_output_file(path: str | Path, option: str, *, inputs: tuple[str | Path | None, ...] = ()) -> Path:
+    """Refuse (one line, before any work) an output file named '' or taken by a directory, or one that is
+    one of the command's own ``inputs`` (``bench --recipe r.toml --output r.toml``)."""
+    from natgan.errors import ConfigError
+
+    if not str(path).strip():
+        raise ConfigError(f"{option} '': expected a file name")
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory; give a file name")
+    for source in inputs:
+        if source is not None and path.exists() and same_file(path, source):
+            raise ConfigError(f"{option} {path}: is also an input of this command ({source}); writing it would "
+                              f"destroy it")
+    return path
+
+
 def make_output_dir(path: str | Path, option: str = "--outdir") -> Path:
     """Create an output directory; a clear one-line error when the name is taken by a file."""
     from natgan.errors import ConfigError

@@ -66,6 +66,10 @@ def register(app: typer.Typer) -> None:
             peak_tflops=peak_tflops, threads=threads)
         if not compile_ and compile_mode != "default":
             raise ConfigError("--compile-mode needs --compile")
+        if output is not None:
+            from natgan.fsutil import check_output_file
+
+            check_output_file(output, "--output", inputs=(recipe,))
 
         def progress(row: dict) -> None:
             best = max(row["throughput"], key=lambda r: r["img_per_s"])

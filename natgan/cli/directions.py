@@ -22,13 +22,15 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Editing directions: eigenvectors of A^T A for the chosen layers' style weights A (Shen & Zhou 2021)."""
+        from natgan.fsutil import check_output_file
         from natgan.latent.sefa import factorize
         from natgan.latent.space import format_layers, parse_layers
         from natgan.sampling import load_generator
 
+        check_output_file(out, "--out", inputs=(ckpt,))
         loaded = load_generator(ckpt, ema=not no_ema, device="cpu")
         G = loaded.G
-        chosen = parse_layers(layers, G) if layers else None
+        chosen = parse_layers(layers, G) if layers is not None else None
         result = factorize(G, chosen)
         result.save(out, model=loaded.ckpt["model"]["name"])
         info = {**loaded.describe(), "out": str(out), "space": result.space, "layers": format_layers(result.layers),

@@ -19,6 +19,10 @@ def latent_mode(interpolate: Optional[str], w_file: Optional[Path], style_mix: O
     from natgan.latent.walk import WALK_SPACES, parse_walks
     from natgan.sampling.video import parse_video_formats
 
+    for option, value in (("--interpolate", interpolate), ("--style-mix", style_mix), ("--with", mix_with),
+                          ("--layers", layers), ("--direction", direction), ("--w", w_file)):
+        if value is not None and not str(value).strip():
+            raise ConfigError(f"{option} '': expected a value (or leave the option out)")
     formats = parse_video_formats(video)
     if walk_space not in WALK_SPACES:
         raise ConfigError(f"--space '{walk_space}': expected one of {', '.join(WALK_SPACES)}")
