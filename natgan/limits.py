@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import resource
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from natgan.errors import NatGanError
 

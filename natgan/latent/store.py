@@ -109,7 +109,8 @@ def load_latents(path: str | Path) -> StoredLatents:
 def _text(data: dict[str, np.ndarray], key: str, path: Path) -> str:
     value = data[key]
     if value.ndim != 0 or value.dtype.kind not in "US":
-        raise NatGanError(f"{path}: '{key}' should be one string, got a {value.dtype} array of shape {list(value.shape)}")
+        raise NatGanError(f"{path}: '{key}' should be one string, got a {value.dtype} array of shape "
+                          f"{list(value.shape)}")
     return str(value)
 
 
