@@ -94,11 +94,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (truncated checkpoint)")
     try:
-        pickled = _looks_pickled(path)
+        pickled = looks_pickled(path)
     except OSError as exc:  # permissions, I/O errors: say so rather than "not a checkpoint"
         raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
     if not pickled:
-        raise CheckpointError(f"{path}: not a checkpoint (neither a torch zip archive nor a pickle)")
+        raise CheckpointError(not_a_checkpoint(path))
     _verify_container(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -139,12 +139,17 @@ def _looks_truncated(path: Path) -> bool:
     return head == b"PK\x03\x04"
 
 
-def _looks_pickled(path: Path) -> bool:
+def looks_pickled(path: Path) -> bool:
     """A torch zip holds a pickle; a bare pickle (protocol 2+, legacy torch files too) starts with PROTO.
     Random bytes are neither, and must not be described as "pickled Python objects"."""
     with open(path, "rb") as fh:
         head = fh.read(4)
     return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def not_a_checkpoint(path: str | Path) -> str:
+    """The one message for a file that is no checkpoint of any kind (an image, text, random bytes)."""
+    return f"{path}: not a checkpoint (neither a torch zip archive nor a pickle)"
 
 
 def validate(obj: Any, path: str | Path = "<checkpoint>") -> dict[str, Any]:

@@ -19,10 +19,9 @@ from natgan import config as cfg
 from natgan.config import option
 from natgan.errors import ConfigError
 from natgan.limits import MAX_DEPTH, check_untrusted
+from natgan.metrics.settings import EvalConfig
 
 MAX_RECIPE_BYTES = 1 << 20  # recipes are a few kB; a 10 GiB "recipe" is refused before reading it
-
-FidMode = Literal["clean", "legacy_pytorch", "legacy_tensorflow"]
 
 
 @dataclass
@@ -97,36 +96,16 @@ class TrainConfig:
             raise ConfigError("key 'train.pl_weight': path-length regularisation needs train.update = "
                               "'alternating' (its lazy G step has no place in a simultaneous update)")
         if self.augment in ("ada", "fixed"):
-            from natgan.train.ada import pipeline
+            from natgan.augment.ada_pipe import pipeline
 
             pipeline(self.augment_pipe)
         if self.augment == "diffaug":
-            from natgan.train.diffaugment import parse_policy
+            from natgan.augment.diffaugment import parse_policy
 
             parse_policy(self.diffaug_policy)
         if self.lr_decay and self.lr_decay_start > self.iterations:
             raise ConfigError(f"key 'train.lr_decay_start': expected int <= train.iterations "
                               f"({self.iterations}), got {self.lr_decay_start}")
-
-
-@dataclass
-class EvalConfig:
-    """Periodic metrics during training, and the defaults `nat-gan fid` uses for this run."""
-
-    every: int = option(0, min=0, help="steps between evaluations (0 = never)")
-    num: int = option(50_000, min=2, help="generated images per evaluation")
-    mode: FidMode = option("legacy_pytorch", help="clean-fid mode (legacy_pytorch = the papers' protocol)")
-    reference: str = option("", help="reference dataset (default: data.path) or a clean-fid statistics name")
-    metrics: list[str] = option(["fid"], help="registered metrics: fid, kid, pr, dc, is (natgan.metrics.registry)")
-    pr_features: Literal["vgg16", "inception"] = option("vgg16", help="features of pr and dc")
-    batch_per_device: int = option(64, min=1, aliases=("batch",),
-                                   help="images per generator/extractor forward pass on the one evaluating device "
-                                        "(not a global batch like train.batch; old name: eval.batch)")
-
-    def validate(self) -> None:
-        from natgan.metrics.registry import parse_metrics
-
-        self.metrics = parse_metrics(self.metrics, source="key 'eval.metrics'")
 
 
 @dataclass

@@ -173,7 +173,7 @@ def test_precision_and_backend_contexts_restore_state(monkeypatch):
 
 def test_benchmark_json_structure():
     out = benchmark([TINY], BenchSettings(batches=(1, 3), train=True, train_rounds=2, **FAST))
-    assert set(out) == {"machine", "settings", "results"}
+    assert set(out) == {"machine", "settings", "results", "failures"} and out["failures"] == []
     assert out["machine"]["device"] == "cpu" and out["machine"]["device_name"]
     assert out["settings"]["batches"] == [1, 3] and out["settings"]["rounds"] == 2
     (row,) = out["results"]
@@ -256,6 +256,40 @@ def test_unknown_model_fails_before_measuring(second_tiny):
         benchmark([TINY, "nope"], BenchSettings(**FAST))
     with pytest.raises(ConfigError, match="one model"):
         benchmark([TINY, "_tiny_wide"], BenchSettings(**FAST), recipe="x.toml")
+
+
+def test_one_failing_model_does_not_stop_the_others(second_tiny, monkeypatch):
+    """`bench --models a,b` measures a when b runs out of memory, and reports b's failure."""
+    from natgan.bench import measure
+
+    real = measure.benchmark_model
+
+    def failing(name, *args, **kwargs):
+        if name == "_tiny_wide":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(measure, "benchmark_model", failing)
+    result = benchmark(["_tiny_wide", TINY], BenchSettings(**FAST, flops=False))
+    assert [r["model"] for r in result["results"]] == [TINY]
+    assert result["failures"] == [{"model": "_tiny_wide", "stage": "measurement",
+                                   "error": "CUDA out of memory. Tried to allocate 2.00 GiB"}]
+    with pytest.raises(torch.OutOfMemoryError):  # one model alone: its own error
+        benchmark(["_tiny_wide"], BenchSettings(**FAST, flops=False))
+
+
+def test_cli_reports_a_refused_model_and_measures_the_rest(capsys):
+    """A configuration one model refuses (a key it lacks) is reported, HiT at 16 px is measured, exit 1."""
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--models", f"{TINY},hit-b", "--resolution", "16", "--set", "model.low_res_stages=1",
+              "--rounds", "1", "--warmup", "0", "--device", "cpu", "--no-flops", "--json"])
+    captured = capsys.readouterr()
+    assert exc.value.code == 1
+    data = json.loads(captured.out)
+    assert [r["model"] for r in data["results"]] == ["hit-b"] and data["results"][0]["resolution"] == 16
+    assert [(f["model"], f["stage"]) for f in data["failures"]] == [(TINY, "configuration")]
+    assert captured.err.startswith("error: bench: 1 of 2 models could not be measured")
+    assert f"{TINY} (configuration): --set model.low_res_stages=1: unknown key" in captured.err
 
 
 def test_device_resolution():

@@ -161,15 +161,15 @@ def test_training_dataset_normalisation(data, norm):
 
 
 def test_training_flip_mirrors_about_half_of_a_batch(data):
-    """Dataset flips happen in the trainer (``augment.flip`` on its own generator, so resume is exact)."""
-    from natgan.train import augment
+    """Dataset flips happen in the trainer (``bcr.flip`` on its own generator, so resume is exact)."""
+    from natgan.augment import bcr
 
     plain = torch.stack([TrainingDataset(data["lmdb"], 32)[0]] * 40)
-    out = augment.flip(plain, torch.Generator().manual_seed(0))
+    out = bcr.flip(plain, torch.Generator().manual_seed(0))
     flipped = [torch.equal(x, plain[0].flip(-1)) for x in out]
     assert all(f or torch.equal(x, plain[0]) for f, x in zip(flipped, out))
     assert 5 < sum(flipped) < 35
-    again = augment.flip(plain, torch.Generator().manual_seed(0))
+    again = bcr.flip(plain, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
 
 

@@ -241,9 +241,33 @@ def test_generator_modes_are_restored(tmp_path, net):
     assert G.training and G.noise_mode == "random"
     assert fid_for_generator(G, str(ref), noise_mode="random", **kw)["fid"] == first["fid"]  # random, but seeded
     assert first["generated"]["noise_mode"] == "random"
-    const = fid_for_generator(G, str(ref), **kw)  # the default, as `sample`
-    assert const["generated"]["noise_mode"] == "const"
+    assert fid_for_generator(G, str(ref), **kw)["fid"] == first["fid"]  # random is the metrics' default
+    assert "published protocol" in first["generated"]["noise"]
+    const = fid_for_generator(G, str(ref), noise_mode="const", **kw)  # `sample`'s default, on request
+    assert const["generated"]["noise_mode"] == "const" and "not the published" in const["generated"]["noise"]
     assert const["fid"] != first["fid"] and G.noise_mode == "random"
+
+
+@pytest.mark.parametrize("noise_mode", ["random", "const"])
+def test_generator_fid_equals_scoring_the_pngs_sample_writes(tmp_path, net, noise_mode):
+    """The metrics' random noise is drawn from the seeds: `sample --noise-mode random` with the same seeds and
+    batch writes exactly the images `fid --ckpt` scored (and likewise for const)."""
+    from natgan.models import create
+    from natgan.sampling import write_samples
+
+    G = create("stylegan2", resolution=8, style_dim=16, n_mlp=2, channel_max=16, channel_multiplier=1).generator
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if "noise" in name:
+                p.fill_(0.5)
+    ref = make_folder(tmp_path / "ref", 12, seed=6)
+    kw = dict(extractor=FeatureExtractor(net, mode="legacy_pytorch"), progress=False, workers=0, use_cache=False,
+              batch_size=4)
+    direct = fid_for_generator(G, str(ref), num=10, seed=5, noise_mode=noise_mode, **kw)
+    write_samples(G, range(5, 15), tmp_path / "pngs", batch_size=4, noise_mode=noise_mode)
+    written = fid_for_datasets(tmp_path / "pngs", str(ref), **kw)
+    assert direct["fid"] == pytest.approx(written["fid"], rel=1e-9, abs=1e-9)
+    assert direct["generated"]["noise_mode"] == noise_mode
 
 
 # ------------------------------------------------------------------------------------- caching
@@ -479,12 +503,23 @@ def test_cli_fid_from_recipe_records_in_checkpoint(tmp_path, capsys, fake_incept
     data = make_folder(tmp_path / "data", 16, seed=11)
     ck = tmp_path / "run.pt"
     tiny_checkpoint(ck, recipe=recipe_for(str(data)))
+    before = ck.read_bytes()
     code, out, err = run_cli(["fid", "--ckpt", str(ck), "--device", "cpu", "--workers", "0", "--json", "-q"], capsys)
     assert code == 0, err
     result = json.loads(out)
     assert result["mode"] == "clean" and result["num_gen"] == 12 and result["num_ref"] == 16  # from recipe eval
     assert result["reference"]["path"] == str(data) and result["extractor"] == "tf-inception-2015-12-05"
     assert result["generated"]["model"] == TINY and result["generated"]["ema"] is True
+    # by default the checkpoint is not rewritten: the result goes beside it
+    assert ck.read_bytes() == before and result["recorded_in"] == str(tmp_path / "run.pt.metrics.json")
+    beside = json.loads((tmp_path / "run.pt.metrics.json").read_text())
+    assert len(beside) == 1 and beside[0]["fid"] == result["fid"] and beside[0]["step"] == 7
+    assert beside[0]["checkpoint"] == "run.pt" and beside[0]["ema"] is True
+    code, out, err = run_cli(["fid", "--ckpt", str(ck), "--device", "cpu", "--workers", "0", "--json", "-q",
+                              "--record-in-checkpoint"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["recorded_in"] == str(ck) and len(json.loads((tmp_path / "run.pt.metrics.json").read_text())) == 1
     history = ckpt_io.load(ck)["metrics"]
     assert len(history) == 1 and history[0]["fid"] == result["fid"] and history[0]["step"] == 7
     assert history[0]["reference"]["content_hash"] == result["reference"]["content_hash"]
@@ -496,6 +531,50 @@ def test_cli_fid_from_recipe_records_in_checkpoint(tmp_path, capsys, fake_incept
 
     code, out, _ = run_cli(["fid", "--ckpt", str(ck), "--num", "5", "--no-record", "-q", "--workers", "0"], capsys)
     assert code == 0 and "FID " in out and "reference" in out and "cached statistics" in out
+    assert len(json.loads((tmp_path / "run.pt.metrics.json").read_text())) == 1  # --no-record: nowhere
+
+
+def test_cli_fid_announces_the_sample_count_and_an_estimate(tmp_path, capsys, fake_inception):
+    """Before the long part of a run, fid says how many images it generates (and where the number came from),
+    then, after the first batch, the extrapolated time; -q says nothing."""
+    data = make_folder(tmp_path / "data", 16, seed=11)
+    ck = tmp_path / "run.pt"
+    tiny_checkpoint(ck, recipe=recipe_for(str(data)))
+    code, _, err = run_cli(["fid", "--ckpt", str(ck), "--workers", "0", "--batch", "4", "--no-record"], capsys)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert "scoring 12 generated images (eval.num of the checkpoint's recipe; --num N to change) with fid on cpu" \
+        in lines
+    estimate = [line for line in lines if line.startswith("estimate: 12 images at ")]
+    assert len(estimate) == 1 and "img/s (first batch) = about " in estimate[0], err
+    code, _, err = run_cli(["fid", "--ckpt", str(ck), "--workers", "0", "--batch", "4", "--no-record", "-q",
+                            "--num", "8"], capsys)
+    assert code == 0 and "scoring" not in err and "estimate" not in err
+
+
+def test_first_batch_estimate_extrapolates_once():
+    from natgan.data.progress import FirstBatchEstimate, format_duration
+
+    now = [100.0]
+    seen = []
+    est = FirstBatchEstimate(50_000, seen.append, clock=lambda: now[0])
+    now[0] += 8.0
+    est.advance(64)
+    now[0] += 1.0
+    est.advance(64)
+    assert seen == [{"total": 50_000, "done": 64, "images_per_s": 8.0, "eta_s": (50_000 - 64) / 8.0}]
+    assert format_duration(seen[0]["eta_s"]) == "1 h 44 min"
+    assert (format_duration(95), format_duration(4.2)) == ("1 min 35 s", "4 s")
+    single = []
+    FirstBatchEstimate(10, single.append).advance(10)  # all done in one batch: nothing to estimate
+    assert single == []
+
+
+def test_the_demo_recipe_scores_about_its_dataset():
+    """The demo dataset holds 1,797 digits; fid on the demo run must not default to 50,000 samples."""
+    from natgan import recipe
+
+    assert 1797 <= recipe.load(Path(__file__).resolve().parents[1] / "recipes/demo.toml").eval.num <= 5000
 
 
 def test_cli_fid_errors(tmp_path, capsys, fake_inception):
@@ -611,7 +690,7 @@ def test_generator_fid_does_not_depend_on_the_batch_size(tmp_path, net, family):
     G = create(family, **tiny).generator.eval()
     ref = make_folder(tmp_path / "ref", 6, seed=3, size=tiny["resolution"])
     kw = dict(num=6, extractor=FeatureExtractor(net, mode="legacy_pytorch"), progress=False, workers=0,
-              use_cache=False)
+              use_cache=False, noise_mode="const")   # the metrics' default, random, is drawn per batch
     one = fid_for_generator(G, str(ref), batch_size=2, **kw)
     other = fid_for_generator(G, str(ref), batch_size=3, **kw)
     assert one["fid"] == pytest.approx(other["fid"], rel=1e-5)

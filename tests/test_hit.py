@@ -205,6 +205,26 @@ def test_blurpool_and_discriminator_shapes():
     assert tiny().discriminator(torch.randn(2, 3, 32, 32)).shape == (2, 1)
 
 
+@pytest.mark.parametrize("resolution, attention_stages", [(8, 0), (16, 1), (32, 2), (64, 3), (128, 4), (256, 4)])
+def test_small_resolutions_shrink_the_stage_layout(resolution, attention_stages):
+    """`--resolution 32` builds HiT: unset, low_res_stages is the paper's 4 but leaves the last stage an MLP
+    stage that emits RGB; given explicitly it is checked as before."""
+    from natgan import recipe as recipes
+    from natgan.models import get_spec
+
+    cfg = recipes.apply_overrides({"model": {"name": "hit-b"}}, [f"model.resolution={resolution}"],
+                                  base_source="test").model
+    assert cfg.low_res_stages is None and cfg.n_low_res == attention_stages
+    assert [s.is_attention for s in cfg.stages()] == [i < attention_stages for i in range(cfg.num_stages)]
+    if resolution <= 32:
+        g = create("hit-b", config=cfg).generator
+        assert g(torch.randn(1, 512)).shape == (1, 3, resolution, resolution)
+        with pytest.raises(ConfigError, match="key 'model.low_res_stages': expected < "):
+            recipes.apply_overrides({"model": {"name": "hit-b"}}, [f"model.resolution={resolution}",
+                                                                   "model.low_res_stages=4"], base_source="test")
+    assert get_spec("hit-b").name == "hit-b"
+
+
 def test_trunc_normal_matches_keras():
     t = trunc_normal_(torch.empty(200_000))
     assert t.abs().max() <= 0.04 and abs(t.std().item() - 0.02 * 0.8796) < 5e-4

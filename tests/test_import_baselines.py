@@ -21,7 +21,8 @@ from natgan import checkpoint, recipe
 from natgan.cli import main
 from natgan.errors import CheckpointError
 from natgan.importers import detect_format, import_checkpoint
-from natgan.importers.nvlabs_pickle import PersistentRecord, read_pickle, read_snapshot
+from natgan.importers.nvlabs_pickle import read_pickle, read_snapshot
+from natgan.importers.nvlabs_records import PersistentRecord
 from natgan.models import get_spec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures/official"
@@ -375,3 +376,19 @@ def test_auto_detection_of_every_format(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not one of the known layouts"):
         detect_format(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("kind", ["auto", "stylenat", "styleswin", "rosinality", "stylegan2-ada", "ganformer"])
+def test_an_image_or_text_file_is_not_a_checkpoint(tmp_path, capsys, kind):
+    """`import some.png` says "not a checkpoint", as `sample --ckpt some.png` does, for every --from."""
+    from PIL import Image
+
+    png = tmp_path / "some.png"
+    Image.new("RGB", (4, 4)).save(png)
+    text = tmp_path / "notes.txt"
+    text.write_text("NG\r\nnot a network\n")
+    for path in (png, text):
+        assert _cli(["import", str(path), "--from", kind, "--out", str(tmp_path / "out.pt")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: not a checkpoint") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out.pt").exists()

@@ -10,12 +10,13 @@ import tiny_model  # noqa: F401  (registers "_tiny_test")
 from natgan.errors import ConfigError, NatGanError
 from natgan.latent import mixing, sefa, walk
 from natgan.latent.edit import images_from_stored
-from natgan.latent.noise import noise_inputs
 from natgan.latent.project import ProjectionSettings, learning_rate, project, w_noise_scale
 from natgan.latent.store import load_latents, save_latents
 from natgan.metrics import ppl
 from natgan.metrics.lpips import LPIPS_VGG_FILE, LPIPS_VGG_URL, VGG16_FILE, VGG16_URL, load_lpips
 from natgan.models import create
+from natgan.models.contract import noise_inputs
+from natgan.models.interpolation import slerp
 from natgan.models.normalization import to_uint8, to_unit
 from natgan.sampling.seeds import latents_for_seeds
 
@@ -156,6 +157,22 @@ def test_latents_round_trip_and_resume(tmp_path, lpips):
         project(G, target, lpips, ProjectionSettings(steps=1, space="w", w_avg_samples=10), init=back)
 
 
+def test_a_continuation_continues_the_schedule(lpips):
+    """`project --init` runs only the schedule's final phase: no second lr warm-up (the first step already moves
+    at the full rate, ramping down to zero) and no w noise (so the seed no longer changes the result)."""
+    G = generator("stylegan2", **SG2)
+    target = generated_target(G, seed=5)
+    first = project(G, target, lpips, ProjectionSettings(steps=20, w_avg_samples=200, seed=1))
+    assert first.history[0]["lr"] == 0.0  # a fresh projection warms up
+    settings = [ProjectionSettings(steps=8, w_avg_samples=200, seed=s) for s in (1, 2)]
+    runs = [project(G, target, lpips, s, init=first.latents) for s in settings]
+    lrs = [h["lr"] for h in runs[0].history]
+    assert lrs[0] == pytest.approx(0.1) and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] > 0
+    assert torch.equal(runs[0].latents.w, runs[1].latents.w)  # no w noise: the seed does not matter
+    assert runs[0].start_lpips == pytest.approx(first.lpips, rel=1e-4)
+    assert not any(s.continuation for s in settings)  # the caller's settings are not modified
+
+
 def test_models_without_mapping_project_in_z(lpips):
     G = generator("hit", **HIT)
     result = project(G, generated_target(G, 2), lpips, ProjectionSettings(steps=2, w_avg_samples=100))
@@ -209,7 +226,7 @@ def test_walk_positions_keyframes_and_loop():
     with torch.no_grad():
         assert torch.allclose(w[0], G.mapping(z[:1])[0], atol=1e-5)
         assert torch.allclose(w[-1], G.mapping(z[1:])[0], atol=1e-5)
-    mid = walk.slerp(z[:1], z[1:], torch.tensor([0.5]))
+    mid = slerp(z[:1], z[1:], torch.tensor([0.5]))
     assert mid.norm() == pytest.approx(float(z.norm(dim=1).mean()), rel=0.05)
 
 
@@ -308,6 +325,22 @@ def test_ppl_outlier_filter_keeps_the_1_to_99_percentiles():
     dist = np.concatenate([np.full(98, 1.0), [1000.0, -1000.0]])
     assert ppl.filtered_mean(dist, (1.0, 99.0)) == pytest.approx(1.0, abs=0.1)
     assert ppl.filtered_mean(np.arange(101.0), (10.0, 90.0)) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("resolution, side", [(256, 128), (512, 128), (1024, 128)])
+def test_ppl_face_crop_reaches_lpips_as_in_stylegan2_ada_pytorch(resolution, side):
+    """stylegan2-ada-pytorch's PPLSampler, re-derived: crop rows 3c:7c and columns 2c:6c (c = R // 8), then a
+    box mean over factor x factor blocks with factor = R // 256 of the *uncropped* resolution."""
+    images = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(resolution))
+    c = resolution // 8
+    crop = images[:, :, c * 3:c * 7, c * 2:c * 6]
+    f = resolution // 256
+    expected = crop.reshape(2, 3, crop.shape[2] // f, f, crop.shape[3] // f, f).mean((3, 5)) if f > 1 else crop
+    ours = ppl._to_lpips_input(images, crop=True)
+    assert ours.shape[-2:] == (side, side) == expected.shape[-2:]
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    # without the crop the whole image is scored at 256 px
+    assert ppl._to_lpips_input(images, crop=False).shape[-1] == 256
 
 
 def test_ppl_is_one_entry_of_the_metric_registry(lpips):

@@ -162,3 +162,10 @@ def test_project_a_folder_and_regenerate_all(sg2_ckpt, tmp_path, capsys):
     for name in ("a", "b"):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "regen" / f"{name}.png")),
                               np.asarray(Image.open(tmp_path / "proj" / name / "proj.png")))
+    # continuing one target from the all-targets file is refused, naming that target's own file
+    code, _, err = run_cli(["project", "--ckpt", str(sg2_ckpt), "--target", str(folder / "b.png"), "--outdir",
+                            str(tmp_path / "more"), "--init", str(tmp_path / "proj" / "projected_w.npz"), "--steps",
+                            "1", "--space", "wplus", "--random-lpips", "--w-avg-samples", "32", "-q"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"holds 2 latents (a, b) for 1 target; continue this target with --init {tmp_path / 'proj' / 'b'}" \
+        in " ".join(err.split()), err

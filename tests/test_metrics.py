@@ -59,6 +59,28 @@ def test_density_coverage_equal_the_authors_prdc(seed):
     assert ours["coverage"] == pytest.approx(theirs["coverage"], rel=1e-6)
 
 
+def test_manifold_metrics_stay_exact_on_features_with_a_large_common_offset():
+    """Pairwise distances ~7e-4 of the norms: float32 |a|^2 + |b|^2 - 2ab alone gave precision 0.95 instead
+    of 0.24 here; the answer must be prdc's (float64 sklearn distances) and the exact float64 one."""
+    rng = np.random.default_rng(0)
+    real = (rng.normal(size=(400, 64)) + 2000).astype(np.float32)
+    fake = (rng.normal(size=(300, 64)) * 1.1 + 2000.2).astype(np.float32)
+    r, f = real.astype(np.float64), fake.astype(np.float64)
+    rr = np.sqrt(((r[:, None] - r[None]) ** 2).sum(-1))
+    ff = np.sqrt(((f[:, None] - f[None]) ** 2).sum(-1))
+    rf = np.sqrt(((r[:, None] - f[None]) ** 2).sum(-1))
+    r3, r5, f3 = np.sort(rr, 1)[:, 3], np.sort(rr, 1)[:, 5], np.sort(ff, 1)[:, 3]
+    exact = {"precision": (rf <= r3[:, None]).any(0).mean(), "recall": (rf.T <= f3[:, None]).any(0).mean(),
+             "density": (rf < r5[:, None]).sum() / (5 * len(f)), "coverage": (rf.min(1) < r5).mean()}
+    ours = manifold_scores(real, fake, chunk_bytes=4 * 400 * 64)
+    assert ours == pytest.approx(exact, abs=1e-9)
+    dc = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=5)
+    pr = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=3)
+    assert (ours["density"], ours["coverage"]) == pytest.approx((dc["density"], dc["coverage"]), abs=1e-9)
+    assert (ours["precision"], ours["recall"]) == pytest.approx((pr["precision"], pr["recall"]), abs=1e-9)
+    assert 0.1 < ours["precision"] < 0.5
+
+
 def test_chunking_does_not_change_the_numbers():
     real, fake = _sets(2)
     whole = manifold_scores(real, fake)
@@ -125,6 +147,32 @@ def test_kid_equals_torch_fidelity_when_the_subset_is_the_whole_set():
     #               = (2 + 54) / 2 - 2 * 37 / 4 = 9.5
     x, y = np.array([[0.0], [1.0]]), np.array([[1.0], [2.0]])
     assert kernel_inception_distance(x, y, num_subsets=4) == pytest.approx(9.5, rel=1e-12)
+
+
+def test_kid_spread_is_torch_fidelitys_std_over_clean_fids_subsets():
+    """The mean is clean-fid's number exactly; the std re-derived here: the same subsets drawn as clean-fid
+    draws them (global numpy RNG, generated side first), each scored by torch-fidelity's own unbiased MMD^2,
+    then np.std as torch-fidelity aggregates."""
+    from cleanfid.fid import kernel_distance
+    from torch_fidelity.metric_kid import kernel_mmd
+
+    from natgan.metrics.stats import kid_with_spread
+
+    real, fake = _sets(6, n_real=90, n_fake=70)
+    ours = kid_with_spread(real, fake, seed=3, num_subsets=12, max_subset_size=50)
+    np.random.seed(3)
+    assert ours.mean == kernel_distance(real, fake, num_subsets=12, max_subset_size=50)
+    np.random.seed(3)
+    mmds = []
+    for _ in range(12):
+        x = fake[np.random.choice(len(fake), 50, replace=False)]
+        y = real[np.random.choice(len(real), 50, replace=False)]
+        mmds.append(kernel_mmd(x, y, kid_degree=3, kid_gamma=None, kid_coef0=1))
+    assert ours.mean == pytest.approx(np.mean(mmds), rel=1e-5)
+    assert ours.std == pytest.approx(np.std(mmds), rel=1e-5) and ours.std > 0
+    assert (ours.subset_size, ours.subsets) == (50, 12)
+    # the subset size actually used is capped by the smaller side
+    assert kid_with_spread(real, fake[:30], num_subsets=2).subset_size == 30
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -224,6 +272,44 @@ def test_generated_manifold_metrics_match_the_functions(tmp_path, G):
     expected = manifold_scores(feats(b), feats(a))
     assert {k: r[k] for k in expected} == pytest.approx(expected, rel=1e-6)
     assert "fid" not in r and r["num_gen"] == 36 and r["num_ref"] == 40
+
+
+def test_every_extractor_cache_is_keyed_on_its_weights_and_results_record_them(tmp_path, G, monkeypatch):
+    """Replacing a feature network's weights under the same name recomputes the reference (it used to reuse
+    the old network's features for VGG16), and every result names the weights that made its numbers."""
+    from natgan.metrics import vgg as vgg_mod
+    from natgan.metrics.vgg import ImageExtractor
+    from natgan.metrics.weights import weights_digest
+
+    a, b = make_folder(tmp_path / "a", 20, seed=1), make_folder(tmp_path / "b", 24, seed=2)
+
+    def run(net, weights_id):
+        ext = ImageExtractor(net, name="tiny-vgg", protocol="tiny", weights_id=weights_id)
+        return evaluate_datasets(str(a), str(b), metrics=["pr", "dc"], extractors={"vgg16": ext}, batch_size=8,
+                                 progress=False, workers=0)
+
+    first = run(TinyVGG().eval(), "1111")
+    assert not first["reference_cached"] and run(TinyVGG().eval(), "1111")["reference_cached"]
+    other = TinyVGG().eval()
+    with torch.no_grad():
+        other.proj.weight.mul_(-1.5)
+    swapped = run(other, "2222")
+    assert not swapped["reference_cached"] and swapped["precision"] != first["precision"]
+    assert swapped["details"]["pr"]["weights_sha256"] == "2222" == swapped["details"]["dc"]["weights_sha256"]
+    assert swapped["feature_sets"]["vgg16"]["weights_sha256"] == "2222"
+
+    # the real VGG16 extractor takes its identity from the file's digest (a tiny stand-in file here)
+    fake_file = tmp_path / "w" / "vgg16-397923af.pth"
+    fake_file.parent.mkdir()
+    fake_file.write_bytes(b"first weights")
+    monkeypatch.setattr(vgg_mod, "locate", lambda *a, **k: fake_file)
+    monkeypatch.setattr(vgg_mod, "load_vgg16_state", lambda path: None)   # random init, no 528 MB file
+    one = vgg_mod.build_vgg16().weights_id
+    assert one == weights_digest(fake_file)
+    fake_file.write_bytes(b"other, longer weights")
+    two = vgg_mod.build_vgg16().weights_id
+    assert len(one) == 16 and one != two and two == weights_digest(fake_file)
+    assert vgg_mod.build_vgg16(random_weights=True).weights_id == "random-init"
 
 
 def test_metric_input_errors(tmp_path, G):
@@ -398,7 +484,8 @@ def test_cli_metrics_from_the_flag_and_from_the_recipe(tmp_path, capsys, tiny_ne
     r = json.loads(out)
     assert r["metrics"] == ["fid", "kid", "pr", "dc", "is"] and r["details"]["pr"]["features"] == "vgg16"
     assert sorted(tiny_networks) == [("inception", tmp_path), ("vgg16", tmp_path)]   # each network built once
-    entry = ckpt_io.load(ck)["metrics"][-1]
+    entry = json.loads((tmp_path / "run.pt.metrics.json").read_text())[-1]  # recorded beside the checkpoint
+    assert ckpt_io.load(ck)["metrics"] == []
     assert entry["precision"] == r["precision"] and entry["details"]["is"]["protocol"].startswith("IS (Salimans")
 
     code, out, err = run_cli(["fid", "--ckpt", str(ck), "--metrics", "pr,is", "--pr-features", "inception", "--num",

@@ -105,6 +105,8 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path, digits, monkeypatch
         run(recipe_path, tmp_path / "nan")
     assert checkpoint.load(tmp_path / "nan" / "latest.pt")["progress"]["step"] == 2
     RunDir(tmp_path / "nan").lock()  # the failed trainer released its lock
+    log = (tmp_path / "nan" / "log.txt").read_text()
+    assert "error at step 3: non-finite loss at step 3" in log.splitlines()[-1]
 
 
 def test_second_trainer_is_refused(tmp_path, digits):
@@ -154,6 +156,8 @@ def test_sigkill_then_resume_and_sigterm_checkpoints(tmp_path, digits):
     assert f"resuming from {outdir}" in out and f"at step {last_step}" in out
     assert "SIGTERM received" in out
     final = checkpoint.load(outdir / "latest.pt")["progress"]
+    assert (outdir / "log.txt").read_text().splitlines()[-1].endswith(
+        f"stopped at step {final['step']}: SIGTERM received")
     assert final["step"] > last_step and final["images_seen"] == final["step"] * 4
     assert "latest checkpoint" in out
 
@@ -172,6 +176,30 @@ def test_dry_run_prints_recipe_sizes_and_schedule(tmp_path, digits, capsys):
     assert out["recipe"]["train"]["batch"] == 8 and out["model"]["g_params"] > 0
     assert out["schedule"]["d_lr"] == pytest.approx(2e-4 * 2 / 3) and out["schedule"]["accumulation_steps"] == 1
     assert not (tmp_path / "dry").exists()
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_wrong_data_is_refused_before_anything_is_created(tmp_path, digits, capsys, dry_run):
+    """A missing path, a file that is not a dataset and a dataset without the model's resolution are refused
+    with one line naming the path, before the run directory exists (and by --dry-run too)."""
+    from natgan.cli import main
+
+    recipe_path = tiny_recipe(tmp_path, digits)
+    not_data = tmp_path / "notes.txt"
+    not_data.write_text("hello")
+    cases = [(str(tmp_path / "missing.lmdb"), "missing.lmdb"), (str(not_data), "notes.txt"),
+             (digits, "16")]
+    for data, names in cases:
+        outdir = tmp_path / "run"
+        args = ["train", "--recipe", str(recipe_path), "--data", data, "--outdir", str(outdir), "--no-progress"]
+        if data == digits:
+            args += ["--set", "model.resolution=16"]
+        with pytest.raises(SystemExit) as exc:
+            main(args + (["--dry-run"] if dry_run else []))
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert exc.value.code == 1 and last.startswith("error: ") and names in last and "Traceback" not in err, err
+        assert not outdir.exists(), sorted(p.name for p in outdir.iterdir())
 
 
 def test_periodic_fid_is_logged_and_stored(tmp_path, digits):
@@ -232,7 +260,7 @@ def test_simultaneous_update_uses_one_forward_and_own_losses(tmp_path, digits):
     assert set(stats) == {"D", "G", "bCR", "R1"}
 
     # the same step written out by hand, from the saved weights and random streams
-    from natgan.train import augment
+    from natgan.augment import bcr
 
     t.G.load_state_dict(G0)
     t.D.load_state_dict(D0)
@@ -245,8 +273,8 @@ def test_simultaneous_update_uses_one_forward_and_own_losses(tmp_path, digits):
         fake = t.G(torch.randn(2, t.G.z_dim, generator=t.gens.z))
         fake_logits, real_logits = t.D(fake), t.D(real)
         d_loss = losses.d_logistic(real_logits, fake_logits)
-        d_loss = d_loss + 10.0 * losses.consistency(t.D(augment.bcr_augment(fake.detach(), t.gens.aug)), fake_logits)
-        d_loss = d_loss + 10.0 * losses.consistency(t.D(augment.bcr_augment(real.detach(), t.gens.aug)), real_logits)
+        d_loss = d_loss + 10.0 * losses.consistency(t.D(bcr.bcr_augment(fake.detach(), t.gens.aug)), fake_logits)
+        d_loss = d_loss + 10.0 * losses.consistency(t.D(bcr.bcr_augment(real.detach(), t.gens.aug)), real_logits)
         d_loss = d_loss + 3.0 / 2 * losses.r1_penalty(real_logits, real)
         g_loss = losses.g_nonsaturating(fake_logits)
         for ref, loss, module in ((d_ref, d_loss, t.D), (g_ref, g_loss, t.G)):

@@ -38,7 +38,7 @@ def test_resume_with_ada_is_bit_identical(tmp_path, digits, update):  # noqa: F8
 
 def test_augmentation_reaches_every_d_input(tmp_path, digits):  # noqa: F811
     """With ADA at p = 1 D never sees an un-augmented image: reals, fakes, R1 reals and both bCR sides."""
-    from natgan.train.daug import DAugment
+    from natgan.augment import DAugment
 
     t = Trainer(resolve_init_free(tmp_path, digits, augment="fixed", augment_p=1.0, augment_pipe="color",
                                   r1_every=1, bcr=True), tmp_path / "run", show_progress=False)

@@ -7,7 +7,8 @@ import torch
 
 from natgan.errors import ConfigError, NatGanError
 from natgan.recipe import TrainConfig
-from natgan.train import augment, schedule
+from natgan.augment import bcr
+from natgan.train import schedule
 from natgan.train.rundir import RunDir
 from natgan.train.sampler import ResumableSampler
 from natgan.train.trainer import BatchPlan
@@ -59,7 +60,7 @@ def test_sampler_resumes_exactly_and_shards():
 def test_translate_and_cutout_semantics():
     gen = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16) + 1
-    shifted = augment.translate(x, gen)
+    shifted = bcr.translate(x, gen)
     for b in range(2):  # every output pixel is either 0 or the input pixel at a constant offset
         nz = shifted[b, 0].nonzero()
         y, xx = nz[0].tolist()
@@ -68,15 +69,15 @@ def test_translate_and_cutout_semantics():
         assert abs(dy) <= 2 and abs(dx) <= 2
         assert torch.equal(shifted[b, :, max(dy, 0):16 + min(dy, 0), max(dx, 0):16 + min(dx, 0)],
                            x[b, :, max(-dy, 0):16 + min(-dy, 0), max(-dx, 0):16 + min(-dx, 0)])
-    cut = augment.cutout(torch.ones(4, 3, 16, 16), gen)
+    cut = bcr.cutout(torch.ones(4, 3, 16, 16), gen)
     zeros = (cut[:, 0] == 0).flatten(1).sum(1)
     assert (zeros > 0).all() and (zeros <= 64).all() and (cut[:, 0] == cut[:, 2]).all()
 
 
 def test_bcr_augment_is_differentiable_and_reproducible():
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
-    a = augment.bcr_augment(x, torch.Generator().manual_seed(5))
-    b = augment.bcr_augment(x, torch.Generator().manual_seed(5))
+    a = bcr.bcr_augment(x, torch.Generator().manual_seed(5))
+    b = bcr.bcr_augment(x, torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and not torch.equal(a, x)
     a.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -86,13 +87,13 @@ def test_colour_augmentations_match_definitions():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 3, 4, 4)
     state = gen.get_state()
-    out = augment.brightness(x, gen)
+    out = bcr.brightness(x, gen)
     gen.set_state(state)
     shift = torch.rand(3, 1, 1, 1, generator=gen) - 0.5
     assert torch.allclose(out, x + shift)
-    y = augment.contrast(x, torch.Generator().manual_seed(2))
+    y = bcr.contrast(x, torch.Generator().manual_seed(2))
     assert torch.allclose(y.mean(dim=[1, 2, 3]), x.mean(dim=[1, 2, 3]), atol=1e-6)  # contrast keeps the mean
-    s = augment.saturation(x, torch.Generator().manual_seed(2))
+    s = bcr.saturation(x, torch.Generator().manual_seed(2))
     assert torch.allclose(s.mean(dim=1), x.mean(dim=1), atol=1e-6)  # saturation keeps the channel mean
 
 

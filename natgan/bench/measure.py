@@ -391,10 +391,13 @@ def benchmark(models: list[str], settings: BenchSettings | None = None, *, recip
               sets: list[str] | None = None, resolution: int | None = None,
               on_start: Callable[[str, int, int], None] | None = None,
               on_result: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Measure several models with the same settings on the same machine: ``{"machine", "results"}``.
+    """Measure several models with the same settings on the same machine: ``{"machine", "settings", "results",
+    "failures"}``.
 
-    All names (and the recipe) are validated before anything is measured, so a typo in the fourth
-    model does not cost the first three measurements.
+    Every name is checked before anything is measured, so a typo in the fourth model does not cost the first
+    three measurements. With several models, one whose configuration is refused (e.g. at ``--resolution``) or
+    whose measurement fails (out of memory, a backend error) is reported in ``failures`` (``{"model", "stage",
+    "error"}``) and the others are still measured; a single model's failure raises as it is.
     """
     from natgan.model_choice import resolve_config
     from natgan.models import get_spec
@@ -407,8 +410,17 @@ def benchmark(models: list[str], settings: BenchSettings | None = None, *, recip
     names: list[str | None] = [get_spec(m).name for m in models] or [None]
     if recipe is not None and len(names) > 1:
         raise ConfigError("--recipe describes one model; compare several with --models and --set/--resolution")
+    failures: list[dict[str, str]] = []
+    measurable: list[str | None] = []
     for n in names:  # validate every config up front (cheap compared to any measurement)
-        resolve_config(n, recipe=recipe, sets=sets, resolution=resolution)
+        try:
+            resolve_config(n, recipe=recipe, sets=sets, resolution=resolution)
+        except ConfigError as exc:
+            if len(names) == 1:
+                raise
+            failures.append({"model": str(n), "stage": "configuration", "error": str(exc)})
+            continue
+        measurable.append(n)
     if settings.attn_backend is not None:
         from natgan.ops import available_backends
 
@@ -417,15 +429,25 @@ def benchmark(models: list[str], settings: BenchSettings | None = None, *, recip
                               f"(available: {', '.join(available_backends())})")
     results = []
     with cpu_threads(settings.threads):
-        for i, n in enumerate(names):
+        for i, n in enumerate(measurable):
             if on_start is not None:
-                on_start(n or str(recipe), i, len(names))
-            row = benchmark_model(n, settings, recipe=recipe, sets=sets, resolution=resolution, device=device)
+                on_start(n or str(recipe), i, len(measurable))
+            try:
+                row = benchmark_model(n, settings, recipe=recipe, sets=sets, resolution=resolution, device=device)
+            except (NatGanError, RuntimeError) as exc:  # RuntimeError: out of memory, a kernel or backend failure
+                if len(names) == 1:
+                    raise
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                failures.append({"model": str(n), "stage": "measurement", "error": first})
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
             results.append(row)
             if on_result is not None:
                 on_result(row)
         info = machine(device)
-    return {"machine": info, "settings": _settings_dict(settings, device), "results": results}
+    return {"machine": info, "settings": _settings_dict(settings, device), "results": results,
+            "failures": failures}
 
 
 def _settings_dict(settings: BenchSettings, device: torch.device) -> dict[str, Any]:

@@ -44,6 +44,7 @@ def _register_commands() -> None:
     for module in (prepare, train, sample, fid, visualize, bench, import_ckpt, project, directions):
         module.register(app)
     from natgan.cli import doctor; doctor.register(app)  # noqa: E702 - one line, so parallel edits merge
+    from natgan.cli import studio; studio.register(app)  # noqa: E702
 
 
 _register_commands()

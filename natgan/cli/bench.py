@@ -86,8 +86,19 @@ def register(app: typer.Typer) -> None:
             _write_json(result, output)
         if json_out:
             emit_json(result)
-        else:
+        elif result["results"]:
             console.print(results_table(result))
+        failures = result["failures"]
+        if failures:
+            from natgan.errors import NatGanError
+
+            measured = len(result["results"])
+            only_config = not measured and all(f["stage"] == "configuration" for f in failures)
+            head = f"bench: {len(failures)} of {len(failures) + measured} models could not be measured"
+            if measured and not json_out:
+                head += " (the others are above)"
+            details = "\n".join(f"  {f['model']} ({f['stage']}): {f['error']}" for f in failures)
+            raise (ConfigError if only_config else NatGanError)(f"{head}\n{details}")
 
 
 def _write_json(obj: Any, path: Path) -> None:

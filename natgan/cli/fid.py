@@ -9,7 +9,7 @@ import typer
 
 from natgan.cli.console import console, emit_json, err_console
 from natgan.errors import ConfigError, DataError
-from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
+from natgan.noise_modes import NOISE_MODES
 
 
 def recipe_reference(ckpt: dict, path: Path) -> str:
@@ -41,6 +41,7 @@ def _summary(result: dict, recorded: str | None) -> None:
     if gen.get("kind") == "generator":
         console.print(f"  generated  {gen.get('checkpoint', 'generator')} ({'EMA' if gen.get('ema', True) else 'raw'} "
                       f"weights, step {gen.get('step')}), seeds {gen['seeds']}, trunc {gen['trunc']}")
+        console.print(f"  noise      {gen.get('noise', gen.get('noise_mode'))}")
     else:
         console.print(f"  A          {gen['description']} [{gen['content_hash'][:24]}...]")
     if ref is None:
@@ -91,9 +92,10 @@ def register(app: typer.Typer) -> None:
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = off, the standard FID protocol)."),
         seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Image i uses the latent of seed SEED+i."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Score the raw generator weights, not the EMA."),
-        noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode",
-                                       help="Models with noise inputs: const (default, as `sample`; batch-size "
-                                            "independent) | random (NVIDIA's metrics) | none."),
+        noise_mode: Optional[str] = typer.Option(None, "--noise-mode",
+                                                 help="Models with noise inputs: random (default: recipe "
+                                                      "eval.noise_mode, else random = the published protocol, "
+                                                      "seeded) | const (the stored maps, as `sample`) | none."),
         inception: Optional[Path] = typer.Option(None, "--inception",
                                                  help="Inception weights file or directory (offline machines; "
                                                       "also $NATGAN_INCEPTION)."),
@@ -101,15 +103,20 @@ def register(app: typer.Typer) -> None:
                                                help="Directory of metric network weights (Inception, VGG16) under "
                                                     "their usual file names (also $NATGAN_WEIGHTS)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Recompute reference statistics; do not store them."),
-        no_record: bool = typer.Option(False, "--no-record", help="Do not append the result to the checkpoint's "
-                                                                  "metrics history."),
+        no_record: bool = typer.Option(False, "--no-record", help="Record the result nowhere (by default it is "
+                                                                  "appended to CKPT.metrics.json beside the "
+                                                                  "checkpoint, which is never rewritten)."),
+        in_checkpoint: bool = typer.Option(False, "--record-in-checkpoint",
+                                           help="Append the result to the checkpoint's own metrics history instead "
+                                                "(rewrites the checkpoint; what train --resume and "
+                                                "train.keep_best read)."),
         workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Dataset decoding processes."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
         json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
     ) -> None:
         """FID and the other registered metrics (KID, precision/recall, density/coverage, IS), protocols recorded."""
         from natgan.metrics import MODES, evaluate_datasets, evaluate_generator, record_in_checkpoint
-        from natgan.metrics.record import fingerprint
+        from natgan.metrics.record import fingerprint, record_beside
         from natgan.metrics.registry import FEATURE_SETS, METRICS, parse_metrics
         from natgan.metrics.settings import eval_config, evaluation_kwargs
         from natgan.metrics.weights import weights_directory
@@ -119,9 +126,11 @@ def register(app: typer.Typer) -> None:
 
         inputs = list(inputs or [])
         finite_number(trunc, "--trunc", lo=-MAX_TRUNC, hi=MAX_TRUNC)
+        if no_record and in_checkpoint:
+            raise ConfigError("--no-record and --record-in-checkpoint contradict each other: give one")
         if mode is not None and mode not in MODES:
             raise ConfigError(f"--mode '{mode}': expected one of {', '.join(MODES)}")
-        if noise_mode not in NOISE_MODES:
+        if noise_mode is not None and noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         if pr_features is not None and pr_features not in FEATURE_SETS:
             raise ConfigError(f"--pr-features '{pr_features}': expected one of {', '.join(FEATURE_SETS)}")
@@ -160,20 +169,37 @@ def register(app: typer.Typer) -> None:
         reference = ref or (str(inputs[0]) if inputs else
                             recipe_reference(loaded.ckpt, ckpt) if needs_reference else None)
         G = loaded.G
-        settings.update({k: v for k, v in (("num", num), ("mode", mode), ("pr_features", pr_features)) if v})
+        settings.update({k: v for k, v in (("num", num), ("mode", mode), ("pr_features", pr_features),
+                                           ("noise_mode", noise_mode)) if v})
         settings["batch_size"] = batch or auto_batch_size(dev, int(G.resolution))
         # the checkpoint's own truncation centre (imported official files carry one), as `sample` uses
         centre = None if trunc == 1.0 else loaded.truncation_centre()
+        if not quiet:
+            where = "--num" if num else "eval.num of the checkpoint's recipe; --num N to change"
+            err_console.print(f"scoring {settings['num']:,} generated images ({where}) with "
+                              f"{', '.join(settings['metrics'])} on {dev}", highlight=False, markup=False)
         result = evaluate_generator(G, reference, device=dev, seed=seed, num_ref=num_ref, psi=trunc,
-                                    noise_mode=noise_mode, w_avg=centre, **settings, **common)
+                                    w_avg=centre, on_estimate=None if quiet else _estimate, **settings, **common)
         result["generated"].update({"checkpoint": str(ckpt), "model": loaded.ckpt["model"]["name"],
                                     "step": loaded.ckpt["progress"].get("step"), "ema": loaded.ema})
         recorded = None
-        if not no_record:
+        if in_checkpoint:
             record_in_checkpoint(ckpt, result, ema=loaded.ema, expected=before)
-            recorded = f"{ckpt} (metrics history)"
+            recorded = f"{ckpt} (the checkpoint's metrics history)"
             result["recorded_in"] = str(ckpt)
+        elif not no_record:
+            side, _ = record_beside(ckpt, result, loaded.ckpt, ema=loaded.ema, expected=before)
+            recorded = str(side)
+            result["recorded_in"] = str(side)
         _finish(result, recorded, json_out)
+
+
+def _estimate(info: dict) -> None:
+    """The first batch's rate extrapolated, printed once before the long part of a run (stderr)."""
+    from natgan.data.progress import format_duration
+
+    err_console.print(f"estimate: {info['total']:,} images at {info['images_per_s']:.1f} img/s (first batch) "
+                      f"= about {format_duration(info['eta_s'])} more; Ctrl-C stops", highlight=False, markup=False)
 
 
 def _finish(result: dict, recorded: str | None, json_out: bool) -> None:

@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
         mse: float = typer.Option(0.0, "--mse", help="Weight of an extra pixel MSE loss (0 = LPIPS only)."),
         seed: int = typer.Option(303, "--seed", min=0, help="Seed of the noise (stylegan2-ada's default 303)."),
         init: Optional[Path] = typer.Option(None, "--init", help="Continue from latents written by a previous run "
-                                                                 "(projected_w.npz)."),
+                                                                 "(projected_w.npz: one latent, or one per target; "
+                                                                 "the schedule continues: lr ramp-down, no w "
+                                                                 "noise)."),
         video: bool = typer.Option(False, "--video", help="Also write proj.mp4: target | image of every step."),
         fps: float = typer.Option(30.0, "--fps", min=0.1, help="Frame rate of --video."),
         weights: Optional[Path] = typer.Option(None, "--weights", help="Directory with vgg16-397923af.pth and "

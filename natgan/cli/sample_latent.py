@@ -78,7 +78,7 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
     outdir = Path(outdir)
 
     if mode == "w":
-        images = edit.images_from_stored(G, stored, path=w_file, batch_size=batch_size)
+        images = edit.images_from_stored(G, stored, path=w_file, batch_size=batch_size, noise_mode=noise_mode)
         files = [save_png(outdir / f"{name}.png", img) for name, img in zip(stored.names, to_hwc(images))]
         info.update(latents=str(w_file), space=stored.space, images=len(files))
         message = f"wrote {len(files)} image(s) from {w_file}: {outdir}"

@@ -85,13 +85,17 @@ def _dry_run(resolved, decision: str, json_out: bool) -> None:
 
     from natgan.train import distributed
 
+    from natgan.train import check_training_data
+
     distributed.check_device(resolved.train.device)  # as the trainer will: --dry-run catches a missing GPU
+    data = check_training_data(resolved)  # and a missing or wrong dataset
     pair = create(resolved.model_name, config=resolved.model)
     sizes = {"g_params": count_params(pair.generator), "d_params": count_params(pair.discriminator),
              "resolution": pair.generator.resolution}
     sched = schedule_summary(resolved)
     if json_out:
-        emit_json({"decision": decision, "recipe": resolved.to_dict(), "model": sizes, "schedule": sched})
+        emit_json({"decision": decision, "recipe": resolved.to_dict(), "model": sizes, "data": data,
+                   "schedule": sched})
         return
     from rich.syntax import Syntax
     from rich.table import Table
@@ -101,6 +105,10 @@ def _dry_run(resolved, decision: str, json_out: bool) -> None:
     console.print(Syntax(resolved.to_toml(), "toml", theme="ansi_dark", background_color="default"))
     console.print(f"[bold]model[/] {resolved.model_name} at {sizes['resolution']}px: "
                   f"G {sizes['g_params'] / 1e6:.2f} M, D {sizes['d_params'] / 1e6:.2f} M parameters")
+    from rich.markup import escape
+
+    console.print(f"[bold]data[/] {escape(data['description'])}: {data['images']:,} images served at "
+                  f"{data['resolution']}px")
     table = Table(title="schedule", show_header=False)
     for key, value in sched.items():
         table.add_row(key, str(value))

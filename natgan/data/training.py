@@ -33,7 +33,7 @@ def _affine(normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
 class TrainingDataset(Dataset):
     """``dataset[i]`` -> float32 ``[3, R, R]`` in the model's space.
 
-    No augmentation here: the trainer flips batches with :func:`natgan.train.augment.flip` on its own
+    No augmentation here: the trainer flips batches with :func:`natgan.augment.bcr.flip` on its own
     generator, which a checkpoint saves, so ``--resume`` stays bit-exact whatever the worker count.
     """
 

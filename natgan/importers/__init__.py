@@ -1,7 +1,9 @@
 """Converters from other projects' checkpoint formats into nat-gan checkpoint format v1.
 
-One module per format (``official``: StyleNAT/StyleSwin, ``rosinality``, ``nvlabs_pickle``: stylegan2-ada and
-GANformer snapshots), shared helpers in ``common``/``stylegan2_family``, and ``dispatch`` choosing by ``--from``.
+One module per format (``official``: StyleNAT/StyleSwin, ``rosinality``, ``stylegan2_ada``, ``ganformer``), the
+reader of NVlabs snapshots (``nvlabs_pickle``, which gives ``nvlabs_records``), shared helpers in
+``common``/``stylegan2_family``, and ``dispatch`` choosing by ``--from`` (dispatch imports the formats; none of
+them imports dispatch).
 """
 
 from natgan.importers.common import load_official_container

@@ -50,12 +50,26 @@ def detect_format(path: str | Path) -> str:
     return nvlabs_pickle.detect_kind(nvlabs_pickle.read_snapshot(path), path)
 
 
+def _refuse_non_checkpoint(path: Path) -> None:
+    """An image or text file is "not a checkpoint", as ``sample`` says, rather than an unpickler's complaint about
+    its first bytes (every supported format is a torch zip or a pickle)."""
+    from natgan.checkpoint import looks_pickled, not_a_checkpoint
+
+    try:
+        pickled = not path.is_file() or looks_pickled(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if not pickled:
+        raise CheckpointError(not_a_checkpoint(path))
+
+
 def import_checkpoint(source: str | Path, kind: str = "auto", size: int | None = None, *,
                       step: int | None = None, keep_split_heads: bool = False,
                       args_override: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """(resolved kind, v1 checkpoint dict) for ``source`` read as ``kind`` ("auto" = :func:`detect_format`)."""
     if kind != "auto" and kind not in KINDS:
         raise ConfigError(f"--from {kind}: expected one of auto, {', '.join(KINDS)}")
+    _refuse_non_checkpoint(Path(source))
     if kind == "auto":
         kind = detect_format(source)
     if kind in ("stylenat", "styleswin"):
@@ -69,6 +83,22 @@ def import_checkpoint(source: str | Path, kind: str = "auto", size: int | None =
         from natgan.importers.rosinality import import_rosinality
 
         return kind, import_rosinality(source, size, step=step)
-    from natgan.importers.nvlabs_pickle import import_nvlabs
-
     return kind, import_nvlabs(source, kind, size, step=step)
+
+
+def import_nvlabs(source: str | Path, kind: str, size: int | None = None, *, step: int | None = None
+                  ) -> dict[str, Any]:
+    """Convert a stylegan2-ada or GANformer network snapshot to a v1 checkpoint dict: the reader
+    (:mod:`~natgan.importers.nvlabs_pickle`) gives records, the format's converter rebuilds the weights."""
+    from natgan.importers.nvlabs_pickle import read_snapshot
+
+    snapshot = read_snapshot(source)
+    if kind == "stylegan2-ada":
+        from natgan.importers.stylegan2_ada import import_stylegan2_ada
+
+        return import_stylegan2_ada(snapshot, str(source), size, step=step)
+    if kind == "ganformer":
+        from natgan.importers.ganformer import import_ganformer
+
+        return import_ganformer(snapshot, str(source), size, step=step)
+    raise CheckpointError(f"--from {kind}: not an NVlabs pickle format")

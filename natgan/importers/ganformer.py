@@ -35,7 +35,7 @@ import torch
 
 from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
-from natgan.importers.nvlabs_pickle import PersistentRecord, cannot_express, check_network, state_dict
+from natgan.importers.nvlabs_records import PersistentRecord, cannot_express, check_network, state_dict
 from natgan.importers.stylegan2_ada import FIR, convert_discriminator
 from natgan.importers.stylegan2_family import Imported, assemble, fit_channel_table, stylegan2_train_settings
 

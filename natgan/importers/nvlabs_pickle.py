@@ -6,8 +6,9 @@ state})``. Unpickling them with the official code ``exec``\\ s ``module_src``, i
 carries. Here :class:`_RestrictedUnpickler` resolves a fixed allow-list of names to *our own* harmless
 callables and refuses every other global with a one-line error naming it:
 
-* ``torch_utils.persistence._reconstruct_persistent_obj`` -> :class:`PersistentRecord` (class name, constructor
-  kwargs, parameters, buffers, child records); ``module_src`` is kept as text and never compiled;
+* ``torch_utils.persistence._reconstruct_persistent_obj`` ->
+  :class:`~natgan.importers.nvlabs_records.PersistentRecord` (class name, constructor kwargs, parameters,
+  buffers, child records); ``module_src`` is kept as text and never compiled;
 * tensors: ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` as ``torch.load(weights_only=True)``
   allows them; storages, which plain ``pickle`` nests as bytes of a ``torch.save`` file
   (``torch.storage._load_from_bytes``), are read with ``torch.load(weights_only=True)`` as well;
@@ -16,7 +17,9 @@ callables and refuses every other global with a one-line error naming it:
   (``ModuleList``/``ModuleDict``/``Sequential``/``Identity``/``Dropout``: read as records, never
   constructed).
 
-Nothing from the file is imported: :meth:`find_class` returns only functions and classes defined here.
+Nothing from the file is imported: :meth:`find_class` returns only functions and classes defined here (and
+the record types of :mod:`natgan.importers.nvlabs_records`). This module only reads; the converters
+(chosen by :mod:`natgan.importers.dispatch`) turn the records into format v1.
 """
 
 from __future__ import annotations
@@ -33,55 +36,10 @@ import torch
 
 from natgan.errors import CheckpointError
 from natgan.limits import check_untrusted
+from natgan.importers.nvlabs_records import ModuleRecord, PersistentRecord, state_dict
 
 PERSISTENCE = ("torch_utils.persistence", "_reconstruct_persistent_obj")
 SNAPSHOT_KEYS = ("G", "D", "G_ema")
-
-
-class PersistentRecord:
-    """A ``torch_utils.persistence`` object as data: what the official code would have rebuilt, unrun."""
-
-    def __init__(self, class_name: str, module_src: str, state: dict[str, Any]):
-        self.class_name = class_name
-        self.module_src = module_src        # text only; never compiled or executed
-        self.state = state
-
-    @property
-    def init_kwargs(self) -> dict[str, Any]:
-        kwargs = self.state.get("_init_kwargs") or {}
-        return dict(kwargs) if isinstance(kwargs, dict) else {}
-
-    def children(self) -> dict[str, Any]:
-        modules = self.state.get("_modules") or {}
-        return dict(modules) if isinstance(modules, dict) else {}
-
-    def child(self, name: str) -> "PersistentRecord | ModuleRecord":
-        node = self.children().get(name)
-        if not isinstance(node, (PersistentRecord, ModuleRecord)):
-            raise KeyError(name)
-        return node
-
-    def __repr__(self) -> str:
-        return f"PersistentRecord({self.class_name})"
-
-
-class ModuleRecord(PersistentRecord):
-    """One of torch's own modules (``ModuleList``, ``Dropout`` …) met inside a record: its state, as data.
-
-    Pickle creates it with ``cls.__new__`` (no ``__init__``) and hands the module's ``__dict__`` to
-    :meth:`__setstate__`; nothing of torch's class runs.
-    """
-
-    torch_name = ""
-    module_src = ""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(type(self).torch_name, "", {})
-
-    def __setstate__(self, state: Any) -> None:
-        if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"{type(self).torch_name}: expected a dict state, got {type(state).__name__}")
-        self.class_name, self.module_src, self.state = type(self).torch_name, "", state
 
 
 def _module_record(torch_name: str) -> type:
@@ -208,52 +166,6 @@ def read_snapshot(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def state_dict(record: PersistentRecord, where: str) -> dict[str, torch.Tensor]:
-    """Flatten a record tree into ``name -> tensor`` like ``nn.Module.state_dict()`` (parameters, buffers)."""
-    out: dict[str, torch.Tensor] = {}
-
-    def walk(node: PersistentRecord, prefix: str) -> None:
-        for field in ("_parameters", "_buffers"):
-            for name, value in (node.state.get(field) or {}).items():
-                if value is None:
-                    continue
-                if not isinstance(value, torch.Tensor):
-                    raise CheckpointError(f"{where}: '{prefix}{name}' is {type(value).__name__}, not a tensor")
-                out[prefix + name] = value.detach()
-        for name, child in node.children().items():
-            if child is None:
-                continue
-            if not isinstance(child, PersistentRecord):
-                raise CheckpointError(f"{where}: submodule '{prefix}{name}' is {type(child).__name__}, not a record")
-            walk(child, f"{prefix}{name}.")
-
-    walk(record, "")
-    return out
-
-
-def check_network(record: PersistentRecord, class_name: str, model: str, src: str) -> dict[str, Any]:
-    """Constructor kwargs of an unconditional RGB ``class_name`` record (``z_dim == w_dim`` for generators);
-    anything else is refused with the reason, since nat-gan's ``model`` would compute something different."""
-    if record.class_name != class_name:
-        raise CheckpointError(f"{src}: a '{record.class_name}' record where the {model} snapshot has a '{class_name}'")
-    kw = record.init_kwargs
-    problem = None
-    if kw.get("c_dim", 0):
-        problem = f"{class_name} is class-conditional (c_dim = {kw['c_dim']})"
-    elif kw.get("img_channels", 3) != 3:
-        problem = f"{class_name} works on {kw['img_channels']}-channel images"
-    elif class_name == "Generator" and kw.get("z_dim") != kw.get("w_dim"):
-        problem = f"z_dim = {kw.get('z_dim')} differs from w_dim = {kw.get('w_dim')}"
-    if problem:
-        raise cannot_express(src, problem, model)
-    return kw
-
-
-def cannot_express(src: str, what: str, model: str) -> CheckpointError:
-    """The one-line refusal for configurations nat-gan's ``model`` does not compute."""
-    return CheckpointError(f"{src}: {what}; nat-gan's {model} cannot express it")
-
-
 def detect_kind(snapshot: dict[str, Any], path: str | Path) -> str:
     """``stylegan2-ada`` or ``ganformer``, from the generator's record (never from running its source)."""
     g = snapshot["G_ema"]
@@ -266,18 +178,3 @@ def detect_kind(snapshot: dict[str, Any], path: str | Path) -> str:
         return "stylegan2-ada"
     raise CheckpointError(f"{path}: an NVlabs snapshot whose generator ({g.class_name}) is neither stylegan2-ada "
                           f"nor GANformer; nat-gan has no counterpart for it")
-
-
-def import_nvlabs(source: str | Path, kind: str, size: int | None = None, *, step: int | None = None
-                  ) -> dict[str, Any]:
-    """Convert a stylegan2-ada or GANformer network snapshot to a v1 checkpoint dict."""
-    snapshot = read_snapshot(source)
-    if kind == "stylegan2-ada":
-        from natgan.importers.stylegan2_ada import import_stylegan2_ada
-
-        return import_stylegan2_ada(snapshot, str(source), size, step=step)
-    if kind == "ganformer":
-        from natgan.importers.ganformer import import_ganformer
-
-        return import_ganformer(snapshot, str(source), size, step=step)
-    raise CheckpointError(f"--from {kind}: not an NVlabs pickle format")

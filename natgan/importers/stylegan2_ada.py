@@ -36,7 +36,7 @@ import torch
 
 from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
-from natgan.importers.nvlabs_pickle import PersistentRecord, cannot_express, check_network, state_dict
+from natgan.importers.nvlabs_records import PersistentRecord, cannot_express, check_network, state_dict
 from natgan.importers.stylegan2_family import Imported, assemble, plan_stylegan2, stylegan2_train_settings
 
 KIND = "stylegan2-ada"

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from natgan.errors import ConfigError, NatGanError
-from natgan.latent.noise import using_noise
 from natgan.latent.sefa import Direction, edit_latents
-from natgan.latent.space import has_mapping_network, n_rows, w_row_dim
+from natgan.latent.space import n_rows, w_row_dim
+from natgan.models.contract import has_mapping_network
 from natgan.latent.store import StoredLatents
+from natgan.models.contract import using_noise
 from natgan.sampling.generate import ImageGenerator, eval_mode, truncate
 from natgan.sampling.seeds import latents_for_seeds
 
@@ -35,9 +36,10 @@ MAX_STRENGTH = 1000.0  # directions are unit vectors and w rows have norms of ~1
 
 
 def images_from_stored(G: nn.Module, stored: StoredLatents, *, path: str | Path = "<latents>", batch_size: int = 8,
-                       ) -> torch.Tensor:
-    """uint8 images of stored latents; optimised noise maps in the file are used one latent at a time."""
-    with eval_mode(G, "const"):
+                       noise_mode: str | None = "const") -> torch.Tensor:
+    """uint8 images of stored latents; optimised noise maps in the file are used one latent at a time (they
+    are the const-mode noise, so ``noise_mode`` "none" or "random" sets them aside)."""
+    with eval_mode(G, noise_mode):
         gen = ImageGenerator(G, batch_size=batch_size)
         with torch.inference_mode():
             w = stored.to(gen.device).synthesis_input(G, path)

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from natgan.data.sources import IMAGE_EXTENSIONS
-from natgan.errors import DataError
+from natgan.errors import ConfigError, DataError
 from natgan.latent.project import ProjectionSettings, load_target, project
 from natgan.latent.store import StoredLatents, concat, load_latents, save_latents
 from natgan.metrics.lpips import LPIPS
@@ -78,6 +78,15 @@ def _write_csv(path: Path, history: Sequence[dict]) -> Path:
     return save_bytes(path, buf.getvalue().encode())
 
 
+def _per_target_hint(init: Path, start: StoredLatents, targets: Sequence[Path]) -> str:
+    """Which file to give instead: a projection writes one ``<target>/projected_w.npz`` per target beside the
+    combined file, and a continuation of some targets takes theirs (or a file with one latent per target)."""
+    own = [init.parent / t.stem / "projected_w.npz" for t in targets if t.stem in start.names]
+    if len(targets) == 1 and own and own[0].is_file():
+        return f"continue this target with --init {own[0]}"
+    return "give a file with one latent, or one per target in order (each target's own <target>/projected_w.npz)"
+
+
 def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, lpips: LPIPS,
                     settings: ProjectionSettings, *, model: str = "", video: bool = False, fps: float = 30.0,
                     init: str | Path | None = None, on_step: Callable[[int], None] | None = None) -> dict:
@@ -85,7 +94,9 @@ def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, l
     outdir = Path(outdir)
     start = load_latents(init) if init else None
     if start is not None and len(start) not in (1, len(targets)):
-        raise DataError(f"--init {init}: holds {len(start)} latents for {len(targets)} targets")
+        raise ConfigError(f"--init {init}: holds {len(start)} latents ({', '.join(start.names[:4])}"
+                          f"{', ...' if len(start) > 4 else ''}) for {len(targets)} target"
+                          f"{'s' if len(targets) != 1 else ''}; {_per_target_hint(Path(init), start, targets)}")
     results, summary = [], []
     for i, path in enumerate(targets):
         target = load_target(path, int(G.resolution))

@@ -14,6 +14,7 @@ for models without a mapping network (HiT), where the "mean w" is the mean z.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import ConfigError, DataError
-from natgan.latent.noise import noise_inputs, using_noise
-from natgan.latent.space import broadcast, has_mapping_network, n_rows, w_statistics
+from natgan.latent.space import broadcast, n_rows, w_statistics
 from natgan.latent.store import StoredLatents
 from natgan.metrics.lpips import LPIPS, resize_for_lpips
+from natgan.models.contract import has_mapping_network, noise_inputs, using_noise
 from natgan.models.normalization import to_uint8, to_unit
 from natgan.sampling.generate import eval_mode
 
@@ -48,6 +49,18 @@ class ProjectionSettings:
     mse_weight: float = 0.0          # optional pixel MSE on [0, 1] RGB
     w_avg_samples: int = 10_000
     seed: int = 0
+    continuation: bool = False       # set by project(init=...): run only the schedule's final phase
+
+    def progress(self, step: int) -> float:
+        """Schedule position ``t`` in [0, 1) of ``step``. A continuation (``--init``) starts from a projection
+        that already ran the whole schedule, so it repeats only the final phase - the lr ramp-down, where the
+        w noise is zero - instead of restarting the warm-up and the w noise that would undo the converged
+        result."""
+        t = step / self.steps
+        if not self.continuation:
+            return t
+        start = 1.0 - self.lr_rampdown
+        return max(start, self.noise_ramp) + (1.0 - max(start, self.noise_ramp)) * t
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -130,12 +143,15 @@ def project(G: nn.Module, target: torch.Tensor, lpips: LPIPS, settings: Projecti
             on_step: Callable[[int, torch.Tensor], None] | None = None) -> ProjectionResult:
     """Project one target image (``[1, 3, R, R]`` RGB in [0, 1]) into ``G``'s latent space.
 
-    ``init`` (a previous result) continues from its latent and noise maps instead of the mean w.
+    ``init`` (a previous result) continues from its latent and noise maps instead of the mean w, and continues
+    the schedule (:meth:`ProjectionSettings.progress`: no second lr warm-up or w noise).
     ``on_step(step, uint8 image)`` sees the image of every step (for a progress video / bar).
     Deterministic for a given ``settings.seed`` on a given device.
     """
     s = settings or ProjectionSettings()
     s.validate()
+    if init is not None and not s.continuation:
+        s = dataclasses.replace(s, continuation=True)
     device = next(iter(G.parameters())).device
     target = target.to(device)
     if target.shape[-1] != G.resolution:
@@ -178,7 +194,7 @@ def project(G: nn.Module, target: torch.Tensor, lpips: LPIPS, settings: Projecti
                 with torch.no_grad():
                     start_lpips, start_mse = (float(v) for v in losses(to_unit(render(w_opt), G.normalization)))
                 for step in range(s.steps):
-                    t = step / s.steps
+                    t = s.progress(step)
                     lr = learning_rate(t, s)
                     for group in optimizer.param_groups:
                         group["lr"] = lr

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from natgan.errors import ConfigError, NatGanError
-from natgan.latent.space import has_mapping_network, n_rows, w_row_dim
+from natgan.latent.space import n_rows, w_row_dim
+from natgan.models.contract import has_mapping_network
 from natgan.npzfile import read_npz
 from natgan.validators import finite_array
 from natgan.sampling.export import save_bytes

@@ -13,17 +13,9 @@ import torch
 from torch import nn
 
 from natgan.errors import ConfigError
+from natgan.models.contract import has_mapping_network
 
 STATS_SEED = 0x5EED  # the same fixed latents as the truncation centre
-
-
-def has_mapping_network(G: nn.Module) -> bool:
-    """False when ``G.mapping`` is the identity (probed on two fixed latents)."""
-    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1))
-    device = next(iter(G.parameters())).device
-    with torch.no_grad():
-        w = G.mapping(z.to(device))
-    return not (w.shape == z.shape and torch.equal(w.cpu(), z))
 
 
 def space_name(G: nn.Module) -> str:

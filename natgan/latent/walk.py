@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from natgan.errors import ConfigError
+from natgan.models.interpolation import slerp
 from natgan.sampling.export import grid_image
 from natgan.sampling.generate import ImageGenerator, eval_mode, truncate
 from natgan.sampling.seeds import latents_for_seeds, parse_seeds
@@ -33,18 +34,6 @@ def parse_walks(text: str, *, option: str = "--interpolate") -> list[list[int]]:
             raise ConfigError(f"{option} '{text}': each walk needs at least two seeds, e.g. 3,7 or 1,5,9/2,4")
         walks.append([parse_seeds(p, option=option)[0] for p in items])
     return walks
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between rows of ``a`` and ``b`` (``t`` per row); lerp when they are parallel."""
-    a_unit, b_unit = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
-    omega = torch.acos((a_unit * b_unit).sum(dim=-1, keepdim=True).clamp(-1, 1))
-    sin = torch.sin(omega)
-    t = t.view(-1, 1)
-    parallel = sin.abs() < 1e-6
-    safe = torch.where(parallel, torch.ones_like(sin), sin)
-    out = (torch.sin((1 - t) * omega) / safe) * a + (torch.sin(t * omega) / safe) * b
-    return torch.where(parallel, torch.lerp(a, b, t), out)
 
 
 @functools.lru_cache(maxsize=4)  # a streamed walk asks once per chunk of frames; the answer is read-only

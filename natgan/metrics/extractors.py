@@ -116,6 +116,7 @@ class CallableExtractor:
         self.fn = fn
         self.mode = mode
         self.name = getattr(fn, "name", None)
+        self.weights_id = str(getattr(fn, "weights_id", ""))  # the caller's identity of its weights, if any
         self.protocol = None
         self.device = torch.device("cpu")
         self.logits_weight = getattr(fn, "logits_weight", None)

@@ -50,7 +50,8 @@ class LPIPS(nn.Module):
     (the projector's inner loop).
     """
 
-    def __init__(self, trunk: nn.Sequential, linear_weights: list[torch.Tensor], *, pretrained: bool):
+    def __init__(self, trunk: nn.Sequential, linear_weights: list[torch.Tensor], *, pretrained: bool,
+                 weights_id: str = ""):
         super().__init__()
         if len(linear_weights) != len(CHANNELS):
             raise ValueError(f"expected {len(CHANNELS)} linear layers, got {len(linear_weights)}")
@@ -61,6 +62,7 @@ class LPIPS(nn.Module):
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
         self.pretrained = pretrained
+        self.weights_id = weights_id  # which files made it (sha256 prefixes), recorded with every PPL
         self.requires_grad_(False)
         self.eval()
 
@@ -130,8 +132,8 @@ def load_lpips(weights: str | Path | None = None, *, random_init: bool = False, 
             torch.manual_seed(seed)
             trunk = _vgg16_trunk(None)
             lins = [torch.rand(c) / c for c in CHANNELS]  # non-negative like the learned weights
-        return LPIPS(trunk, lins, pretrained=False).to(device)
-    from natgan.metrics.weights import locate_all
+        return LPIPS(trunk, lins, pretrained=False, weights_id=f"random-init-seed{seed}").to(device)
+    from natgan.metrics.weights import locate_all, weights_digest
 
     paths = locate_all(["vgg16", "lpips-vgg"], weights_dir=weights, purpose="LPIPS")
     vgg_path, lin_path = paths["vgg16"], paths["lpips-vgg"]
@@ -141,7 +143,8 @@ def load_lpips(weights: str | Path | None = None, *, random_init: bool = False, 
     except RuntimeError as exc:
         raise NatGanError(f"{vgg_path}: not torchvision's VGG16 state dict ({str(exc).splitlines()[0]})") from None
     lins = _linear_weights(_load_state(lin_path, "LPIPS linear layers"), lin_path)
-    return LPIPS(trunk, lins, pretrained=True).to(device)
+    return LPIPS(trunk, lins, pretrained=True,
+                 weights_id=f"vgg16 {weights_digest(vgg_path)}, lin {weights_digest(lin_path)}").to(device)
 
 
 def resize_for_lpips(images: torch.Tensor, size: int = 256) -> torch.Tensor:

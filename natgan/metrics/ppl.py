@@ -6,7 +6,8 @@ a lerp in w for models with a mapping network, a slerp in z for models without o
 result states. ``sampling="end"`` takes ``t = 0`` (path endpoints, StyleGAN2's reported ``ppl2_wend``),
 ``"full"`` takes ``t ~ U(0, 1)``. Noise inputs are redrawn per batch but shared by the two images of a
 pair. With ``crop=True`` the FFHQ face crop (rows 3/8..7/8, columns 2/8..6/8) is scored; images above
-256 px are area-downsampled to 256 px. The mean is taken over distances inside the ``[1, 99]``
+256 px are box-downsampled by ``resolution // 256`` (after cropping, so a cropped 512/1024-px face is
+scored at 128 px, as stylegan2-ada-pytorch does). The mean is taken over distances inside the ``[1, 99]``
 percentiles (``lower``/``higher`` interpolation), as the reference implementation filters outliers.
 """
 
@@ -18,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import ConfigError
-from natgan.latent.noise import noise_inputs, using_noise
-from natgan.latent.space import has_mapping_network
-from natgan.latent.walk import slerp
 from natgan.metrics.lpips import LPIPS
+from natgan.models.contract import has_mapping_network, noise_inputs, using_noise
+from natgan.models.interpolation import slerp
 from natgan.models.normalization import to_unit
 from natgan.sampling.generate import eval_mode
 
@@ -34,9 +34,14 @@ def _face_crop(images: torch.Tensor) -> torch.Tensor:
 
 
 def _to_lpips_input(images: torch.Tensor, crop: bool) -> torch.Tensor:
+    """stylegan2-ada-pytorch's order: crop, then box-downsample by ``resolution // 256`` of the *full* image.
+
+    So the face crop reaches LPIPS at 128 x 128 at every resolution from 256 up (TF StyleGAN/StyleGAN2
+    computed the factor after cropping: 256 x 256 at 512 and 1024 px, 128 at 256 px).
+    """
+    factor = images.shape[2] // 256
     if crop:
         images = _face_crop(images)
-    factor = images.shape[2] // 256
     if factor > 1:
         images = F.avg_pool2d(images, factor)
     return images
@@ -92,8 +97,11 @@ def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, n: int = 50_000, batch
             distances.append((lpips(a, b_img) / epsilon ** 2).double().cpu())
             done += b
     value = filtered_mean(torch.cat(distances).numpy(), percentiles)
+    side = _to_lpips_input(torch.zeros(1, 1, G.resolution, G.resolution), crop).shape[-1]
+    lpips_input = f"{side}x{side}"
     return {"ppl": value, "protocol": {
         "metric": "ppl", "space": space, "path": "lerp in w" if space == "w" else "slerp in z (no mapping network)",
         "sampling": sampling, "epsilon": epsilon, "n": n, "crop": crop, "percentiles": list(percentiles),
-        "lpips": "vgg-lin v0.1" if lpips.pretrained else "random-init VGG (not comparable)", "seed": seed,
-        "batch": batch}}
+        "lpips": "vgg-lin v0.1" if lpips.pretrained else "random-init VGG (not comparable)",
+        "lpips_weights_sha256": getattr(lpips, "weights_id", ""), "seed": seed,
+        "batch": batch, "lpips_input": lpips_input}}

@@ -89,12 +89,13 @@ def _fid(x: MetricInputs) -> dict:
 
 
 def _kid(x: MetricInputs) -> dict:
-    from natgan.metrics.stats import KID_SUBSETS, KID_SUBSET_SIZE, kernel_inception_distance
+    from natgan.metrics.stats import kid_with_spread
 
-    value = kernel_inception_distance(x.ref["inception"].stats.feats, x.gen["inception"], seed=x.seed)
-    return {"kid": value, "protocol": f"KID (Bińkowski et al. 2018, clean-fid's estimator: cubic polynomial kernel, "
-                                      f"{KID_SUBSETS} subsets of up to {KID_SUBSET_SIZE}, seed {x.seed}) on "
-                                      f"{x.features_protocol('inception')}"}
+    r = kid_with_spread(x.ref["inception"].stats.feats, x.gen["inception"], seed=x.seed)
+    return {"kid": r.mean, "kid_std": r.std, "kid_subset_size": r.subset_size, "kid_subsets": r.subsets,
+            "protocol": f"KID (Bińkowski et al. 2018, clean-fid's estimator: cubic polynomial kernel, mean and std "
+                        f"over {r.subsets} subsets of {r.subset_size} (min of both sides and 1000), seed {x.seed}) "
+                        f"on {x.features_protocol('inception')}"}
 
 
 def _manifold(keys: tuple[str, ...], protocol: str) -> Callable[[MetricInputs], dict]:
@@ -112,7 +113,9 @@ def _manifold(keys: tuple[str, ...], protocol: str) -> Callable[[MetricInputs], 
 
 
 _pr = _manifold(("precision", "recall"), "precision/recall (Kynkäänniemi et al. 2019, as stylegan2-ada-pytorch): "
-                                         "k = {pr_k} nearest neighbours, Euclidean, distance <= radius")
+                                         "k = {pr_k} nearest neighbours, Euclidean, distance <= radius, float32 "
+                                         "distances (as torch-fidelity and the TF code; stylegan2-ada-pytorch casts "
+                                         "to float16)")
 _dc = _manifold(("density", "coverage"), "density/coverage (Naeem et al. 2020, as prdc): k = {dc_k} nearest real "
                                          "neighbours, Euclidean, distance < radius")
 
@@ -150,16 +153,17 @@ def _ppl(x: MetricInputs) -> dict:
                                  epsilon=1e-4, sampling=x.options.get("ppl_sampling", "end"),
                                  crop=bool(x.options.get("ppl_crop", False)))
     p = out["protocol"]
-    return {"ppl": out["ppl"],
+    return {"ppl": out["ppl"], "weights_sha256": p["lpips_weights_sha256"],
             "protocol": (f"PPL (Karras et al. 2019, as stylegan2-ada-pytorch): {p['path']}, sampling {p['sampling']}, "
                          f"epsilon {p['epsilon']:g}, LPIPS {p['lpips']}, {p['n']} samples, face crop "
-                         f"{'on' if p['crop'] else 'off'}, {p['percentiles'][0]:g}/{p['percentiles'][1]:g} "
+                         f"{'on' if p['crop'] else 'off'} (LPIPS input {p['lpips_input']}), "
+                         f"{p['percentiles'][0]:g}/{p['percentiles'][1]:g} "
                          f"percentile filter, seed {p['seed']}")}
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fid", "FID", (Output("fid", "lower"),), _fid, gen="statistics"),
-    Metric("kid", "KID", (Output("kid", "lower", ".6f"),), _kid, real="features"),
+    Metric("kid", "KID", (Output("kid", "lower", ".6f"), Output("kid_std", "none", ".6f")), _kid, real="features"),
     Metric("pr", "precision/recall", (Output("precision", "higher"), Output("recall", "higher")), _pr,
            features=MANIFOLD, real="features", min_gen=4),
     Metric("dc", "density/coverage", (Output("density", "higher"), Output("coverage", "higher")), _dc,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from natgan import __version__
-from natgan.data.progress import ProgressBar
+from natgan.data.progress import FirstBatchEstimate, ProgressBar
 from natgan.errors import ConfigError, DataError
 from natgan.metrics import published
 from natgan.metrics.extractors import as_extractor, build_inception
@@ -26,7 +26,7 @@ from natgan.metrics.reference import Reference, dataset_reference, load_referenc
 from natgan.metrics.registry import FEATURE_SETS, METRICS, Metric, MetricInputs, parse_metrics
 from natgan.metrics.weights import MODES
 from natgan.devices import resolve_device
-from natgan.noise_modes import DEFAULT_NOISE_MODE
+from natgan.noise_modes import METRIC_NOISE_MODE
 from natgan.sampling.generate import ImageGenerator, eval_mode, model_device
 from natgan.sampling.seeds import format_seeds
 
@@ -112,6 +112,8 @@ def _score(metrics: list[Metric], inputs: MetricInputs) -> tuple[dict, dict]:
         out = m.compute(inputs)
         fs = m.feature_set(inputs.pr_features)
         detail = {"protocol": out.pop("protocol"), "features": fs}
+        if fs is not None:   # which network made the features (sha256 prefix of its weights file; "" unknown)
+            detail["weights_sha256"] = getattr(inputs.extractors[fs], "weights_id", "")
         if fs in inputs.ref:
             detail["num_ref"] = inputs.ref[fs].stats.count
         details[m.name] = {**detail, **{k: v for k, v in out.items() if k not in {o.key for o in m.outputs}}}
@@ -133,8 +135,8 @@ def _result(names: list[str], scores: dict, details: dict, *, mode: str, extract
                                                        f"'{ext.describe()}'") if ext is not None else None,
         "extractor": ext.describe() if ext is not None else None,
         "details": details,
-        "feature_sets": {fs: {"extractor": e.describe(), "protocol": getattr(e, "protocol", None)}
-                         for fs, e in extractors.items()},
+        "feature_sets": {fs: {"extractor": e.describe(), "protocol": getattr(e, "protocol", None),
+                              "weights_sha256": getattr(e, "weights_id", "")} for fs, e in extractors.items()},
         "num_gen": num_gen,
         "num_ref": ref.stats.count if ref else 0,
         "generated": generated,
@@ -167,10 +169,11 @@ def _prepare(metrics, pr_features: str, *, generator: bool, num: int | None, num
 def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: list[str] | str = ("fid",), num: int,
                        mode: str = "legacy_pytorch", batch_size: int = 64, device: str | torch.device = "cpu",
                        extractor: Any = None, extractors: dict | None = None, progress: bool = True, seed: int = 0,
-                       num_ref: int | None = None, psi: float = 1.0, noise_mode: str | None = DEFAULT_NOISE_MODE,
+                       num_ref: int | None = None, psi: float = 1.0, noise_mode: str | None = METRIC_NOISE_MODE,
                        inception: str | Path | None = None, weights_dir: str | Path | None = None,
                        pr_features: str = "vgg16", use_cache: bool = True, workers: int | None = None,
-                       overlap: bool = True, options: dict | None = None, w_avg: torch.Tensor | None = None) -> dict:
+                       overlap: bool = True, options: dict | None = None, w_avg: torch.Tensor | None = None,
+                       on_estimate: Callable[[dict], None] | None = None) -> dict:
     """The ``metrics`` of ``num`` images of ``G`` against ``reference`` (dataset path or ``cleanfid:NAME:RES:SPLIT``).
 
     Image ``i`` uses the latent of seed ``seed + i`` (the image ``nat-gan sample --seeds`` writes for that
@@ -180,11 +183,14 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     ``extractor``: None (the mode's Inception, weights from ``inception`` / ``$NATGAN_INCEPTION`` / the
     weights directory / the cache), a :class:`FeatureExtractor` (whose own mode then applies), or any
     callable ``uint8 [B, 3, H, W] -> [B, D]``; ``extractors`` likewise per feature set (``vgg16``).
-    ``noise_mode`` (models with noise inputs) defaults to ``const`` (:data:`~natgan.noise_modes.DEFAULT_NOISE_MODE`,
-    as ``sample``), so the score does not depend on the batch size; ``random`` (NVIDIA's metrics) is drawn
-    from a global RNG seeded with ``seed`` inside a forked RNG state, so the caller's random stream is
-    untouched; None keeps the model's. ``w_avg``: the truncation centre for ``psi != 1`` (an imported
-    checkpoint's ``latent_avg``/``w_avg``); None computes it as ``sample`` does.
+    ``noise_mode`` (models with noise inputs) defaults to ``random``
+    (:data:`~natgan.noise_modes.METRIC_NOISE_MODE`, the published protocol of NVIDIA's and rosinality's
+    metrics), drawn per batch from torch's RNG seeded with the batch's first seed inside a forked RNG
+    state (the caller's random stream is untouched), so the score is reproducible for a seed and batch
+    size; ``const`` uses the stored maps (batch-size independent, as ``sample``); None keeps the model's.
+    ``w_avg``: the truncation centre for ``psi != 1`` (an imported
+    checkpoint's ``latent_avg``/``w_avg``); None computes it as ``sample`` does. ``on_estimate`` is called once
+    after the first generated batch with the extrapolated time of the rest (:class:`FirstBatchEstimate`).
     """
     t0 = time.perf_counter()
     names, chosen, needs, device, exts, mode = _prepare(
@@ -198,13 +204,20 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     feats: dict = {}
     gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
     if exts:
-        # Models drawing random noise consume the global RNG: seed it for this run only, leaving the
-        # caller's (e.g. the trainer's) random stream exactly where it was.
+        # Random noise is drawn from the global RNG (seeded per batch by ImageGenerator): fork it for this
+        # run, leaving the caller's (e.g. the trainer's) random stream exactly where it was.
         with torch.random.fork_rng(devices=[gen_device] if gen_device.type == "cuda" else []), \
                 eval_mode(G, noise_mode):
             torch.manual_seed(seed)
             with ProgressBar(num, "generated features", enabled=progress) as bar:
-                feats = generator_features(gen, seeds, _Together(exts), advance=bar.advance, overlap=overlap)
+                estimate = FirstBatchEstimate(num, on_estimate) if on_estimate is not None else None
+
+                def advance(n: int) -> None:
+                    bar.advance(n)
+                    if estimate is not None:
+                        estimate.advance(n)
+
+                feats = generator_features(gen, seeds, _Together(exts), advance=advance, overlap=overlap)
     t2 = time.perf_counter()
     inputs = MetricInputs(gen=feats, ref=refs, extractors=exts, mode=mode, pr_features=pr_features, seed=seed,
                           num=num, batch_size=batch_size, device=device, G=G, weights_dir=weights_dir,
@@ -214,6 +227,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     generated = {"kind": "generator", "resolution": int(G.resolution), "seeds": format_seeds(seeds), "trunc": psi,
                  "trunc_centre": None if psi == 1.0 else ("given" if w_avg is not None else "computed"),
                  "noise_mode": getattr(G, "noise_mode", None) if noise_mode is None else noise_mode,
+                 "noise": _noise_protocol(G, noise_mode, gen.batch_size),
                  "normalization": G.normalization}
     timings = {"reference_s": round(t1 - t0, 3), "generate_and_embed_s": round(t2 - t1, 3),
                "score_s": round(t3 - t2, 3), "total_s": round(t3 - t0, 3),
@@ -224,6 +238,19 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
         extra["warnings"] = sorted(set(warnings))
     return _result(names, scores, details, mode=mode, extractors=exts, refs=refs, generated=generated, num_gen=num,
                    timings=timings, extra=extra)
+
+
+def _noise_protocol(G: nn.Module, noise_mode: str | None, batch: int) -> str:
+    """How the images' noise inputs were made, in words (part of a generator result's protocol)."""
+    from natgan.models.contract import noise_inputs
+
+    if not hasattr(G, "noise_mode") or not noise_inputs(G):
+        return "no noise inputs"
+    mode = noise_mode or G.noise_mode
+    return {"random": f"random (published protocol): drawn per batch of {batch} from torch's RNG seeded with the "
+                      f"batch's first seed",
+            "const": "const: the stored noise maps for every image (not the published protocol)",
+            "none": "none: noise inputs disabled (not the published protocol)"}.get(mode, mode)
 
 
 def evaluate_datasets(a: str | Path, b: str, *, metrics: list[str] | str = ("fid",), mode: str = "legacy_pytorch",

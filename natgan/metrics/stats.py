@@ -1,7 +1,8 @@
 """Feature statistics, the Fréchet distance and KID, agreeing with clean-fid on the same features.
 
 Mean/covariance are taken exactly as clean-fid does (``np.mean`` / ``np.cov`` of the float32 feature
-matrix) and KID is :func:`cleanfid.fid.kernel_distance` itself. The Fréchet distance is computed here:
+matrix) and KID is :func:`cleanfid.fid.kernel_distance`'s
+estimator on the same subsets (plus their spread). The Fréchet distance is computed here:
 clean-fid calls ``scipy.linalg.sqrtm(..., disp=False)``, whose ``disp`` argument SciPy 1.18 removes,
 and only the *trace* of the matrix square root is needed, which float64 eigenvalues give exactly
 (see :func:`frechet_distance`); the result equals clean-fid's to 1e-6 (tests).
@@ -12,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from cleanfid import fid as cleanfid_fid
 
 from natgan.errors import NatGanError
 from natgan.metrics import cleanfid_compat
@@ -66,22 +66,55 @@ def frechet_distance(a: Statistics, b: Statistics) -> float:
     return float(diff @ diff + np.trace(s_a) + np.trace(s_b) - 2 * trace_sqrt)
 
 
+@dataclass
+class KidResult:
+    """KID's mean over subsets (the reported value), their standard deviation, and the subsets actually used."""
+
+    mean: float
+    std: float
+    subset_size: int
+    subsets: int
+
+
 def kernel_inception_distance(ref_feats: np.ndarray, gen_feats: np.ndarray, *, seed: int = 0,
                               num_subsets: int = KID_SUBSETS,
                               max_subset_size: int = KID_SUBSET_SIZE) -> float:
-    """clean-fid's KID (cubic polynomial kernel MMD over random subsets), with the subsets seeded.
+    """clean-fid's KID (cubic polynomial kernel MMD over random subsets), with the subsets seeded."""
+    return kid_with_spread(ref_feats, gen_feats, seed=seed, num_subsets=num_subsets,
+                           max_subset_size=max_subset_size).mean
 
-    clean-fid draws subsets from numpy's global RNG; we seed it for the call and restore it after, so
-    a KID is reproducible without disturbing anyone else's random state.
+
+def kid_with_spread(ref_feats: np.ndarray, gen_feats: np.ndarray, *, seed: int = 0, num_subsets: int = KID_SUBSETS,
+                    max_subset_size: int = KID_SUBSET_SIZE) -> KidResult:
+    """clean-fid's KID estimator with the spread over subsets that torch-fidelity also reports.
+
+    The subsets are drawn exactly as :func:`cleanfid.fid.kernel_distance` draws them (numpy's global RNG,
+    generated side first, ``m = min(n_ref, n_gen, max_subset_size)`` without replacement) and each
+    subset's unbiased MMD^2 is the same expression, summed in the same order, so the mean is clean-fid's
+    number bit for bit; the standard deviation is torch-fidelity's (``np.std`` of the per-subset values).
+    The global numpy RNG is seeded for the call and restored after, so a KID is reproducible without
+    disturbing anyone else's random state.
     """
     if min(len(ref_feats), len(gen_feats)) < 2:
         raise NatGanError("KID needs at least 2 images on each side")
     if ref_feats.shape[1] != gen_feats.shape[1]:
         raise NatGanError(f"feature dimensions differ ({ref_feats.shape[1]} vs {gen_feats.shape[1]})")
+    n = ref_feats.shape[1]
+    m = min(len(ref_feats), len(gen_feats), max_subset_size)
     state = np.random.get_state()
+    per_subset = []
     try:
         np.random.seed(seed)
-        return float(cleanfid_fid.kernel_distance(ref_feats, gen_feats, num_subsets=num_subsets,
-                                                  max_subset_size=max_subset_size))
+        total = 0
+        for _ in range(num_subsets):
+            x = gen_feats[np.random.choice(gen_feats.shape[0], m, replace=False)]
+            y = ref_feats[np.random.choice(ref_feats.shape[0], m, replace=False)]
+            a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
+            b = (x @ y.T / n + 1) ** 3
+            t = (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+            total += t
+            per_subset.append(float(t) / m)
     finally:
         np.random.set_state(state)
+    return KidResult(mean=float(total / num_subsets / m), std=float(np.std(per_subset)), subset_size=int(m),
+                     subsets=int(num_subsets))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import NatGanError
-from natgan.metrics.weights import VGG16, locate
+from natgan.metrics.weights import VGG16, locate, weights_digest
 
 SIZE = (224, 224)
 NAME = "torchvision-vgg16-fc2-relu"
@@ -58,12 +58,14 @@ class ImageExtractor:
     modes; ``mode`` (here the network's name) keys its cached reference features.
     """
 
-    def __init__(self, network: nn.Module, *, name: str, protocol: str, device: str | torch.device = "cpu"):
+    def __init__(self, network: nn.Module, *, name: str, protocol: str, device: str | torch.device = "cpu",
+                 weights_id: str = ""):
         self.network = network
         self.name = self.mode = name
         self.protocol = protocol
         self.device = torch.device(device)
         self.logits_weight = None
+        self.weights_id = weights_id  # sha256 prefix of the weights file: part of cache keys and of every result
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -92,12 +94,16 @@ def build_vgg16(*, device: str | torch.device = "cpu", weights_dir: str | Path |
     """The VGG16 fc2 extractor; weights from the weights directory (``random_weights``: timing/tests only)."""
     if random_weights:
         network, name, protocol = VGG16Features(), f"{NAME}-random", f"RANDOM-WEIGHT {PROTOCOL} (timing/tests only)"
+        weights_id = "random-init"
     else:
-        state = load_vgg16_state(locate("vgg16", weights_dir=weights_dir, purpose="precision/recall and "
-                                                                                   "density/coverage (VGG16)"))
+        path = locate("vgg16", weights_dir=weights_dir, purpose="precision/recall and density/coverage (VGG16)")
+        state = load_vgg16_state(path)
+        # Another file under the same name (a --weights elsewhere, a replaced download) must not reuse features.
+        weights_id = weights_digest(path)
         try:
             network = VGG16Features(state)
         except RuntimeError as exc:
             raise NatGanError(f"not torchvision's VGG16 weights ({str(exc).splitlines()[0][:120]})") from None
         name, protocol = NAME, PROTOCOL
-    return ImageExtractor(network.to(device).eval(), name=name, protocol=protocol, device=device)
+    return ImageExtractor(network.to(device).eval(), name=name, protocol=protocol, device=device,
+                          weights_id=weights_id)

@@ -66,6 +66,7 @@ VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
 OFFICIAL_B_BY_RESOLUTION: dict[int, dict[str, tuple[int, ...]]] = {
     128: {"widths": (512, 512, 256, 128, 128), "heads": (16, 8, 4, 4, 4), "depths": (2, 2, 2, 2, 2)},
 }
+PAPER_LOW_RES_STAGES = 4  # multi-axis attention up to 64 px, MLPs above (paper §3.2)
 BLOCK_SIZES = (4, 4, 8, 8)  # low-resolution stages 1-4, "balanced" so b^2 ~ (H/b)^2 (paper §3.2)
 
 
@@ -94,7 +95,8 @@ class HiTConfig:
     heads: Optional[list[int]] = option(None, min=1, help="per-stage attention heads")
     depths: Optional[list[int]] = option(None, min=0, help="per-stage attention blocks / MLP layers")
     block_sizes: Optional[list[int]] = option(None, min=1, help="block side per low-resolution stage")
-    low_res_stages: int = option(4, min=0, help="stages with multi-axis self-attention (the paper fixes 4)")
+    low_res_stages: Optional[int] = option(None, min=0, help="stages with multi-axis self-attention (default: the "
+                                           "paper's 4, or every stage but the last below 128 px)")
     latent_grid: int = option(4, min=1, help="latent embedding Z is latent_grid^2 tokens (official: 4x4)")
     mlp_ratio: int = option(4, min=1)
     norm: Literal["batch", "layer"] = option("batch", help="BatchNorm (paper) or LayerNorm (Table 8 ablation)")
@@ -106,6 +108,14 @@ class HiTConfig:
     @property
     def num_stages(self) -> int:
         return int(math.log2(self.resolution // INITIAL_SIZE)) + 1
+
+    @property
+    def n_low_res(self) -> int:
+        """Stages with attention. Unset, the paper's 4, but at least the last stage stays a high-resolution
+        (MLP) stage that emits RGB, so ``--resolution 32`` (3 stages) or 16 shrinks HiT instead of refusing."""
+        if self.low_res_stages is not None:
+            return self.low_res_stages
+        return min(PAPER_LOW_RES_STAGES, self.num_stages - 1)
 
     def _per_stage(self, key: str) -> list[int]:
         given = getattr(self, key)
@@ -127,7 +137,7 @@ class HiTConfig:
     def stages(self) -> list[StageSpec]:
         """The resolved stage plan (validated)."""
         widths, heads, depths = self._per_stage("widths"), self._per_stage("heads"), self._per_stage("depths")
-        n_low = self.low_res_stages
+        n_low = self.n_low_res
         if self.block_sizes is not None:
             if len(self.block_sizes) != n_low:
                 raise ConfigError(f"key 'model.block_sizes': expected {n_low} entries (one per low-resolution "
@@ -159,7 +169,7 @@ class HiTConfig:
     def validate(self) -> None:
         if self.resolution & (self.resolution - 1):
             raise ConfigError(f"key 'model.resolution': expected a power of two, got {self.resolution}")
-        if self.low_res_stages >= self.num_stages:
+        if self.n_low_res >= self.num_stages:
             raise ConfigError(f"key 'model.low_res_stages': expected < {self.num_stages} (at least the last "
                               f"stage must be a high-resolution stage that emits RGB), got {self.low_res_stages}")
         self.stages()

@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -85,9 +86,9 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
-    import natgan.models as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
+    # The package's folder from this file's location: importing ``natgan.models`` here would be an import
+    # circle (the package's ``__init__`` re-exports this module).
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if not info.name.startswith("_"):
             importlib.import_module(f"natgan.models.{info.name}")
 

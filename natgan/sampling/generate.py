@@ -111,8 +111,18 @@ class ImageGenerator:
         return torch.cat([self._run(self._forward_w, part) for part in w.split(self.batch_size)])
 
     def images(self, seeds: Sequence[int]) -> torch.Tensor:
-        """uint8 images for ``seeds`` (one forward pass, split only on OOM)."""
-        return self._run(self._forward, latents_for_seeds(seeds, self.G.z_dim))
+        """uint8 images for ``seeds`` (one forward pass, split only on OOM).
+
+        In ``random`` noise mode the batch's noise maps are drawn from torch's RNG seeded with the batch's
+        first seed (the caller's RNG state is restored after), so random-noise images are reproducible:
+        the same seeds in the same batches give the same images in ``sample`` and in a metric.
+        """
+        z = latents_for_seeds(seeds, self.G.z_dim)
+        if getattr(self.G, "noise_mode", None) != "random" or len(z) == 0:
+            return self._run(self._forward, z)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(int(seeds[0]) % 2**63)
+            return self._run(self._forward, z)
 
     def batches(self, seeds: Sequence[int]) -> Iterator[tuple[list[int], torch.Tensor]]:
         """``(seed_chunk, uint8 images)`` for consecutive chunks of at most ``batch_size`` seeds."""

@@ -16,10 +16,11 @@ from natgan.errors import ConfigError, NatGanError
 from natgan.fsutil import check_output_dir
 from natgan.train import resume_policy
 from natgan.train.finetune import resolve_init
+from natgan.train.preflight import check_training_data
 from natgan.train.rundir import RunDir
 from natgan.train.trainer import Trainer, TrainResult, schedule_summary
 
-__all__ = ["resolve_run", "resolve_init", "train", "Trainer", "TrainResult", "schedule_summary"]
+__all__ = ["resolve_run", "resolve_init", "check_training_data", "train", "Trainer", "TrainResult", "schedule_summary"]
 
 
 def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir: str | Path,
@@ -83,7 +84,9 @@ def train(recipe: recipes.Recipe, outdir: str | Path, *, resume_from: dict | Non
     """Train (or continue) a run in ``outdir``; returns where the latest checkpoint and samples are.
 
     ``init_from`` (from :func:`resolve_init`) starts a new run from a checkpoint's weights.
-    ``start_over``: first move the directory's existing checkpoints aside (see :func:`resolve_run`)."""
+    ``start_over``: first move the directory's existing checkpoints aside (see :func:`resolve_run`).
+    The data is checked first (:func:`check_training_data`), so a wrong dataset creates and moves nothing."""
+    check_training_data(recipe)
     if start_over and int(os.environ.get("RANK", "0")) == 0:
         resume_policy.set_aside_for_new_start(outdir)
     trainer = Trainer(recipe, outdir, resume_from=resume_from, init_from=init_from, init_optim=init_optim,

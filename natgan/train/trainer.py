@@ -20,13 +20,13 @@ from typing import Any, Iterator
 import torch
 from rich.console import Console
 
-from natgan import checkpoint, devices
+from natgan import augment, checkpoint, devices
 from natgan.errors import ConfigError, DataError, Interrupted, NatGanError, unwrap_worker_error
 from natgan.fsutil import atomic_write_text
 from natgan.metrics.registry import is_better, numbers_line, scalars
 from natgan.models import count_params, create, set_requires_grad
 from natgan.recipe import Recipe
-from natgan.train import daug, distributed, preview, rng_state, schedule
+from natgan.train import distributed, preview, rng_state, schedule
 from natgan.train.batch_checks import check_discriminator_batch
 from natgan.train.finetune import load_weights
 from natgan.train.freeze import frozen_parameters
@@ -107,7 +107,7 @@ class Trainer:
         self.gens = rng_state.TrainerGenerators(self.t.seed + 7919 * self.dist.rank)
         rng_state.seed_globals(self.t.seed + 7919 * self.dist.rank)
         self.run_id = run_id_of(resume_from or {}) or new_run_id()
-        self.daug = daug.build(self.t, normalization=self.G.normalization, generator=self.gens.aug,
+        self.daug = augment.build(self.t, normalization=self.G.normalization, generator=self.gens.aug,
                                reduce=lambda t: distributed.all_reduce_mean(t, self.dist))
         self.update = make_update(self.t.update, Networks(self.G, self.D, self.g_opt, self.d_opt), train=self.t,
                                   plan=self.plan, dist=self.dist, device=self.device, gens=self.gens,
@@ -335,6 +335,11 @@ class Trainer:
                 grid = self.save_grid(writer)
             if latest is None and self.step > 0 and main:
                 latest = self.save_checkpoint()
+            display.write_log(f"stopped at step {self.step}: {self.stop_reason}" if self.stop_reason is not None
+                              else f"finished at step {self.step}")
+        except BaseException as exc:  # the log says why the run ended, whatever ended it
+            display.write_log(f"error at step {self.step}: {_first_line(exc)}")
+            raise
         finally:
             flags.close()
             display.close()
@@ -386,6 +391,12 @@ class Trainer:
     def _restore_signal_handlers(previous: dict) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _first_line(exc: BaseException) -> str:
+    """One line for log.txt: the exception's own first line (a KeyboardInterrupt has none: its name)."""
+    text = str(unwrap_worker_error(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:

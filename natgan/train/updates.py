@@ -10,7 +10,7 @@ keeps the loop, persistence and signals. Two rules exist, chosen by ``train.upda
   of their own losses on the same logits, and both optimizers step once.
 
 Every image the discriminator sees goes through :meth:`UpdateRule.run_D`, which applies the run's
-discriminator augmentation (ADA / DiffAugment, :mod:`natgan.train.daug`) first, so augmentation also
+discriminator augmentation (ADA / DiffAugment, :mod:`natgan.augment`) first, so augmentation also
 reaches inside R1 and bCR without either knowing about it. The RNG draw order is part of the contract:
 ``--resume`` is bit-exact only because every rule draws from the checkpointed generators in a fixed order.
 """
@@ -22,9 +22,9 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
+from natgan import augment
 from natgan.models import set_requires_grad
-from natgan.train import augment, distributed, losses
-from natgan.train.daug import DAugment
+from natgan.train import distributed, losses
 
 
 @dataclass
@@ -45,11 +45,11 @@ class UpdateRule:
     """
 
     def __init__(self, nets: Networks, *, train: Any, plan: Any, dist: Any, device: torch.device, gens: Any,
-                 autocast: Callable[[], ContextManager], daug: DAugment | None = None,
+                 autocast: Callable[[], ContextManager], daug: augment.DAugment | None = None,
                  d_frozen: frozenset[int] = frozenset(), flip: bool = False):
         self.nets, self.t, self.plan, self.dist, self.device = nets, train, plan, dist, device
         self.gens, self.autocast, self.d_frozen, self.flip_reals = gens, autocast, d_frozen, flip
-        self.daug = daug or DAugment.none()
+        self.daug = daug or augment.DAugment.none()
         self.pl_mean = torch.zeros((), device=device)
 
     # state beyond the networks that a checkpoint must carry
@@ -87,7 +87,7 @@ class UpdateRule:
         """Dataset x-flips (``data.flip``): part of the data, not of D's augmentation."""
         if not self.flip_reals:
             return real
-        return augment.flip(real, self.gens.flip)
+        return augment.bcr.flip(real, self.gens.flip)
 
     def run_D(self, images: torch.Tensor) -> torch.Tensor:
         """D's logits (fp32) on the augmented images: the one door through which D sees anything."""
@@ -100,8 +100,8 @@ class UpdateRule:
         Order with ADA/DiffAugment: bCR's augmentation acts on the clean image and D's augmentation
         is applied on top (``run_D``), so both sides of the consistency term are augmented by ADA just
         as every other D input is and D never sees an image outside the augmented distribution."""
-        aug_fake = self.run_D(augment.bcr_augment(fake.detach(), self.gens.aug))
-        aug_real = self.run_D(augment.bcr_augment(real.detach(), self.gens.aug))
+        aug_fake = self.run_D(augment.bcr.bcr_augment(fake.detach(), self.gens.aug))
+        aug_real = self.run_D(augment.bcr.bcr_augment(real.detach(), self.gens.aug))
         return (self.t.bcr_fake * losses.consistency(aug_fake, fake_logits)
                 + self.t.bcr_real * losses.consistency(aug_real, real_logits))
 

@@ -66,10 +66,22 @@ def mean_query_map(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bhd,bhyxd->bhyx", q_mean, k.float()) / 2
 
 
-def _reduce(kind: str, captured: dict) -> torch.Tensor:
-    if kind == "self":
-        return mean_query_map(captured["q"], captured["k"]).cpu()
-    return captured["attn"].float().cpu()
+def pixel_query_map(q: torch.Tensor, k: torch.Tensor, where: tuple[float, float]) -> torch.Tensor:
+    """``q(y, x) · k / 2`` per head for the query at image fraction ``where = (fy, fx)`` in [0, 1): the
+    pixel's affinity to every key, before RPB, softmax and any neighbourhood/window restriction."""
+    h, w = q.shape[2], q.shape[3]
+    y, x = min(int(where[0] * h), h - 1), min(int(where[1] * w), w - 1)
+    return torch.einsum("bhd,bhyxd->bhyx", q[:, :, y, x].float(), k.float()) / 2
+
+
+def _reducer(query: tuple[float, float] | None):
+    def reduce(kind: str, captured: dict) -> torch.Tensor:
+        if kind == "self":
+            if query is not None:
+                return pixel_query_map(captured["q"], captured["k"], query).cpu()
+            return mean_query_map(captured["q"], captured["k"]).cpu()
+        return captured["attn"].float().cpu()
+    return reduce
 
 
 def latent_for(G: nn.Module, latent: torch.Tensor | int) -> tuple[torch.Tensor, int | None]:
@@ -93,10 +105,14 @@ def _as_set(values: Iterable[int] | None) -> set[int] | None:
 
 def attention_maps(G: nn.Module, latent: torch.Tensor | int = DEFAULT_SEED, *,
                    levels: Iterable[int] | str | None = None, blocks: Iterable[int] | None = None,
-                   heads: Iterable[int] | None = None, model: str = "") -> AttentionMaps:
+                   heads: Iterable[int] | None = None, model: str = "", w: torch.Tensor | None = None,
+                   query: tuple[float, float] | None = None) -> AttentionMaps:
     """Generate one image and the attention maps of its blocks.
 
     ``latent``: a seed (z drawn on the CPU RNG, like the official analysis; default 42) or a z tensor.
+    ``w``: synthesise this ``[1, ...]`` latent instead of ``G(z)`` (the studio's blended, mixed, edited or
+    projected latents); ``query``: self-attention maps of the query at image fraction ``(fy, fx)`` instead of
+    the mean query (:func:`pixel_query_map`).
     ``levels``: resolutions to keep (default: every level from 16x16 up; ``"all"`` includes 4 and 8);
     ``blocks``: block indices within a level (forward order); ``heads``: head indices.
     A selection that matches nothing raises :class:`ConfigError` listing what exists.
@@ -107,8 +123,8 @@ def attention_maps(G: nn.Module, latent: torch.Tensor | int = DEFAULT_SEED, *,
     was_training = G.training
     G.eval()
     try:
-        with torch.no_grad(), capturing(G, _reduce) as records:
-            image = G(z.to(device))
+        with torch.no_grad(), capturing(G, _reducer(query)) as records:
+            image = G(z.to(device)) if w is None else G.synthesis(w.to(device))
     finally:
         G.train(was_training)
     from natgan.models.normalization import to_uint8

@@ -1,4 +1,9 @@
-"""Discriminator augmentation as one object the update rules call: ``none``, ADA, fixed-p ADA, DiffAugment.
+"""Augmentation: the discriminator augmentation the update rules call (``none``, ADA, fixed-p ADA, DiffAugment).
+
+This package's face is the dispatcher below; each method lives in a module named after it:
+:mod:`~natgan.augment.bcr` (bCR's operations and the dataset flip), :mod:`~natgan.augment.diffaugment`,
+:mod:`~natgan.augment.ada_pipe` (ADA's augmentations), :mod:`~natgan.augment.ada_resample` (its
+anti-aliased geometric resampling) and :mod:`~natgan.augment.ada_controller` (the r_t heuristic and p).
 
 :class:`DAugment` wraps whichever method ``train.augment`` names behind five calls: apply to a batch D
 is about to see, observe D's logits on reals (the overfitting heuristic), adjust after a step, report
@@ -17,8 +22,12 @@ from typing import Any, Callable
 
 import torch
 
-from natgan.train.ada import AdaController, AugmentPipe
-from natgan.train.diffaugment import diff_augment, parse_policy
+from natgan.augment import bcr
+from natgan.augment.ada_controller import AdaController
+from natgan.augment.ada_pipe import AugmentPipe
+from natgan.augment.diffaugment import diff_augment, parse_policy
+
+__all__ = ["AdaAugment", "DAugment", "DiffAugment", "bcr", "build", "symmetric_to_model"]
 
 
 class DAugment:

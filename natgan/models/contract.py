@@ -1,8 +1,16 @@
-"""Per-layer noise inputs (StyleGAN2, GANformer) as tensors the projector can optimise and store.
+"""The two conventions beyond the generator contract that latent tools and metrics read, and their helpers.
 
-Models with noise keep one stored map per layer as a ``[1, 1, H, W]`` buffer whose name contains
-``noise`` (used when ``noise_mode = "const"``). :func:`noise_inputs` finds them; :func:`using_noise`
-temporarily puts other tensors (trainable ones, or maps loaded from a ``.npz``) in their place.
+The contract itself (``G.mapping``, ``G.synthesis``, ``G.n_latent``, ...) is in :mod:`natgan.models.registry`.
+Projection, walks, SeFa, style editing (:mod:`natgan.latent`) and PPL (:mod:`natgan.metrics.ppl`) also rely on:
+
+* a model whose ``mapping`` returns ``z`` unchanged has no mapping network (HiT): its latent space is z,
+  which :func:`has_mapping_network` probes;
+* models with noise (StyleGAN2, GANformer) keep one stored map per layer as a ``[1, 1, H, W]`` buffer whose
+  name contains ``noise`` (used when ``noise_mode = "const"``). :func:`noise_inputs` finds them;
+  :func:`using_noise` temporarily puts other tensors (trainable ones, or maps loaded from a ``.npz``) in
+  their place.
+
+They live here, beside the models, because tools on different floors (``latent`` above ``metrics``) use them.
 """
 
 from __future__ import annotations
@@ -14,6 +22,15 @@ import torch
 from torch import nn
 
 from natgan.errors import NatGanError
+
+
+def has_mapping_network(G: nn.Module) -> bool:
+    """False when ``G.mapping`` is the identity (probed on two fixed latents)."""
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1))
+    device = next(iter(G.parameters())).device
+    with torch.no_grad():
+        w = G.mapping(z.to(device))
+    return not (w.shape == z.shape and torch.equal(w.cpu(), z))
 
 
 def noise_inputs(G: nn.Module) -> dict[str, torch.Tensor]:

@@ -3,7 +3,7 @@
 A policy is a comma-separated list of groups, applied in the order given, to every image (no
 probability): ``color`` (brightness + U(-1/2, 1/2), saturation x U(0, 2), contrast x U(1/2, 3/2)),
 ``translation`` (integer shift up to 1/8 of the side, zero fill) and ``cutout`` (a zeroed square of half
-the side). The operations are the same ones bCR uses (:mod:`natgan.train.augment`), on images in
+the side). The operations are the same ones bCR uses (:mod:`natgan.augment.bcr`), on images in
 [-1, 1], and are differentiable w.r.t. the images.
 """
 
@@ -14,14 +14,14 @@ from typing import Callable
 import torch
 
 from natgan.errors import ConfigError
-from natgan.train import augment
+from natgan.augment import bcr
 
 Op = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 GROUPS: dict[str, tuple[Op, ...]] = {
-    "color": (augment.brightness, augment.saturation, augment.contrast),
-    "translation": (augment.translate,),
-    "cutout": (augment.cutout,),
+    "color": (bcr.brightness, bcr.saturation, bcr.contrast),
+    "translation": (bcr.translate,),
+    "cutout": (bcr.cutout,),
 }
 
 

@@ -1,0 +1,110 @@
+"""NVlabs network records as data: what the official code would have rebuilt from a snapshot, unrun.
+
+:mod:`natgan.importers.nvlabs_pickle` turns every ``torch_utils.persistence`` object of a stylegan2-ada or
+GANformer snapshot into a :class:`PersistentRecord` (torch's own container modules into a
+:class:`ModuleRecord`); the converters (:mod:`~natgan.importers.stylegan2_ada`,
+:mod:`~natgan.importers.ganformer`) read those records with the helpers here. Why a module of its own:
+the reader and the converters both need these types, and with them here neither imports the other.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import torch
+
+from natgan.errors import CheckpointError
+
+
+class PersistentRecord:
+    """A ``torch_utils.persistence`` object as data: what the official code would have rebuilt, unrun."""
+
+    def __init__(self, class_name: str, module_src: str, state: dict[str, Any]):
+        self.class_name = class_name
+        self.module_src = module_src        # text only; never compiled or executed
+        self.state = state
+
+    @property
+    def init_kwargs(self) -> dict[str, Any]:
+        kwargs = self.state.get("_init_kwargs") or {}
+        return dict(kwargs) if isinstance(kwargs, dict) else {}
+
+    def children(self) -> dict[str, Any]:
+        modules = self.state.get("_modules") or {}
+        return dict(modules) if isinstance(modules, dict) else {}
+
+    def child(self, name: str) -> "PersistentRecord | ModuleRecord":
+        node = self.children().get(name)
+        if not isinstance(node, (PersistentRecord, ModuleRecord)):
+            raise KeyError(name)
+        return node
+
+    def __repr__(self) -> str:
+        return f"PersistentRecord({self.class_name})"
+
+
+class ModuleRecord(PersistentRecord):
+    """One of torch's own modules (``ModuleList``, ``Dropout`` …) met inside a record: its state, as data.
+
+    Pickle creates it with ``cls.__new__`` (no ``__init__``) and hands the module's ``__dict__`` to
+    :meth:`__setstate__`; nothing of torch's class runs.
+    """
+
+    torch_name = ""
+    module_src = ""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(type(self).torch_name, "", {})
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"{type(self).torch_name}: expected a dict state, got {type(state).__name__}")
+        self.class_name, self.module_src, self.state = type(self).torch_name, "", state
+
+
+
+def state_dict(record: PersistentRecord, where: str) -> dict[str, torch.Tensor]:
+    """Flatten a record tree into ``name -> tensor`` like ``nn.Module.state_dict()`` (parameters, buffers)."""
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(node: PersistentRecord, prefix: str) -> None:
+        for field in ("_parameters", "_buffers"):
+            for name, value in (node.state.get(field) or {}).items():
+                if value is None:
+                    continue
+                if not isinstance(value, torch.Tensor):
+                    raise CheckpointError(f"{where}: '{prefix}{name}' is {type(value).__name__}, not a tensor")
+                out[prefix + name] = value.detach()
+        for name, child in node.children().items():
+            if child is None:
+                continue
+            if not isinstance(child, PersistentRecord):
+                raise CheckpointError(f"{where}: submodule '{prefix}{name}' is {type(child).__name__}, not a record")
+            walk(child, f"{prefix}{name}.")
+
+    walk(record, "")
+    return out
+
+
+def check_network(record: PersistentRecord, class_name: str, model: str, src: str) -> dict[str, Any]:
+    """Constructor kwargs of an unconditional RGB ``class_name`` record (``z_dim == w_dim`` for generators);
+    anything else is refused with the reason, since nat-gan's ``model`` would compute something different."""
+    if record.class_name != class_name:
+        raise CheckpointError(f"{src}: a '{record.class_name}' record where the {model} snapshot has a '{class_name}'")
+    kw = record.init_kwargs
+    problem = None
+    if kw.get("c_dim", 0):
+        problem = f"{class_name} is class-conditional (c_dim = {kw['c_dim']})"
+    elif kw.get("img_channels", 3) != 3:
+        problem = f"{class_name} works on {kw['img_channels']}-channel images"
+    elif class_name == "Generator" and kw.get("z_dim") != kw.get("w_dim"):
+        problem = f"z_dim = {kw.get('z_dim')} differs from w_dim = {kw.get('w_dim')}"
+    if problem:
+        raise cannot_express(src, problem, model)
+    return kw
+
+
+def cannot_express(src: str, what: str, model: str) -> CheckpointError:
+    """The one-line refusal for configurations nat-gan's ``model`` does not compute."""
+    return CheckpointError(f"{src}: {what}; nat-gan's {model} cannot express it")

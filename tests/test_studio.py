@@ -1,0 +1,301 @@
+"""`nat-gan studio`'s library (natgan.studio), without a browser: what the page shows is what the captured
+`nat-gan sample` command writes, byte for byte, for every kind of latent the page can make, on every family.
+
+The page itself is driven in a real browser by tests/test_studio_browser.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from natgan.errors import ConfigError, DataError, NatGanError
+from natgan.studio.catalog import expand
+from natgan.studio.session import Studio, fraction
+from natgan.studio.spec import LatentSpec
+from test_latent_cli import family_checkpoint
+from test_sample import run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def studio_for(paths, tmp_path, **kw) -> Studio:
+    return Studio(expand(paths), torch.device("cpu"), random_lpips=True, workdir=tmp_path / "work", **kw)
+
+
+def run_capture(capture, cwd: Path, capsys) -> np.ndarray:
+    """Run the captured command as a user would (in the folder holding the .npz) and read the PNG it wrote."""
+    argv = shlex.split(capture.command)
+    assert argv[:2] == ["nat-gan", "sample"]
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        code, _, err = run_cli(argv[1:] + ["-q", "--device", "cpu"], capsys)
+    finally:
+        os.chdir(old)
+    assert code == 0, err
+    written = cwd / "studio-capture" / capture.png.name
+    assert written.read_bytes() == capture.png.read_bytes()  # the same PNG file, byte for byte
+    return np.asarray(Image.open(written))
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("studio")
+    paths = {}
+    for name in ("stylenat", "stylegan2", "hit"):
+        paths[name] = folder / f"{name}.pt"
+        family_checkpoint(name, paths[name])
+    return paths
+
+
+SPECS = {
+    "seed": LatentSpec(seed=3),
+    "seed-psi": LatentSpec(seed=5, psi=0.7),
+    "fraction-w": LatentSpec(seed=3.25, psi=0.8),
+    "fraction-z": LatentSpec(seed=3.5, blend="z"),
+    "mixing": LatentSpec(seed=2, mix_seed=9, mix_layers="0-1", psi=0.9),
+    "direction": LatentSpec(seed=4, strengths=(2.5, 0.0, -1.5)),
+    "noise-none": LatentSpec(seed=6.5, noise_mode="none"),
+}
+
+
+@pytest.mark.parametrize("family", ["stylenat", "stylegan2", "hit"])
+def test_the_captured_command_writes_the_png_shown(family, ckpts, tmp_path, capsys):
+    studio = studio_for([ckpts[family]], tmp_path)
+    seen = []
+    for key, spec in SPECS.items():
+        if key == "mixing" and family == "hit":
+            with pytest.raises(ConfigError, match="n_latent"):
+                studio.render(0, spec)
+            continue
+        frame = studio.render(0, spec)
+        assert frame.image.shape == (16, 16, 3) and frame.image.dtype == np.uint8 and frame.ms > 0
+        capture = studio.capture(frame)
+        assert np.array_equal(np.asarray(Image.open(capture.png)), frame.image)
+        if spec.seed_only:
+            assert "--seeds" in capture.command and "--w" not in capture.command
+        else:
+            assert f"--w {capture.latents.name}" in capture.command
+        assert np.array_equal(run_capture(capture, capture.latents.parent, capsys), frame.image), key
+        seen.append(frame.image)
+    # every control changes the image
+    for i in range(len(seen)):
+        for j in range(i + 1, len(seen)):
+            assert not np.array_equal(seen[i], seen[j])
+
+
+def test_fractional_seeds_blend_the_neighbours(ckpts, tmp_path):
+    studio = studio_for([ckpts["stylenat"]], tmp_path)
+    a, b = (studio.render(0, LatentSpec(seed=s)) for s in (3, 4))
+    whole = studio.render(0, LatentSpec(seed=3.0))
+    assert np.array_equal(whole.image, a.image)
+    # the blended latent lies between the two seeds' latents (w: linear)
+    mid = studio.render(0, LatentSpec(seed=3.5)).latents.w
+    assert torch.allclose(mid, (a.latents.w + b.latents.w) / 2, atol=1e-6)
+    near = studio.render(0, LatentSpec(seed=3.001))
+    assert np.abs(near.image.astype(int) - a.image.astype(int)).max() <= 3
+
+
+def test_psi_zero_is_the_centre_for_every_seed(ckpts, tmp_path):
+    studio = studio_for([ckpts["stylegan2"]], tmp_path)
+    a, b = (studio.render(0, LatentSpec(seed=s, psi=0.0)) for s in (1, 2))
+    assert np.array_equal(a.image, b.image)
+
+
+def test_style_mixing_takes_the_chosen_rows(ckpts, tmp_path):
+    studio = studio_for([ckpts["stylenat"]], tmp_path)
+    base = studio.render(0, LatentSpec(seed=2)).latents.w
+    other = studio.render(0, LatentSpec(seed=9)).latents.w
+    mixed = studio.render(0, LatentSpec(seed=2, mix_seed=9, mix_layers="1")).latents.w
+    assert torch.equal(mixed[:, 0], base[:, 0]) and torch.equal(mixed[:, 1], other[:, 1])
+    with pytest.raises(ConfigError, match="out of range"):
+        studio.render(0, LatentSpec(seed=2, mix_seed=9, mix_layers="0-99"))
+
+
+def test_directions_are_computed_once_per_checkpoint(ckpts, tmp_path, monkeypatch):
+    from natgan.studio import session
+
+    calls = []
+    real = session.factorize
+    monkeypatch.setattr(session, "factorize", lambda G: calls.append(1) or real(G))
+    studio = studio_for([ckpts["stylegan2"]], tmp_path)
+    for s in (1.0, 2.0, -3.0):
+        studio.render(0, LatentSpec(seed=1, strengths=(s,)))
+    assert studio.directions(0).vectors.shape[0] >= 1 and len(calls) == 1
+
+
+@pytest.mark.parametrize("spec, message", [
+    (LatentSpec(seed=-1), "seed -1"),
+    (LatentSpec(seed=2**31), "seed"),
+    (LatentSpec(seed=float("nan")), "finite"),
+    (LatentSpec(seed="abc"), "expected a number"),
+    (LatentSpec(psi=7), "psi 7"),
+    (LatentSpec(noise_mode="loud"), "noise mode"),
+    (LatentSpec(blend="q"), "blend"),
+    (LatentSpec(mix_seed=1.5, mix_layers="0"), "mix seed"),
+    (LatentSpec(strengths=(1e9,)), "strength"),
+])
+def test_bad_controls_are_one_line_errors(ckpts, tmp_path, spec, message):
+    studio = studio_for([ckpts["stylenat"]], tmp_path)
+    with pytest.raises(ConfigError, match=message) as info:
+        studio.render(0, spec)
+    assert "\n" not in str(info.value)
+
+
+def test_catalog_lists_run_directories_newest_first(ckpts, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for step in (100, 300, 200):
+        (run / f"ckpt-{step:07d}.pt").write_bytes(ckpts["stylenat"].read_bytes())
+    os.link(run / "ckpt-0000300.pt", run / "latest.pt")
+    entries = expand([run, ckpts["hit"], run / "ckpt-0000100.pt"])
+    assert [e.path.name for e in entries] == ["ckpt-0000300.pt", "ckpt-0000200.pt", "ckpt-0000100.pt", "hit.pt"]
+    assert all(e.path.is_absolute() for e in entries)
+    with pytest.raises(ConfigError, match="no such"):
+        expand([tmp_path / "missing.pt"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no checkpoints"):
+        expand([tmp_path / "empty"])
+
+
+def test_switching_keeps_the_latent_and_a_broken_checkpoint_is_a_message(ckpts, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    studio = studio_for([ckpts["stylenat"], bad, ckpts["hit"]], tmp_path)
+    assert studio.first_loadable() == (0, [])
+    spec = LatentSpec(seed=7, psi=0.5, mix_seed=1, mix_layers="0", strengths=(1.0,))
+    with pytest.raises(NatGanError, match="broken.pt"):
+        studio.model(1)
+    kept, notes = studio.switch(spec, 2)
+    assert kept.seed == 7 and kept.psi == 0.5 and not kept.mixing and kept.strengths == ()
+    assert any("n_latent" in n for n in notes) and any("SeFa" in n for n in notes)
+    assert studio.render(2, kept).image.shape == (16, 16, 3)
+    # A/B: the same latent on another checkpoint, A's directions left out
+    b = studio.render_b(2, spec)
+    assert any("A's own" in n for n in b.notes)
+    # the first loadable checkpoint is chosen when the first is broken
+    assert studio_for([bad, ckpts["hit"]], tmp_path).first_loadable()[0] == 1
+
+
+def test_attention_overlay_follows_level_head_and_pixel(ckpts, tmp_path):
+    studio = studio_for([ckpts["stylenat"], ckpts["stylegan2"]], tmp_path)
+    frame = studio.render(0, LatentSpec(seed=3, mix_seed=4, mix_layers="1"))
+    mean = studio.attention(frame)
+    assert mean.image.shape == frame.image.shape and mean.level == 16 and 16 in mean.levels
+    assert not np.array_equal(mean.image, frame.image)
+    corner = studio.attention(frame, where=fraction((0, 0), 16))
+    centre = studio.attention(frame, where=fraction((10, 12), 16))
+    assert not np.array_equal(corner.image, centre.image) and "marked pixel" in corner.caption
+    other_head = studio.attention(frame, head=1)
+    assert not np.array_equal(other_head.image, mean.image)
+    with pytest.raises(NatGanError, match="no attention"):
+        studio.attention(studio.render(1, LatentSpec(seed=3)))
+
+
+def test_projection_streams_progress_and_continues_from_the_latent(ckpts, tmp_path, capsys):
+    studio = studio_for([ckpts["stylegan2"]], tmp_path)
+    target_img = studio.render(0, LatentSpec(seed=11)).image
+    Image.fromarray(target_img).resize((20, 24)).save(tmp_path / "photo.png")
+    target = studio.load_target(tmp_path / "photo.png", 0)
+    updates = list(studio.project(0, target, steps=4))
+    assert [u.step for u in updates] == [1, 2, 3, 4, 4] and updates[-1].latents is not None
+    latents = updates[-1].latents
+    frame = studio.render(0, LatentSpec(projected=latents, noise_mode="const"))
+    assert np.array_equal(frame.image, updates[-1].image)  # the projected image, as `project` wrote it
+    assert latents.noise  # StyleGAN2's optimised noise maps travel with the latent
+    edited = studio.render(0, LatentSpec(projected=latents, strengths=(3.0,)))
+    capture = studio.capture(edited)
+    assert np.array_equal(run_capture(capture, capture.latents.parent, capsys), edited.image)
+    # closing the stream early stops the worker
+    stream = studio.project(0, target, steps=50)
+    next(stream)
+    stream.close()
+    assert studio.lock.acquire(timeout=30)
+    studio.lock.release()
+
+
+def test_uploads_must_be_images_under_the_cap(ckpts, tmp_path, monkeypatch):
+    from natgan.studio import session
+
+    studio = studio_for([ckpts["stylegan2"]], tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match="notes.txt: not a readable image") as info:
+        studio.load_target(tmp_path / "notes.txt", 0)
+    assert str(tmp_path) not in str(info.value)  # the server's temp paths are not shown
+    Image.new("RGB", (32, 32)).save(tmp_path / "big.png")
+    monkeypatch.setattr(session, "MAX_UPLOAD_BYTES", 10)
+    with pytest.raises(DataError, match="upload limit"):
+        studio.load_target(tmp_path / "big.png", 0)
+    with pytest.raises(ConfigError, match="steps"):
+        next(studio.project(0, torch.zeros(1, 3, 16, 16), steps=0))
+
+
+def test_one_generation_at_a_time(ckpts, tmp_path):
+    import threading
+
+    studio = studio_for([ckpts["stylenat"]], tmp_path)
+    studio.model(0)
+    active, most = [0], [0]
+    G = studio.model(0).G
+    real = G.synthesis
+
+    def counting(w):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        try:
+            return real(w)
+        finally:
+            active[0] -= 1
+
+    G.synthesis = counting
+    threads = [threading.Thread(target=studio.render, args=(0, LatentSpec(seed=s + 0.5))) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+
+
+def test_studio_without_the_extra_is_one_line(monkeypatch, capsys, ckpts):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # as if `nat-gan[studio]` were not installed
+    code, _, err = run_cli(["studio", str(ckpts["stylenat"])], capsys)
+    assert code == 2 and 'pip install "nat-gan[studio]"' in err and len(err.strip().splitlines()) == 1
+
+
+def test_studio_cli_refuses_bad_arguments_before_serving(capsys, tmp_path, ckpts, monkeypatch):
+    from natgan.studio import server
+
+    monkeypatch.setattr(server, "require_gradio", lambda: None)  # the checks below come before any serving
+    code, _, err = run_cli(["studio", str(tmp_path / "nothing.pt")], capsys)
+    assert code == 2 and "no such checkpoint" in err
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"junk")
+    code, _, err = run_cli(["studio", str(bad), "--port", "0"], capsys)
+    assert code == 1 and "broken.pt" in err and "Traceback" not in err
+    code, _, err = run_cli(["studio", str(ckpts["hit"]), "--port", "70000"], capsys)
+    assert code == 2 and "--port 70000" in err
+
+
+def test_fraction_maps_clicks_into_the_unit_square():
+    assert fraction((0, 0), 16) == (0.5 / 16, 0.5 / 16)
+    fy, fx = fraction((15, 15), 16)
+    assert fy < 1 and fx < 1
+    assert fraction((99, -4), 16) == (0.0, 1 - 1e-9)
+    with pytest.raises(ConfigError):
+        fraction((float("nan"), 0), 16)
+
+
+def test_seed_only_specs_name_seeds(ckpts):
+    assert LatentSpec(seed=3).seed_only and not LatentSpec(seed=3.5).seed_only
+    assert not replace(LatentSpec(seed=3), mix_seed=1, mix_layers="0").seed_only
+    assert replace(LatentSpec(seed=3), mix_seed=1, mix_layers="").seed_only  # no layers chosen: no mixing
+    assert not LatentSpec(seed=3, strengths=(0.0, 1.0)).seed_only
