@@ -137,7 +137,8 @@ def check_model_fits(generator: nn.Module, discriminator: nn.Module) -> None:
         tensors = list(net.state_dict().values())
         size = sum(t.numel() for t in tensors)
         if size > MAX_MODEL_ELEMENTS:
-            raise ConfigError(f"describes a {what} of {size:.3g} elements (limit {MAX_MODEL_ELEMENTS:.3g}): "
+            raise ConfigError(f"the model config describes a {what} of {size:.3g} elements (limit "
+                              f"{MAX_MODEL_ELEMENTS:.3g}): "
                               f"refusing to allocate it")
         total += sum(t.numel() * t.element_size() for t in tensors)
         sizes.append(f"{size:.3g}")
