@@ -938,3 +938,64 @@ def test_prepare_workers_are_bounded(tmp_path, capsys):
     assert_refused(tmp_path, ["prepare", "folder", src, "--out", tmp_path / "o.lmdb", "--sizes", "8", "--workers",
                               "100000", "--no-progress"], capsys, code=2, names="--workers 100000")
     assert not (tmp_path / "o.lmdb").exists()
+
+
+# ------------------------------------------------------------------ data safety on resume
+def run_dir_with(tmp_path: Path, *checkpoints: tuple[int, dict], run_id: str | None = None) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    for step, ck in checkpoints:
+        checkpoint.save(ck, run / f"ckpt-{step:07d}.pt")
+    if run_id is not None:
+        (run / "run-id").write_text(run_id + "\n")
+    return run
+
+
+def with_run_id(ck: dict, run_id: str) -> dict:
+    ck["extra"]["run_id"] = run_id
+    return ck
+
+
+def test_a_nan_checkpoint_is_never_the_last_good_one(tmp_path, capsys):
+    from natgan.train.rundir import RunDir
+
+    nan = with_run_id(tiny_checkpoint(step=9), "run-a")
+    nan["weights"]["D"] = {k: torch.full_like(v, float("nan")) for k, v in nan["weights"]["D"].items()}
+    run = run_dir_with(tmp_path, (7, with_run_id(tiny_checkpoint(step=7), "run-a")), (9, nan), run_id="run-a")
+    best = RunDir(run).newest_valid()
+    assert best is not None and best[0].name == "ckpt-0000007.pt"
+    assert_refused(tmp_path, ["train", "--resume", run / "ckpt-0000009.pt", "--outdir", run, "--dry-run"], capsys,
+                   code=1, names="key 'weights.D.")
+
+
+def test_resume_refuses_non_finite_optimiser_state(tmp_path, capsys):
+    ck = with_run_id(tiny_checkpoint(step=7), "run-a")
+    state = ck["optim"]["G"]["state"]
+    first = next(iter(state))
+    state[first]["exp_avg"] = torch.full_like(state[first]["exp_avg"], float("inf"))
+    path = checkpoint.save(ck, tmp_path / "inf.pt")
+    assert_refused(tmp_path, ["train", "--resume", path, "--outdir", tmp_path / "run", "--dry-run"], capsys,
+                   code=1, names="key 'optim.G.state")
+
+
+def test_resume_auto_does_not_continue_another_runs_checkpoint(tmp_path, capsys):
+    run = run_dir_with(tmp_path, (7, with_run_id(tiny_checkpoint(step=7), "run-b")), run_id="run-a")
+    err = assert_refused(tmp_path, ["train", "--resume", "auto", "--outdir", run, "--dry-run"], capsys, code=1,
+                         names="belongs to run run-b")
+    assert "holds run run-a" in err
+
+
+def test_start_over_moves_everything_of_the_old_run(tmp_path):
+    from natgan.train.resume_policy import set_aside_for_new_start
+
+    run = run_dir_with(tmp_path, (7, with_run_id(tiny_checkpoint(step=7), "run-a")), run_id="run-a")
+    checkpoint.save(with_run_id(tiny_checkpoint(step=5), "run-a"), run / "best.pt")
+    (run / "recipe.toml").write_text('[model]\nname = "_tiny_test"\n')
+    (run / "log.txt").write_text("step 7\n")
+    (run / "samples").mkdir()
+    (run / "samples" / "step-0000007.png").write_bytes(png(0))
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    previous = set_aside_for_new_start(run)
+    after = {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()}
+    assert after == {k: v for k, v in before.items() if k.name != ".lock"}
+    assert {p.name for p in run.iterdir()} <= {previous.name, ".lock"}

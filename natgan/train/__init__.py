@@ -46,6 +46,8 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
     else:
         ck, source = checkpoint.load(resume), str(resume)
         resume_policy.check_same_run(run_dir, ck, source, start_over)
+    if ck is not None:
+        resume_policy.check_finite(ck, source)
 
     overrides = [*overrides, *data_override(data)]
     if ck is None:
