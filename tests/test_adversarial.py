@@ -999,3 +999,25 @@ def test_start_over_moves_everything_of_the_old_run(tmp_path):
     after = {p.relative_to(previous): p.read_bytes() for p in previous.rglob("*") if p.is_file()}
     assert after == {k: v for k, v in before.items() if k.name != ".lock"}
     assert {p.name for p in run.iterdir()} <= {previous.name, ".lock"}
+
+
+def test_pr_with_too_few_images_is_refused_before_features(tmp_path, capsys, monkeypatch):
+    from natgan.metrics import FeatureExtractor, runner
+
+    calls = []
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            calls.append(len(x))
+            return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+    monkeypatch.setattr(runner, "build_inception",
+                        lambda mode, *, device="cpu", **_: FeatureExtractor(Net().eval(), mode=mode, device=device))
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, n in ((a, 5), (b, 8)):
+        d.mkdir()
+        for i in range(n):
+            (d / f"{i}.png").write_bytes(png(i + 20 * n))
+    assert_refused(tmp_path, ["fid", a, b, "--metrics", "pr", "--pr-features", "inception", "--workers", "0",
+                              "--no-cache", "-q"], capsys, code=1, names=f"A {a}: 5 image(s)")
+    assert not calls, "features were computed before the refusal"
