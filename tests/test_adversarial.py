@@ -1021,3 +1021,59 @@ def test_pr_with_too_few_images_is_refused_before_features(tmp_path, capsys, mon
     assert_refused(tmp_path, ["fid", a, b, "--metrics", "pr", "--pr-features", "inception", "--workers", "0",
                               "--no-cache", "-q"], capsys, code=1, names=f"A {a}: 5 image(s)")
     assert not calls, "features were computed before the refusal"
+
+
+def test_a_killed_projection_leaves_a_consistent_combined_file(tmp_path, monkeypatch):
+    from natgan.latent import outputs
+    from natgan.latent.store import load_latents
+    from test_latent_cli import family_checkpoint
+
+    good_ckpt = tmp_path / "sg2.pt"
+    family_checkpoint("stylegan2", good_ckpt)
+
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    for i, name in enumerate(("a", "b")):
+        (targets / f"{name}.png").write_bytes(png(i))
+    out = tmp_path / "proj"
+    args = ["project", "--ckpt", str(good_ckpt), "--target", str(targets), "--steps", "2", "--random-lpips",
+            "--outdir", str(out), "-q"]
+    with pytest.raises(SystemExit):
+        main(args + ["--seed", "1"])
+    real, calls = outputs.project, []
+
+    def dies_on_the_second_target(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SystemExit(137)  # as if killed while projecting 'b'
+        return real(*a, **k)
+
+    monkeypatch.setattr(outputs, "project", dies_on_the_second_target)
+    with pytest.raises(SystemExit):
+        main(args + ["--seed", "2"])
+    combined = load_latents(out / "projected_w.npz")
+    assert combined.names == ["a"]
+    assert torch.equal(combined.w, load_latents(out / "a" / "projected_w.npz").w)
+
+
+def test_relative_data_paths_are_stored_absolute_and_named_on_resume(tmp_path, capsys, monkeypatch, good_lmdb):
+    import shutil
+
+    from natgan.train import resolve_run
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(good_lmdb, work / "data.lmdb")
+    recipe = work / "r.toml"
+    recipe.write_text('[model]\nname = "_tiny_test"\n[data]\npath = "data.lmdb"\n')
+    monkeypatch.chdir(work)
+    resolved, _, _ = resolve_run(recipe_path=recipe, overrides=[], outdir=work / "run", resume=None)
+    assert resolved.data.path == str(work / "data.lmdb")
+    ck = tiny_checkpoint()
+    ck["recipe"]["data"]["path"] = "elsewhere/data.lmdb"  # a run stored before paths were made absolute
+    old = checkpoint.save(ck, tmp_path / "old.pt")
+    code, err = run_cli(["train", "--resume", old, "--outdir", tmp_path / "run2"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
+    assert "elsewhere/data.lmdb" in errors[0] and f"{old} (stored recipe)" in errors[0]
+    assert "current directory" in errors[0] and not (tmp_path / "run2").exists()

@@ -130,9 +130,11 @@ def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, l
                     _write_csv(folder / "loss.csv", result.history),
                     save_png(folder / "loss.png", loss_curve_png(result.history))]
         results.append(result.latents)
+        # the combined file follows every finished target: after a kill it names exactly the targets whose
+        # per-target files this run wrote, never the previous run's latents
+        combined = save_latents(outdir / "projected_w.npz", concat(results))
         summary.append({"target": str(path), "space": result.latents.space, "lpips": result.lpips,
                         "mse": result.mse, "start_lpips": result.start_lpips, "start_mse": result.start_mse,
                         "files": [str(f) for f in written]})
-    combined = save_latents(outdir / "projected_w.npz", concat(results))
     return {"targets": summary, "latents": str(combined), "steps": settings.steps, "seed": settings.seed,
             "space": results[0].space, "lpips_weights": "pretrained" if lpips.pretrained else "random-init"}
