@@ -82,6 +82,12 @@ def random_pytorch_fid_weights(path: Path) -> Path:
     finally:
         inception_pytorch.load_state_dict_from_url, torch.nn.Module.load_state_dict = original_loader, original_load
     torch.save(captured["net"].state_dict(), path)
+    # Not the official file, on purpose (timing only): named as a user would name it, so the digest check of
+    # natgan.metrics.weight_trust admits this one file.
+    from natgan.metrics.weight_trust import UNOFFICIAL_ENV
+
+    named = [p for p in os.environ.get(UNOFFICIAL_ENV, "").split(os.pathsep) if p]
+    os.environ[UNOFFICIAL_ENV] = os.pathsep.join([*named, str(path)])
     return path
 
 

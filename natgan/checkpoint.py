@@ -14,13 +14,13 @@ never leaves a truncated file under the final name, and loading never unpickles 
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from natgan import __version__, checkpoint_schema
+from natgan.archive import check_torch_file
 from natgan.fsutil import atomic_write
 from natgan.errors import CheckpointError
 
@@ -80,7 +80,8 @@ def save(ckpt: dict[str, Any], path: str | Path) -> Path:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a v1 checkpoint; any problem is a one-line :class:`CheckpointError`.
 
-    The zip container's CRC-32 of every entry is verified first (``torch.load`` does not), so a flipped
+    The zip container's declared sizes are bounded and the CRC-32 of every entry is verified first
+    (``torch.load`` does neither), so a zip bomb is refused before anything is allocated and a flipped
     byte inside a weight or optimizer tensor is refused, naming the damaged entry, instead of loading
     silently different numbers. Then the whole structure is checked (:mod:`natgan.checkpoint_schema`).
     """
@@ -118,18 +119,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 
 
 def _verify_container(path: Path) -> None:
-    """CRC-check every entry of a torch zip checkpoint; name the first damaged one."""
-    if not zipfile.is_zipfile(path):
-        return
-    try:
-        with zipfile.ZipFile(path) as zf:
-            bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint archive ({type(exc).__name__}: "
-                              f"{(str(exc).splitlines() or [''])[0]})") from None
-    if bad is not None:
-        raise CheckpointError(f"{path}: corrupt checkpoint: entry '{bad}' fails its CRC check "
-                              f"(the file was damaged after it was written)")
+    """Declared sizes bounded and every entry's CRC-32 verified (:func:`natgan.archive.check_zip`) before
+    ``torch.load`` decompresses or allocates anything; name the first damaged entry."""
+    check_torch_file(path, f"{path}: checkpoint")
 
 
 def _looks_truncated(path: Path) -> bool:

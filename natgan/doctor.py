@@ -239,6 +239,66 @@ def check_inception() -> list[Check]:
     return rows
 
 
+def weight_file_status(name: str, path: Path | None) -> Check:
+    """One weights file as the loaders will judge it: official (sha256 matches), unknown (refused), missing."""
+    from natgan.metrics.weight_files import WEIGHTS
+    from natgan.metrics.weight_trust import sha256_file
+
+    spec = WEIGHTS[name]
+    if path is None:
+        return Check("weights", spec.filename, SKIP, "missing", fix=f"download {spec.url} into the weights directory")
+    try:
+        digest = sha256_file(path)
+    except OSError as exc:
+        return Check("weights", spec.filename, FAIL, f"{path}: {exc.strerror or _first_line(exc)}")
+    if digest == spec.sha256:
+        return Check("weights", spec.filename, OK, f"official (sha256 {digest[:16]}...) at {path}")
+    return Check("weights", spec.filename, FAIL, f"unknown: {path} has sha256 {digest}, not the official "
+                                                 f"{spec.sha256}; metrics refuse it",
+                 fix=f"replace it with {spec.url}")
+
+
+def check_weight_files(weights_dir: Path | None = None) -> list[Check]:
+    """Digest status of every weights file nat-gan knows by name, where the metrics would find it."""
+    try:
+        from natgan.metrics.weight_files import WEIGHTS
+        from natgan.metrics.weights import find
+    except Exception as exc:  # noqa: BLE001 - clean-fid missing or broken
+        return [Check("weights", "weights files", FAIL, _first_line(exc))]
+    rows = []
+    for name in WEIGHTS:
+        env = os.environ.get("NATGAN_INCEPTION") if name.startswith("inception") else None
+        try:
+            path = find(name, weights_dir=weights_dir, explicit=(env, "NATGAN_INCEPTION") if env else None)
+        except Exception as exc:  # noqa: BLE001 - e.g. NATGAN_WEIGHTS is not a directory
+            rows.append(Check("weights", WEIGHTS[name].filename, FAIL, _first_line(exc)))
+            continue
+        rows.append(weight_file_status(name, path))
+    return rows
+
+
+def check_weight_locations(weights_dir: Path | None = None) -> list[Check]:
+    """Flag the folders that may hold weights and that someone else can write (one row each)."""
+    from natgan.metrics.weight_files import WEIGHTS
+    from natgan.metrics.weight_trust import writable_by_others
+
+    own = [Path(p) for p in (weights_dir, os.environ.get("NATGAN_WEIGHTS"), os.environ.get("NATGAN_INCEPTION")) if p]
+    searched = {spec.cache_location().parent for spec in WEIGHTS.values()}
+    searched |= {spec.tool_location().parent for spec in WEIGHTS.values()}
+    rows = []
+    for folder in sorted({*own, *searched}, key=str):
+        folder = folder if folder.is_dir() else folder.parent
+        if not folder.exists() or not writable_by_others(folder):
+            continue
+        if folder in searched and folder not in own:
+            rows.append(Check("weights", f"location {folder}", WARN, f"{folder} is writable by others: nat-gan "
+                              "never loads weights found there", fix="keep weights in --weights DIR / NATGAN_WEIGHTS"))
+        else:
+            rows.append(Check("weights", f"location {folder}", WARN, f"{folder} is writable by others: anyone may "
+                              "swap the files (loaders still check digests)", fix=f"chmod go-w {folder}"))
+    return rows
+
+
 def writable_check(name: str, path: Path, env: str) -> Check:
     """Write + delete a file in ``path``, or, when it does not exist yet, in the nearest existing parent
     (nothing is left behind: the doctor creates no directories)."""
@@ -294,7 +354,8 @@ def run_checks(*, device: str = "auto", run_dir: Path | None = Path("runs"),
             if dev.type == "cuda":
                 rows += _timed(lambda dev=dev: check_flex_compile(dev))
         rows += check_attention(devices)
-    rows += _timed(check_inception) + _timed(lambda: check_dirs(run_dir))
+    rows += _timed(check_inception) + _timed(check_weight_files) + _timed(check_weight_locations)
+    rows += _timed(lambda: check_dirs(run_dir))
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Filesystem durability helpers shared by every writer that promises "complete or absent".
+"""Filesystem durability helpers and the output path policy, shared by every writer.
 
 Every file nat-gan publishes (checkpoints, ``latest.pt``, ``recipe.toml``, sample PNGs/zips/npz,
 attention maps, cached FID statistics, extractor weights, benchmark JSON) goes through
@@ -7,12 +7,24 @@ the target in one step and the directory is fsynced, so a reader (or a crash, or
 old file or the complete new one, never a torn one. A failed write removes its temp file; temp files
 of writers that died without cleaning up (``kill -9``) are removed by the next writer of the same
 target, or by :func:`remove_stale_temps` for a whole directory, once their pid is no longer alive.
+
+The path policy (issue 23) lives here too, so every writer obeys it without knowing it:
+
+* a target is replaced only if it is a regular file the owner has not made read-only; a symbolic link,
+  device, FIFO, socket or directory under the target's name is refused with one line (a rename would
+  replace a link, but a writer that opened the name would write through it, and ``/dev/full`` would
+  become a regular file when nat-gan runs as root);
+* a command registers the files it reads (:func:`protect_inputs`) and no writer may replace one of them,
+  whatever the spelling (``sub/../ckpt.pt``, a symlink, a hard link): :func:`refuse_unsafe_target`;
+* a name that comes from a data file (a latents file's ``names``) becomes a path only through
+  :func:`plain_name` / :func:`output_in`: one plain component, resolved inside the output folder.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -77,6 +89,95 @@ def remove_stale_temps(directory: str | Path, target: str | None = None) -> list
     return removed
 
 
+# ----------------------------------------------------------------------------------------- path policy
+
+_PROTECTED: list[tuple[str, Path]] = []  # (option, path) of the files the running command reads
+_MAX_NAME = 200
+_KINDS = {stat.S_IFCHR: "character device", stat.S_IFBLK: "block device", stat.S_IFIFO: "FIFO",
+          stat.S_IFSOCK: "socket", stat.S_IFDIR: "directory"}
+
+
+def protect_inputs(*inputs: tuple[str, str | Path | None]) -> None:
+    """Register ``(option, path)`` pairs a command reads; no writer may replace them (see module docstring).
+
+    Call :func:`release_inputs` when the command ends (the CLI entry point does)."""
+    for option, path in inputs:
+        if path is not None and str(path) != "":
+            _PROTECTED.append((option, Path(path)))
+
+
+def release_inputs() -> None:
+    _PROTECTED.clear()
+
+
+def _usage_error(message: str) -> Exception:
+    from natgan.errors import ConfigError
+
+    return ConfigError(message)
+
+
+def refuse_unsafe_target(path: str | Path, option: str | None = None,
+                         inputs: tuple[tuple[str, str | Path | None], ...] = ()) -> Path:
+    """Raise one line unless ``path`` may be (re)written: absent, or a regular, writable file that is none
+    of the command's inputs (registered ones and ``inputs``) by any spelling or link."""
+    path = Path(path)
+    label = f"{option} {path}" if option else str(path)
+    for source, given in (*_PROTECTED, *inputs):
+        if given is not None and str(given) != "" and same_file(path, given):
+            raise _usage_error(f"{label}: is the input {source} {given} (an output never replaces what the "
+                               f"command reads); choose another output name")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise _usage_error(f"{label}: cannot check the output ({exc.strerror or exc})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise _usage_error(f"{label}: is a symbolic link; nat-gan replaces only regular files and never writes "
+                           f"through a link (remove it or choose another name)")
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
+        raise _usage_error(f"{label}: is a {kind}, not a regular file; nat-gan writes only regular files")
+    if not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise _usage_error(f"{label}: is read-only (mode {stat.S_IMODE(st.st_mode):04o}); nat-gan does not replace "
+                           f"a file its owner protected")
+    return path
+
+
+def check_output_file(path: str | Path, option: str, *inputs: tuple[str, str | Path | None]) -> Path:
+    """Refuse (one line, before any work) an output file that may not be written: see
+    :func:`refuse_unsafe_target`; ``inputs`` are registered with :func:`protect_inputs` as well."""
+    protect_inputs(*inputs)
+    return refuse_unsafe_target(path, option)
+
+
+def plain_name(name: str, source: str) -> str:
+    """``name`` if it is one plain file-name component, else a one-line error naming ``source``.
+
+    Why: names stored in data files (a latents file's ``names``) are chosen by whoever made the file;
+    ``../victim``, an absolute path or a NUL byte must never decide where nat-gan writes."""
+    from natgan.errors import DataError
+
+    text = str(name)
+    bad = ("empty" if not text else
+           "a path, not a file name" if "/" in text or "\\" in text or text in (".", "..") else
+           "control characters" if any(ord(c) < 32 or ord(c) == 127 for c in text) else
+           f"longer than {_MAX_NAME} characters" if len(text) > _MAX_NAME else
+           "a hidden name" if text.startswith(".") else None)
+    if bad:
+        raise DataError(f"{source}: name {text[:80]!r} is {bad}; names from files must be plain file names")
+    return text
+
+
+def output_in(outdir: str | Path, name: str, source: str = "output name") -> Path:
+    """``outdir/name`` for a ``name`` checked by :func:`plain_name`, and resolved inside ``outdir``."""
+    outdir = Path(outdir)
+    path = outdir / plain_name(name, source)
+    if path.resolve().parent != outdir.resolve():
+        raise _usage_error(f"{source}: {name!r} would be written outside {outdir}")
+    return path
+
+
 class AtomicFile:
     """A temp file that becomes ``path`` on :meth:`commit` and disappears on :meth:`abort`.
 
@@ -86,7 +187,7 @@ class AtomicFile:
     def __init__(self, path: str | Path, mode: str = "wb", **open_kwargs: Any):
         if "w" not in mode:
             raise ValueError("AtomicFile writes a new file: mode must contain 'w'")
-        self.path = Path(path)
+        self.path = refuse_unsafe_target(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.path.parent, self.path.name)
         self.tmp = temp_path(self.path)
@@ -149,7 +250,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_link(source: str | Path, path: str | Path) -> Path:
     """Make ``path`` a hard link to ``source`` atomically (a copy where hard links are unsupported)."""
-    source, path = Path(source), Path(path)
+    source, path = Path(source), refuse_unsafe_target(path)
     remove_stale_temps(path.parent, path.name)
     tmp = temp_path(path)
     tmp.unlink(missing_ok=True)
@@ -187,23 +288,6 @@ def check_output_dir(path: str | Path, option: str = "--outdir") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {path}: exists and is not a directory")
-    return path
-
-
-def check_output_file(path: str | Path, option: str, *, inputs: tuple[str | Path | None, ...] = ()) -> Path:
-    """Refuse (one line, before any work) an output file named '' or taken by a directory, or one that is
-    one of the command's own ``inputs`` (``bench --recipe r.toml --output r.toml``)."""
-    from natgan.errors import ConfigError
-
-    if not str(path).strip():
-        raise ConfigError(f"{option} '': expected a file name")
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{option} {path}: is a directory; give a file name")
-    for source in inputs:
-        if source is not None and path.exists() and same_file(path, source):
-            raise ConfigError(f"{option} {path}: is also an input of this command ({source}); writing it would "
-                              f"destroy it")
     return path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from natgan.archive import check_zip
 from natgan.errors import NatGanError
 from natgan.limits import check_fits
 
@@ -44,6 +45,7 @@ def read_npz(path: str | Path, what: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise NatGanError(f"{where}: {what} not found")
     try:
+        check_zip(path, f"{path}: {what}")  # declared sizes bounded and CRCs verified (natgan.archive)
         with zipfile.ZipFile(path) as zf:
             total = 0
             for info in zf.infolist():

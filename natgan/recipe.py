@@ -59,8 +59,14 @@ class TrainConfig:
     ada_target: float = option(0.6, min=0.0, max=1.0, help="ADA target of r_t = E[sign(D(real))]")
     ada_interval: int = option(4, min=1, help="steps between ADA p adjustments")
     ada_kimg: float = option(500.0, min=1e-3, help="thousands of images for p to move from 0 to 1")
+    ada_resample: Literal["official", "exact"] = option(
+        "official", help="ADA geometric resampling: official (stylegan2-ada-pytorch's filter chain, blits "
+                         "filtered too) | exact (exact blits, filter delay compensated; closer to the ideal "
+                         "transform)")
     diffaug_policy: str = option("color,translation,cutout", help="DiffAugment groups, applied in this order")
     freeze_d: int = option(0, min=0, help="Freeze-D: keep D's first N resolution levels (from the input) fixed")
+    freezed: int = option(0, min=0, help="Freeze-D in stylegan2-ada-pytorch's unit (its --freezed): D's first N "
+                                         "layers (fromrgb, then conv0, conv1, skip per level; 3L+1 = L levels)")
     ema_beta: float = option(0.5 ** (32 / 10_000), min=0.0, max=1.0, help="EMA decay per step (official 0.5^(32/10k))")
     ema_start: int = option(0, min=0, help="G_ema copies G up to this step and averages after it (HiT: 10; "
                                             "0 = average from the first step, as StyleNAT/StyleGAN2)")
@@ -95,6 +101,9 @@ class TrainConfig:
         if self.update == "simultaneous" and self.pl_weight > 0:
             raise ConfigError("key 'train.pl_weight': path-length regularisation needs train.update = "
                               "'alternating' (its lazy G step has no place in a simultaneous update)")
+        if self.freeze_d and self.freezed:
+            raise ConfigError(f"key 'train.freezed': give train.freeze_d (levels, {self.freeze_d}) or train.freezed "
+                              f"(stylegan2-ada-pytorch's layer count, {self.freezed}), not both")
         if self.augment in ("ada", "fixed"):
             from natgan.augment.ada_pipe import pipeline
 

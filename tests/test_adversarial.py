@@ -822,7 +822,7 @@ def test_output_files_that_cannot_be_written(tmp_path, capsys, good_ckpt):
     recipe = tmp_path / "r.toml"
     recipe.write_text('[model]\nname = "_tiny_test"\n')
     assert_refused(tmp_path, ["bench", "--recipe", recipe, "--output", recipe, "--device", "cpu"], capsys, code=2,
-                   names="is also an input")
+                   names="is the input --recipe")
 
 
 def test_recipe_strings_with_newlines_round_trip():

@@ -9,6 +9,7 @@ table narrowing, running only a script's ``add_argument`` calls, and the clean s
 
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import bench_peers  # noqa: E402
 import natten_v017  # noqa: E402
+from natgan.bench import peers as runner  # noqa: E402
+from natgan.bench.measure import BenchSettings  # noqa: E402
 from natgan.ops.dispatch import neighborhood_attention  # noqa: E402
+from peers.official import official_checkout  # noqa: E402
+from peers.stylenat import stylenat_levels  # noqa: E402
+from peers.transformer import narrow_channel_tables, official_parser  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,12 +104,12 @@ def _write_checkout(root: Path, value: int) -> Path:
 
 def test_checkouts_with_the_same_namespace_package_get_a_clean_slate(tmp_path):
     cpu = torch.device("cpu")
-    marker = bench_peers.types.ModuleType("natten")
+    marker = types.ModuleType("natten")
     sys.modules["natten"], before = marker, sys.modules.get("natten")
     try:
         for value in (1, 2):
             root = _write_checkout(tmp_path / f"checkout{value}", value)
-            with bench_peers.official_checkout(root, cpu, natten_v017.stand_in_modules()):
+            with official_checkout(root, cpu, natten_v017.stand_in_modules()):
                 from models import net
                 import natten
 
@@ -121,16 +126,16 @@ def test_checkouts_with_the_same_namespace_package_get_a_clean_slate(tmp_path):
 def test_channel_tables_are_narrowed_in_memory_only(tmp_path):
     root = _write_checkout(tmp_path / "checkout", 1)
     source = (root / "models" / "net.py").read_text()
-    with bench_peers.official_checkout(root, torch.device("cpu")):
+    with official_checkout(root, torch.device("cpu")):
         from models import net
 
-        bench_peers._narrow_channel_tables(net, {"Net": "widths"}, 8)
+        narrow_channel_tables(net, {"Net": "widths"}, 8)
         built = net.Net(2)
         assert built.widths == [64, 64, 64] and built.table == {4: 512, 8: 256}
-        bench_peers._narrow_channel_tables(net, {"Net": "table"}, 4)
+        narrow_channel_tables(net, {"Net": "table"}, 4)
         assert net.Net(2).table == {4: 128, 8: 64}
         with pytest.raises(SystemExit, match="expected one 'channels = ...' in Net.__init__, found 0"):
-            bench_peers._narrow_channel_tables(net, {"Net": "channels"}, 8)
+            narrow_channel_tables(net, {"Net": "channels"}, 8)
     assert (root / "models" / "net.py").read_text() == source
 
 
@@ -148,24 +153,24 @@ def test_only_the_scripts_add_argument_calls_run(tmp_path):
             args = parser.parse_args()
             open({str(marker)!r}, "w").write("main ran")
     """))
-    args = bench_peers._official_parser(script).parse_args(["--size", "32", "--D_sn"])
+    args = official_parser(script).parse_args(["--size", "32", "--D_sn"])
     assert (args.size, args.D_sn) == (32, True)
     assert not marker.exists()
 
 
 def test_stylenat_levels_follow_the_official_ffhq_pattern():
-    kernels, dilations = bench_peers._stylenat_levels(256)
+    kernels, dilations = stylenat_levels(256)
     assert kernels == [[3]] + [[7]] * 6
     assert dilations == [[1], [1], [1, 2], [1, 4], [1, 8], [1, 16], [1, 32]]     # conf/runs/ffhq_256.yaml
-    assert bench_peers._stylenat_levels(32) == (kernels[:4], dilations[:4])
+    assert stylenat_levels(32) == (kernels[:4], dilations[:4])
 
 
 def test_running_out_of_device_memory_in_a_training_step_is_reported_not_fatal(monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(bench_peers, "measure_train_step", out_of_memory)
-    settings = bench_peers.BenchSettings(train=True, train_batch=16)
-    row = bench_peers._train_step(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), settings, torch.device("cpu"), "x")
+    monkeypatch.setattr(runner, "measure_train_step", out_of_memory)
+    settings = BenchSettings(train=True, train_batch=16)
+    row = runner.train_step(torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), settings, torch.device("cpu"), "x")
     assert row["img_per_s"] is None and row["error"] == "out of memory at batch 16"
-    assert bench_peers._best([row, {"img_per_s": 2.0}], "img_per_s") == {"img_per_s": 2.0}
+    assert runner.best([row, {"img_per_s": 2.0}], "img_per_s") == {"img_per_s": 2.0}

@@ -6,6 +6,7 @@ needed (their loading is exercised with stand-in files of the right format).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import urllib.error
@@ -63,6 +64,9 @@ class CountingExtractor(FeatureExtractor):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NATGAN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("NATGAN_CACHE_MAX_MB", raising=False)
+    # these tests use folders of a few images; the size threshold of the cache has its own test below
+    monkeypatch.setattr("natgan.metrics.cache.MIN_CACHED_IMAGES", 1)
     monkeypatch.delenv("NATGAN_INCEPTION", raising=False)
     monkeypatch.delenv("NATGAN_OFFLINE", raising=False)
     # never look at (or download to) the machine's real clean-fid locations
@@ -389,19 +393,25 @@ def write_fake_torchscript(directory: Path) -> Path:
 
 
 def test_torchscript_weights_found_through_env_directory(tmp_path, monkeypatch):
-    write_fake_torchscript(tmp_path / "weights")
+    fake = write_fake_torchscript(tmp_path / "weights")
     monkeypatch.setenv("NATGAN_INCEPTION", str(tmp_path / "weights"))
+    with pytest.raises(NatGanError, match="refused before loading: sha256 [0-9a-f]{64} is not the official"):
+        build_inception("clean")  # not the official digest: never loaded unless the user names it
+    monkeypatch.setenv("NATGAN_TRUST_TORCHSCRIPT", str(fake))
     images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
     for mode in ("clean", "legacy_tensorflow"):
         ext = build_inception(mode)
         assert ext.name == "tf-inception-2015-12-05" and ext.network.resize_inside == (mode == "legacy_tensorflow")
         assert ext.protocol.startswith(f"clean-fid '{mode}'")
+        assert f"weights sha256 {hashlib.sha256(fake.read_bytes()).hexdigest()} (NOT the official" in ext.protocol
         feats = ext(images)
         assert feats.shape == (3, 2048) and feats.dtype == np.float32
     ckpt_file = tmp_path / "not_inception.pt"
     torch.save({"a": torch.zeros(1)}, ckpt_file)
-    with pytest.raises(NatGanError, match="not the TorchScript Inception"):
+    with pytest.raises(NatGanError, match="refused before loading"):
         build_inception("clean", inception=ckpt_file)
+    with pytest.raises(NatGanError, match="not the TorchScript Inception"):
+        build_inception("clean", inception=ckpt_file, trust_torchscript=ckpt_file)
 
 
 def test_pytorch_fid_weights_load_from_a_local_file(tmp_path, monkeypatch):
@@ -420,7 +430,11 @@ def test_pytorch_fid_weights_load_from_a_local_file(tmp_path, monkeypatch):
     _isolate_again(tmp_path, monkeypatch)
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(captured["m"].state_dict(), path)
+    with pytest.raises(NatGanError, match="refused: sha256 [0-9a-f]{64} is not the official"):
+        build_inception("legacy_pytorch", inception=path)
 
+    bad = tmp_path / "bad.pth"
+    monkeypatch.setenv("NATGAN_UNOFFICIAL_WEIGHTS", os.pathsep.join([str(path), str(bad)]))
     ext = build_inception("legacy_pytorch", inception=path)
     assert ext.name == "pytorch-fid-inception-2015-12-05"
     feats = ext(torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8))
@@ -429,7 +443,6 @@ def test_pytorch_fid_weights_load_from_a_local_file(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ext.logits_weight, captured["m"].state_dict()["fc.weight"].numpy())
     assert inception_pytorch.load_state_dict_from_url.__module__ != "natgan.metrics.extractors"  # restored
 
-    bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(1)}, bad)
     with pytest.raises(NatGanError, match="not the pytorch-fid Inception weights"):
         build_inception("legacy_pytorch", inception=bad)
@@ -623,11 +636,12 @@ def test_record_refuses_a_checkpoint_that_changed(tmp_path):
     assert entry["step"] == 7 and ckpt_io.load(ck)["metrics"][-1]["fid"] == 1.0
 
 
-def test_cached_reference_statistics_are_keyed_on_the_weights_file_content(tmp_path, net, G):
+def test_cached_reference_statistics_are_keyed_on_the_weights_file_content(tmp_path, net, G, monkeypatch):
     torch.manual_seed(1)
     first = write_fake_torchscript(tmp_path / "w1")
     torch.manual_seed(2)
     second = write_fake_torchscript(tmp_path / "w2")  # same file name, other weights
+    monkeypatch.setenv("NATGAN_TRUST_TORCHSCRIPT", os.pathsep.join([str(first), str(second)]))
     id1, id2 = (build_inception("clean", inception=p).weights_id for p in (first, second))
     assert id1 and id2 and id1 != id2 and build_inception("clean", inception=first).weights_id == id1
 

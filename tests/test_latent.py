@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -69,7 +71,7 @@ def test_lpips_missing_weights_names_both_files_and_urls(tmp_path, monkeypatch):
     assert "\n" not in message
 
 
-def test_lpips_loads_the_official_file_layouts(tmp_path):
+def test_lpips_loads_the_official_file_layouts(tmp_path, monkeypatch):
     """torchvision's vgg16 state dict + LPIPS's ``lin{i}.model.1.weight`` layers give the LPIPS formula."""
     from torchvision.models import vgg16
 
@@ -77,8 +79,11 @@ def test_lpips_loads_the_official_file_layouts(tmp_path):
     torch.save({k: v for k, v in net.state_dict().items() if k.startswith("features.")}, tmp_path / VGG16_FILE)
     lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))}
     torch.save(lins, tmp_path / LPIPS_VGG_FILE)
+    with pytest.raises(NatGanError, match=f"{VGG16_FILE}: refused: sha256 [0-9a-f]{{64}} is not the official"):
+        load_lpips(tmp_path)  # random stand-ins are not the published files: named explicitly below
+    monkeypatch.setenv("NATGAN_UNOFFICIAL_WEIGHTS", f"{tmp_path / VGG16_FILE}{os.pathsep}{tmp_path / LPIPS_VGG_FILE}")
     model = load_lpips(tmp_path)
-    assert model.pretrained
+    assert model.pretrained and "NOT the official files" in model.weights_id
     x, y = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     # independent evaluation: LPIPS scaling layer, relu taps after layers 3, 8, 15, 22, 29 of vgg16().features
     shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
@@ -257,8 +262,8 @@ def _normalised_rows(weights):
 
 def test_sefa_directions_are_orthonormal_eigenvectors_of_the_style_weights():
     G = generator("stylegan2", **SG2)
-    result = sefa.factorize(G, [0, 1])
-    # the style layers reading rows 0 and 1: conv1, to_rgb1 and the first upsampling conv
+    result = sefa.factorize(G, [0, 1], selection="all")
+    # every style layer reading rows 0 and 1: conv1, to_rgb1 and the first upsampling conv
     mods = [G.conv1.conv.modulation, G.to_rgb1.conv.modulation, G.convs[0].conv.modulation]
     assert result.modules == ["conv1.conv.modulation", "to_rgb1.conv.modulation", "convs.0.conv.modulation"]
     a = _normalised_rows([m.weight.detach() * m.scale for m in mods])
@@ -269,6 +274,46 @@ def test_sefa_directions_are_orthonormal_eigenvectors_of_the_style_weights():
     assert torch.allclose(v @ matrix, result.values[:, None] * v, atol=1e-4)
     assert (result.values[:-1] >= result.values[1:]).all()
     assert result.values.sum() == pytest.approx(float(matrix.trace()), rel=1e-4)
+
+
+def _genforce_style_factorisation(G, rows):
+    """genforce/sefa's ``factorize_weight`` re-derived for a StyleGAN2 (rosinality layout): w row ``i`` is read
+    by ``layer{i}`` = the i-th modulated conv (``conv1``, then ``convs.*``), and the last row by the last ToRGB
+    (genforce's ``output{L // 2}``); the raw ``style.weight.T`` columns are stacked, each normalised, and
+    ``np.linalg.eig(W W^T)`` in float32 gives the directions (sorted here; genforce keeps eig's order)."""
+    convs = [G.conv1] + list(G.convs)
+    last = len(convs)   # = n_latent - 1
+    picked = [(convs[i] if i < last else G.to_rgbs[-1]).conv.modulation.weight.detach().numpy().T for i in rows]
+    w = np.concatenate(picked, axis=1).astype(np.float32)
+    w = w / np.linalg.norm(w, axis=0, keepdims=True)
+    values, vectors = np.linalg.eig(w.dot(w.T))
+    order = np.argsort(-values.real)
+    return vectors.real.T[order], values.real[order], len(picked)
+
+
+@pytest.mark.parametrize("rows", [None, [0, 1, 2, 3], [3, 4, 5, 6, 7]])
+def test_sefa_official_selection_equals_genforce_factorize_weight(rows):
+    G = create("stylegan2", resolution=32, style_dim=64, n_mlp=2, channel_max=32).generator.eval()
+    gen = torch.Generator().manual_seed(5)
+    basis = torch.linalg.qr(torch.randn(64, 64, generator=gen))[0]
+    spread = basis * torch.logspace(0.6, -0.6, 64) @ basis.T   # trained-like: well separated top directions
+    with torch.no_grad():
+        for name, m in G.named_modules():
+            if name.endswith("modulation"):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) @ spread
+                               + 0.3 * torch.randn(m.weight.shape[0], 1, generator=gen))
+    wanted = list(range(G.n_latent)) if rows is None else rows
+    theirs, values, n_layers = _genforce_style_factorisation(G, wanted)
+    ours = sefa.factorize(G, rows)
+    assert len(ours.modules) == n_layers
+    assert not any(sefa.is_to_rgb(m) for m in ours.modules if not m.startswith(f"to_rgbs.{len(G.to_rgbs) - 1}."))
+    cos = np.abs((ours.vectors[:10].double().numpy() * theirs[:10]).sum(axis=1))
+    assert cos.min() >= 0.9999, cos
+    np.testing.assert_allclose(ours.values[:10].numpy(), values[:10], rtol=1e-4)
+    # the wider selection adds the intermediate ToRGBs (rows 1, 3, 5, ...) and gives other directions
+    wide = sefa.factorize(G, rows, selection="all")
+    assert len(wide.modules) > len(ours.modules) and any("to_rgb1" in m for m in wide.modules) == (1 in wanted)
+    assert np.abs((wide.vectors[:10].double().numpy() * theirs[:10]).sum(axis=1)).min() < 0.99
 
 
 def test_sefa_edit_moves_only_the_factorised_rows(tmp_path):

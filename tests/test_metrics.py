@@ -304,6 +304,7 @@ def test_every_extractor_cache_is_keyed_on_its_weights_and_results_record_them(t
     fake_file.write_bytes(b"first weights")
     monkeypatch.setattr(vgg_mod, "locate", lambda *a, **k: fake_file)
     monkeypatch.setattr(vgg_mod, "load_vgg16_state", lambda path: None)   # random init, no 528 MB file
+    monkeypatch.setenv("NATGAN_UNOFFICIAL_WEIGHTS", str(fake_file))  # not the official digest: named explicitly
     one = vgg_mod.build_vgg16().weights_id
     assert one == weights_digest(fake_file)
     fake_file.write_bytes(b"other, longer weights")
@@ -372,6 +373,9 @@ def test_vgg16_weights_missing_or_wrong_are_clear_errors(tmp_path, monkeypatch):
     weights.mkdir()
     (weights / "vgg16-397923af.pth").write_bytes(b"#!TorchScript? no, garbage")
     monkeypatch.setenv("NATGAN_WEIGHTS", str(weights))
+    with pytest.raises(NatGanError, match="vgg16-397923af.pth: refused: sha256 [0-9a-f]{64} is not the official"):
+        build_vgg16()
+    monkeypatch.setenv("NATGAN_UNOFFICIAL_WEIGHTS", str(weights / "vgg16-397923af.pth"))
     with pytest.raises(NatGanError, match="not torchvision's VGG16 state dict vgg16-397923af.pth"):
         build_vgg16()
     torch.save({"features.0.weight": torch.zeros(1)}, weights / "vgg16-397923af.pth")
@@ -382,7 +386,7 @@ def test_vgg16_weights_missing_or_wrong_are_clear_errors(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_vgg16_loads_a_full_state_dict_from_the_weights_directory(tmp_path):
+def test_vgg16_loads_a_full_state_dict_from_the_weights_directory(tmp_path, monkeypatch):
     from torchvision.models import vgg16
 
     from natgan.metrics.vgg import build_vgg16
@@ -390,8 +394,10 @@ def test_vgg16_loads_a_full_state_dict_from_the_weights_directory(tmp_path):
     torch.manual_seed(3)
     net = vgg16(weights=None)
     torch.save(net.state_dict(), tmp_path / "vgg16-397923af.pth")
+    monkeypatch.setenv("NATGAN_UNOFFICIAL_WEIGHTS", str(tmp_path / "vgg16-397923af.pth"))
     ext = build_vgg16(weights_dir=tmp_path)
     assert ext.name == "torchvision-vgg16-fc2-relu" and "RANDOM" not in ext.protocol
+    assert "NOT the official file" in ext.protocol
     torch.testing.assert_close(ext.network.fc[3].weight, net.classifier[3].weight)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tiny_model  # noqa: F401
-from natgan import checkpoint
+from natgan import checkpoint, recipe as recipes
 from natgan.errors import ConfigError
 from natgan.models import create
 from natgan.train import resolve_init, train
@@ -45,10 +45,15 @@ def test_augmentation_reaches_every_d_input(tmp_path, digits):  # noqa: F811
     seen, calls, inner = [], [], t.daug
     t.D.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
 
+    observed = []
+
     class Spy(DAugment):
         def __call__(self, x):
             calls.append(x.detach().clone())
             return inner(x)
+
+        def observe(self, logits):
+            observed.append(logits.detach().clone())
 
     t.update.daug = Spy()
     t.update.step(iter([torch.rand(4, 3, 8, 8) * 2 - 1 for _ in range(2)]), 0)
@@ -56,6 +61,8 @@ def test_augmentation_reaches_every_d_input(tmp_path, digits):  # noqa: F811
     assert len(calls) == len(seen) == 6
     for x, d_in in zip(calls, seen):
         assert not torch.equal(x, d_in)
+    # r_t counts the real logits of the D step and of the lazy R1 pass (official loss.py reports both phases)
+    assert len(observed) == 2 and all(o.shape == (4, 1) for o in observed)
 
 
 def resolve_init_free(tmp_path, digits, **settings):  # noqa: F811
@@ -91,6 +98,28 @@ def test_init_copies_weights_and_resets_everything_else(tmp_path, digits):  # no
     assert result.step == 3 and checkpoint.load(tmp_path / "new3" / "latest.pt")["progress"]["step"] == 3
 
 
+def test_init_sets_ada_kimg_100_unless_the_recipe_names_it(tmp_path, digits):  # noqa: F811
+    """stylegan2-ada-pytorch: resuming from a pretrained network sets ada_kimg = 100 (p reacts 5x faster)."""
+    source = tmp_path / "source"
+    run(tiny_recipe(tmp_path, digits, iterations=2, lr_decay=False), source)
+    init = str(source / "latest.pt")
+    # tiny_recipe writes every key it is given: write one without ada_kimg, with ADA on
+    plain = tmp_path / "ada.toml"
+    plain.write_text(tiny_recipe(tmp_path, digits, augment="ada").read_text())
+    assert "ada_kimg" not in plain.read_text()
+    recipe, _, how = resolve_init(recipe_path=plain, overrides=[], outdir=tmp_path / "a", init=init,
+                                  data_override=[])
+    assert recipe.train.ada_kimg == 100 and "ada_kimg = 100 (transfer learning" in how
+    recipe, _, how = resolve_init(recipe_path=plain, overrides=["train.ada_kimg=250"], outdir=tmp_path / "b",
+                                  init=init, data_override=[])
+    assert recipe.train.ada_kimg == 250 and "ada_kimg = 250 (from the recipe)" in how
+    named = tiny_recipe(tmp_path, digits, augment="ada", ada_kimg=500.0)
+    recipe, _, _ = resolve_init(recipe_path=named, overrides=[], outdir=tmp_path / "c", init=init, data_override=[])
+    assert recipe.train.ada_kimg == 500
+    # a new run without --init keeps the paper's 500
+    assert recipes.load(plain).train.ada_kimg == 500
+
+
 def test_init_refuses_a_conflicting_model(tmp_path, digits, capsys):  # noqa: F811
     source = tmp_path / "source"
     run(tiny_recipe(tmp_path, digits, iterations=2, lr_decay=False), source)
@@ -118,6 +147,44 @@ def test_init_refuses_a_conflicting_model(tmp_path, digits, capsys):  # noqa: F8
     assert code == 2 and "only one" in err
 
 
+def test_freezed_counts_layers_as_stylegan2_ada_pytorch():
+    """Official ``--freezed N`` (training/networks.py DiscriminatorBlock): layer indices run over the blocks from
+    the image resolution down to 8 px: fromrgb (first block of a resnet D only), then conv0, conv1, skip per
+    block; a layer is frozen when its index < N; the 4x4 epilogue is never frozen."""
+    from natgan.train.freeze import describe_frozen, frozen_modules, official_layers
+
+    resolution = 32
+    D = create("stylegan2", resolution=resolution, style_dim=16, n_mlp=2, channel_max=16).discriminator
+    official = ["b32.fromrgb"] + [f"b{r}.{layer}" for r in (32, 16, 8) for layer in ("conv0", "conv1", "skip")]
+
+    def as_official(name):   # nat-gan's (rosinality) module -> the official layer it is
+        parts = name.split(".")
+        k = int(parts[1])
+        if k == 0:
+            return "b32.fromrgb"
+        return f"b{resolution >> (k - 1)}." + {"conv1": "conv0", "conv2": "conv1", "skip": "skip"}[parts[2]]
+
+    assert len(official_layers(D, resolution)) == len(official) == 10
+    modules = dict(D.named_modules())
+    for n in range(0, len(official) + 3):
+        names = frozen_modules(D, resolution, layers=n)
+        weights = [m for m in names if any(p.ndim >= 2 for p in modules[m].parameters(recurse=False))]
+        assert [as_official(m) for m in weights] == official[:n], n
+        # every bias goes with its layer: the frozen parameters are exactly those of these layers' modules
+        assert all(m.startswith("convs.") for m in names)
+    assert frozen_modules(D, resolution, layers=4) == frozen_modules(D, resolution, levels=1)   # 3L + 1 = L levels
+    assert frozen_modules(D, resolution, layers=7) == frozen_modules(D, resolution, levels=2)
+    line = describe_frozen(D, resolution, frozen_modules(D, resolution, layers=5), layers=5)
+    assert "train.freezed = 5" in line and "5 of 10" in line and "convs.2.conv1.0" in line
+    with pytest.raises(ConfigError, match="not both"):
+        frozen_modules(D, resolution, levels=1, layers=4)
+
+
+def test_freezed_and_freeze_d_together_are_refused(tmp_path, digits):  # noqa: F811
+    with pytest.raises(ConfigError, match="train.freezed.*not both"):
+        recipes.load(tiny_recipe(tmp_path, digits, freeze_d=1, freezed=4))
+
+
 @pytest.mark.parametrize("family", list(REDUCED))
 def test_freeze_d_levels_for_every_family(family):
     D = create(family, **REDUCED[family]).discriminator
@@ -134,14 +201,15 @@ def test_freeze_d_levels_for_every_family(family):
 
 
 @pytest.mark.parametrize("update", ["alternating", "simultaneous"])
-def test_frozen_d_parameters_stay_bitwise_unchanged(tmp_path, update):
+@pytest.mark.parametrize("unit", ["freeze_d = 1", "freezed = 4"])   # 3L + 1 official layers = L levels
+def test_frozen_d_parameters_stay_bitwise_unchanged(tmp_path, update, unit):
     from natgan.data import prepare_digits
 
     data = tmp_path / "d16.lmdb"
     prepare_digits(data, sizes=[16], progress=False)
     cfg = "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in REDUCED["stylegan2"].items())
     text = (f"[model]\nname = \"stylegan2\"\n{cfg}[data]\npath = \"{data}\"\nworkers = 0\n[train]\nbatch = 4\n"
-            f"iterations = 3\nlr_decay = false\nr1_every = 1\nfreeze_d = 1\nupdate = \"{update}\"\nseed = 1\n"
+            f"iterations = 3\nlr_decay = false\nr1_every = 1\n{unit}\nupdate = \"{update}\"\nseed = 1\n"
             f"style_mixing = 0.0\nbcr = false\ncheckpoint_every = 3\n")
     recipe_path = tmp_path / "sg2.toml"
     recipe_path.write_text(text)
@@ -155,6 +223,9 @@ def test_frozen_d_parameters_stay_bitwise_unchanged(tmp_path, update):
     changed = {n for n, p in t.D.named_parameters() if not torch.equal(p, before[n])}
     assert changed and not changed & frozen_names
     assert changed == set(before) - frozen_names
+    assert frozen_names == {n for n in before if n.startswith(("convs.0.", "convs.1."))}   # level 0 either way
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert f"Freeze-D: train.{unit.split()[0]} = " in log and "convs.1.skip.1" in log
     # G still learned through the frozen layers
     assert t.step == 3
 

@@ -88,10 +88,11 @@ class AdaAugment(_InSymmetricSpace):
     """ADA (``train.augment = "ada"``) or fixed-p ADA (``"fixed"``): the pipe plus the r_t controller."""
 
     def __init__(self, *, pipe: str, p: float, target: float, interval: int, kimg: float, adaptive: bool,
-                 normalization: str, generator: torch.Generator, reduce: Callable = lambda t: t):
+                 normalization: str, generator: torch.Generator, reduce: Callable = lambda t: t,
+                 resample: str = "official"):
         super().__init__(normalization, generator)
         self.kind = "ada" if adaptive else "fixed"
-        self.pipe = AugmentPipe(pipe)
+        self.pipe = AugmentPipe(pipe, resample=resample)
         self.controller = AdaController(p=p, target=target, interval=interval, kimg=kimg, adaptive=adaptive)
         self.reduce, self.initial_p = reduce, p
 
@@ -148,4 +149,5 @@ def build(train: Any, *, normalization: str, generator: torch.Generator,
         return DiffAugment(train.diffaug_policy, normalization=normalization, generator=generator)
     return AdaAugment(pipe=train.augment_pipe, p=train.augment_p, target=train.ada_target,
                       interval=train.ada_interval, kimg=train.ada_kimg, adaptive=train.augment == "ada",
-                      normalization=normalization, generator=generator, reduce=reduce)
+                      normalization=normalization, generator=generator, reduce=reduce,
+                      resample=train.ada_resample)

@@ -15,7 +15,12 @@ class AdaController:
     Signs of D's real logits are summed on the device (no host sync per step); every ``interval``
     steps r_t is formed over those steps (all ranks together) and p moves by
     ``sign(r_t - target) * batch * interval / (kimg * 1000)``, so p can cross [0, 1] in ``kimg``
-    thousand images. p stays in [0, 1]. With ``adaptive = False`` p stays fixed but r_t is still measured.
+    thousand images. As in stylegan2-ada-pytorch's training loop, p is clamped at 0 only: while D keeps
+    overfitting it may climb past 1 (the pipe's probability saturates at 1, :class:`~natgan.augment.ada_pipe.Draw`),
+    and it then takes as many adjustments to come back; clamping at 1 would make the run react sooner than
+    the official one (in a saturating run 260 of 300 adjustments differed). With ``adaptive = False`` p stays
+    fixed but r_t is still measured. The update rules observe every D pass on reals that computes logits,
+    the lazy R1 pass included, as the official loss reports the signs of every such phase.
     """
 
     def __init__(self, *, p: float, target: float, interval: int, kimg: float, adaptive: bool):
@@ -36,7 +41,7 @@ class AdaController:
         if self.steps % self.interval or self.sign_sum is None:
             return
         totals = reduce(torch.stack([self.sign_sum, self.count]))
-        self.rt = float(totals[0] / totals[1])
+        self.rt = float(totals[0]) / float(totals[1])   # in float64, as the official statistics: r_t == target exactly
         self.sign_sum = self.count = None
         if self.adaptive:
             self.p = self.adjusted(self.p, self.rt, batch)
@@ -44,7 +49,7 @@ class AdaController:
     def adjusted(self, p: float, rt: float, batch: int) -> float:
         step = (batch * self.interval) / (self.kimg * 1000)
         direction = (rt > self.target) - (rt < self.target)
-        return min(max(p + direction * step, 0.0), 1.0)
+        return max(p + direction * step, 0.0)
 
     def state_dict(self) -> dict:
         zero = torch.zeros(())

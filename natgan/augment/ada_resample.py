@@ -232,3 +232,83 @@ def resample(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 def is_blit(g: torch.Tensor) -> torch.Tensor:
     """Per image: does the transform move pixel centres onto pixel centres (entries and shifts integral)?"""
     return ((g - torch.round(g)).abs().flatten(1).amax(1) < 1e-9)
+
+
+# ------------------------------------------------------------------------------------ official mode
+# stylegan2-ada-pytorch's geometric execution (training/augment.py with torch_utils/ops/upfirdn2d.py), written
+# from its description: one group of images shares reflect margins wide enough for every image's corners;
+# 2x upsampling by zero insertion, zero padding (6, 5) and *convolution* with 2 * sym6 / sum; bilinear
+# ``grid_sample`` (zeros outside, ``align_corners=False``) on a grid with 3 extra pixels per side; 2x
+# downsampling by cropping 1 pixel per side and *correlating* with sym6 / sum. The sym6 taps thus run in
+# opposite orders in the two stages, and nothing compensates their group delay: mirrored transforms end
+# up 0.098 px off the ideal one, which ``resample`` (the exact mode) avoids.
+OFFICIAL_PAD = _TAPS // 4  # the official Hz_pad: 3 output pixels per side around the sampled grid
+
+
+def _official_margins(g: torch.Tensor, h: int, w: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) reflect margins: the group's transformed pixel-centre corners plus twice
+    the filter pad, clipped to [0, side - 1]."""
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    xs = torch.tensor([-cx, cx, cx, -cx], dtype=torch.float64).view(1, 4)
+    ys = torch.tensor([-cy, -cy, cy, cy], dtype=torch.float64).view(1, 4)
+    y_in, x_in = _map(g.double().cpu(), ys, xs)
+
+    def side(extent: float, centre: float, limit: int) -> int:
+        return int(math.ceil(min(max(extent + 2 * OFFICIAL_PAD - centre, 0.0), float(limit))))
+
+    return (side(float((-x_in).max()), cx, w - 1), side(float(x_in.max()), cx, w - 1),
+            side(float((-y_in).max()), cy, h - 1), side(float(y_in.max()), cy, h - 1))
+
+
+def _conv_last_axis(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Correlation of every row (last axis) with ``taps``, 'valid' part only; differentiable to any order."""
+    c = x.shape[1]
+    weight = taps.to(x).view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    return F.conv2d(x, weight, groups=c)
+
+
+def _official_up_last_axis(x: torch.Tensor) -> torch.Tensor:
+    taps = _filter(torch.float64, "cpu") * 2                 # unit DC gain after zero insertion
+    zeros = torch.zeros_like(x)
+    inserted = torch.stack([x, zeros], dim=-1).flatten(-2)  # x[0], 0, x[1], 0, ...
+    padded = F.pad(inserted, [(_TAPS + 1) // 2, (_TAPS - 2) // 2])
+    return _conv_last_axis(padded, taps.flip(0))              # convolution = correlation with the reversed taps
+
+
+def _official_down_last_axis(y: torch.Tensor) -> torch.Tensor:
+    cropped = y[..., 1:-1]
+    return _conv_last_axis(cropped, _filter(torch.float64, "cpu"))[..., ::2]
+
+
+def _t(tx: float, ty: float, n: int) -> torch.Tensor:
+    m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    m[:, 0, 2], m[:, 1, 2] = tx, ty
+    return m
+
+
+def _s(sx: float, sy: float, n: int) -> torch.Tensor:
+    m = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    m[:, 0, 0], m[:, 1, 1] = sx, sy
+    return m
+
+
+def resample_official(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """stylegan2-ada-pytorch's resampling of ``x`` [B, C, H, W] by the output -> input maps ``g`` [B, 3, 3]
+    (centred pixel coordinates, as :func:`resample`), margins shared by the group; differentiable to any
+    order w.r.t. ``x``. Matrices are float64 here (the official composes them in float32: differences of
+    order 1e-7)."""
+    b, _, h, w = x.shape
+    g = g.double().cpu()
+    mx0, mx1, my0, my1 = _official_margins(g, h, w)
+    padded = F.pad(x, [mx0, mx1, my0, my1], mode="reflect") if (mx0 or mx1 or my0 or my1) else x
+    up = _official_up_last_axis(padded)
+    up = _official_up_last_axis(up.transpose(-1, -2)).transpose(-1, -2)
+    m = _t((mx0 - mx1) / 2, (my0 - my1) / 2, b) @ g                          # origin of the padded image
+    m = _s(2, 2, b) @ m @ _s(0.5, 0.5, b)                                      # upsampled pixel units
+    m = _t(-0.5, -0.5, b) @ m @ _t(0.5, 0.5, b)
+    out_h, out_w = (h + 2 * OFFICIAL_PAD) * 2, (w + 2 * OFFICIAL_PAD) * 2
+    m = _s(2 / up.shape[3], 2 / up.shape[2], b) @ m @ _s(out_w / 2, out_h / 2, b)  # normalised [-1, 1] coords
+    grid = F.affine_grid(m[:, :2, :], [b, x.shape[1], out_h, out_w], align_corners=False)
+    sampled = _GridSample.apply(up, grid.to(device=x.device, dtype=x.dtype))
+    down = _official_down_last_axis(sampled)
+    return _official_down_last_axis(down.transpose(-1, -2)).transpose(-1, -2)

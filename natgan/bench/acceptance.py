@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shutil
 import signal
 import tempfile
@@ -164,9 +163,9 @@ class _Alarm:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from natgan.fsutil import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def run_sections(sections: list[Section], *, out_dir: Path, budget_s: float, device: Any = "cpu",

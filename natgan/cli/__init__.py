@@ -36,6 +36,9 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """nat-gan: one tool for StyleNAT and its baselines."""
+    from natgan.fsutil import release_inputs
+
+    release_inputs()  # every command (also one invoked through Typer's test runner) starts unprotected
 
 
 def _register_commands() -> None:
@@ -45,6 +48,7 @@ def _register_commands() -> None:
         module.register(app)
     from natgan.cli import doctor; doctor.register(app)  # noqa: E702 - one line, so parallel edits merge
     from natgan.cli import studio; studio.register(app)  # noqa: E702
+    from natgan.cli import cache; cache.register(app)  # noqa: E702
 
 
 _register_commands()
@@ -82,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from natgan.cli.console import print_error
 
+    from natgan.fsutil import release_inputs
+
     usage_errors, click_errors, aborts = _click_exceptions()
+    release_inputs()  # the inputs a command registers protect it for its own run only
     try:
         code = app(args=argv, prog_name="nat-gan", standalone_mode=False)
     except usage_errors as exc:
@@ -116,4 +123,6 @@ def main(argv: list[str] | None = None) -> None:
     except MemoryError:
         print_error("out of memory (the input asks for more than this machine can hold)")
         sys.exit(1)
+    finally:
+        release_inputs()
     sys.exit(code if isinstance(code, int) else 0)  # as Click's standalone mode does after a command

@@ -55,7 +55,11 @@ def register(app: typer.Typer) -> None:
             _list(json_out)
             return
         from natgan.bench.measure import BenchSettings, benchmark
+        from natgan.fsutil import check_output_file
         from natgan.model_choice import parse_int_list
+
+        if output is not None:  # refused now, not after the measurements
+            check_output_file(output, "--output", ("--recipe", recipe))
 
         names = [n.strip() for text in (model, models) if text for n in text.split(",") if n.strip()]
         settings = BenchSettings(
@@ -66,10 +70,6 @@ def register(app: typer.Typer) -> None:
             peak_tflops=peak_tflops, threads=threads)
         if not compile_ and compile_mode != "default":
             raise ConfigError("--compile-mode needs --compile")
-        if output is not None:
-            from natgan.fsutil import check_output_file
-
-            check_output_file(output, "--output", inputs=(recipe,))
 
         def progress(row: dict) -> None:
             best = max(row["throughput"], key=lambda r: r["img_per_s"])

@@ -18,6 +18,10 @@ def register(app: typer.Typer) -> None:
                                                                        "layers)."),
         layers: Optional[str] = typer.Option(None, "--layers", help="w rows whose style layers are factorised, "
                                                                     "e.g. 0-6 (default: all)."),
+        select: str = typer.Option("official", "--select",
+                                   help="official: per w row the modulated convs reading it, the last ToRGB only "
+                                        "for the last row (genforce/sefa) | all: every modulation, intermediate "
+                                        "ToRGBs too."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
@@ -27,14 +31,14 @@ def register(app: typer.Typer) -> None:
         from natgan.latent.space import format_layers, parse_layers
         from natgan.sampling import load_generator
 
-        check_output_file(out, "--out", inputs=(ckpt,))
+        check_output_file(out, "--out", ("--ckpt", ckpt))  # before any work: not the checkpoint, a regular file
         loaded = load_generator(ckpt, ema=not no_ema, device="cpu")
         G = loaded.G
         chosen = parse_layers(layers, G) if layers is not None else None
-        result = factorize(G, chosen)
+        result = factorize(G, chosen, selection=select)
         result.save(out, model=loaded.ckpt["model"]["name"])
         info = {**loaded.describe(), "out": str(out), "space": result.space, "layers": format_layers(result.layers),
-                "directions": len(result.values), "modules": len(result.modules),
+                "directions": len(result.values), "modules": len(result.modules), "select": select,
                 "eigenvalues": [round(float(v), 6) for v in result.values[:10]]}
         if json_out:
             emit_json(info)

@@ -52,6 +52,8 @@ def _summary(result: dict, recorded: str | None) -> None:
         cached = " (cached statistics)" if result["reference_cached"] else ""
         console.print(f"  reference  {ref['description']}, {ref['count']:,} of {ref['length']:,} images "
                       f"[{ref['content_hash'][:24]}...]{cached}")
+        if ref.get("stats_file") and not result["reference_cached"]:
+            _cache_note(Path(ref["stats_file"]))
     t = result["timings"]
     rate = f", {t['images_per_s']:.1f} generated img/s" if "images_per_s" in t else ""
     console.print(f"  time       {t['total_s']:.1f} s{rate}")
@@ -59,6 +61,16 @@ def _summary(result: dict, recorded: str | None) -> None:
         err_console.print(f"[yellow]warning:[/] {warning}")
     if recorded:
         console.print(f"  recorded   {recorded}")
+
+
+def _cache_note(stored: Path) -> None:
+    """Say what a new cache entry costs and how full the cache is (it is capped; `nat-gan cache` lists/clears)."""
+    from natgan.metrics.cache import StatsCache, max_cache_bytes
+
+    size = stored.stat().st_size if stored.is_file() else 0
+    console.print(f"  cached     {size / 2**20:,.1f} MB of statistics; the cache holds "
+                  f"{StatsCache().total_bytes() / 2**20:,.1f} of {max_cache_bytes() / 2**20:,.0f} MB "
+                  f"(`nat-gan cache list`, `nat-gan cache clear`)", markup=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -99,6 +111,11 @@ def register(app: typer.Typer) -> None:
         inception: Optional[Path] = typer.Option(None, "--inception",
                                                  help="Inception weights file or directory (offline machines; "
                                                       "also $NATGAN_INCEPTION)."),
+        trust_torchscript: Optional[Path] = typer.Option(
+            None, "--trust-torchscript",
+            help="Load this TorchScript Inception although its sha256 is not the official file's: TorchScript RUNS "
+                 "CODE from the file when loaded, so name only a file you made yourself "
+                 "(also $NATGAN_TRUST_TORCHSCRIPT)."),
         weights: Optional[Path] = typer.Option(None, "--weights",
                                                help="Directory of metric network weights (Inception, VGG16) under "
                                                     "their usual file names (also $NATGAN_WEIGHTS)."),
@@ -122,10 +139,13 @@ def register(app: typer.Typer) -> None:
         from natgan.metrics.weights import weights_directory
         from natgan.sampling import auto_batch_size, load_generator, resolve_device
 
+        from natgan.fsutil import protect_inputs
         from natgan.validators import MAX_TRUNC, finite_number
 
         inputs = list(inputs or [])
         finite_number(trunc, "--trunc", lo=-MAX_TRUNC, hi=MAX_TRUNC)
+        # --record-in-checkpoint rewrites the checkpoint on purpose (atomically, only if it did not change meanwhile)
+        protect_inputs(("--ckpt", None if in_checkpoint else ckpt), ("--ref", ref), *(("DATASETS", p) for p in inputs))
         if no_record and in_checkpoint:
             raise ConfigError("--no-record and --record-in-checkpoint contradict each other: give one")
         if mode is not None and mode not in MODES:
@@ -136,6 +156,10 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--pr-features '{pr_features}': expected one of {', '.join(FEATURE_SETS)}")
         chosen = parse_metrics(metrics) if metrics is not None else None
         weights_directory(weights)  # a wrong --weights fails now, not after the reference pass
+        if trust_torchscript is not None:
+            from natgan.metrics.weight_trust import trust_torchscript_file
+
+            trust_torchscript_file(trust_torchscript)
         common = dict(inception=inception, weights_dir=weights, use_cache=not no_cache, workers=workers,
                       progress=not quiet)
         dev = resolve_device(device)

@@ -56,14 +56,13 @@ def register(app: typer.Typer) -> None:
         from natgan.importers import import_checkpoint
         from natgan.models import count_params
 
-        from natgan.fsutil import same_file
+        from natgan.fsutil import check_output_file
 
         if out.is_dir():
             raise ConfigError(f"--out {out}: is a directory; give the checkpoint's file name, e.g. {out / 'model.pt'}")
+        check_output_file(out, "--out", ("SOURCE", source))  # not the source, no link/device/FIFO/read-only file
         if out.exists() and not overwrite:
             raise ConfigError(f"--out {out}: file exists (use --overwrite to replace it)")
-        if out.exists() and source.exists() and same_file(out, source):
-            raise ConfigError(f"--out {out}: is the source file; write the converted checkpoint elsewhere")
         kind, ckpt = import_checkpoint(source, kind, size, keep_split_heads=keep_split_heads, step=step,
                                        args_override=_parse_args_overrides(arg or []))
         save(ckpt, out)

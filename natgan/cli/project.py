@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Find the latent of each target image (stylegan2-ada-pytorch's projector, for every model)."""
         from natgan.data.progress import ProgressBar
-        from natgan.latent.outputs import find_targets, project_targets
+        from natgan.fsutil import protect_inputs, refuse_unsafe_target
+        from natgan.latent.outputs import find_targets, planned_outputs, project_targets
         from natgan.latent.project import ProjectionSettings
         from natgan.metrics.lpips import load_lpips
         from natgan.sampling import load_generator, resolve_device
@@ -50,6 +51,11 @@ def register(app: typer.Typer) -> None:
                                       w_avg_samples=w_avg_samples)
         settings.validate()
         files = find_targets(targets)
+        # The targets are inputs (--target DIR/x/target.png --outdir DIR would overwrite its own target);
+        # --init is not: continuing a target from its own projected_w.npz replaces that file by design.
+        protect_inputs(("--ckpt", ckpt), *(("--target", f) for f in files))
+        for planned in planned_outputs(files, outdir, video=video):
+            refuse_unsafe_target(planned, "--outdir")
         dev = resolve_device(device)
         lpips = load_lpips(weights, random_init=random_lpips, device=dev)
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)

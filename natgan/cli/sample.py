@@ -9,7 +9,7 @@ import typer
 
 from natgan.cli.console import console, emit_json
 from natgan.errors import ConfigError
-from natgan.fsutil import check_output_dir
+from natgan.fsutil import check_output_dir, protect_inputs
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
 from natgan.validators import MAX_FPS, MAX_FRAMES, MAX_TRUNC, finite_number
 
@@ -80,6 +80,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         finite_number(trunc, "--trunc", lo=-MAX_TRUNC, hi=MAX_TRUNC)
         finite_number(fps, "--fps", lo=0.1, hi=MAX_FPS)
+        protect_inputs(("--ckpt", ckpt), ("--w", w_file), ("--direction", direction.rsplit(":", 1)[0] if direction
+                                                           else None))
         from natgan.cli.sample_latent import latent_mode, run_latent_mode
 
         mode = latent_mode(interpolate, w_file, style_mix, mix_with, layers, direction, video, walk_space, loop)

@@ -54,6 +54,7 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
     from natgan.data.progress import ProgressBar
     from natgan.latent import edit, mixing, sefa, walk
     from natgan.latent.space import format_layers, parse_layers
+    from natgan.fsutil import output_in
     from natgan.latent.store import load_latents
     from natgan.sampling import auto_batch_size, compute_w_avg, format_seeds, load_generator, parse_seeds, \
         resolve_device
@@ -79,7 +80,8 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
 
     if mode == "w":
         images = edit.images_from_stored(G, stored, path=w_file, batch_size=batch_size, noise_mode=noise_mode)
-        files = [save_png(outdir / f"{name}.png", img) for name, img in zip(stored.names, to_hwc(images))]
+        files = [save_png(output_in(outdir, f"{name}.png", f"{w_file}: names"), img)
+                 for name, img in zip(stored.names, to_hwc(images))]
         info.update(latents=str(w_file), space=stored.space, images=len(files))
         message = f"wrote {len(files)} image(s) from {w_file}: {outdir}"
     elif mode == "style-mix":

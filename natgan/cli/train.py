@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
 
         from natgan.errors import ConfigError
 
+        from natgan.fsutil import protect_inputs
+
+        protect_inputs(("--init", init), ("--data", data))  # never replaced by the run's files
         init_ck = None
         if init is not None and resume is not None:
             raise ConfigError("--init starts a new run and --resume continues one: give only one of them")

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Draw per-block, per-head attention maps (mean query · every key) and one overview per level."""
         from natgan.devices import resolve_device
-        from natgan.fsutil import check_output_dir
+        from natgan.fsutil import check_output_dir, protect_inputs
         from natgan.viz import attention_maps, render
         from natgan.viz.colormaps import lookup_table
         from natgan.viz.render import CROSS_MODES, NORMS
@@ -57,6 +57,7 @@ def register(app: typer.Typer) -> None:
         level_sel = "all" if levels is not None and levels.strip().lower() == "all" else _ints(levels, "--levels")
         block_sel, head_sel = _ints(blocks, "--blocks"), _ints(heads, "--heads")
         check_output_dir(outdir)
+        protect_inputs(("--ckpt", ckpt), ("--recipe", recipe))
         dev = resolve_device(device)
         G, name = _generator(ckpt, model, recipe, sets or [], resolution, no_ema)
         G = G.to(dev)

@@ -50,6 +50,9 @@ def _only_lmdb_files(path: Path) -> bool:
 
 def check_replaceable(out: Path) -> None:
     """Raise unless ``out`` is something ``--force`` may delete (an LMDB directory and nothing else)."""
+    if out.is_symlink():
+        raise DataError(f"{out}: is a symbolic link; nat-gan replaces only real LMDB directories, never through a "
+                        f"link (remove it or choose another --out)")
     if out.is_dir() and not _only_lmdb_files(out):
         raise DataError(f"{out}: exists and is not an LMDB directory; refusing to overwrite it even with --force")
     if out.exists() and not out.is_dir():

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from natgan.archive import check_torch_file
 from natgan.errors import CheckpointError
 from natgan.limits import check_untrusted
 
@@ -29,6 +30,7 @@ def load_official_container(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    check_torch_file(path)  # CRCs and declared sizes before torch.load decompresses or allocates anything
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)

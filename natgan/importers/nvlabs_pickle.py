@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from natgan.archive import ArchiveError, check_torch_file
 from natgan.errors import CheckpointError
 from natgan.limits import check_untrusted
 from natgan.importers.nvlabs_records import ModuleRecord, PersistentRecord, state_dict
@@ -66,6 +67,7 @@ def _load_storage_bytes(data: bytes) -> Any:
     """A storage nested as the bytes of a ``torch.save`` file: read with ``weights_only=True`` too."""
     if not isinstance(data, (bytes, bytearray)):
         raise pickle.UnpicklingError(f"storage bytes expected, got {type(data).__name__}")
+    check_torch_file(data, "a tensor's nested torch file")  # sizes bounded, CRCs verified before torch.load
     try:
         return torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -141,6 +143,8 @@ def read_pickle(path: str | Path) -> Any:
         check_untrusted(obj, str(path), error=CheckpointError,
                         children=lambda o: o.state if isinstance(o, PersistentRecord) else None)
         return obj
+    except ArchiveError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     except _Refused as exc:
         raise CheckpointError(f"{path}: refused to unpickle {exc.what}: NVlabs snapshots may contain only "
                               f"persistence records, tensors and plain containers (nothing from the file is "

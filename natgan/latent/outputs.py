@@ -78,6 +78,16 @@ def _write_csv(path: Path, history: Sequence[dict]) -> Path:
     return save_bytes(path, buf.getvalue().encode())
 
 
+TARGET_FILES = ("target.png", "proj.png", "compare.png", "projected_w.npz", "loss.csv", "loss.png")
+
+
+def planned_outputs(targets: Sequence[Path], outdir: str | Path, *, video: bool = False) -> list[Path]:
+    """Every file :func:`project_targets` will write, so a command can refuse a bad one before any work."""
+    outdir = Path(outdir)
+    names = TARGET_FILES + (("proj.mp4",) if video else ())
+    return [outdir / path.stem / name for path in targets for name in names] + [outdir / "projected_w.npz"]
+
+
 def _per_target_hint(init: Path, start: StoredLatents, targets: Sequence[Path]) -> str:
     """Which file to give instead: a projection writes one ``<target>/projected_w.npz`` per target beside the
     combined file, and a continuation of some targets takes theirs (or a file with one latent per target)."""

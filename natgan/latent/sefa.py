@@ -8,16 +8,27 @@ normalised to unit length first, so layers of different scale count alike.
 
 The modulation layers are found through the contract, not per family: a probe ``w`` with distinct
 random rows is fed to ``G.synthesis`` and every linear layer whose input is exactly (a slice of) one
-w row is a style modulation of that row. StyleNAT/StyleSwin: the AdaIN style layers; StyleGAN2: the
-modulated convs and ToRGBs; GANformer: the modulations read from the global latent (its last w_dim/k
-slice), so its directions move the global component only; HiT has no mapping network and no
-per-layer styles: its z enters through the stem and latent-embedding projections, which play the role
-of ``A`` (directions in z).
+w row is a style modulation of that row. Which of them are factorised is the ``selection``:
+
+* ``official`` (default; genforce/sefa's ``factorize_weight``): per chosen w row, the modulations of the
+  layers that *compute features* from it; a ToRGB modulation only where no other layer reads the row,
+  which in StyleGAN2 is the last ToRGB for the last row (genforce's ``output{N}`` for ``layer{L-1}``).
+  Per family: StyleGAN2, the modulated convs (``conv1``, ``convs.*``) plus the last ``to_rgbs`` for the
+  last row; GANformer, its modulated convs plus the final ``torgb`` for the last row (global-latent
+  slice only, so its directions move the global component); StyleNAT/StyleSwin, the AdaIN style layers
+  (their ToRGBs read no style); HiT has no mapping network and no per-layer styles: its z enters through
+  the stem and latent-embedding projections, which play the role of ``A`` (directions in z).
+* ``all``: every modulation that reads a chosen row, ToRGBs included (in StyleGAN2 the intermediate
+  ToRGBs share rows 1, 3, 5, ... with the up-sampling convs: 40-50 % more rows, other directions).
+
+A ToRGB is recognised by its module name (``to_rgb``, ``to_rgbs``, ``torgb``; any case), the names every
+family here uses.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -99,22 +110,44 @@ class Directions:
     space: str                # "w" or "z"
     matrix: torch.Tensor      # the factorised matrix A^T A ([w_dim, w_dim])
     modules: list[str]
+    selection: str = "official"
 
     def save(self, path: str | Path, model: str = "") -> Path:
         buf = io.BytesIO()
         np.savez(buf, directions=self.vectors.numpy(), eigenvalues=self.values.numpy(),
                  layers=np.array(self.layers, dtype=np.int64), space=np.array(self.space), model=np.array(model),
-                 modules=np.array(self.modules))
+                 modules=np.array(self.modules), selection=np.array(self.selection))
         return save_bytes(Path(path), buf.getvalue())
 
 
-def factorize(G: nn.Module, layers: Sequence[int] | None = None) -> Directions:
-    """SeFa directions from the style layers reading w rows ``layers`` (all rows when None)."""
+SELECTIONS = ("official", "all")
+_TO_RGB = re.compile(r"(^|\.)to_?rgbs?(\d*)(\.|$)", re.IGNORECASE)
+
+
+def is_to_rgb(name: str) -> bool:
+    """A ToRGB (output) layer's module, by the names the families use: ``to_rgb1``, ``to_rgbs.3``, ``torgb``."""
+    return bool(_TO_RGB.search(name))
+
+
+def select_layers(found: list[StyleLayer], rows: set[int], selection: str = "official") -> list[StyleLayer]:
+    """The style layers of ``rows`` that ``selection`` factorises (see the module docstring)."""
+    if selection not in SELECTIONS:
+        raise ConfigError(f"--select '{selection}': expected one of {', '.join(SELECTIONS)}")
+    chosen = [s for s in found if s.row in rows]
+    if selection == "all":
+        return chosen
+    feature_rows = {s.row for s in chosen if not is_to_rgb(s.name)}
+    return [s for s in chosen if not is_to_rgb(s.name) or s.row not in feature_rows]
+
+
+def factorize(G: nn.Module, layers: Sequence[int] | None = None, *, selection: str = "official") -> Directions:
+    """SeFa directions from the style layers reading w rows ``layers`` (all rows when None), chosen by
+    ``selection`` (``official``: genforce's layers; ``all``: every modulation of those rows)."""
     found = style_layers(G)
     if not found:
         raise NatGanError("SeFa does not apply to this model: no linear layer reads the latent directly")
     wanted = set(range(n_rows(G) or 1)) if layers is None else set(layers)
-    chosen = [s for s in found if s.row in wanted]
+    chosen = select_layers(found, wanted, selection)
     if not chosen:
         raise ConfigError(f"--layers: no style modulation reads w rows {sorted(wanted)}")
     width = w_row_dim(G)
@@ -132,7 +165,7 @@ def factorize(G: nn.Module, layers: Sequence[int] | None = None) -> Directions:
     order = order[values[order] > values.max() * 1e-6]
     return Directions(vectors=vectors[:, order].T.float().contiguous(), values=values[order].float(),
                       layers=sorted({s.row for s in chosen}), space="w" if has_mapping_network(G) else "z",
-                      matrix=matrix.float(), modules=[s.name for s in chosen])
+                      matrix=matrix.float(), modules=[s.name for s in chosen], selection=selection)
 
 
 @dataclass

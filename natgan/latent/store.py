@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from natgan.errors import NatGanError
+from natgan.fsutil import plain_name
 from natgan.latent.space import broadcast, n_rows, w_row_dim
 from natgan.sampling.export import save_bytes
 
@@ -92,9 +93,8 @@ def load_latents(path: str | Path) -> StoredLatents:
     repeated = next((n for n in names if names.count(n) > 1), None)
     if repeated is not None:  # `sample --w` writes <name>.png: two latents would overwrite each other
         raise NatGanError(f"{path}: the name '{repeated}' is given to two latents (names must be unique)")
-    bad = next((n for n in names if not n or "/" in n or "\\" in n or n in (".", "..")), None)
-    if bad is not None:
-        raise NatGanError(f"{path}: latent name {bad!r} is not a plain file name")
+    for i, name in enumerate(names):  # names become output file names (sample --w): plain names only
+        plain_name(name, f"{path}: names[{i}]")
     model = _text(data, "model", path) if "model" in data else ""
     noise = {}
     for key in data:

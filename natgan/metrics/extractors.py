@@ -33,7 +33,8 @@ from cleanfid.resize import build_resizer
 from torch import nn
 
 from natgan.errors import ConfigError, NatGanError
-from natgan.metrics.weights import MODES, PYTORCH_FID, TORCHSCRIPT, resolve_weights, weights_digest
+from natgan.metrics.weight_trust import VerifiedWeights, verify
+from natgan.metrics.weights import MODES, PYTORCH_FID, TORCHSCRIPT, resolve_weights
 
 INCEPTION_SIZE = (299, 299)
 
@@ -144,14 +145,17 @@ def as_extractor(extractor: Any, mode: str) -> FeatureExtractor | CallableExtrac
 
 
 class TorchScriptInception(InceptionV3W):
-    """clean-fid's TorchScript TF-Inception wrapper (its forward), loaded from any file path."""
+    """clean-fid's TorchScript TF-Inception wrapper (its forward), loaded from a file that passed
+    :func:`natgan.metrics.weight_trust.verify` (the bytes that were hashed, so nothing is swapped in between;
+    ``torch.jit.load`` runs code from the file, so only the official file or one the user trusts gets here)."""
 
-    def __init__(self, path: str | Path, *, resize_inside: bool):
+    def __init__(self, weights: VerifiedWeights, *, resize_inside: bool):
         nn.Module.__init__(self)
+        path = weights.path
         try:
             with warnings.catch_warnings():  # torch.jit.load is deprecated in torch 2.x but still the only way
                 warnings.simplefilter("ignore", FutureWarning)
-                self.base = torch.jit.load(str(path), map_location="cpu").eval()
+                self.base = torch.jit.load(weights.stream(), map_location="cpu").eval()
             self.layers = self.base.layers
         except (RuntimeError, ValueError, AttributeError) as exc:
             raise NatGanError(f"{path}: not the TorchScript Inception {TORCHSCRIPT.filename} that clean/"
@@ -219,16 +223,21 @@ def inception_name(mode: str) -> str:
 
 
 def build_inception(mode: str, *, device: str | torch.device = "cpu", inception: str | Path | None = None,
-                    weights_dir: str | Path | None = None) -> FeatureExtractor:
-    """The Inception extractor of ``mode``, weights found by :func:`natgan.metrics.weights.resolve_weights`."""
+                    weights_dir: str | Path | None = None,
+                    trust_torchscript: str | Path | None = None) -> FeatureExtractor:
+    """The Inception extractor of ``mode``, weights found by :func:`natgan.metrics.weights.resolve_weights`
+    and verified (sha256) before anything loads them; ``trust_torchscript`` names a non-official TorchScript
+    file the user accepts to run (``--trust-torchscript``)."""
     path = resolve_weights(mode, inception, weights_dir)
     if mode == "legacy_pytorch":
+        checked = verify(PYTORCH_FID, path)
         network: nn.Module = PytorchFidInception(path)
     else:
-        network = TorchScriptInception(path, resize_inside=(mode == "legacy_tensorflow"))
+        checked = verify(TORCHSCRIPT, path, trust_torchscript=trust_torchscript)
+        network = TorchScriptInception(checked, resize_inside=(mode == "legacy_tensorflow"))
     network = network.to(device).eval()
     extractor = FeatureExtractor(network, mode=mode, name=inception_name(mode), device=device,
                                  logits_weight=network.classifier_weight())
-    extractor.weights_id = weights_digest(path)  # another file under the same name must not reuse statistics
-    extractor.protocol = PROTOCOLS[mode]
+    extractor.weights_id = checked.sha256[:16]  # another file under the same name must not reuse statistics
+    extractor.protocol = f"{PROTOCOLS[mode]}; {checked.describe()}"
     return extractor

@@ -24,11 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import NatGanError
-
-VGG16_FILE = "vgg16-397923af.pth"
-VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-LPIPS_VGG_FILE = "vgg.pth"
-LPIPS_VGG_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
+from natgan.metrics.weight_files import (  # noqa: F401 - re-exported: the names callers know
+    LPIPS_VGG,
+    LPIPS_VGG_FILE,
+    LPIPS_VGG_URL,
+    VGG16,
+    VGG16_FILE,
+    VGG16_URL,
+)
+from natgan.metrics.weight_trust import verify
 
 # End (exclusive) of each slice of torchvision's vgg16().features: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 _SLICE_ENDS = (4, 9, 16, 23, 30)
@@ -133,18 +137,21 @@ def load_lpips(weights: str | Path | None = None, *, random_init: bool = False, 
             trunk = _vgg16_trunk(None)
             lins = [torch.rand(c) / c for c in CHANNELS]  # non-negative like the learned weights
         return LPIPS(trunk, lins, pretrained=False, weights_id=f"random-init-seed{seed}").to(device)
-    from natgan.metrics.weights import locate_all, weights_digest
+    from natgan.metrics.weights import locate_all
 
     paths = locate_all(["vgg16", "lpips-vgg"], weights_dir=weights, purpose="LPIPS")
     vgg_path, lin_path = paths["vgg16"], paths["lpips-vgg"]
+    checked = [verify(VGG16, vgg_path), verify(LPIPS_VGG, lin_path)]  # digests before any loader runs
     trunk_state = _load_state(vgg_path, "torchvision VGG16 weights")
     try:
         trunk = _vgg16_trunk(trunk_state)
     except RuntimeError as exc:
         raise NatGanError(f"{vgg_path}: not torchvision's VGG16 state dict ({str(exc).splitlines()[0]})") from None
     lins = _linear_weights(_load_state(lin_path, "LPIPS linear layers"), lin_path)
+    official = all(c.official for c in checked)
     return LPIPS(trunk, lins, pretrained=True,
-                 weights_id=f"vgg16 {weights_digest(vgg_path)}, lin {weights_digest(lin_path)}").to(device)
+                 weights_id=f"vgg16 {checked[0].sha256[:16]}, lin {checked[1].sha256[:16]}"
+                            f"{'' if official else ' (NOT the official files)'}").to(device)
 
 
 def resize_for_lpips(images: torch.Tensor, size: int = 256) -> torch.Tensor:

@@ -17,6 +17,7 @@ from pathlib import Path
 import cleanfid
 import numpy as np
 
+from natgan.archive import check_zip
 from natgan.errors import ConfigError, NatGanError
 from natgan.metrics import weights
 from natgan.metrics.cache import cache_dir
@@ -118,6 +119,7 @@ def load(ref: PublishedRef, mode: str, *, kid: bool = False) -> tuple[Statistics
     """The published statistics (and features for KID) plus an identity record for results."""
     check(ref, mode, kid=kid)
     path = fetch(ref, mode)
+    check_zip(path)  # declared sizes bounded, CRCs verified before np.load
     try:
         with np.load(path, allow_pickle=False) as data:
             mu, sigma = data["mu"], data["sigma"]
@@ -126,6 +128,7 @@ def load(ref: PublishedRef, mode: str, *, kid: bool = False) -> tuple[Statistics
     feats = None
     if kid:
         kid_path = fetch(ref, mode, kid=True)
+        check_zip(kid_path)
         try:
             with np.load(kid_path, allow_pickle=False) as data:
                 feats = data["feats"]

@@ -18,7 +18,7 @@ import numpy as np
 from natgan.data.progress import ProgressBar
 from natgan.errors import DataError
 from natgan.metrics import published
-from natgan.metrics.cache import StatsCache, StatsKey
+from natgan.metrics.cache import StatsCache, StatsKey, worth_caching
 from natgan.metrics.pipeline import dataset_features
 from natgan.metrics.stats import Statistics, statistics
 
@@ -86,8 +86,13 @@ def subset_indices(length: int, count: int | None, seed: int = SUBSET_SEED) -> t
 
 def dataset_reference(path: str | Path, extractor, *, resolution: int | None = None, num: int | None = None,
                       kid: bool = False, batch_size: int = 64, workers: int | None = None, use_cache: bool = True,
-                      progress: bool = True, label: str = "reference") -> Reference:
-    """Statistics of ``num`` images (default: all) of the dataset at ``path``, from the cache when possible."""
+                      progress: bool = True, label: str = "reference", covariance: bool = True,
+                      store: bool = True) -> Reference:
+    """Statistics of ``num`` images (default: all) of the dataset at ``path``, from the cache when possible.
+
+    ``covariance=False``: no metric needs it (the entry then holds mean and features only). ``store=False``:
+    read the cache but write nothing (the compared side of a dataset-vs-dataset run, which is not reused);
+    sets under :data:`~natgan.metrics.cache.MIN_CACHED_IMAGES` are never stored either."""
     start = time.perf_counter()
     src = open_source(path, resolution)
     try:
@@ -102,7 +107,7 @@ def dataset_reference(path: str | Path, extractor, *, resolution: int | None = N
                     "count": len(indices), "subset": subset}
         if getattr(src, "mixed_sizes", None):
             identity["mixed_sizes"] = list(src.mixed_sizes)
-        hit = cache.load(key, need_feats=kid) if cache else None
+        hit = cache.load(key, need_feats=kid, need_sigma=covariance) if cache else None
         if hit is not None:
             identity["stats_file"] = str(hit.path)
             stats = Statistics(mu=hit.mu, sigma=hit.sigma, count=len(indices), feats=hit.feats)
@@ -110,9 +115,11 @@ def dataset_reference(path: str | Path, extractor, *, resolution: int | None = N
         with ProgressBar(len(indices), f"{label} features", enabled=progress) as bar:
             feats = dataset_features(src, indices, extractor, batch_size=batch_size,
                                      workers=default_workers() if workers is None else workers, advance=bar.advance)
-        stats = statistics(feats, keep_feats=kid, side=f"{label} {path}")
-        if cache:
-            identity["stats_file"] = str(cache.save(key, stats.mu, stats.sigma, feats if kid else None))
+        stats = statistics(feats, keep_feats=kid, side=f"{label} {path}", covariance=covariance)
+        if cache and store and worth_caching(len(indices)):
+            saved = cache.save(key, stats.mu, stats.sigma, feats if kid else None)
+            if saved is not None:
+                identity["stats_file"] = str(saved)
         return Reference(stats, identity, cached=False, seconds=time.perf_counter() - start)
     finally:
         src.close()
@@ -126,11 +133,11 @@ def published_reference(reference: str, mode: str, *, kid: bool = False) -> Refe
 
 def load_reference(reference: str | Path, extractor, *, resolution: int | None = None, num: int | None = None,
                    kid: bool = False, batch_size: int = 64, workers: int | None = None, use_cache: bool = True,
-                   progress: bool = True) -> Reference:
+                   progress: bool = True, covariance: bool = True) -> Reference:
     """Dispatch on the reference kind (published name or dataset path)."""
     if published.is_published(str(reference)):
         if num is not None:
             raise DataError(f"reference '{reference}': published statistics have a fixed image count; drop --num-ref")
         return published_reference(str(reference), extractor.mode, kid=kid)
     return dataset_reference(reference, extractor, resolution=resolution, num=num, kid=kid, batch_size=batch_size,
-                             workers=workers, use_cache=use_cache, progress=progress)
+                             workers=workers, use_cache=use_cache, progress=progress, covariance=covariance)

@@ -92,7 +92,13 @@ class _Together:
         return {fs: ext(images) for fs, ext in self.extractors.items()}
 
 
-def _references(reference: str | Path | None, needs: dict, extractors: dict, **kw) -> dict[str, Reference]:
+def _covariance_sets(metrics: list[Metric], pr_features: str) -> set[str]:
+    """Feature sets whose covariance a chosen metric uses (FID's Fréchet distance); the others skip np.cov."""
+    return {fs for m in metrics if m.real == "statistics" and (fs := m.feature_set(pr_features)) is not None}
+
+
+def _references(reference: str | Path | None, needs: dict, extractors: dict, *, covariance: set[str],
+                **kw) -> dict[str, Reference]:
     refs = {}
     for fs, need in needs.items():
         if need == 0:
@@ -102,7 +108,7 @@ def _references(reference: str | Path | None, needs: dict, extractors: dict, **k
         if fs != "inception" and published.is_published(str(reference)):
             raise DataError(f"reference '{reference}': clean-fid publishes Inception statistics only; {fs} metrics "
                             f"need reference images (a dataset path)")
-        refs[fs] = load_reference(reference, extractors[fs], kid=need == 2, **kw)
+        refs[fs] = load_reference(reference, extractors[fs], kid=need == 2, covariance=fs in covariance, **kw)
     return refs
 
 
@@ -197,7 +203,8 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
         metrics, pr_features, generator=True, num=num, num_ref=num_ref, mode=mode, device=device,
         extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir)
     refs = _references(reference, needs, exts, resolution=int(G.resolution), num=num_ref, batch_size=batch_size,
-                       workers=workers, use_cache=use_cache, progress=progress)
+                       workers=workers, use_cache=use_cache, progress=progress,
+                       covariance=_covariance_sets(chosen, pr_features))
     t1 = time.perf_counter()
     seeds = range(seed, seed + num)
     gen_device = model_device(G)
@@ -289,13 +296,15 @@ def evaluate_datasets(a: str | Path, b: str, *, metrics: list[str] | str = ("fid
     gen_feats = {m.feature_set(pr_features) for m in chosen if m.gen == "features"}
     res_a, res_b = matched_resolutions(a, b)
     _check_side_counts(chosen, {"A": (a, res_a, num), "B": (b, res_b, num_ref)})
+    covariance = _covariance_sets(chosen, pr_features)
+    # side A is what is being scored (often a folder of generated images): read from the cache, never stored
     sides = {fs: dataset_reference(a, ext, resolution=res_a, num=num, kid=fs in gen_feats, batch_size=batch_size,
-                                   workers=workers,
-                                   use_cache=use_cache, progress=progress, label="A") for fs, ext in exts.items()}
+                                   workers=workers, use_cache=use_cache, progress=progress, label="A",
+                                   covariance=fs in covariance, store=False) for fs, ext in exts.items()}
     first = next(iter(sides.values()))
     resolution = first.identity["resolution"]
     refs = _references(b, needs, exts, resolution=res_b, num=num_ref, batch_size=batch_size, workers=workers,
-                       use_cache=use_cache, progress=progress)
+                       use_cache=use_cache, progress=progress, covariance=covariance)
     t1 = time.perf_counter()
     inputs = MetricInputs(gen={fs: s.stats.feats for fs, s in sides.items()}, ref=refs, extractors=exts, mode=mode,
                           pr_features=pr_features, seed=0, num=first.stats.count, batch_size=batch_size,

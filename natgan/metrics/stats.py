@@ -28,19 +28,20 @@ class Statistics:
     """Mean and covariance of a feature set (and the features themselves when KID needs them)."""
 
     mu: np.ndarray
-    sigma: np.ndarray
+    sigma: np.ndarray | None  # None when no metric of the run uses the covariance (e.g. VGG16 features)
     count: int
     feats: np.ndarray | None = None
 
 
-def statistics(feats: np.ndarray, *, keep_feats: bool = False, side: str = "") -> Statistics:
+def statistics(feats: np.ndarray, *, keep_feats: bool = False, side: str = "", covariance: bool = True) -> Statistics:
     """clean-fid's estimator: ``np.mean(axis=0)`` and ``np.cov(rowvar=False)`` (unbiased, float64).
-    ``side`` names the image set in the error (e.g. the dataset's path)."""
+    ``side`` names the image set in the error (e.g. the dataset's path). ``covariance=False`` skips ``np.cov``
+    (a 4096² matrix and seconds for VGG16 features, which only k-NN metrics use)."""
     if feats.ndim != 2 or feats.shape[0] < 2:
         where = f"{side}: " if side else ""
         raise NatGanError(f"{where}FID needs at least 2 images per side, got {feats.shape[0] if feats.ndim else 0}")
-    return Statistics(mu=np.mean(feats, axis=0), sigma=np.cov(feats, rowvar=False), count=int(feats.shape[0]),
-                      feats=feats if keep_feats else None)
+    return Statistics(mu=np.mean(feats, axis=0), sigma=np.cov(feats, rowvar=False) if covariance else None,
+                      count=int(feats.shape[0]), feats=feats if keep_feats else None)
 
 
 def frechet_distance(a: Statistics, b: Statistics) -> float:
@@ -51,6 +52,8 @@ def frechet_distance(a: Statistics, b: Statistics) -> float:
     eigendecompositions in float64, no general (complex) matrix square root, no SciPy ``sqrtm``.
     Eigenvalues that round to slightly below zero are clipped (they are zero in exact arithmetic).
     """
+    if a.sigma is None or b.sigma is None:
+        raise NatGanError("Fréchet distance of statistics computed without a covariance")
     if a.mu.shape != b.mu.shape:
         raise NatGanError(f"feature dimensions differ ({a.mu.shape[0]} vs {b.mu.shape[0]}): the two sides were "
                           f"embedded by different feature extractors")

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import NatGanError
-from natgan.metrics.weights import VGG16, locate, weights_digest
+from natgan.metrics.weight_trust import verify
+from natgan.metrics.weights import VGG16, locate
 
 SIZE = (224, 224)
 NAME = "torchvision-vgg16-fc2-relu"
@@ -97,13 +98,14 @@ def build_vgg16(*, device: str | torch.device = "cpu", weights_dir: str | Path |
         weights_id = "random-init"
     else:
         path = locate("vgg16", weights_dir=weights_dir, purpose="precision/recall and density/coverage (VGG16)")
+        checked = verify(VGG16, path)  # the digest before torch.load sees the file
         state = load_vgg16_state(path)
         # Another file under the same name (a --weights elsewhere, a replaced download) must not reuse features.
-        weights_id = weights_digest(path)
+        weights_id = checked.sha256[:16]
         try:
             network = VGG16Features(state)
         except RuntimeError as exc:
             raise NatGanError(f"not torchvision's VGG16 weights ({str(exc).splitlines()[0][:120]})") from None
-        name, protocol = NAME, PROTOCOL
+        name, protocol = NAME, f"{PROTOCOL}; {checked.describe()}"
     return ImageExtractor(network.to(device).eval(), name=name, protocol=protocol, device=device,
                           weights_id=weights_id)

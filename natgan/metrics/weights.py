@@ -2,8 +2,8 @@
 
 clean-fid and torchvision download their networks at run time (the TorchScript Inception to a hard-coded
 ``/tmp``, the pytorch-fid and torchvision weights through ``torch.hub``), which fails on clusters without
-internet. Every network is one entry of :data:`WEIGHTS` (name -> file name + download URL), and
-:func:`locate` looks, in order:
+internet. Every network is one entry of :data:`WEIGHTS` (name -> file name + download URL + official
+sha256, kept in :mod:`natgan.metrics.weight_files`), and :func:`locate` looks, in order:
 
 1. for the Inception files only: ``--inception PATH`` (the ``inception`` argument), else
    ``$NATGAN_INCEPTION``: a file, or a directory holding the file under its usual name;
@@ -14,66 +14,35 @@ internet. Every network is one entry of :data:`WEIGHTS` (name -> file name + dow
    ``torch.hub`` checkpoint directory that pytorch-fid and torchvision use);
 5. a download into ``<cache>/weights/`` (skipped when ``$NATGAN_OFFLINE`` is set).
 
+Steps 3 and 4 are places nat-gan searches on its own, so a file there counts only when neither it nor its
+folder is writable by anyone else (:func:`natgan.metrics.weight_trust.private_location`): a file planted in
+the shared ``/tmp`` is never picked up. Whatever is found, a loader verifies its sha256 first
+(:func:`natgan.metrics.weight_trust.verify`).
+
 When all of that fails the error names the file, its download URL and the places it may go. A network
 another module needs (e.g. LPIPS's VGG16) is one more :data:`WEIGHTS` entry and a :func:`locate` call.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from cleanfid import downloads_helper, inception_pytorch
 
 from natgan.errors import ConfigError, NatGanError
 from natgan.fsutil import atomic_write
-from natgan.metrics.cache import cache_dir
-from natgan.metrics.lpips import LPIPS_VGG_FILE, LPIPS_VGG_URL, VGG16_FILE, VGG16_URL  # their one home
+from natgan.metrics.weight_files import (  # noqa: F401 - the table's names are part of this module's API
+    PYTORCH_FID,
+    TORCHSCRIPT,
+    VGG16,
+    WEIGHTS,
+    WeightsFile,
+)
+from natgan.metrics.weight_trust import private_location, sha256_file
 
 MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
 DOWNLOAD_TIMEOUT_S = 60
-
-
-@dataclass(frozen=True)
-class WeightsFile:
-    kind: str          # "torchscript" (NVIDIA's TF-Inception port) or "pytorch" (a state dict: pytorch-fid,
-    #                    torchvision)
-    filename: str
-    url: str
-    sha256_prefix: str | None = None  # torch.hub convention: the hash prefix in the file name
-    label: str = ""    # what the file is, for error messages
-
-    def tool_location(self) -> Path:
-        """Where clean-fid / torchvision itself would download this file."""
-        if self.kind == "torchscript":
-            return Path("./" if platform.system() == "Windows" else "/tmp") / self.filename
-        return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
-
-    def cache_location(self) -> Path:
-        return cache_dir() / "weights" / self.filename
-
-
-TORCHSCRIPT = WeightsFile("torchscript", os.path.basename(downloads_helper.inception_url),
-                          downloads_helper.inception_url, label="Inception")
-PYTORCH_FID = WeightsFile("pytorch", os.path.basename(inception_pytorch.FID_WEIGHTS_URL),
-                          inception_pytorch.FID_WEIGHTS_URL, sha256_prefix="6726825d", label="Inception")
-# torchvision's ImageNet VGG16 (a plain state dict, loaded with weights_only=True). NVlabs' ``vgg16.pt``
-# (stylegan2-ada's precision/recall network) is TorchScript, i.e. code run on load, so it is not accepted.
-VGG16 = WeightsFile("pytorch", VGG16_FILE, VGG16_URL, sha256_prefix="397923af", label="VGG16")
-
-WEIGHTS: dict[str, WeightsFile] = {
-    "inception-torchscript": TORCHSCRIPT,
-    "inception-pytorch-fid": PYTORCH_FID,
-    "vgg16": VGG16,
-    # LPIPS v0.1 linear layers on VGG16 (Zhang et al. 2018): a plain state dict, for projection and PPL.
-    "lpips-vgg": WeightsFile("pytorch", LPIPS_VGG_FILE, LPIPS_VGG_URL, label="LPIPS linear-layer"),
-}
 
 
 def weights_for_mode(mode: str) -> WeightsFile:
@@ -86,8 +55,11 @@ def _offline() -> bool:
     return os.environ.get("NATGAN_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def download(url: str, target: Path, *, sha256_prefix: str | None = None) -> Path:
-    """Fetch ``url`` to ``target`` atomically (tests replace this to simulate a machine without network)."""
+def download(url: str, target: Path, *, sha256: str | None = None) -> Path:
+    """Fetch ``url`` to ``target`` atomically, refusing bytes whose sha256 is not ``sha256`` (tests replace
+    this to simulate a machine without network)."""
+    import hashlib
+
     digest = hashlib.sha256()
 
     def write(fh):
@@ -95,8 +67,8 @@ def download(url: str, target: Path, *, sha256_prefix: str | None = None) -> Pat
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 fh.write(chunk)
-        if sha256_prefix and not digest.hexdigest().startswith(sha256_prefix):
-            raise OSError(f"checksum mismatch (sha256 {digest.hexdigest()[:8]}, expected {sha256_prefix})")
+        if sha256 and digest.hexdigest() != sha256:
+            raise OSError(f"checksum mismatch (sha256 {digest.hexdigest()}, expected {sha256})")
 
     return atomic_write(target, write)
 
@@ -109,25 +81,13 @@ def missing_message(purpose: str, spec: WeightsFile, reason: str, *, inception: 
             f"or save it as {spec.cache_location()}")
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
 def weights_digest(path: str | Path) -> str:
-    """sha256 (first 16 hex digits) of a weights file, memoised per (path, size, mtime) in this process.
+    """sha256 (first 16 hex digits) of a weights file (streamed, memoised per inode/size/mtime).
 
     Why: cached reference statistics depend on the extractor's weights, not on its name; keying them by
     this digest means swapping the file behind ``--inception`` recomputes them instead of reusing stale ones.
     """
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()[:16]
-    return _DIGESTS[key]
+    return sha256_file(path)[:16]
 
 
 def _explicit_file(explicit: str | Path, source: str, spec: WeightsFile, purpose: str) -> Path:
@@ -170,9 +130,13 @@ def find(name: str, *, weights_dir: str | Path | None = None, purpose: str | Non
     if explicit and explicit[0]:
         return _explicit_file(explicit[0], explicit[1], spec, purpose or name)
     directory = weights_directory(weights_dir)
-    candidates = [directory[0] / spec.filename] if directory else []
-    for candidate in (*candidates, spec.cache_location(), spec.tool_location()):
+    if directory:  # the user's own choice: taken as it is (the digest check still guards what is loaded)
+        candidate = directory[0] / spec.filename
         if candidate.is_file() and candidate.stat().st_size > 0:
+            return candidate
+    for candidate in (spec.cache_location(), spec.tool_location()):
+        # Places nat-gan searches on its own count only when nobody else can write there (never /tmp).
+        if candidate.is_file() and candidate.stat().st_size > 0 and private_location(candidate):
             return candidate
     return None
 
@@ -197,7 +161,7 @@ def locate(name: str, *, weights_dir: str | Path | None = None, purpose: str | N
                                           inception=inception))
     target = spec.cache_location()
     try:
-        download(spec.url, target, sha256_prefix=spec.sha256_prefix)
+        download(spec.url, target, sha256=spec.sha256)
     except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise NatGanError(missing_message(purpose, spec, f"{searched}download failed: {str(reason).splitlines()[0]}",

@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 
 from natgan.errors import ConfigError, NatGanError
+from natgan.fsutil import refuse_unsafe_target
 from natgan.sampling.export import save_gif
 
 VIDEO_FORMATS = ("gif", "mp4")
@@ -39,7 +40,7 @@ class Mp4Writer:
     def __init__(self, path: str | Path, *, fps: float = 30.0, quality: int = MP4_QUALITY):
         import imageio_ffmpeg
 
-        self.path = Path(path)
+        self.path = refuse_unsafe_target(path)  # the fsutil path policy: a regular file or a new one
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
         self.fps, self.quality = float(fps), quality

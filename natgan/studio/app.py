@@ -12,6 +12,7 @@ import itertools
 import sys
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
@@ -23,6 +24,7 @@ from natgan.studio.spec import BLEND_SPACES, MAX_STRENGTH, PSI_RANGE, LatentSpec
 from natgan.latent.store import StoredLatents
 
 NONE_B = "(none)"
+KEEP_FRAMES = 8  # frames remembered per tab, so a capture finds the one on screen
 CSS = """
 #image img, #image-b img, #attn img, #proj-image img {
   image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
@@ -35,6 +37,7 @@ class PageState:
     """Per browser tab: the latest frame (for capture and attention), a projected latent, the clicked pixel."""
 
     frame: Frame | None = None
+    shown: dict[str, Frame] = field(default_factory=dict)  # PNG name -> its frame (the latest few)
     projected: StoredLatents | None = None
     where: tuple[float, float] | None = None
     index: int = 0
@@ -92,8 +95,16 @@ class Page:
             state.frame = frame
             shown = "projected latent" if spec.projected is not None else f"seed {frame.spec.seed:g}"
             outputs["image"] = self.png(frame.image, "a")
-            outputs["status"] = " · ".join([f"{frame.ms:.1f} ms", shown, f"psi {frame.spec.psi:g}",
-                                           *state.notes, *frame.notes])
+            state.shown[Path(outputs["image"]).name] = frame
+            for old in list(state.shown)[:-KEEP_FRAMES]:
+                del state.shown[old]
+            parts = [self.studio.entries[frame.index].label, f"{frame.ms:.1f} ms", shown, f"psi {frame.spec.psi:g}"]
+            if frame.spec.mixing:
+                parts.append(f"mixed with seed {frame.spec.mix_seed} (layers {frame.spec.mix_layers})")
+            if any(frame.spec.strengths):
+                parts.append("directions " + ", ".join(f"{k}: {v:+g}" for k, v in enumerate(frame.spec.strengths)
+                                                       if v))
+            outputs["status"] = " · ".join(parts + state.notes + frame.notes)
             state.notes = []
         except Exception as exc:  # noqa: BLE001 - every failure becomes a line in the page
             outputs["status"] = self.message(exc)
@@ -121,11 +132,13 @@ class Page:
         except Exception as exc:  # noqa: BLE001
             return gr.update(value=None), self.message(exc)
 
-    def click(self, state: PageState, level, block, head, evt: gr.SelectData):
-        if state is None or state.frame is None:
+    def click(self, state: PageState, image, level, block, head, evt: gr.SelectData):
+        frame = self.displayed(state, image)
+        if frame is None:
             return state, gr.update(), "render an image first"
+        state.frame = frame
         try:
-            state.where = fraction(evt.index, state.frame.image.shape[0])
+            state.where = fraction(evt.index, frame.image.shape[0])
         except Exception as exc:  # noqa: BLE001
             return state, gr.update(), self.message(exc)
         image, caption = self._attention(state, level, block, head)
@@ -141,11 +154,16 @@ class Page:
             kept, notes = self.studio.switch(spec, index)
         except Exception as exc:  # noqa: BLE001 - a checkpoint that fails to load: say so, keep the current one
             current = self.studio.entries[state.index].label
-            return (state, gr.update(value=current), self.message(exc), gr.update(), gr.update(),
-                    *[gr.update()] * TOP_DIRECTIONS)
+            state.notes = [self.message(exc)]  # the refresh that follows keeps saying it
+            return (state, gr.update(value=current), state.notes[0], gr.update(), gr.update(), gr.update(),
+                    gr.update(), *[gr.update()] * TOP_DIRECTIONS)
         state.index, state.projected, state.notes = index, kept.projected, notes
         state.where = None
-        return (state, gr.update(), "", self.info_markdown(index), gr.update(value=kept.mixing and mix_on),
+        f = self.studio.model(index).features
+        return (state, gr.update(), "", self.info_markdown(index),
+                gr.update(value=bool(kept.mixing and mix_on), interactive=f.mixing is None),
+                gr.update(value=kept.noise_mode if f.noise is None else "const", interactive=f.noise is None),
+                gr.update(interactive=f.attention is None, **({} if f.attention is None else {"value": False})),
                 *zero)
 
     def project(self, state: PageState, upload, steps, space):
@@ -170,11 +188,21 @@ class Page:
         state.projected = None
         return state, "back to seeds"
 
-    def capture(self, state: PageState):
-        if state is None or state.frame is None:
+    @staticmethod
+    def displayed(state: PageState, image) -> Frame | None:
+        """The frame whose PNG the page shows (events can overtake each other; the picture is the truth)."""
+        if state is None:
+            return None
+        if image:
+            return state.shown.get(Path(image).name)
+        return state.frame
+
+    def capture(self, state: PageState, image):
+        frame = self.displayed(state, image)
+        if frame is None:
             return gr.update(), "", "error: nothing rendered yet"
         try:
-            cap = self.studio.capture(state.frame)
+            cap = self.studio.capture(frame)
         except Exception as exc:  # noqa: BLE001
             return gr.update(), "", self.message(exc)
         return [str(cap.png), str(cap.latents)], cap.command, f"captured {cap.name}"
@@ -189,12 +217,12 @@ class Page:
             gr.Markdown("## nat-gan studio")
             with gr.Row():
                 with gr.Column(scale=1, min_width=320):
-                    with gr.Accordion("network", open=True):
+                    with gr.Accordion("network", elem_id="acc-network", open=True):
                         ckpt = gr.Dropdown(labels, value=labels[self.initial], label="checkpoint", elem_id="ckpt")
                         info = gr.Markdown(self.info_markdown(self.initial), elem_id="ckpt-info")
                         if self.failures:
                             gr.Markdown("not loaded: " + "; ".join(self.failures), elem_id="load-failures")
-                    with gr.Accordion("latent", open=True):
+                    with gr.Accordion("latent", elem_id="acc-latent", open=True):
                         seed = gr.Number(0, label="seed (a fraction blends the two neighbouring seeds)",
                                          elem_id="seed", step=0.05)
                         psi = gr.Slider(*PSI_RANGE, value=1.0, step=0.05, label="truncation psi", elem_id="psi")
@@ -202,17 +230,19 @@ class Page:
                                          interactive=model.features.noise is None)
                         blend = gr.Radio(list(BLEND_SPACES), value="w", label="fractional seeds blend in",
                                          elem_id="blend")
-                    with gr.Accordion("style mixing", open=False):
-                        mix_on = gr.Checkbox(False, label="mix styles", elem_id="mix-on")
+                    with gr.Accordion("style mixing", elem_id="acc-style-mixing", open=False):
+                        mix_on = gr.Checkbox(False, label="mix styles", elem_id="mix-on",
+                                             interactive=model.features.mixing is None)
                         mix_seed = gr.Number(1, label="second seed", precision=0, elem_id="mix-seed")
                         n = getattr(model.G, "n_latent", None) or 1
                         mix_layers = gr.Textbox(f"{n // 2}-{n - 1}", label="layers taken from the second seed",
                                                 elem_id="mix-layers")
-                    with gr.Accordion("directions (SeFa, computed once per checkpoint)", open=False):
+                    with gr.Accordion("directions (SeFa, computed once per checkpoint)", elem_id="acc-directions",
+                                      open=False):
                         sliders = [gr.Slider(-MAX_STRENGTH / 10, MAX_STRENGTH / 10, value=0.0, step=0.1,
                                              label=f"component {k}", elem_id=f"dir-{k}")
                                    for k in range(TOP_DIRECTIONS)]
-                    with gr.Accordion("projection", open=False):
+                    with gr.Accordion("projection", elem_id="acc-projection", open=False):
                         upload = gr.File(label="photo (an image, at most 20 MiB)", type="filepath",
                                          elem_id="upload")
                         steps = gr.Number(100, label="steps", precision=0, elem_id="proj-steps")
@@ -223,7 +253,7 @@ class Page:
                         proj_image = gr.Image(label="projection", type="filepath", elem_id="proj-image",
                                               height=192, interactive=False)
                         proj_status = gr.Markdown(elem_id="proj-status")
-                    with gr.Accordion("A/B", open=False):
+                    with gr.Accordion("A/B", elem_id="acc-AB", open=False):
                         ckpt_b = gr.Dropdown([NONE_B, *labels], value=NONE_B, label="B: same latent on",
                                              elem_id="ckpt-b")
                 with gr.Column(scale=2):
@@ -236,7 +266,7 @@ class Page:
                             image_b = gr.Image(label="B", type="filepath", elem_id="image-b", height=384,
                                                interactive=False)
                             status_b = gr.Markdown(elem_id="status-b")
-                    with gr.Accordion("attention", open=False):
+                    with gr.Accordion("attention", elem_id="acc-attention", open=False):
                         with gr.Row():
                             attn_on = gr.Checkbox(False, label="show attention", elem_id="attn-on",
                                                   interactive=model.features.attention is None)
@@ -247,10 +277,11 @@ class Page:
                         attn = gr.Image(label="attention", type="filepath", elem_id="attn", height=384,
                                         interactive=False)
                         attn_caption = gr.Markdown(elem_id="attn-caption")
-                    with gr.Accordion("capture", open=True):
+                    with gr.Accordion("capture", elem_id="acc-capture", open=True):
                         cap_button = gr.Button("capture PNG + latent + command", elem_id="capture")
                         cap_files = gr.File(label="files", file_count="multiple", elem_id="capture-files",
                                             interactive=False)
+                        cap_status = gr.Markdown(elem_id="capture-status")
                         command = gr.Textbox(label="the nat-gan sample command that writes this PNG "
                                                    "(run it where the .npz is)", elem_id="command",
                                              buttons=["copy"], interactive=False)
@@ -259,19 +290,20 @@ class Page:
             refresh_in = [state, ckpt_b, attn_on, level, block, head, *latent_in]
             refresh_out = [state, image, status, image_b, status_b, attn, attn_caption, command, cap_files]
             queued = dict(concurrency_limit=1, concurrency_id="device", trigger_mode="always_last")
-            for control in (seed, psi, noise, blend, mix_on, mix_seed, mix_layers, *sliders, ckpt_b, attn_on,
-                            level, block, head):
+            for control in (seed, psi, noise, blend, mix_on, mix_seed, *sliders, ckpt_b, attn_on, level, block,
+                            head):
                 control.input(self.refresh, refresh_in, refresh_out, **queued)
-            for control in (seed, mix_seed, mix_layers, level, block, head):
-                control.submit(self.refresh, refresh_in, refresh_out, **queued)
-            ckpt.input(self.switch, [state, ckpt, *latent_in], [state, ckpt, status, info, mix_on, *sliders],
+            for event in (mix_layers.submit, mix_layers.blur):  # not per keystroke: "0-" is half a range
+                event(self.refresh, refresh_in, refresh_out, **queued)
+            ckpt.input(self.switch, [state, ckpt, *latent_in],
+                       [state, ckpt, status, info, mix_on, noise, attn_on, *sliders],
                        **queued).then(self.refresh, refresh_in, refresh_out, **queued)
-            image.select(self.click, [state, level, block, head], [state, attn, attn_caption], **queued)
+            image.select(self.click, [state, image, level, block, head], [state, attn, attn_caption], **queued)
             run_proj.click(self.project, [state, upload, steps, space], [state, proj_image, proj_status],
                            **queued).then(self.refresh, refresh_in, refresh_out, **queued)
             back.click(self.unproject, [state], [state, proj_status]).then(self.refresh, refresh_in, refresh_out,
                                                                             **queued)
-            cap_button.click(self.capture, [state], [cap_files, command, status], **queued)
+            cap_button.click(self.capture, [state, image], [cap_files, command, cap_status], **queued)
             demo.load(self.refresh, refresh_in, refresh_out, **queued)
         return demo
 

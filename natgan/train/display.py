@@ -21,6 +21,7 @@ class Display:
         self.console = console or Console()
         self.total, self.log_every, self.enabled = total, log_every, enabled
         self.log_file = log_file
+        self._log_checked = False
         self.live = enabled and self.console.is_terminal
         self._progress: Progress | None = None
         self._task = None
@@ -51,6 +52,11 @@ class Display:
 
     def write_log(self, line: str) -> None:
         if self.log_file is not None:
+            if not self._log_checked:  # appended to, never replaced: refuse a link, FIFO or device there
+                from natgan.fsutil import refuse_unsafe_target
+
+                refuse_unsafe_target(self.log_file)
+                self._log_checked = True
             with open(self.log_file, "a") as fh:
                 fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {line}\n")
 

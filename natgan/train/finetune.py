@@ -5,6 +5,11 @@ start from zero and the recipe supplies data, training and eval settings; only t
 D) and, with ``--init-optim``, the Adam moments come from the checkpoint. The architecture must be the
 checkpoint's, so the recipe's ``[model]`` is taken from it: a recipe may omit ``[model]``, and one that
 states a different model is a one-line error rather than a silent mismatch.
+
+ADA's speed: stylegan2-ada-pytorch sets ``ada_kimg = 100`` (instead of 500) whenever training resumes
+from a pretrained network, so p reacts five times faster in transfer learning, where D overfits a small
+dataset quickly. ``--init`` does the same unless the recipe or ``--set`` names ``train.ada_kimg``; the
+start line and log.txt say which value is used.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 from natgan import checkpoint, recipe as recipes
 from natgan.errors import CheckpointError, ConfigError, NatGanError
 from natgan.train.rundir import RunDir
+
+TRANSFER_ADA_KIMG = 100.0   # stylegan2-ada-pytorch's ada_kimg when resuming from a pretrained network
 
 
 def checkpoint_model(ck: dict) -> dict[str, Any]:
@@ -48,10 +55,18 @@ def resolve_init(*, recipe_path: str | Path | None, overrides: list[str], outdir
                               f"{given.get(differing[0])!r} vs {expected.get(differing[0])!r}); "
                               f"omit [model] to take the checkpoint's")
     raw["model"] = model
+    kimg_given = "ada_kimg" in (raw.get("train") or {}) or any(
+        o.split("=", 1)[0].strip() == "train.ada_kimg" for o in overrides)
+    if not kimg_given and isinstance(raw.get("train", {}), dict):
+        raw["train"] = {**raw.get("train", {}), "ada_kimg": TRANSFER_ADA_KIMG}
     resolved = recipes.apply_overrides(raw, [*overrides, *data_override], base_source=str(path))
     has_d = "D" in ck["weights"]
     how = (f"starting a new run from the weights of {init} ({model['name']}, step {ck['progress']['step']})"
            + ("" if has_d else "; the checkpoint has no discriminator, so D starts from scratch"))
+    if resolved.train.augment == "ada":
+        how += (f"; ADA ada_kimg = {resolved.train.ada_kimg:g}"
+                + (" (from the recipe)" if kimg_given else " (transfer learning, as stylegan2-ada-pytorch's "
+                                                           "--resume; set train.ada_kimg to change)"))
     return resolved, ck, how
 
 

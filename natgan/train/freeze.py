@@ -10,6 +10,19 @@ half-resolution sub-bands, StyleGAN2's the full resolution). Blocks working on f
 linear layers) are never frozen. Frozen parameters get ``requires_grad = False`` during D updates, so they
 receive no gradient, and Adam leaves them and their moments bitwise unchanged; gradients still flow
 *through* them to the images (R1, G's loss).
+
+Two units, one mechanism:
+
+* ``train.freeze_d = L`` counts resolution levels, the unit of the FreezeD paper's code (whole D blocks).
+* ``train.freezed = N`` counts layers as stylegan2-ada-pytorch's ``--freezed N`` does, so an official value
+  can be typed verbatim: D's weight layers (modules owning a weight of 2+ dimensions, with the bias and
+  activation modules that follow them) in construction order, the lowest-resolution level (the official
+  4x4 epilogue) and flat layers excluded. For the StyleGAN2 residual D this is the official order:
+  fromrgb, then per level conv0, conv1, skip, so ``freezed = 3L + 1`` freezes ``L`` levels
+  (``freezed = 10``: the 256, 128 and 64 px blocks at 256 px) and other values freeze part of a level,
+  as the official does. Values beyond the count freeze every counted layer (the official accepts them too).
+
+The trainer prints which modules are frozen (:func:`describe_frozen`) on the console and in log.txt.
 """
 
 from __future__ import annotations
@@ -59,15 +72,61 @@ def module_levels(D: torch.nn.Module, resolution: int) -> dict[str, int]:
     return {name: order.index(first_size[block]) for name, block in owners.items() if block in first_size}
 
 
-def frozen_parameters(D: torch.nn.Module, resolution: int, levels: int) -> frozenset[int]:
-    """ids of the parameters of D's first ``levels`` resolution levels (empty for ``levels = 0``)."""
+def frozen_parameters(D: torch.nn.Module, resolution: int, levels: int, layers: int = 0) -> frozenset[int]:
+    """ids of the parameters Freeze-D keeps fixed (empty when both units are 0)."""
+    return parameters_of(D, frozen_modules(D, resolution, levels=levels, layers=layers))
+
+
+def official_layers(D: torch.nn.Module, resolution: int) -> list[list[str]]:
+    """D's layers in stylegan2-ada-pytorch's ``freeze_layers`` order: each a list of module names (the weight
+    module first, then the bias/activation modules up to the next weight in the same block)."""
+    levels = module_levels(D, resolution)
+    last = max(levels.values(), default=-1)
+    layers: list[list[str]] = []
+    for name, module in D.named_modules():
+        if name not in levels or levels[name] >= last:
+            continue
+        own = list(module.parameters(recurse=False))
+        if any(p.ndim >= 2 for p in own):
+            layers.append([name])
+        elif layers and block_of(layers[-1][0]) == block_of(name):
+            layers[-1].append(name)
+    return layers
+
+
+def frozen_modules(D: torch.nn.Module, resolution: int, *, levels: int = 0, layers: int = 0) -> list[str]:
+    """Names of the modules Freeze-D keeps fixed: D's first ``levels`` resolution levels or its first
+    ``layers`` layers in the official count (at most one of them non-zero; see the module docstring)."""
+    if levels and layers:
+        raise ConfigError("key 'train.freezed': give train.freeze_d (levels) or train.freezed (official layer "
+                          "count), not both")
+    if layers > 0:
+        return [name for layer in official_layers(D, resolution)[:layers] for name in layer]
     if levels <= 0:
-        return frozenset()
+        return []
     by_module = module_levels(D, resolution)
     available = max(by_module.values(), default=-1) + 1
     if levels > available:
         raise ConfigError(f"key 'train.freeze_d': {levels} exceeds the discriminator's {available} "
                           f"resolution levels")
+    return [name for name, level in by_module.items() if level < levels]
+
+
+def parameters_of(D: torch.nn.Module, names: list[str]) -> frozenset[int]:
     modules = dict(D.named_modules())
-    return frozenset(id(p) for name, level in by_module.items() if level < levels
-                     for p in modules[name].parameters(recurse=False))
+    return frozenset(id(p) for name in names for p in modules[name].parameters(recurse=False))
+
+
+def describe_frozen(D: torch.nn.Module, resolution: int, names: list[str], *, levels: int = 0,
+                    layers: int = 0) -> str:
+    """One line for the console and log.txt: the unit asked for and the modules it froze."""
+    ids = parameters_of(D, names)
+    count = sum(p.numel() for p in D.parameters() if id(p) in ids)
+    if layers:
+        total = len(official_layers(D, resolution))
+        unit = f"train.freezed = {layers} (stylegan2-ada-pytorch layers; {min(layers, total)} of {total})"
+    else:
+        unit = f"train.freeze_d = {levels} (resolution levels)"
+    modules = dict(D.named_modules())
+    weights = [n for n in names if any(p.ndim >= 2 for p in modules[n].parameters(recurse=False))]
+    return f"Freeze-D: {unit}: {count / 1e6:.2f} M D parameters frozen in {', '.join(weights)}"

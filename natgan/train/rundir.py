@@ -23,7 +23,8 @@ from pathlib import Path
 
 from natgan import checkpoint
 from natgan.errors import CheckpointError, NatGanError
-from natgan.fsutil import atomic_link, atomic_write_text, make_output_dir, remove_stale_temps
+from natgan.fsutil import (atomic_link, atomic_write_text, make_output_dir, refuse_unsafe_target,
+                           remove_stale_temps)
 
 CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
 RUN_ID_FILE = "run-id"
@@ -56,6 +57,7 @@ class RunDir:
     def lock(self) -> None:
         """Refuse a second trainer on the same directory (advisory flock, released if the process dies)."""
         make_output_dir(self.path)
+        refuse_unsafe_target(self.path / ".lock")  # opened for appending: never through a link or FIFO
         fh = open(self.path / ".lock", "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -29,7 +29,7 @@ from natgan.recipe import Recipe
 from natgan.train import distributed, preview, rng_state, schedule
 from natgan.train.batch_checks import check_discriminator_batch
 from natgan.train.finetune import load_weights
-from natgan.train.freeze import frozen_parameters
+from natgan.train.freeze import describe_frozen, frozen_modules, parameters_of
 from natgan.train.display import Display
 from natgan.train.rundir import RunDir, new_run_id, run_id_of
 from natgan.train.sampler import ResumableSampler
@@ -107,12 +107,13 @@ class Trainer:
         self.gens = rng_state.TrainerGenerators(self.t.seed + 7919 * self.dist.rank)
         rng_state.seed_globals(self.t.seed + 7919 * self.dist.rank)
         self.run_id = run_id_of(resume_from or {}) or new_run_id()
+        self.frozen_d = frozen_modules(self.D, self.G.resolution, levels=self.t.freeze_d, layers=self.t.freezed)
         self.daug = augment.build(self.t, normalization=self.G.normalization, generator=self.gens.aug,
                                reduce=lambda t: distributed.all_reduce_mean(t, self.dist))
         self.update = make_update(self.t.update, Networks(self.G, self.D, self.g_opt, self.d_opt), train=self.t,
                                   plan=self.plan, dist=self.dist, device=self.device, gens=self.gens,
                                   autocast=self.autocast, flip=recipe.data.flip, daug=self.daug,
-                                  d_frozen=frozen_parameters(self.D, self.G.resolution, self.t.freeze_d))
+                                  d_frozen=parameters_of(self.D, self.frozen_d))
         if resume_from is not None:
             self._restore(resume_from)
         elif init_from is not None:
@@ -287,6 +288,11 @@ class Trainer:
 
                 writer = SummaryWriter(str(self.run_dir.path / "tb"))
                 display.message(self._banner())
+                if self.t.augment != "none":
+                    display.message(f"augmentation: {augment_summary(self.t)}")
+                if self.frozen_d:
+                    display.message(describe_frozen(self.D, self.G.resolution, self.frozen_d,
+                                                    levels=self.t.freeze_d, layers=self.t.freezed))
                 display.message(preview.preview_note())
             data = self._data_iterator()
             steps_this_run = 0
@@ -425,7 +431,8 @@ def schedule_summary(recipe: Recipe, world: int = 1) -> dict[str, Any]:
         "path_length": f"weight {t.pl_weight} every {t.g_reg_every} steps" if t.pl_weight > 0 else "off",
         "style_mixing": t.style_mixing,
         "augment": augment_summary(t),
-        "freeze_d": f"first {t.freeze_d} D resolution levels frozen" if t.freeze_d else "off",
+        "freeze_d": (f"first {t.freeze_d} D resolution levels frozen" if t.freeze_d else
+                     f"first {t.freezed} D layers frozen (stylegan2-ada-pytorch's --freezed)" if t.freezed else "off"),
         "ema": (f"beta {t.ema_beta}" + (f", a copy of G for the first {t.ema_start} steps" if t.ema_start else "")
                 + (", buffers averaged" if t.ema_buffers == "average" else ", buffers copied")),
         "precision": t.precision,

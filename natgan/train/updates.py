@@ -166,6 +166,7 @@ class AlternatingUpdate(UpdateRule):
         for real in reals:
             real = real.detach().requires_grad_(True)
             logits = self.run_D(real)
+            self.daug.observe(logits)   # the lazy R1 pass's real logits count in r_t too (official loss.py)
             penalty = losses.r1_penalty(logits, real)
             loss = self.r1_weighted(penalty) + 0 * logits[0].sum()
             (loss / len(reals)).backward()
