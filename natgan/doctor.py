@@ -332,7 +332,11 @@ def check_dirs(run_dir: Path | None = None) -> list[Check]:
 
 def _timed(fn: Callable[[], list[Check] | Check]) -> list[Check]:
     start = time.perf_counter()
-    out = fn()
+    try:
+        out = fn()
+    except NatGanError as exc:  # a configuration the check cannot even start with (e.g. $NATGAN_CACHE_DIR)
+        name = getattr(fn, "__name__", "check").removeprefix("check_").replace("_", " ")
+        out = Check("config", name, FAIL, str(exc), required=True, fix="fix the setting the message names")
     rows = out if isinstance(out, list) else [out]
     for row in rows:
         row.seconds = row.seconds or time.perf_counter() - start
