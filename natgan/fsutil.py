@@ -178,6 +178,10 @@ def output_in(outdir: str | Path, name: str, source: str = "output name") -> Pat
     return path
 
 
+def _create_new(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+
+
 class AtomicFile:
     """A temp file that becomes ``path`` on :meth:`commit` and disappears on :meth:`abort`.
 
@@ -191,7 +195,10 @@ class AtomicFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.path.parent, self.path.name)
         self.tmp = temp_path(self.path)
-        self.fh: IO[Any] = open(self.tmp, mode, **open_kwargs)
+        if os.path.lexists(self.tmp):  # named for this pid: a leftover (or a planted link), never a live writer
+            os.unlink(self.tmp)
+        # O_EXCL | O_NOFOLLOW: the temp file is created here, never opened through a link planted in its place
+        self.fh: IO[Any] = open(self.tmp, mode, opener=_create_new, **open_kwargs)
         self.done = False
 
     def commit(self) -> Path:

@@ -155,7 +155,7 @@ def test_a_scripted_inception_never_runs_however_it_is_found(tmp_path, machine, 
     line = one_error_line(err)
     assert code == 1
     if way == "shared /tmp":  # never even considered: the file is where anybody could have put it
-        assert "no Inception weights" in line and str(evil) not in line
+        assert "no Inception weights" in line and f"{evil} ignored: others can write there" in line
     else:
         assert f"{evil}: refused before loading: sha256 " in line and TORCHSCRIPT.sha256 in line
     assert tree_state(tmp_path) == before
@@ -596,3 +596,16 @@ def test_protected_inputs_last_for_one_command_only(tmp_path, sg2_ckpt, capsys):
     code, _, _ = run_cli(["directions", "--ckpt", str(sg2_ckpt), "--out", str(tmp_path / "d.npz")], capsys)
     assert code == 0
     atomic_write_bytes(sg2_ckpt, b"a later, unrelated writer may replace it")  # not protected any more
+
+
+def test_a_link_planted_under_the_writer_s_temp_name_is_never_written_through(tmp_path):
+    from natgan.fsutil import atomic_write_bytes, temp_path
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"the user's file")
+    target = tmp_path / "out" / "result.json"
+    target.parent.mkdir()
+    temp_path(target).symlink_to(victim)  # someone who can write the folder guessed the pid
+    atomic_write_bytes(target, b"{}")
+    assert victim.read_bytes() == b"the user's file" and target.read_bytes() == b"{}"
+    assert not os.path.lexists(temp_path(target))

@@ -20,23 +20,19 @@ import re
 import shlex
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from natgan.errors import NatGanError
+from natgan.studio.browser import CHROMIUM, launch_chromium, start_studio
 from test_latent_cli import family_checkpoint
 from test_sample import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("NATGAN_CHROMIUM", "/usr/bin/chromium"))
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(os.environ.get("NATGAN_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "studio"
 TIMEOUT_MS = 120_000  # a loaded CPU box; nothing here is timed
 
@@ -66,19 +62,11 @@ def server(tmp_path_factory):
     (folder / "broken.pt").write_bytes(b"this is not a checkpoint")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(folder)}
     log = folder / "studio.log"
-    with open(log, "w") as out:  # a file, not a pipe: a chatty server can never block on a full pipe
-        proc = subprocess.Popen([sys.executable, "-m", "natgan", "studio", "sg2.pt", "nat.pt", "broken.pt", "--port",
-                                 "0", "--device", "cpu", "--random-lpips"], cwd=folder, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
-    url = None
-    deadline = time.monotonic() + 300
-    while url is None and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-        match = re.search(r"nat-gan studio: (http://127\.0\.0\.1:\d+/)", log.read_text())
-        url = match.group(1) if match else None
-    if url is None:
-        proc.kill()
-        pytest.fail("the studio did not start:\n" + log.read_text())
+    try:
+        proc, url = start_studio(["sg2.pt", "nat.pt", "broken.pt", "--device", "cpu", "--random-lpips"], cwd=folder,
+                                 log=log, env=env)
+    except NatGanError as exc:
+        pytest.fail(str(exc))
     yield {"url": url, "proc": proc, "folder": folder, "log": log}
     if proc.poll() is None:
         proc.kill()
@@ -91,8 +79,7 @@ def page(server):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     profile = tempfile.mkdtemp(prefix="natgan-chromium-")
     with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), args=FLAGS,
-                                                       headless=True, viewport={"width": 1400, "height": 1100})
+        context = launch_chromium(p, Path(profile))
         context.set_default_timeout(TIMEOUT_MS)
         pg = context.new_page()
         requests: list[str] = []
@@ -262,8 +249,8 @@ def walk_through_the_page(server, page, tmp_path, capsys):
     shot(page, "05-bad-upload")
     photo = pixels(fetch(page, after_bad))
     Image.fromarray(photo).resize((40, 48)).save(tmp_path / "photo.png")
-    page.locator("#upload button[aria-label='Clear']").first.click() \
-        if page.locator("#upload button[aria-label='Clear']").count() else None
+    page.locator("#upload button[aria-label='Clear']").first.click()
+    page.wait_for_function("() => !document.querySelector('#upload').innerText.includes('notes.txt')")
     page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "photo.png"))
     page.wait_for_function("() => document.querySelector('#upload').innerText.includes('photo.png')")
     set_number(page, "proj-steps", 4)

@@ -49,8 +49,9 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
         noise_mode: str = typer.Option(DEFAULT_NOISE_MODE, "--noise-mode",
-                                       help="Models with noise inputs (StyleGAN2): const (reproducible) | random | "
-                                            "none."),
+                                       help="Models with noise inputs (StyleGAN2, GANformer): const (default, the "
+                                            "stored maps, as generate.py) | random (seeded per batch: the images "
+                                            "`fid` scores with the same seeds and --batch) | none."),
         w_file: Optional[Path] = typer.Option(None, "--w", help="Regenerate images from stored latents (.npz from "
                                                                 "`nat-gan project`): OUTDIR/<name>.png."),
         style_mix: Optional[str] = typer.Option(None, "--style-mix", metavar="SEEDS", help="Row seeds of a style-"

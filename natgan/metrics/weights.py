@@ -141,6 +141,12 @@ def find(name: str, *, weights_dir: str | Path | None = None, purpose: str | Non
     return None
 
 
+def _ignored_copies(spec: WeightsFile) -> list[Path]:
+    """Files under the usual name that :func:`find` skipped because someone else could have put them there."""
+    return [p for p in (spec.cache_location(), spec.tool_location())
+            if p.is_file() and p.stat().st_size > 0 and not private_location(p)]
+
+
 def locate(name: str, *, weights_dir: str | Path | None = None, purpose: str | None = None,
            explicit: tuple[str | Path, str] | None = None) -> Path:
     """Path of the weights file :data:`WEIGHTS` calls ``name`` (search order: the module docstring).
@@ -156,6 +162,7 @@ def locate(name: str, *, weights_dir: str | Path | None = None, purpose: str | N
     inception = name.startswith("inception")
     directory = weights_directory(weights_dir)
     searched = f"not in {directory[0]}; " if directory else ""
+    searched += "".join(f"{p} ignored: others can write there; " for p in _ignored_copies(spec))
     if _offline():
         raise NatGanError(missing_message(purpose, spec, f"{searched}NATGAN_OFFLINE is set, so nothing is downloaded",
                                           inception=inception))

@@ -270,7 +270,7 @@ class Page:
                         with gr.Row():
                             attn_on = gr.Checkbox(False, label="show attention", elem_id="attn-on",
                                                   interactive=model.features.attention is None)
-                            level = gr.Number(None, label="level (px; empty = finest)", precision=0,
+                            level = gr.Number(0, label="level (px; 0 = the finest)", precision=0,
                                               elem_id="attn-level")
                             block = gr.Number(0, label="block", precision=0, elem_id="attn-block")
                             head = gr.Number(0, label="head", precision=0, elem_id="attn-head")
