@@ -22,11 +22,13 @@ The path policy (issue 23) lives here too, so every writer obeys it without know
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
 import stat
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable, Iterator
 
 TEMP_RE = re.compile(r"^\.(?P<target>.+)\.tmp-(?P<pid>\d+)$")
 
@@ -192,6 +194,7 @@ class AtomicFile:
         if "w" not in mode:
             raise ValueError("AtomicFile writes a new file: mode must contain 'w'")
         self.path = refuse_unsafe_target(path)
+        check_may_write(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.path.parent, self.path.name)
         self.tmp = temp_path(self.path)
@@ -308,3 +311,48 @@ def make_output_dir(path: str | Path, option: str = "--outdir") -> Path:
     except (FileExistsError, NotADirectoryError):
         raise ConfigError(f"{option} {path}: a parent of it is a file, not a directory") from None
     return path
+
+
+# ------------------------------------------------------------------------------------------ overwrite rule
+# One rule for every command that writes outputs: an existing file is never replaced unless the user gave
+# --overwrite (prepare's --force and train's --start-over are hidden aliases of it). A command states the
+# user's choice once with `overwrite_policy(args.overwrite)`; every writer (AtomicFile, the MP4 writer) asks
+# `check_may_write` before it creates its temp file, so nothing existing is touched when the answer is no.
+# Library calls outside such a scope (notebooks, the trainer's own rotating files) are not restricted.
+OVERWRITE_FLAG = "--overwrite"
+_OVERWRITE: "contextvars.ContextVar[bool | None]" = contextvars.ContextVar("natgan_overwrite", default=None)
+
+
+@contextlib.contextmanager
+def overwrite_policy(allowed: bool) -> Iterator[None]:
+    """Within the block, writers refuse existing targets unless ``allowed`` (the command's --overwrite)."""
+    token = _OVERWRITE.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _OVERWRITE.reset(token)
+
+
+def check_may_write(path: str | Path) -> None:
+    """ConfigError (exit 2) naming ``path`` when it exists and the current command may not overwrite."""
+    from natgan.errors import ConfigError
+
+    if _OVERWRITE.get() is False and os.path.lexists(path):
+        raise ConfigError(f"{path}: exists; give {OVERWRITE_FLAG} to replace it (existing files are kept)")
+
+
+def refuse_existing(paths: Iterable[str | Path]) -> None:
+    """Up-front form of :func:`check_may_write` for the outputs a command knows before its work starts (so a
+    long run does not end in a refusal): names the first existing one and how many there are."""
+    from natgan.errors import ConfigError
+
+    if _OVERWRITE.get() is not False:
+        return
+    existing = [Path(p) for p in paths if os.path.lexists(p)]
+    for path in existing:  # what may never be written (a link, an input, ...) is said first, as the writers do
+        if not os.path.isdir(path) or os.path.islink(path):
+            refuse_unsafe_target(path)
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ConfigError(f"{existing[0]}: exists{more}; give {OVERWRITE_FLAG} to replace "
+                          f"{'them' if more else 'it'} (existing files are kept)")

@@ -1050,7 +1050,7 @@ def test_a_killed_projection_leaves_a_consistent_combined_file(tmp_path, monkeyp
 
     monkeypatch.setattr(outputs, "project", dies_on_the_second_target)
     with pytest.raises(SystemExit):
-        main(args + ["--seed", "2"])
+        main(args + ["--seed", "2", "--overwrite"])  # a second run over the first one's outputs
     combined = load_latents(out / "projected_w.npz")
     assert combined.names == ["a"]
     assert torch.equal(combined.w, load_latents(out / "a" / "projected_w.npz").w)

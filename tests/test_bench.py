@@ -292,6 +292,33 @@ def test_cli_reports_a_refused_model_and_measures_the_rest(capsys):
     assert f"{TINY} (configuration): --set model.low_res_stages=1: unknown key" in captured.err
 
 
+def test_paper_figures_only_for_the_paper_configuration(second_tiny):
+    """The paper's parameter count and speed stand beside a measurement of the registered configuration only."""
+    paper = benchmark(["_tiny_wide"], BenchSettings(**FAST, flops=False))["results"][0]
+    assert paper["paper_g_params_m"] == 1.5
+    changed = benchmark(["_tiny_wide"], BenchSettings(**FAST, flops=False), sets=["model.width=8"])["results"][0]
+    assert changed["paper_g_params_m"] is None and changed["paper_img_per_s"] is None
+
+
+def test_list_is_readable_at_80_columns():
+    from rich.console import Console
+
+    from natgan.bench.listing import model_table
+    from natgan.cli.bench import model_list
+
+    rows = model_table()
+    console = Console(width=80, record=True)
+    for part in model_list(rows):
+        console.print(part, soft_wrap=False)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    flat = " ".join(text.split())
+    for r in rows:
+        assert f"{r['model']}: {' '.join(r['description'].split())}" in flat
+    table_rows = [line for line in text.splitlines() if line.startswith("│ ")]
+    assert len(table_rows) == len(rows)  # one line per model, nothing wrapped
+
+
 def test_device_resolution():
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ConfigError, match="--device"):

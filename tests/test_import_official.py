@@ -14,7 +14,7 @@ import torch
 
 from natgan import checkpoint, recipe
 from natgan.cli import main
-from natgan.errors import CheckpointError
+from natgan.errors import CheckpointError, ConfigError
 from natgan.importers import import_official, load_official_container
 from natgan.importers.official import step_from_filename
 from natgan.models import count_params
@@ -176,9 +176,9 @@ def test_unexpected_missing_and_misshapen_keys_are_named():
 
 
 def test_wrong_kind_size_and_container_are_clear_errors():
-    with pytest.raises(CheckpointError, match="use --from styleswin"):
+    with pytest.raises(ConfigError, match="use --from styleswin"):  # the wrong --from: a usage error (exit 2)
         import_official(_fixture_dict("styleswin_tiny"), "stylenat")
-    with pytest.raises(CheckpointError, match="use --from stylenat"):
+    with pytest.raises(ConfigError, match="use --from stylenat"):
         import_official(_fixture_dict(), "styleswin")
     with pytest.raises(CheckpointError, match="--size is 256, but g_ema has 4 levels"):
         import_official(_fixture_dict(), "stylenat", size=256)

@@ -94,7 +94,7 @@ def test_latent_tools_run_for_every_family(name, tmp_path, capsys):
     assert code == 0, err
     from natgan.sampling.video import read_mp4
 
-    frames, _ = read_mp4(tmp_path / "walk" / "walk.mp4")
+    frames, _ = read_mp4(tmp_path / "walk" / "interp_1_2_3_z_loop.mp4")
     assert len(frames) == 6 and frames[0].shape == (16, 16, 3)
 
 

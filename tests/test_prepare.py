@@ -307,7 +307,7 @@ def test_existing_output_force_and_idempotence(tmp_path, sources):
     first = prepare_dataset(sources["folder"], out, sizes=32, workers=0, progress=False)
     again = prepare_dataset(sources["folder"], out, sizes=32, workers=0, progress=False)
     assert again["status"] == "up-to-date" and again["content_hash"] == first["content_hash"]
-    with pytest.raises(DataError, match="--force"):
+    with pytest.raises(ConfigError, match="--overwrite"):
         prepare_dataset(sources["folder"], out, sizes=48, workers=0, progress=False)
     assert read_meta(out)["sizes"] == [32]  # untouched
     rebuilt = prepare_dataset(sources["folder"], out, sizes=48, workers=0, force=True, progress=False)
@@ -456,7 +456,13 @@ def test_cli_prepare_folder_json_and_check(capsys, tmp_path, sources):
     code, stdout, _ = run(capsys, "prepare", "check", out, "--json", "--workers", "0")
     assert code == 0 and json.loads(stdout)["ok"] is True
     code, stdout, err = run(capsys, "prepare", "folder", sources["zip"], "--out", out, "--sizes", "48")
-    assert code == 1 and len(error_lines(err)) == 1 and "--force" in err
+    assert code == 2 and len(error_lines(err)) == 1 and "--overwrite" in err
+    before = sorted(p.name for p in Path(out).iterdir())
+    for flag in ("--overwrite", "--force"):  # --force: the old name, kept as a hidden alias
+        code, stdout, err = run(capsys, "prepare", "folder", sources["zip"], "--out", out, "--sizes", "48",
+                                "--workers", "0", "--json", flag)
+        assert code == 0 and json.loads(stdout)["sizes"] == [48], err
+    assert sorted(p.name for p in Path(out).iterdir()) == before
 
 
 def test_cli_ffhq_church_explain_their_source(capsys, tmp_path):
@@ -534,5 +540,5 @@ def test_check_refuses_raw_lsun_lmdb_and_explains(sources):
 def test_rebuild_refusal_names_what_changed(tmp_path, sources):
     out = tmp_path / "w.lmdb"
     prepare_dataset(sources["folder"], out, sizes=16, workers=0, progress=False)
-    with pytest.raises(DataError, match=r"different sizes, filter"):
+    with pytest.raises(ConfigError, match=r"different sizes, filter"):
         prepare_dataset(sources["folder"], out, sizes=24, filter="box", workers=0, progress=False)

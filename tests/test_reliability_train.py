@@ -52,7 +52,7 @@ def test_resume_auto_refuses_when_no_checkpoint_loads(tmp_path, digits):
     with pytest.raises(NatGanError) as info:
         resolve_run(recipe_path=recipe_path, overrides=[], outdir=outdir, resume="auto")
     message = str(info.value)
-    assert "none loads" in message and "--start-over" in message
+    assert "none loads" in message and "--overwrite" in message
     lines = message.splitlines()[1:]
     assert len(lines) == len(files)
     assert any("format version 2" in line for line in lines)
@@ -61,7 +61,7 @@ def test_resume_auto_refuses_when_no_checkpoint_loads(tmp_path, digits):
 
     # only the explicit flag starts over, and even then nothing is deleted
     result, how = run(recipe_path, outdir, resume="auto", start_over=True)
-    assert result.step == 4 and "--start-over" in how
+    assert result.step == 4 and "--overwrite" in how
     previous = list(outdir.glob("previous-*"))
     assert len(previous) == 1
     assert {p.name for p in previous[0].iterdir()} >= {p.name for p in files}

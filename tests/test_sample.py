@@ -20,7 +20,7 @@ from natgan.errors import ConfigError
 from natgan.models import registry
 from natgan.models.normalization import to_uint8
 from natgan.sampling import (ImageGenerator, compute_w_avg, format_seeds, grid_image, latent_for_seed,
-                             latents_for_seeds, parse_grid, parse_seeds, write_grid, write_interpolation,
+                             latents_for_seeds, parse_grid, parse_seeds, write_grid,
                              write_samples)
 
 TINY = "_tiny_test_gen"
@@ -247,15 +247,27 @@ def test_grid_tiles_row_major(G, tmp_path):
     assert np.array_equal(grid_image(reference_images(G, seeds), 3, 2), grid)
 
 
-def test_interpolation_endpoints_frames_and_gif(G, tmp_path):
-    files = write_interpolation(G, 2, 9, 5, tmp_path, fmt="png", batch_size=2)
-    frames = sorted((tmp_path / "interp_2_9").glob("frame*.png"))
-    assert len(frames) == 5 and files[-1] == tmp_path / "interp_2_9.gif"
-    ends = reference_images(G, [2, 9]).permute(0, 2, 3, 1).numpy()
-    assert np.array_equal(np.asarray(Image.open(frames[0])), ends[0])
-    assert np.array_equal(np.asarray(Image.open(frames[-1])), ends[1])
-    gif = Image.open(files[-1])
-    assert gif.n_frames == 5
+@pytest.mark.parametrize("walks, space, loop, psi", [([[2, 9]], "w", False, 1.0), ([[2, 9, 4]], "z", False, 0.7),
+                                                    ([[2, 9], [5, 1]], "w", True, 1.0)])
+def test_walk_keyframes_are_the_seeds_images_and_one_naming_rule(G, tmp_path, walks, space, loop, psi):
+    """Every --interpolate walk writes OUTDIR/interp_<seeds>[_z][_loop].gif and its frames in the folder of that
+    name; a frame on a keyframe (both ends of an open walk) equals `sample --seeds` of that seed exactly."""
+    from natgan.latent.walk import keyframes, write_walk
+    from natgan.sampling import compute_w_avg
+
+    w_avg = compute_w_avg(G) if psi != 1.0 else None
+    files = write_walk(G, walks, 7, tmp_path, space=space, loop=loop, psi=psi, w_avg=w_avg, batch_size=3)
+    stem = "interp_" + "-".join("_".join(map(str, w)) for w in walks) + ("_z" if space == "z" else "") + \
+        ("_loop" if loop else "")
+    frames = sorted((tmp_path / stem).glob("frame*.png"))
+    assert len(frames) == 7 and files[-1] == tmp_path / f"{stem}.gif" and Image.open(files[-1]).format == "GIF"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([stem, f"{stem}.gif"])
+    if len(walks) == 1:
+        marks = keyframes(walks[0], 7, loop)
+        assert marks[0] == walks[0][0] and (loop or marks[6] == walks[0][-1])
+        for frame, seed in marks.items():
+            want = reference_images(G, [seed], psi=psi, w_avg=w_avg)[0].permute(1, 2, 0).numpy()
+            assert np.array_equal(np.asarray(Image.open(frames[frame])), want), (frame, seed)
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -301,6 +313,12 @@ def test_cli_sample_grid_trunc_and_walk(tmp_path, capsys):
     assert code == 0
     files = json.loads(out)["files"]
     assert files[0].endswith("interp_1_2.zip") and files[1].endswith("interp_1_2.gif")
+    code, out, _ = run_cli(["sample", "--ckpt", ck, "--interpolate", "1,2,3", "--frames", "4", "--video", "gif,mp4",
+                            "--outdir", str(tmp_path / "w"), "--json", "-q"], capsys)
+    assert code == 0  # a keyframe walk follows the same rule: frames folder + one video per format
+    assert sorted(p.rsplit("/", 1)[1] for p in json.loads(out)["files"])[-2:] == ["interp_1_2_3.gif",
+                                                                                  "interp_1_2_3.mp4"]
+    assert len(list((tmp_path / "w" / "interp_1_2_3").glob("frame*.png"))) == 4
 
 
 @pytest.mark.parametrize("argv, code, message", [
@@ -370,3 +388,40 @@ def test_stylenat_checkpoint_samples_match_a_direct_forward(tmp_path, capsys):
     with np.load(tmp_path / "samples.npz") as data:
         assert data["seeds"].tolist() == [5, 1, 2, 3]
         assert np.abs(data["images"].astype(int) - expected).max() <= 1
+
+
+def test_scale_enlarges_every_written_image_exactly(tmp_path, capsys):
+    """--scale N writes each pixel as an N x N square (PNG files, zip members, grids, walk frames and GIFs,
+    visualize sheets); npz data keeps its size, so --scale with --format npz is refused."""
+    import zipfile
+
+    tiny_checkpoint(tmp_path / "run.pt")
+    ck = str(tmp_path / "run.pt")
+
+    def big(a):
+        return np.repeat(np.repeat(a, 3, axis=0), 3, axis=1)
+
+    assert run_cli(["sample", "--ckpt", ck, "--seeds", "0-1", "--outdir", str(tmp_path / "one"), "-q"], capsys)[0] == 0
+    for args in (["--seeds", "0-1"], ["--grid", "1x2"], ["--seeds", "0-1", "--format", "zip"],
+                 ["--interpolate", "0,1", "--frames", "3"]):
+        out = tmp_path / f"x{len(list(tmp_path.iterdir()))}"
+        code, _, err = run_cli(["sample", "--ckpt", ck, *args, "--outdir", str(out), "--scale", "3", "-q"], capsys)
+        assert code == 0, err
+        if args[0] == "--seeds" and len(args) == 2:
+            assert np.array_equal(np.asarray(Image.open(out / "seed0001.png")),
+                                  big(np.asarray(Image.open(tmp_path / "one" / "seed0001.png"))))
+        elif args[0] == "--grid":
+            assert Image.open(out / "grid.png").size == (24, 48)
+        elif "zip" in args:
+            with zipfile.ZipFile(out / "samples.zip") as zf:
+                member = np.asarray(Image.open(zf.open("seed0000.png")))
+            assert np.array_equal(member, big(np.asarray(Image.open(tmp_path / "one" / "seed0000.png"))))
+        else:
+            assert np.array_equal(np.asarray(Image.open(out / "interp_0_1" / "frame0000.png")),
+                                  big(np.asarray(Image.open(tmp_path / "one" / "seed0000.png"))))
+            assert Image.open(out / "interp_0_1.gif").size == (24, 24)
+    code, _, err = run_cli(["sample", "--ckpt", ck, "--format", "npz", "--scale", "2", "--outdir",
+                            str(tmp_path / "n")], capsys)
+    assert code == 2 and "--scale" in err
+    code, _, err = run_cli(["sample", "--ckpt", ck, "--scale", "0", "--outdir", str(tmp_path / "z")], capsys)
+    assert code == 2 and "--scale" in err

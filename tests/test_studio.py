@@ -31,9 +31,9 @@ def studio_for(paths, tmp_path, **kw) -> Studio:
     return Studio(expand(paths), torch.device("cpu"), random_lpips=True, workdir=tmp_path / "work", **kw)
 
 
-def run_capture(capture, cwd: Path, capsys) -> np.ndarray:
-    """Run the captured command as a user would (in the folder holding the .npz) and read the PNG it wrote."""
-    argv = shlex.split(capture.command)
+def run_command(command: str, cwd: Path, capsys) -> list[Path]:
+    """Run a captured `nat-gan sample` line as a user would (in the folder holding the .npz); the PNGs written."""
+    argv = shlex.split(command)
     assert argv[:2] == ["nat-gan", "sample"]
     old = os.getcwd()
     os.chdir(cwd)
@@ -42,9 +42,15 @@ def run_capture(capture, cwd: Path, capsys) -> np.ndarray:
     finally:
         os.chdir(old)
     assert code == 0, err
-    written = cwd / "studio-capture" / capture.png.name
-    assert written.read_bytes() == capture.png.read_bytes()  # the same PNG file, byte for byte
-    return np.asarray(Image.open(written))
+    return sorted((cwd / "studio-capture").glob("*.png"))
+
+
+def run_capture(capture, cwd: Path, capsys) -> np.ndarray:
+    """The captured command's PNG: the same file, byte for byte, as the studio's."""
+    written = run_command(capture.command, cwd, capsys)
+    assert [p.name for p in written] == [capture.png.name]
+    assert written[0].read_bytes() == capture.png.read_bytes()
+    return np.asarray(Image.open(written[0]))
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +305,35 @@ def test_seed_only_specs_name_seeds(ckpts):
     assert not replace(LatentSpec(seed=3), mix_seed=1, mix_layers="0").seed_only
     assert replace(LatentSpec(seed=3), mix_seed=1, mix_layers="").seed_only  # no layers chosen: no mixing
     assert not LatentSpec(seed=3, strengths=(0.0, 1.0)).seed_only
+
+
+def test_cross_attention_shows_the_latent_a_pixel_attends_to(ckpts, tmp_path):
+    studio = studio_for([ckpts["hit"]], tmp_path)
+    frame = studio.render(0, LatentSpec(seed=5))
+    captions = []
+    for level in studio.attention(frame).levels:
+        view = studio.attention(frame, level=level)
+        for block in range(view.blocks):
+            for where in (None, fraction((3, 9), 16)):
+                shown = studio.attention(frame, level=level, block=block, where=where)
+                assert shown.image.shape == frame.image.shape
+                captions.append(shown.caption)
+    assert any("most-attended latent" in c for c in captions)           # HiT's image -> latent attention
+    assert any("the marked pixel's strongest" in c for c in captions)
+    assert any("mean query" in c for c in captions)                      # and its self-attention
+
+
+def test_server_policy_helpers():
+    import socket
+
+    from natgan.studio.server import check_port, free_port, is_local
+
+    assert is_local("127.0.0.1") and is_local("localhost") and is_local("::1") and is_local("127.0.0.2")
+    assert not is_local("0.0.0.0") and not is_local("192.168.1.4") and not is_local("node12")
+    port = free_port()
+    assert check_port("127.0.0.1", 0) > 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(ConfigError, match=f"--port {port}: cannot listen"):
+            check_port("127.0.0.1", port)

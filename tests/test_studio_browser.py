@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import signal
 import tempfile
@@ -30,7 +29,7 @@ from PIL import Image
 from natgan.errors import NatGanError
 from natgan.studio.browser import CHROMIUM, launch_chromium, start_studio
 from test_latent_cli import family_checkpoint
-from test_sample import run_cli
+from test_studio import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NATGAN_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "studio"
@@ -166,16 +165,7 @@ def capture_and_check(page, workdir: Path, capsys, shown: bytes) -> str:
         href = links.nth(i).get_attribute("href")
         name = Path(re.sub(r"\?.*$", "", href)).name
         (workdir / name).write_bytes(fetch(page, href))
-    argv = shlex.split(command)
-    assert argv[:2] == ["nat-gan", "sample"]
-    old = os.getcwd()
-    os.chdir(workdir)
-    try:
-        code, _, err = run_cli(argv[1:] + ["-q", "--device", "cpu"], capsys)
-    finally:
-        os.chdir(old)
-    assert code == 0, err
-    written = sorted((workdir / "studio-capture").glob("*.png"))
+    written = run_command(command, workdir, capsys)
     assert len(written) == 1
     if written[0].read_bytes() != shown:
         (ARTIFACTS / "mismatch-shown.png").write_bytes(shown)

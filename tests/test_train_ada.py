@@ -131,6 +131,13 @@ def test_init_refuses_a_conflicting_model(tmp_path, digits, capsys):  # noqa: F8
     with pytest.raises(ConfigError, match="model"):
         resolve_init(recipe_path=other, overrides=["model.width=4"], outdir=tmp_path / "x",
                      init=str(source / "latest.pt"), data_override=[])
+    # another architecture is named as such (not by the first key that happens to differ)
+    sg2 = tmp_path / "sg2.toml"
+    sg2.write_text(tiny_recipe(tmp_path, digits).read_text().replace('name = "_tiny_test"\nresolution = 8',
+                                                                      'name = "stylegan2"\nresolution = 8'))
+    with pytest.raises(ConfigError, match=r"\[model\] is stylegan2, but the --init checkpoint .* holds a _tiny_test"):
+        resolve_init(recipe_path=sg2, overrides=[], outdir=tmp_path / "x", init=str(source / "latest.pt"),
+                     data_override=[])
     # a recipe without [model] takes the checkpoint's
     bare = tmp_path / "bare.toml"
     model_section = '[model]\nname = "_tiny_test"\nresolution = 8\n'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -435,3 +436,16 @@ def test_cross_attention_models_give_assignment_maps(name, overrides, tmp_path):
         torch.testing.assert_close(b.maps.sum(-1), torch.ones(b.maps.shape[:-1]), rtol=0, atol=1e-4)
     files = render(result, tmp_path, cross="hard")
     assert len(files) == 1 + len(result.blocks) + len(result.levels)
+
+
+def test_cli_scale_enlarges_the_sheets(tiny_registered, tmp_path):
+    runs = {}
+    for scale in (1, 2):
+        out = tmp_path / f"s{scale}"
+        res = CliRunner().invoke(app, ["visualize", "--model", "tiny-attn", "--set", "model.dim=8", "--outdir",
+                                       str(out), "--levels", "32", "--scale", str(scale)])
+        assert res.exit_code == 0, res.output
+        runs[scale] = {p.name: np.asarray(Image.open(p)) for p in out.glob("*.png")}
+    assert runs[1].keys() == runs[2].keys() and runs[1]
+    for name, small in runs[1].items():
+        assert np.array_equal(runs[2][name], np.repeat(np.repeat(small, 2, axis=0), 2, axis=1)), name

@@ -344,6 +344,16 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def is_paper_config(name: str, config: Any) -> bool:
+    """Whether ``config`` is the registered (paper) configuration of model ``name``, so the paper's parameter
+    count and speed may stand beside the measurement; a recipe or ``--set`` that changes the model is not."""
+    import dataclasses
+
+    from natgan.model_choice import resolve_config
+
+    return dataclasses.asdict(resolve_config(name)[1]) == dataclasses.asdict(config)
+
+
 def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, recipe: str | None = None,
                     sets: list[str] | None = None, resolution: int | None = None,
                     device: torch.device | None = None) -> dict[str, Any]:
@@ -357,6 +367,7 @@ def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, 
     torch.manual_seed(settings.seed)
     pair = resolve_model(name, recipe=recipe, sets=sets, resolution=resolution)
     spec = get_spec(pair.name)
+    paper = is_paper_config(pair.name, pair.config)
     warmup, rounds = _counts(settings, device)
     official = (device.type == "cuda" and settings.batches[0] == OFFICIAL["batch"]
                 and (warmup, rounds) == (OFFICIAL["warmup"], OFFICIAL["rounds"]))
@@ -365,8 +376,8 @@ def benchmark_model(name: str | None, settings: BenchSettings | None = None, *, 
         "resolution": pair.config.resolution,
         "g_params": count_params(pair.generator),
         "d_params": count_params(pair.discriminator),
-        "paper_g_params_m": spec.paper_params_g,
-        "paper_img_per_s": spec.paper_img_per_s if pair.config.resolution == 256 else None,
+        "paper_g_params_m": spec.paper_params_g if paper else None,  # the paper's figures describe its config only
+        "paper_img_per_s": spec.paper_img_per_s if paper and pair.config.resolution == 256 else None,
         "precision": settings.precision,
         "compile": settings.compile,
         "attn_backend": settings.attn_backend or os.environ.get(BACKEND_ENV) or "auto",

@@ -15,6 +15,33 @@ import typer
 from natgan import __version__
 from natgan.errors import NatGanError
 
+def _plain_help_types() -> None:
+    """``--help`` names a value's kind the conventional way (``--recipe PATH``, ``--seed INTEGER``) and shows
+    nothing after a flag, instead of Typer >= 0.25's type tags (``<bool>``, ``<list[str]>``, ``<path>``), which
+    read as Python internals. Older Typer releases have no tags and are left alone."""
+    names = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT", "path": "PATH", "file": "FILE", "dir": "DIRECTORY"}
+
+    def display_type_rich(self, ctx):  # noqa: ANN001 - Typer's own signature
+        if self.metavar is not None:
+            return self.metavar
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        label = self.display_type(ctx).strip("<>")  # a repeatable option (list[...]) takes one value each time
+        base = label.removeprefix("list[").removesuffix("]").removesuffix(" range")
+        text = names.get(base, base.upper() if "|" not in base else f"[{base}]")
+        return text + ("..." if getattr(self, "nargs", 1) != 1 else "")
+
+    try:
+        from typer.core import TyperArgument, TyperOption
+    except ImportError:  # pragma: no cover - an older Typer without the tags
+        return
+    for cls in (TyperArgument, TyperOption):
+        if hasattr(cls, "display_type_rich") and hasattr(cls, "display_type"):
+            cls.display_type_rich = display_type_rich
+
+
+_plain_help_types()
+
 app = typer.Typer(
     name="nat-gan",
     help="StyleNAT and its baselines (StyleSwin, HiT, GANformer, StyleGAN2): prepare data, train, sample, "
@@ -125,4 +152,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     finally:
         release_inputs()
+    if code == 130:  # Typer >= 0.2x turns Ctrl-C into Exit(130) itself, silently: say why the command stopped
+        print_error("interrupted (Ctrl-C); nothing more was written")
     sys.exit(code if isinstance(code, int) else 0)  # as Click's standalone mode does after a command

@@ -160,17 +160,26 @@ def results_table(result: dict):
 
 
 def _list(json_out: bool) -> None:
-    from rich.table import Table
-
     rows = model_table()
     if json_out:
         emit_json(rows)
         return
-    table = Table(title="Registered models")
-    for col in ("model", "resolution", "G params (M)", "paper G (M)", "D params (M)", "description"):
-        table.add_column(col, justify="right" if "params" in col or col in ("resolution", "paper G (M)") else "left")
+    for part in model_list(rows):
+        console.print(part, soft_wrap=False)
+
+
+def model_list(rows: list[dict]) -> list:
+    """``bench --list``: a narrow table of the numbers (fits 80 columns), then one wrapped paragraph per model
+    for its description (a description column would be squeezed to a word per line on a terminal)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Registered models", title_justify="left")
+    for col in ("model", "px", "G (M)", "paper G (M)", "D (M)"):
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for r in rows:
         paper = f"{r['paper_g_params_m']:.2f}" if r["paper_g_params_m"] else "-"
         table.add_row(r["model"], str(r["resolution"]), f"{r['g_params'] / 1e6:.2f}", paper,
-                      f"{r['d_params'] / 1e6:.2f}", r["description"])
-    console.print(table)
+                      f"{r['d_params'] / 1e6:.2f}")
+    notes = [Text.assemble((f"{r['model']}: ", "bold"), r["description"]) for r in rows]
+    return [table, Text(""), *notes]

@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from natgan.jsonable import jsonable
+
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -27,13 +29,6 @@ def print_error(message: str) -> None:
 
 def emit_json(obj: Any) -> None:
     """Machine-readable result on stdout (nothing else is printed there when --json is given)."""
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=jsonable) + "\n")
     sys.stdout.flush()
 
-
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)

@@ -8,10 +8,12 @@ from typing import Optional
 import typer
 
 from natgan.cli.console import console, emit_json
+from natgan.cli.outputs import honours_overwrite, overwrite_option
 
 
 def register(app: typer.Typer) -> None:
     @app.command("directions")
+    @honours_overwrite
     def directions(
         ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint written by `nat-gan train` or `nat-gan import`."),
         out: Path = typer.Option(Path("dirs.npz"), "--out", "-o", help="Output file (directions, eigenvalues, "
@@ -23,15 +25,17 @@ def register(app: typer.Typer) -> None:
                                         "for the last row (genforce/sefa) | all: every modulation, intermediate "
                                         "ToRGBs too."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
+        overwrite: bool = overwrite_option("--out"),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Editing directions: eigenvectors of A^T A for the chosen layers' style weights A (Shen & Zhou 2021)."""
-        from natgan.fsutil import check_output_file
+        from natgan.fsutil import check_output_file, refuse_existing
         from natgan.latent.sefa import factorize
         from natgan.latent.space import format_layers, parse_layers
         from natgan.sampling import load_generator
 
         check_output_file(out, "--out", ("--ckpt", ckpt))  # before any work: not the checkpoint, a regular file
+        refuse_existing([out])
         loaded = load_generator(ckpt, ema=not no_ema, device="cpu")
         G = loaded.G
         chosen = parse_layers(layers, G) if layers is not None else None

@@ -9,6 +9,7 @@ import typer
 
 from natgan.cli.console import console, emit_json, err_console
 from natgan.errors import ConfigError, DataError
+from natgan.sampling.seeds import MAX_SEED
 from natgan.noise_modes import NOISE_MODES
 
 
@@ -102,7 +103,7 @@ def register(app: typer.Typer) -> None:
         batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Batch size (default: by device)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = off, the standard FID protocol)."),
-        seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Image i uses the latent of seed SEED+i."),
+        seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Image i uses the latent of seed SEED+i."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Score the raw generator weights, not the EMA."),
         noise_mode: Optional[str] = typer.Option(None, "--noise-mode",
                                                  help="Models with noise inputs: random (default: recipe "
@@ -196,14 +197,16 @@ def register(app: typer.Typer) -> None:
         settings.update({k: v for k, v in (("num", num), ("mode", mode), ("pr_features", pr_features),
                                            ("noise_mode", noise_mode)) if v})
         settings["batch_size"] = batch or auto_batch_size(dev, int(G.resolution))
+        if seed + settings["num"] - 1 > MAX_SEED:
+            raise ConfigError(f"--seed {seed}: images use seeds up to SEED+{settings['num'] - 1}, above the largest "
+                              f"seed {MAX_SEED}")
         # the checkpoint's own truncation centre (imported official files carry one), as `sample` uses
         centre = None if trunc == 1.0 else loaded.truncation_centre()
-        if not quiet:
-            where = "--num" if num else "eval.num of the checkpoint's recipe; --num N to change"
-            err_console.print(f"scoring {settings['num']:,} generated images ({where}) with "
-                              f"{', '.join(settings['metrics'])} on {dev}", highlight=False, markup=False)
-        result = evaluate_generator(G, reference, device=dev, seed=seed, num_ref=num_ref, psi=trunc,
-                                    w_avg=centre, on_estimate=None if quiet else _estimate, **settings, **common)
+        where = "--num" if num else "eval.num of the checkpoint's recipe; --num N to change"
+        plan = f"({where}) with {', '.join(settings['metrics'])} on {dev}"
+        result = evaluate_generator(G, reference, device=dev, seed=seed, num_ref=num_ref, psi=trunc, w_avg=centre,
+                                    on_estimate=None if quiet else lambda info: _estimate(info, plan),
+                                    **settings, **common)
         result["generated"].update({"checkpoint": str(ckpt), "model": loaded.ckpt["model"]["name"],
                                     "step": loaded.ckpt["progress"].get("step"), "ema": loaded.ema})
         recorded = None
@@ -218,10 +221,13 @@ def register(app: typer.Typer) -> None:
         _finish(result, recorded, json_out)
 
 
-def _estimate(info: dict) -> None:
-    """The first batch's rate extrapolated, printed once before the long part of a run (stderr)."""
+def _estimate(info: dict, plan: str) -> None:
+    """Before generating: how many images and why; after the first batch: its rate extrapolated (stderr)."""
     from natgan.data.progress import format_duration
 
+    if not info["done"]:
+        err_console.print(f"scoring {info['total']:,} generated images {plan}", highlight=False, markup=False)
+        return
     err_console.print(f"estimate: {info['total']:,} images at {info['images_per_s']:.1f} img/s (first batch) "
                       f"= about {format_duration(info['eta_s'])} more; Ctrl-C stops", highlight=False, markup=False)
 

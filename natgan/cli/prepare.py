@@ -11,6 +11,7 @@ from typing import Any, Optional
 import typer
 
 from natgan.cli.console import console, emit_json, err_console
+from natgan.cli.outputs import deprecated_alias, overwrite_option
 
 prepare_app = typer.Typer(
     name="prepare",
@@ -36,7 +37,8 @@ WORKERS_OPT = typer.Option(None, "--workers", "-j", help="Worker processes (defa
 MAX_IMAGES_OPT = typer.Option(None, "--max-images", help="Stop after N images (quick subsets).")
 SKIP_BAD_OPT = typer.Option(False, "--skip-bad", help="Skip unreadable images (listed at the end and in the "
                                                       "metadata) instead of stopping.")
-FORCE_OPT = typer.Option(False, "--force", help="Overwrite an existing output LMDB.")
+OVERWRITE_OPT = overwrite_option("an existing output LMDB (renamed aside until the new one is complete)")
+FORCE_ALIAS = deprecated_alias("--force")
 PROGRESS_OPT = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (stderr).")
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
 
@@ -68,7 +70,7 @@ def _report(result: dict[str, Any], json_out: bool) -> None:
     enc = f"jpeg q{result['jpeg_quality']}" if result["encoding"] == "jpeg" else result["encoding"]
     if result["status"] == "up-to-date":
         console.print(f"up to date: {result['out']} already holds {result['count']:,} images at {sizes} "
-                      f"from this source with these options (--force rebuilds)", markup=False)
+                      f"from this source with these options (--overwrite rebuilds)", markup=False)
     else:
         speed = f", {result['images_per_s']:.1f} img/s" if result.get("images_per_s") else ""
         console.print(f"built {result['out']}: {result['count']:,} images at {sizes} ({enc}, "
@@ -98,12 +100,14 @@ def ffhq(
     workers: Optional[int] = WORKERS_OPT,
     max_images: Optional[int] = MAX_IMAGES_OPT,
     skip_bad: bool = SKIP_BAD_OPT,
-    force: bool = FORCE_OPT,
+    overwrite: bool = OVERWRITE_OPT,
+    force: bool = FORCE_ALIAS,
     progress: bool = PROGRESS_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
     """FFHQ (70,000 faces, 1024x1024 PNG) -> LMDB. Without SRC, explains where to get it."""
-    _run_prepare("ffhq", src, out, sizes, encoding, filter, workers, max_images, skip_bad, force, json_out, progress)
+    _run_prepare("ffhq", src, out, sizes, encoding, filter, workers, max_images, skip_bad, overwrite or force,
+                 json_out, progress)
 
 
 @prepare_app.command("church")
@@ -117,12 +121,14 @@ def church(
     workers: Optional[int] = WORKERS_OPT,
     max_images: Optional[int] = MAX_IMAGES_OPT,
     skip_bad: bool = SKIP_BAD_OPT,
-    force: bool = FORCE_OPT,
+    overwrite: bool = OVERWRITE_OPT,
+    force: bool = FORCE_ALIAS,
     progress: bool = PROGRESS_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
     """LSUN Church (LSUN's own LMDB export, or a folder / zip) -> LMDB. Without SRC, explains where to get it."""
-    _run_prepare("church", src, out, sizes, encoding, filter, workers, max_images, skip_bad, force, json_out,
+    _run_prepare("church", src, out, sizes, encoding, filter, workers, max_images, skip_bad, overwrite or force,
+                 json_out,
                  progress)
 
 
@@ -137,14 +143,16 @@ def folder(
     workers: Optional[int] = WORKERS_OPT,
     max_images: Optional[int] = MAX_IMAGES_OPT,
     skip_bad: bool = SKIP_BAD_OPT,
-    force: bool = FORCE_OPT,
+    overwrite: bool = OVERWRITE_OPT,
+    force: bool = FORCE_ALIAS,
     progress: bool = PROGRESS_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
     """Any image collection (nested folders, zip) -> LMDB."""
     if out is None:
         out = Path(src.rstrip("/\\")).stem + ".lmdb"
-    _run_prepare("folder", src, out, sizes, encoding, filter, workers, max_images, skip_bad, force, json_out,
+    _run_prepare("folder", src, out, sizes, encoding, filter, workers, max_images, skip_bad, overwrite or force,
+                 json_out,
                  progress)
 
 
@@ -155,14 +163,16 @@ def digits(
     encoding: str = typer.Option("png", "--encoding", help=ENCODING_HELP),
     filter: str = typer.Option("bicubic", "--filter", help=FILTER_HELP),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Stop after N images."),
-    force: bool = FORCE_OPT,
+    overwrite: bool = OVERWRITE_OPT,
+    force: bool = FORCE_ALIAS,
     progress: bool = PROGRESS_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
     """The built-in default dataset: scikit-learn's 1,797 handwritten digits, 32x32 RGB (no download)."""
     from natgan.data.digits import prepare_digits
 
-    result = prepare_digits(out, sizes=sizes, encoding=encoding, filter=filter, force=force, max_images=max_images,
+    result = prepare_digits(out, sizes=sizes, encoding=encoding, filter=filter, force=overwrite or force,
+                            max_images=max_images,
                             progress=progress and not json_out)
     _report(result, json_out)
 

@@ -8,10 +8,13 @@ from typing import List, Optional
 import typer
 
 from natgan.cli.console import console, emit_json
+from natgan.cli.outputs import honours_overwrite, overwrite_option
+from natgan.sampling.seeds import MAX_SEED
 
 
 def register(app: typer.Typer) -> None:
     @app.command("project")
+    @honours_overwrite
     def project_cmd(
         ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint written by `nat-gan train` or `nat-gan import`."),
         targets: List[Path] = typer.Option(..., "--target", "-t", help="Image file or folder of images "
@@ -21,7 +24,8 @@ def register(app: typer.Typer) -> None:
         space: str = typer.Option("w", "--space", help="w (one w for all layers) | wplus (one per layer); models "
                                                        "without a mapping network (HiT) always use z."),
         mse: float = typer.Option(0.0, "--mse", help="Weight of an extra pixel MSE loss (0 = LPIPS only)."),
-        seed: int = typer.Option(303, "--seed", min=0, help="Seed of the noise (stylegan2-ada's default 303)."),
+        seed: int = typer.Option(303, "--seed", min=0, max=MAX_SEED,
+                                 help="Seed of the noise (stylegan2-ada's default 303)."),
         init: Optional[Path] = typer.Option(None, "--init", help="Continue from latents written by a previous run "
                                                                  "(projected_w.npz: one latent, or one per target; "
                                                                  "the schedule continues: lr ramp-down, no w "
@@ -37,6 +41,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        overwrite: bool = overwrite_option("files already in --outdir"),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (final LPIPS/MSE per target)."),
     ) -> None:
         """Find the latent of each target image (stylegan2-ada-pytorch's projector, for every model)."""

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from natgan.cli.console import console, emit_json
+from natgan.cli.outputs import honours_overwrite, honours_scale, overwrite_option, scale_option
 from natgan.errors import ConfigError
 from natgan.fsutil import check_output_dir, protect_inputs
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
@@ -15,18 +16,10 @@ from natgan.validators import MAX_FPS, MAX_FRAMES, MAX_TRUNC, finite_number
 
 
 
-def _interpolation_seeds(text: str) -> tuple[int, int]:
-    from natgan.sampling import parse_seeds
-
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
-        raise ConfigError(f"--interpolate '{text}': expected two seeds SEED_A,SEED_B, e.g. 3,7")
-    a, b = (parse_seeds(p, option="--interpolate")[0] for p in parts)
-    return a, b
-
-
 def register(app: typer.Typer) -> None:
     @app.command("sample")
+    @honours_overwrite
+    @honours_scale
     def sample(
         ckpt: Path = typer.Option(..., "--ckpt", help="Checkpoint written by `nat-gan train` or `nat-gan import`."),
         seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0-99 or 0,3,10-19 (one image each; "
@@ -39,11 +32,12 @@ def register(app: typer.Typer) -> None:
         trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi in w space (1 = off; the centre is the mean "
                                                          "w of 10k fixed-seed latents)."),
         interpolate: Optional[str] = typer.Option(None, "--interpolate", metavar="SEED_A,SEED_B",
-                                                  help="Linear walk in w space between two seeds: frames + GIF. "
-                                                       "Keyframes A,B,C,... and several walks (1,5/2,7, a grid) "
-                                                       "write OUTDIR/walk.gif|mp4."),
+                                                  help="Walk between seeds (keyframes A,B,C,...; several walks "
+                                                       "1,5/2,7 play as a grid): OUTDIR/interp_<seeds>.gif|mp4 and "
+                                                       "its frames in OUTDIR/interp_<seeds>/ (or .zip/.npz); the "
+                                                       "keyframes are the seeds' own images."),
         frames: int = typer.Option(60, "--frames", min=2, max=MAX_FRAMES, help="Frames of --interpolate."),
-        fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate GIF."),
+        fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate video."),
         batch: Optional[int] = typer.Option(None, "--batch", min=1,
             help="Images per forward pass (default: by device)."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
@@ -67,16 +61,19 @@ def register(app: typer.Typer) -> None:
         walk_space: str = typer.Option("w", "--space", help="--interpolate path: w (lerp) | z (slerp)."),
         loop: bool = typer.Option(False, "--loop", help="--interpolate returns to its first keyframe (seamless)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+        overwrite: bool = overwrite_option("files already in --outdir"),
+        scale: int = scale_option(),
         json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
         """Generate images for seeds (same seed, same image on any device and batch size)."""
         from natgan.data.progress import ProgressBar
         from natgan.sampling import (FORMATS, auto_batch_size, compute_w_avg, format_seeds, load_generator,
-                                     parse_grid, parse_seeds, resolve_device, write_grid, write_interpolation,
-                                     write_samples)
+                                     parse_grid, parse_seeds, resolve_device, write_grid, write_samples)
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}")
+        if scale != 1 and fmt == "npz":
+            raise ConfigError("--scale enlarges images and videos; --format npz stores the pixels as data: drop one")
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
         finite_number(trunc, "--trunc", lo=-MAX_TRUNC, hi=MAX_TRUNC)
@@ -93,11 +90,8 @@ def register(app: typer.Typer) -> None:
                             layers=layers, direction=direction, strength=strength, steps=steps, video=video,
                             walk_space=walk_space, loop=loop, quiet=quiet, json_out=json_out)
             return
-        if interpolate and (seeds is not None or grid):
-            raise ConfigError("--interpolate makes its own frames; drop --seeds/--grid")
         if grid and fmt != "png":
             raise ConfigError(f"--grid writes one PNG; drop --format {fmt}")
-        walk = _interpolation_seeds(interpolate) if interpolate else None
         cols_rows = parse_grid(grid) if grid else None
         if cols_rows:
             cells = cols_rows[0] * cols_rows[1]
@@ -108,6 +102,10 @@ def register(app: typer.Typer) -> None:
             seed_list = parse_seeds(seeds) if seeds is not None else list(range(16))
 
         check_output_dir(outdir)
+        from natgan.fsutil import refuse_existing
+        from natgan.sampling.run import sample_outputs
+
+        refuse_existing([Path(outdir) / "grid.png"] if cols_rows else sample_outputs(outdir, seed_list, fmt))
         dev = resolve_device(device)
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
         G = loaded.G
@@ -116,28 +114,21 @@ def register(app: typer.Typer) -> None:
         if trunc != 1.0 and w_avg is None:
             w_avg = compute_w_avg(G)
         common = dict(batch_size=batch_size, psi=trunc, w_avg=w_avg, noise_mode=noise_mode)
-        total = frames if walk else len(seed_list)
+        total = len(seed_list)
         with ProgressBar(total, "sampling", enabled=not quiet) as bar:
-            if walk:
-                files = write_interpolation(G, walk[0], walk[1], frames, outdir, fmt=fmt, fps=fps,
-                                            progress=bar.advance, **common)
-            elif cols_rows:
+            if cols_rows:
                 files = [write_grid(G, seed_list, Path(outdir) / "grid.png", *cols_rows, progress=bar.advance,
                                     **common)]
             else:
                 files = write_samples(G, seed_list, outdir, fmt=fmt, progress=bar.advance, **common)
 
         info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode,
-                "format": "gif+" + fmt if walk else ("grid" if cols_rows else fmt),
-                "seeds": f"{walk[0]},{walk[1]}" if walk else format_seeds(seed_list),
+                "format": "grid" if cols_rows else fmt, "seeds": format_seeds(seed_list),
                 "images": total, "outdir": str(outdir), "files": [str(f) for f in files]}
         if json_out:
             emit_json(info)
             return
-        if walk:
-            frames_at = Path(outdir) / f"interp_{walk[0]}_{walk[1]}" if fmt == "png" else files[0]
-            console.print(f"wrote a {frames}-frame walk {walk[0]}->{walk[1]}: {frames_at} and {files[-1]}")
-        elif cols_rows:
+        if cols_rows:
             console.print(f"wrote a {cols_rows[0]}x{cols_rows[1]} grid: {files[0]}")
         else:
             console.print(f"wrote {total} image(s): {Path(outdir) if fmt == 'png' else files[0]}")

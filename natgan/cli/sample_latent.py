@@ -1,4 +1,4 @@
-"""The latent-space modes of `nat-gan sample`: --w, --style-mix, --direction and video walks.
+"""The latent-space modes of `nat-gan sample`: --w, --style-mix, --direction and walks (--interpolate).
 
 Kept apart from ``sample.py`` so the seed/grid path stays as it is; the work is in ``natgan.latent``.
 """
@@ -15,7 +15,7 @@ from natgan.errors import ConfigError
 def latent_mode(interpolate: Optional[str], w_file: Optional[Path], style_mix: Optional[str],
                 mix_with: Optional[str], layers: Optional[str], direction: Optional[str], video: str,
                 walk_space: str, loop: bool) -> Optional[str]:
-    """Which latent mode the options ask for (None: the classic seeds/grid/two-seed walk), or a usage error."""
+    """Which latent mode the options ask for (None: seeds or a grid), or a usage error."""
     from natgan.latent.walk import WALK_SPACES, parse_walks
     from natgan.sampling.video import parse_video_formats
 
@@ -40,9 +40,7 @@ def latent_mode(interpolate: Optional[str], w_file: Optional[Path], style_mix: O
     if len(modes) > 1:
         raise ConfigError(f"choose one of --style-mix, --direction, --interpolate, --w (got {', '.join(modes)})")
     if modes == ["walk"]:
-        walks = parse_walks(interpolate)
-        if not walk_options and len(walks) == 1 and len(walks[0]) == 2:
-            return None  # the classic two-seed walk: frames + GIF
+        parse_walks(interpolate)
     return modes[0] if modes else None
 
 
@@ -59,10 +57,11 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
     from natgan.sampling import auto_batch_size, compute_w_avg, format_seeds, load_generator, parse_seeds, \
         resolve_device
     from natgan.sampling.export import grid_image, save_png, to_hwc
+    from natgan.fsutil import refuse_existing
     from natgan.sampling.export import MAX_GRID_CELLS
-    from natgan.sampling.video import check_gif_fits, parse_video_formats, save_video
+    from natgan.sampling.video import parse_video_formats
 
-    if grid or fmt != "png":
+    if grid or (fmt != "png" and mode != "walk"):
         raise ConfigError(f"--{mode} writes its own figure; drop --grid/--format")
     strengths = edit.parse_strengths(strength, steps) if mode == "direction" else None
     dir_spec = sefa.load_direction(direction) if mode == "direction" else None
@@ -119,18 +118,17 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
         formats = parse_video_formats(video)
         if seeds:
             raise ConfigError("--interpolate makes its own frames; drop --seeds")
-        if "gif" in formats:
-            cols_n, rows_n = walk.grid_shape(len(walks))
-            check_gif_fits(frames, rows_n * int(G.resolution), cols_n * int(G.resolution))
+        refuse_existing(walk.walk_outputs(outdir, walk.walk_stem(walks, space=walk_space, loop=loop), fmt=fmt,
+                                          videos=formats))  # before the progress bar starts
         with ProgressBar(frames * len(walks), "rendering", enabled=not quiet) as bar:
-            frames_hwc = walk.iter_walk_frames(G, walks, frames, space=walk_space, loop=loop, psi=trunc,
-                                               w_avg=w_avg, batch_size=batch_size, noise_mode=noise_mode,
-                                               progress=bar.advance)
-            files = save_video(outdir / "walk", frames_hwc, formats, fps=fps)
+            files = walk.write_walk(G, walks, frames, outdir, fmt=fmt, videos=formats, fps=fps, space=walk_space,
+                                    loop=loop, psi=trunc, w_avg=w_avg, batch_size=batch_size, noise_mode=noise_mode,
+                                    progress=bar.advance)
         info.update(walks=["/".join(",".join(map(str, w)) for w in walks)], frames=frames, fps=fps,
                     space=walk_space, loop=loop, video=formats)
-        message = f"wrote a {frames}-frame walk ({len(walks)} walk(s), {walk_space} space): " + \
-                  ", ".join(map(str, files))
+        frames_at = files[0].parent if fmt == "png" else files[0]
+        message = f"wrote a {frames}-frame walk ({len(walks)} walk(s), {walk_space} space): frames {frames_at}, " + \
+                  ", ".join(map(str, files[-len(formats):]))
     info["files"] = [str(f) for f in files]
     if json_out:
         emit_json(info)

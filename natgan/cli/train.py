@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from natgan.cli.console import console, emit_json, err_console
+from natgan.cli.outputs import deprecated_alias
 
 
 def register(app: typer.Typer) -> None:
@@ -22,9 +23,10 @@ def register(app: typer.Typer) -> None:
                                                              "(repeatable, validated like the recipe)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="'auto' (newest valid checkpoint in --outdir, "
                                                                      "or a fresh start) or a checkpoint path."),
-        start_over: bool = typer.Option(False, "--start-over", help="Move the checkpoints already in --outdir "
-                                        "into a previous-<time>/ folder there and start afresh (a new run, or the "
-                                        "--resume FILE given); never needed for an empty directory."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Move the checkpoints already in --outdir into a "
+                                       "previous-<time>/ folder there and start afresh (a new run, or the --resume "
+                                       "FILE given); nothing is deleted. Never needed for an empty directory."),
+        start_over_alias: bool = deprecated_alias("--start-over"),
         init: Optional[str] = typer.Option(None, "--init", help="Start a NEW run from this checkpoint's weights "
                                                                   "(G, G_ema, D; fine-tuning): counters at zero, "
                                                                   "model from the checkpoint, the rest from --recipe."),
@@ -44,6 +46,7 @@ def register(app: typer.Typer) -> None:
 
         from natgan.fsutil import protect_inputs
 
+        start_over = overwrite or start_over_alias
         protect_inputs(("--init", init), ("--data", data))  # never replaced by the run's files
         init_ck = None
         if init is not None and resume is not None:

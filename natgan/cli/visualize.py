@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 
 from natgan.cli.console import console, emit_json
+from natgan.cli.outputs import honours_overwrite, honours_scale, overwrite_option, scale_option
 from natgan.errors import ConfigError
+from natgan.sampling.seeds import MAX_SEED
 
 
 def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
@@ -19,6 +21,8 @@ def _ints(text: Optional[str], option: str) -> Optional[list[int]]:
 
 def register(app: typer.Typer) -> None:
     @app.command("visualize")
+    @honours_overwrite
+    @honours_scale
     def visualize(
         ckpt: Optional[Path] = typer.Option(None, "--ckpt", "-c", help="nat-gan checkpoint (EMA generator)."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model with random weights "
@@ -26,7 +30,7 @@ def register(app: typer.Typer) -> None:
         recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe for --model's config."),
         sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a model key: model.KEY=VALUE."),
         resolution: Optional[int] = typer.Option(None, "--resolution", help="Shortcut for --set model.resolution=R."),
-        seed: int = typer.Option(42, "--seed", "-s", min=0, max=2**63 - 1,
+        seed: int = typer.Option(42, "--seed", "-s", min=0, max=MAX_SEED,
             help="Seed of z (CPU RNG, as the official analysis)."),
         outdir: Path = typer.Option(Path("attention_maps"), "--outdir", "-o", help="Folder for the PNG files."),
         levels: Optional[str] = typer.Option(None, "--levels", help="Resolutions, e.g. 16,32 or 'all' "
@@ -39,7 +43,9 @@ def register(app: typer.Typer) -> None:
         cross: str = typer.Option("soft", "--cross", help="Cross-attention (GANformer, HiT): soft | hard | "
                                                           "latents (one tile per latent)."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator of --ckpt, not its EMA."),
-        device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+        overwrite: bool = overwrite_option("files already in --outdir"),
+        scale: int = scale_option(),
         json_out: bool = typer.Option(False, "--json", help="Print the written files and maps as JSON."),
     ) -> None:
         """Draw per-block, per-head attention maps (mean query · every key) and one overview per level."""

@@ -94,7 +94,7 @@ class ReadHandle:
     time. So environments live in one per-process registry, are opened lazily by :meth:`env`, and are
     all closed just before this process forks (the parent re-opens on its next read), which lets
     DataLoader / ``prepare`` workers open their own. The key includes data.mdb's inode, so a dataset
-    rebuilt with ``--force`` is never read through a stale handle on the replaced file.
+    rebuilt with ``--overwrite`` is never read through a stale handle on the replaced file.
     """
 
     def __init__(self, path: Path):
@@ -154,7 +154,7 @@ if hasattr(os, "register_at_fork"):
 
 def incomplete(path: Path) -> DataError:
     return DataError(f"{path}: incomplete LMDB (no 'length' record): an interrupted build? "
-                     f"rebuild it with `nat-gan prepare ... --force`")
+                     f"rebuild it with `nat-gan prepare ... --overwrite`")
 
 
 def read_length(env: lmdb.Environment, path: Path) -> int:

@@ -5,7 +5,7 @@ read, decode, resize (shorter side + centre crop, :mod:`natgan.data.imaging`) an
 for every size and hash the records; the parent receives results *in index order* (``Pool.imap``),
 writes them in large transactions and feeds the content hash. Unreadable images stop the run with
 their path, or are listed and skipped with ``skip_bad``; skipped images take no index, so indices
-stay contiguous. Interruption safety and ``--force`` are the builder's job (:mod:`natgan.data.writer`).
+stay contiguous. Interruption safety and ``--overwrite`` are the builder's job (:mod:`natgan.data.writer`).
 
 Re-running is idempotent: if ``out`` already holds a nat-gan LMDB built from the same source
 (fingerprint) with the same options, nothing is rebuilt and the result says ``up-to-date``.
@@ -155,7 +155,7 @@ def _existing_result(out: Path, request: dict[str, Any], force: bool) -> dict[st
             what = f"a nat-gan LMDB built with a different {', '.join(changed)}"
         else:
             what = "not a nat-gan LMDB" if fmt.is_lmdb_dir(out) else "in the way"
-        raise DataError(f"{out}: already exists ({what}); pass --force to overwrite it")
+        raise ConfigError(f"{out}: already exists ({what}); pass --overwrite to replace it")
     check_replaceable(out)
     return None
 

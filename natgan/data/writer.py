@@ -9,8 +9,8 @@ Safety design (two independent guards):
    incomplete.
 
 Leftover partial directories of dead processes are removed by the next build of the same ``<out>``.
-``--force`` replaces an existing LMDB by renaming it aside, renaming the new one in, then deleting
-the old one; a directory that is not an LMDB is never deleted, even with ``--force``.
+``--overwrite`` replaces an existing LMDB by renaming it aside, renaming the new one in, then deleting
+the old one; a directory that is not an LMDB is never deleted, even with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ def _only_lmdb_files(path: Path) -> bool:
 
 
 def check_replaceable(out: Path) -> None:
-    """Raise unless ``out`` is something ``--force`` may delete (an LMDB directory and nothing else)."""
+    """Raise unless ``out`` is something ``--overwrite`` may delete (an LMDB directory and nothing else)."""
     if out.is_symlink():
         raise DataError(f"{out}: is a symbolic link; nat-gan replaces only real LMDB directories, never through a "
                         f"link (remove it or choose another --out)")
     if out.is_dir() and not _only_lmdb_files(out):
-        raise DataError(f"{out}: exists and is not an LMDB directory; refusing to overwrite it even with --force")
+        raise DataError(f"{out}: exists and is not an LMDB directory; refusing to overwrite it even with --overwrite")
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is a file, not an LMDB directory; remove it or choose another --out")
 
@@ -122,7 +122,7 @@ class LmdbBuilder:
         old = None
         if self.out.exists() or self.out.is_symlink():
             if not self.force:
-                raise DataError(f"{self.out}: appeared while building; pass --force to overwrite it")
+                raise DataError(f"{self.out}: appeared while building; pass --overwrite to replace it")
             check_replaceable(self.out)
             old = self.out.with_name(f"{self.out.name}.replaced-{os.getpid()}")
             os.replace(self.out, old)

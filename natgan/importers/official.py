@@ -206,7 +206,7 @@ def _plan(kind: str, g: dict[str, torch.Tensor], d: dict[str, torch.Tensor] | No
     assumptions: list[str] = []
     swin_keys = any(k.endswith("relative_position_bias_table") for k in g)
     if kind == "stylenat" and swin_keys:
-        raise CheckpointError(f"{src}: g_ema has Swin window tables (relative_position_bias_table): a StyleSwin "
+        raise ConfigError(f"{src}: g_ema has Swin window tables (relative_position_bias_table): a StyleSwin "
                               f"checkpoint; use --from styleswin")
     levels = _level_count(g, src)
     resolution = 4 * 2 ** (levels - 1)
@@ -321,7 +321,7 @@ def _plan_styleswin(plan: _Plan, g: dict[str, torch.Tensor], args: dict, levels:
     for level in range(levels):
         prefix = f"layers.{level}.blocks.0."
         if any(k.startswith(prefix + "attn.rpb") for k in g):
-            raise CheckpointError(f"{src}: g_ema: key '{prefix}attn.rpb...' is a StyleNAT table; use --from stylenat")
+            raise ConfigError(f"{src}: g_ema: key '{prefix}attn.rpb...' is a StyleNAT table; use --from stylenat")
         key = prefix + "attn.0.relative_position_bias_table"
         rows, half = _shape(g, key, src)
         window = (math.isqrt(rows) + 1) // 2

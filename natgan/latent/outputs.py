@@ -9,6 +9,7 @@ of every step). ``<outdir>/projected_w.npz`` holds every target's latent, in ord
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 
 from natgan.data.sources import IMAGE_EXTENSIONS
 from natgan.errors import ConfigError, DataError
+from natgan.fsutil import overwrite_policy, refuse_existing
 from natgan.latent.project import ProjectionSettings, load_target, project
 from natgan.latent.store import StoredLatents, concat, load_latents, save_latents
 from natgan.metrics.lpips import LPIPS
@@ -102,6 +104,7 @@ def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, l
                     init: str | Path | None = None, on_step: Callable[[int], None] | None = None) -> dict:
     """Project every target; write the files above; return a JSON-able summary."""
     outdir = Path(outdir)
+    refuse_existing(planned_outputs(targets, outdir, video=video))  # before minutes of optimisation, not after
     start = load_latents(init) if init else None
     if start is not None and len(start) not in (1, len(targets)):
         raise ConfigError(f"--init {init}: holds {len(start)} latents ({', '.join(start.names[:4])}"
@@ -142,7 +145,9 @@ def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, l
         results.append(result.latents)
         # the combined file follows every finished target: after a kill it names exactly the targets whose
         # per-target files this run wrote, never the previous run's latents
-        combined = save_latents(outdir / "projected_w.npz", concat(results))
+        # (from the second target on it replaces this run's own file, which the overwrite rule allows)
+        with overwrite_policy(True) if len(results) > 1 else contextlib.nullcontext():
+            combined = save_latents(outdir / "projected_w.npz", concat(results))
         summary.append({"target": str(path), "space": result.latents.space, "lpips": result.lpips,
                         "mse": result.mse, "start_lpips": result.start_lpips, "start_mse": result.start_mse,
                         "files": [str(f) for f in written]})

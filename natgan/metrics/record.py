@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from natgan import checkpoint as ckpt_io
 from natgan.errors import CheckpointError, NatGanError
 from natgan.fsutil import atomic_write_text
+from natgan.jsonable import jsonable
 
 SIDECAR_SUFFIX = ".metrics.json"
 
@@ -84,17 +84,9 @@ def record_beside(path: str | Path, result: dict, ckpt: dict, *, ema: bool,
     entry = {**metric_entry(result, ckpt, ema=ema), "checkpoint": path.name}
     side = sidecar_path(path)
     try:
-        atomic_write_text(side, json.dumps([*entries, entry], indent=1, default=_plain) + "\n")
+        atomic_write_text(side, json.dumps([*entries, entry], indent=1, default=jsonable) + "\n")
     except OSError as exc:
         raise NatGanError(f"{side}: cannot record the result ({exc.strerror or exc}); --no-record skips it, "
                           f"--json prints it") from None
     return side, entry
 
-
-def _plain(obj: Any) -> Any:
-    """numpy / torch scalars and arrays as JSON numbers and lists."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    return str(obj)

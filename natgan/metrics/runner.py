@@ -195,8 +195,9 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     state (the caller's random stream is untouched), so the score is reproducible for a seed and batch
     size; ``const`` uses the stored maps (batch-size independent, as ``sample``); None keeps the model's.
     ``w_avg``: the truncation centre for ``psi != 1`` (an imported
-    checkpoint's ``latent_avg``/``w_avg``); None computes it as ``sample`` does. ``on_estimate`` is called once
-    after the first generated batch with the extrapolated time of the rest (:class:`FirstBatchEstimate`).
+    checkpoint's ``latent_avg``/``w_avg``); None computes it as ``sample`` does. ``on_estimate`` is called before
+    generation starts (``done`` 0) and after the first batch with the extrapolated time of the rest
+    (:class:`FirstBatchEstimate`).
     """
     t0 = time.perf_counter()
     names, chosen, needs, device, exts, mode = _prepare(
@@ -216,6 +217,8 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
         with torch.random.fork_rng(devices=[gen_device] if gen_device.type == "cuda" else []), \
                 eval_mode(G, noise_mode):
             torch.manual_seed(seed)
+            if on_estimate is not None:  # the plan, after every check and the reference, before the long part
+                on_estimate({"total": num, "done": 0, "images_per_s": None, "eta_s": None})
             with ProgressBar(num, "generated features", enabled=progress) as bar:
                 estimate = FirstBatchEstimate(num, on_estimate) if on_estimate is not None else None
 

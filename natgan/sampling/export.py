@@ -7,10 +7,12 @@ exporting 50k images at 1024 px needs no more memory than one batch.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import zipfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,9 +33,38 @@ def to_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
 
 
+MAX_SCALE = 16
+_SCALE: "contextvars.ContextVar[int]" = contextvars.ContextVar("natgan_image_scale", default=1)
+
+
+@contextlib.contextmanager
+def image_scale(factor: int) -> Iterator[None]:
+    """Within the block, every PNG (files, zip members), GIF and MP4 frame is written ``factor`` times larger by
+    nearest-neighbour repetition (``sample``/``visualize --scale``): each pixel becomes an exact square, so a
+    32-px sample is viewable and still the same image. Arrays (``.npz``) are data and keep their size."""
+    if not isinstance(factor, int) or not 1 <= factor <= MAX_SCALE:
+        raise ConfigError(f"--scale {factor!r}: expected an integer from 1 to {MAX_SCALE}")
+    token = _SCALE.set(factor)
+    try:
+        yield
+    finally:
+        _SCALE.reset(token)
+
+
+def scaled_by() -> int:
+    """The current :func:`image_scale` factor."""
+    return _SCALE.get()
+
+
+def scaled(hwc: np.ndarray) -> np.ndarray:
+    """``hwc`` enlarged by the current :func:`image_scale` (itself when 1)."""
+    factor = _SCALE.get()
+    return hwc if factor == 1 else np.repeat(np.repeat(hwc, factor, axis=0), factor, axis=1)
+
+
 def _png_bytes(hwc: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(hwc).save(buf, format="PNG")
+    Image.fromarray(scaled(hwc)).save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -167,7 +198,7 @@ def save_png(path: Path, hwc: np.ndarray) -> Path:
 
 def save_gif(path: Path, frames: Iterable[np.ndarray], *, fps: float = 20.0) -> Path:
     """Looping animated GIF from HWC uint8 frames (Pillow quantises each frame to 256 colours)."""
-    pil = [Image.fromarray(f) for f in frames]
+    pil = [Image.fromarray(scaled(f)) for f in frames]
     if not pil:
         raise ValueError("no frames")
     buf = io.BytesIO()

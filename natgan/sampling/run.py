@@ -12,8 +12,9 @@ from torch import nn
 
 from natgan import checkpoint as ckpt_io
 from natgan.errors import CheckpointError
+from natgan.fsutil import refuse_existing
 from natgan.noise_modes import DEFAULT_NOISE_MODE
-from natgan.sampling.export import SampleWriter, grid_image, save_gif, save_png, seed_name, to_hwc
+from natgan.sampling.export import SampleWriter, grid_image, save_png, seed_name
 from natgan.sampling.generate import ImageGenerator, eval_mode
 
 Progress = Callable[[int], None]  # called with the number of images just finished
@@ -61,10 +62,19 @@ def load_generator(path: str | Path, *, ema: bool = True, device: torch.device |
     return LoadedGenerator(G=G, ckpt=ckpt, path=path, ema=bool(ema and "G_ema" in ckpt["weights"]))
 
 
+def sample_outputs(outdir: str | Path, seeds: Sequence[int], fmt: str = "png") -> list[Path]:
+    """The files :func:`write_samples` writes (none are listed for a folder that does not exist yet)."""
+    outdir = Path(outdir)
+    if fmt != "png":
+        return [outdir / f"samples.{fmt}"]
+    return [outdir / f"{seed_name(s)}.png" for s in seeds] if outdir.is_dir() else []
+
+
 def write_samples(G: nn.Module, seeds: Sequence[int], outdir: str | Path, *, fmt: str = "png",
                   batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
                   noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> list[Path]:
     """One image per seed: ``seedNNNN.png`` files, or ``samples.zip`` / ``samples.npz`` in ``outdir``."""
+    refuse_existing(sample_outputs(outdir, seeds, fmt))  # under a no-overwrite policy: before generating anything
     writer = SampleWriter(fmt, Path(outdir), count=len(seeds))
     try:
         with eval_mode(G, noise_mode):
@@ -83,6 +93,7 @@ def write_grid(G: nn.Module, seeds: Sequence[int], path: str | Path, cols: int, 
                batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
                noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> Path:
     """``cols x rows`` images of ``seeds`` (row-major) tiled into one PNG."""
+    refuse_existing([path])
     return save_png(Path(path), seed_grid(G, seeds, cols, rows, batch_size=batch_size, psi=psi, w_avg=w_avg,
                                           noise_mode=noise_mode, progress=progress))
 
@@ -99,34 +110,3 @@ def seed_grid(G: nn.Module, seeds: Sequence[int], cols: int, rows: int, *, batch
             if progress:
                 progress(len(chunk))
     return grid_image(torch.cat(parts), cols, rows)
-
-
-def write_interpolation(G: nn.Module, seed_a: int, seed_b: int, frames: int, outdir: str | Path, *,
-                        fmt: str = "png", fps: float = 20.0, batch_size: int = 8, psi: float = 1.0,
-                        w_avg: torch.Tensor | None = None, noise_mode: str | None = DEFAULT_NOISE_MODE,
-                        progress: Progress | None = None) -> list[Path]:
-    """A linear walk in w space: frames (PNGs in ``interp_A_B/``, or one zip/npz) plus ``interp_A_B.gif``."""
-    from natgan.sampling.video import check_gif_fits
-
-    check_gif_fits(frames, int(G.resolution), int(G.resolution))
-    outdir = Path(outdir)
-    stem = f"interp_{seed_a}_{seed_b}"
-    target = outdir / stem if fmt == "png" else outdir
-    writer = SampleWriter(fmt, target, stem=stem, count=frames)
-    hwc_frames = []
-    try:
-        with eval_mode(G, noise_mode):
-            gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
-            done = 0
-            for images in gen.interpolation(seed_a, seed_b, frames):
-                writer.add([f"frame{done + i:04d}" for i in range(len(images))], images)
-                hwc_frames.extend(to_hwc(images))
-                done += len(images)
-                if progress:
-                    progress(len(images))
-        written = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    written.append(save_gif(outdir / f"{stem}.gif", hwc_frames, fps=fps))
-    return written

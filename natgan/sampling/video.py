@@ -14,8 +14,8 @@ from typing import Iterable
 import numpy as np
 
 from natgan.errors import ConfigError, NatGanError
-from natgan.fsutil import refuse_unsafe_target
-from natgan.sampling.export import save_gif
+from natgan.fsutil import check_may_write, refuse_unsafe_target
+from natgan.sampling.export import save_gif, scaled
 
 VIDEO_FORMATS = ("gif", "mp4")
 MP4_QUALITY = 8  # imageio-ffmpeg's 0-10 scale (libx264 CRF ~ 18: visually lossless for GAN samples)
@@ -41,6 +41,7 @@ class Mp4Writer:
         import imageio_ffmpeg
 
         self.path = refuse_unsafe_target(path)  # the fsutil path policy: a regular file or a new one
+        check_may_write(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
         self.fps, self.quality = float(fps), quality
@@ -50,7 +51,7 @@ class Mp4Writer:
         self.frames = 0
 
     def add(self, frame: np.ndarray) -> None:
-        frame = np.ascontiguousarray(frame)
+        frame = np.ascontiguousarray(scaled(frame))
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected an HWC uint8 RGB frame, got {frame.dtype} {frame.shape}")
         h, w = frame.shape[:2]

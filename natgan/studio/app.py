@@ -8,6 +8,7 @@ the page's status box; anything unexpected is logged on the server and shown as 
 
 from __future__ import annotations
 
+import collections
 import itertools
 import sys
 import traceback
@@ -25,6 +26,7 @@ from natgan.latent.store import StoredLatents
 
 NONE_B = "(none)"
 KEEP_FRAMES = 8  # frames remembered per tab, so a capture finds the one on screen
+KEEP_FILES = 256  # PNGs written for the page that are kept on disk
 CSS = """
 #image img, #image-b img, #attn img, #proj-image img {
   image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
@@ -50,12 +52,21 @@ class Page:
         self.initial = initial
         self.failures = failures
         self._frames = itertools.count()
+        self._written: collections.deque[Path] = collections.deque()
         (studio.workdir / "frames").mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------------------------------ helpers
     def png(self, image, stem: str) -> str:
-        """Write a PNG the page shows (a fresh name each time, so the browser never shows a stale cache)."""
-        return str(save_png(self.studio.workdir / "frames" / f"{stem}-{next(self._frames):06d}.png", image))
+        """Write a PNG the page shows (a fresh name each time, so the browser never shows a stale cache).
+
+        Gradio serves a copy from its own cache (pruned by ``delete_cache``), so only the latest few originals
+        are kept: a long session does not fill the disk.
+        """
+        path = save_png(self.studio.workdir / "frames" / f"{stem}-{next(self._frames):06d}.png", image)
+        self._written.append(path)
+        while len(self._written) > KEEP_FILES:
+            self._written.popleft().unlink(missing_ok=True)
+        return str(path)
 
     @staticmethod
     def message(exc: BaseException) -> str:

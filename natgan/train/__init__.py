@@ -31,7 +31,7 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
     Resuming takes the recipe stored in the checkpoint (so a run cannot silently change model); ``--set``
     may still change training/eval/data keys, e.g. to extend ``train.iterations``. What is allowed in a
     directory that already holds checkpoints is :mod:`natgan.train.resume_policy`'s decision;
-    ``start_over`` (``--start-over``) lets :func:`train` move them aside first.
+    ``start_over`` (``--overwrite``) lets :func:`train` move them aside first.
     """
     check_output_dir(outdir)
     run_dir = RunDir(outdir)
@@ -55,7 +55,7 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
             raise ConfigError("--recipe is required to start a new run")
         how = "starting a new run" + (" (--resume auto found no checkpoint)" if resume == "auto" else "")
         if start_over and run_dir.has_checkpoints():
-            how += f"; --start-over: the checkpoints in {run_dir.path} are moved into a previous-<time>/ folder"
+            how += f"; --overwrite: the checkpoints in {run_dir.path} are moved into a previous-<time>/ folder"
         fresh = recipes.load(recipe_path, overrides)
         if fresh.data.path and not Path(fresh.data.path).expanduser().is_absolute():
             # stored absolute: a resume from another directory must find the same data

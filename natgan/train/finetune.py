@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from natgan import checkpoint, recipe as recipes
-from natgan.errors import CheckpointError, ConfigError, NatGanError
+from natgan.errors import CheckpointError, ConfigError
+from natgan.models import get_spec
 from natgan.train.rundir import RunDir
 
 TRANSFER_ADA_KIMG = 100.0   # stylegan2-ada-pytorch's ada_kimg when resuming from a pretrained network
@@ -35,8 +36,8 @@ def resolve_init(*, recipe_path: str | Path | None, overrides: list[str], outdir
 
     ``start_over``: the directory's checkpoints will be moved aside by :func:`natgan.train.train`."""
     if RunDir(outdir).has_checkpoints() and not start_over:
-        raise NatGanError(f"{RunDir(outdir).path}: already holds checkpoints; --init starts a new run, "
-                          f"so choose a new --outdir, add --start-over to move them aside, "
+        raise ConfigError(f"{RunDir(outdir).path}: already holds checkpoints; --init starts a new run, "
+                          f"so choose a new --outdir, add --overwrite to move them aside, "
                           f"or continue that run with --resume auto")
     if recipe_path is None:
         raise ConfigError("--recipe is required with --init (it gives the new data and training settings)")
@@ -47,6 +48,11 @@ def resolve_init(*, recipe_path: str | Path | None, overrides: list[str], outdir
     raw = recipes.read_raw(path)
     model = checkpoint_model(ck)
     if "model" in raw:
+        theirs = str(model.get("name"))
+        ours = recipes.from_dict(raw, source=str(path)).model_name
+        if get_spec(ours).name != get_spec(theirs).name:  # another architecture: say so, not a differing key
+            raise ConfigError(f"{path}: [model] is {ours}, but the --init checkpoint {init} holds a {theirs} "
+                              f"model; omit [model] to take the checkpoint's, or --init a {ours} checkpoint")
         given = recipes.from_dict(raw, source=str(path)).to_dict()["model"]
         expected = recipes.from_dict({**raw, "model": model}, source=f"{init} (model)").to_dict()["model"]
         if given != expected:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from natgan.errors import NatGanError
+from natgan.errors import ConfigError, NatGanError
 from natgan.fsutil import same_file
 from natgan import checkpoint
 from natgan.train.rundir import RunDir, run_id_of
 
-START_OVER_HINT = "pass --start-over to move them into a previous-<time>/ folder and start again"
+START_OVER_HINT = "pass --overwrite to move them into a previous-<time>/ folder and start again"
 
 
 def refuse_new_run_over_checkpoints(run_dir: RunDir, start_over: bool) -> None:
     """A run without ``--resume`` must not write into a directory that already holds checkpoints."""
     if run_dir.has_checkpoints() and not start_over:
-        raise NatGanError(f"{run_dir.path}: already holds checkpoints; continue that run with --resume auto, "
+        raise ConfigError(f"{run_dir.path}: already holds checkpoints; continue that run with --resume auto, "
                           f"choose a new --outdir, or {START_OVER_HINT}")
 
 
@@ -56,13 +56,14 @@ def check_same_run(run_dir: RunDir, ckpt: dict, source: str | Path, start_over: 
                               f"the run of {source}; choose another --outdir or {START_OVER_HINT}")
     theirs = run_id_of(ckpt)
     if here != theirs:
-        raise NatGanError(f"{run_dir.path}: holds run {here or '(no id)'}, but {source} belongs to run "
+        raise ConfigError(f"{run_dir.path}: holds run {here or '(no id)'}, but {source} belongs to run "
                           f"{theirs or '(no id)'}; resuming it here would overwrite that run's latest.pt and "
                           f"recipe.toml (choose another --outdir, or {START_OVER_HINT})")
 
 
 def set_aside_for_new_start(outdir: str | Path) -> Path | None:
-    """``--start-over``: move the directory's checkpoints aside under the run lock; None if there were none."""
+    """``--overwrite`` (old name ``--start-over``): move the directory's checkpoints aside under the run lock;
+    None if there were none."""
     run_dir = RunDir(outdir)
     if not run_dir.has_checkpoints() and run_dir.run_id() is None:
         return None

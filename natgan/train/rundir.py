@@ -140,10 +140,17 @@ class RunDir:
 
     def set_aside(self) -> Path:
         """Move everything of the old run (checkpoints, latest.pt, best.pt, recipe.toml, run id, logs, samples,
-        TensorBoard) into ``previous-<UTC time>/`` (``--start-over``): nothing is deleted, and the new run's
+        TensorBoard) into ``previous-<UTC time>/`` (``--overwrite``): nothing is deleted, and the new run's
         resume and pruning never see the old files. All or nothing: a failed move puts back what moved."""
-        target = self.path / time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
-        target.mkdir()
+        name = time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+        target, n = self.path / name, 1
+        while True:  # two restarts within one second get their own folders
+            try:
+                target.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                target = self.path / f"{name}-{n}"
         entries = sorted(p for p in self.path.iterdir()
                          if p.name != ".lock" and p != target and not p.name.startswith("previous-"))
         moved: list[Path] = []

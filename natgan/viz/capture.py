@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from natgan.errors import NatGanError
+from natgan.errors import ConfigError, NatGanError
 
 
 @dataclass
@@ -68,13 +68,13 @@ def _check(captured: dict, kind: str, name: str) -> None:
 def capturing(model: nn.Module, reduce: Callable[[str, dict], torch.Tensor]) -> Iterator[list[Capture]]:
     """Within the block, every attention call appends a :class:`Capture` (``reduce(kind, captured)``).
 
-    Raises :class:`NatGanError` if the model has no capture-capable module, so a user asking for
+    Raises :class:`ConfigError` (a usage error, exit 2) if the model has no capture-capable module, so a user asking for
     attention maps of a convolutional model (StyleGAN2) gets a sentence, not an empty folder.
     """
     modules = attention_modules(model)
     if not modules:
-        raise NatGanError(f"{type(model).__name__} has no attention modules to visualise "
-                          f"(no module exposes the 'capture' attribute)")
+        raise ConfigError(f"{type(model).__name__} has no attention modules to visualise (no module exposes the "
+                          f"'capture' attribute); attention maps are drawn for stylenat, styleswin, hit and ganformer")
     records: list[Capture] = []
     handles = []
     previous = [(m, m.capture) for _, m in modules]

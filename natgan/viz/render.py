@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from natgan.errors import ConfigError
 from natgan.fsutil import atomic_write, make_output_dir
+from natgan.sampling.export import scaled, scaled_by
 from natgan.viz import colormaps
 from natgan.viz.maps import AttentionMaps, BlockAttention
 
@@ -189,7 +190,9 @@ def _block_title(block: BlockAttention) -> str:
 
 
 def _save(image: Image.Image, path: Path) -> Path:
-    return atomic_write(path, lambda fh: image.save(fh, format="PNG"))
+    """Write a sheet as PNG, enlarged by the command's ``--scale`` (nearest neighbour)."""
+    big = Image.fromarray(scaled(np.asarray(image))) if scaled_by() != 1 else image
+    return atomic_write(path, lambda fh: big.save(fh, format="PNG"))
 
 
 def render(result: AttentionMaps, outdir: str | Path, *, cmap: str = "gray", norm: str = "head",
