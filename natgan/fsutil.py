@@ -93,7 +93,8 @@ def remove_stale_temps(directory: str | Path, target: str | None = None) -> list
 
 # ----------------------------------------------------------------------------------------- path policy
 
-_PROTECTED: list[tuple[str, Path]] = []  # (option, path) of the files the running command reads
+# (option, path as given, resolved path, (device, inode) or None) of the files the running command reads
+_PROTECTED: list[tuple[str, Path, Path, tuple[int, int] | None]] = []
 _MAX_NAME = 200
 _KINDS = {stat.S_IFCHR: "character device", stat.S_IFBLK: "block device", stat.S_IFIFO: "FIFO",
           stat.S_IFSOCK: "socket", stat.S_IFDIR: "directory"}
@@ -104,8 +105,22 @@ def protect_inputs(*inputs: tuple[str, str | Path | None]) -> None:
 
     Call :func:`release_inputs` when the command ends (the CLI entry point does)."""
     for option, path in inputs:
-        if path is not None and str(path) != "":
-            _PROTECTED.append((option, Path(path)))
+        if path is None or str(path) == "":
+            continue
+        _PROTECTED.append((option, Path(path), *_identity(Path(path))))
+
+
+def _identity(path: Path) -> tuple[Path, tuple[int, int] | None]:
+    """The resolved path (``..`` and links followed) and, if it exists, (device, inode): hard links too."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        resolved = path.absolute()
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return resolved, None
+    return resolved, (st.st_dev, st.st_ino)
 
 
 def release_inputs() -> None:
@@ -118,14 +133,17 @@ def _usage_error(message: str) -> Exception:
     return ConfigError(message)
 
 
-def refuse_unsafe_target(path: str | Path, option: str | None = None,
-                         inputs: tuple[tuple[str, str | Path | None], ...] = ()) -> Path:
+def refuse_unsafe_target(path: str | Path, option: str | None = None) -> Path:
     """Raise one line unless ``path`` may be (re)written: absent, or a regular, writable file that is none
-    of the command's inputs (registered ones and ``inputs``) by any spelling or link."""
+    of the inputs registered with :func:`protect_inputs`, by any spelling or link."""
     path = Path(path)
     label = f"{option} {path}" if option else str(path)
-    for source, given in (*_PROTECTED, *inputs):
-        if given is not None and str(given) != "" and same_file(path, given):
+    if _PROTECTED:
+        resolved, ident = _identity(path)
+        hit = next(((s, g) for s, g, r, i in _PROTECTED if r == resolved or (ident is not None and i == ident)),
+                   None)
+        if hit is not None:
+            source, given = hit
             raise _usage_error(f"{label}: is the input {source} {given} (an output never replaces what the "
                                f"command reads); choose another output name")
     try:

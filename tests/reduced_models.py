@@ -16,3 +16,17 @@ REDUCED = {
 def family(name: str) -> str:
     """The REDUCED key of a registered name (``hit-b-1024`` -> ``hit``)."""
     return next(k for k in REDUCED if name == k or name.startswith(k + "-"))
+
+
+# What a family needs beyond ``num_classes`` to be class-conditional (GANformer's residual global mapping
+# cannot take the wider conditional input, as in the official code).
+CONDITIONAL_EXTRA = {"ganformer": dict(mapping_resnet=False)}
+
+
+def reduced(name: str, num_classes: int = 0) -> dict:
+    """The reduced configuration of a registered name, class-conditional when ``num_classes > 0``."""
+    fam = family(name)
+    config = dict(REDUCED[fam])
+    if num_classes:
+        config.update(CONDITIONAL_EXTRA.get(fam, {}), num_classes=num_classes)
+    return config

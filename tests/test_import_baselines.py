@@ -78,8 +78,8 @@ def test_rosinality_training_checkpoint_carries_everything(tmp_path):
     assert set(ckpt["weights"]) == {"G", "G_ema", "D"} and set(ckpt["optim"]) == {"G", "D"}
     assert ckpt["progress"]["step"] == 3                                           # from 000003.pt
     cfg = ckpt["model"]["config"]
-    assert (cfg["resolution"], cfg["style_dim"], cfg["n_mlp"], cfg["channel_multiplier"], cfg["channel_max"]) == \
-        (32, 16, 4, 2, 16)
+    assert (cfg["resolution"], cfg["style_dim"], cfg["n_mlp"], cfg["channels"], cfg["d_channels"]) == \
+        (32, 16, 4, [16, 16, 16, 16], None)                                    # widths read from the shapes
     with torch.no_grad():
         D = _discriminator(ckpt)
         torch.testing.assert_close(D(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
@@ -111,8 +111,8 @@ def test_rosinality_refusals(tmp_path):
     with pytest.raises(CheckpointError, match="args.arch is 'swagan'"):
         import_rosinality(swagan)
     odd = {k: v.clone() for k, v in official["g_ema"].items()}
-    odd["input.input"] = torch.zeros(1, 24, 4, 4)                               # 24, 16, 16, 16: no table
-    with pytest.raises(CheckpointError, match=r"widths \{4: 24, 8: 16.*no StyleGAN2 channel table"):
+    odd["input.input"] = torch.zeros(1, 24, 4, 4)                    # 24 wide const, 16 wide convs
+    with pytest.raises(CheckpointError, match=r"conv1.conv.weight.*shape"):
         import_rosinality({"g_ema": odd})
     extra = dict(official["g_ema"], **{"style.9.weight": torch.zeros(3)})
     with pytest.raises(CheckpointError, match="style.5.weight|style.9.weight"):
@@ -128,8 +128,8 @@ def test_stylegan2_ada_reproduces_the_official_images_and_logits(tmp_path):
     kind, ckpt = _round_trip(ADA_PKL, "auto", tmp_path)
     assert kind == "stylegan2-ada" and ckpt["model"]["name"] == "stylegan2"
     cfg = ckpt["model"]["config"]
-    assert (cfg["resolution"], cfg["style_dim"], cfg["n_mlp"], cfg["channel_max"],
-            cfg["mbstd_group"]) == (32, 16, 2, 16, 4)
+    assert (cfg["resolution"], cfg["style_dim"], cfg["n_mlp"], cfg["channels"],
+            cfg["mbstd_group"]) == (32, 16, 2, [16, 16, 16, 16], 4)
     G = checkpoint.build_generator(ckpt)
     with torch.no_grad():
         w = G.mapping(ex["z"])

@@ -179,10 +179,11 @@ def test_kid_spread_is_torch_fidelitys_std_over_clean_fids_subsets():
 
 
 def test_registry_names_outputs_and_parsing():
-    assert list(registry.METRICS) == ["fid", "kid", "pr", "dc", "is", "ppl"]
+    assert list(registry.METRICS) == ["fid", "kid", "pr", "dc", "is", "ppl", "intra_fid"]
     assert registry.parse_metrics("fid, KID,fid") == ["fid", "kid"]
     assert registry.parse_metrics(["pr", "dc"]) == ["pr", "dc"]
-    with pytest.raises(ConfigError, match="'fd': unknown metric; expected some of fid, kid, pr, dc, is, ppl"):
+    with pytest.raises(ConfigError,
+                       match="'fd': unknown metric; expected some of fid, kid, pr, dc, is, ppl, intra_fid"):
         registry.parse_metrics("fid,fd")
     with pytest.raises(ConfigError, match="no metric named"):
         registry.parse_metrics(" , ")

@@ -107,7 +107,8 @@ def read_official(path: Path) -> tuple[int, dict[str, bytes]]:
     env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False)
     with env.begin() as txn:
         length = int(txn.get(b"length").decode("utf-8"))
-        records = {k.decode(): v for k, v in txn.cursor() if k not in (b"length", b"__natgan_meta__")}
+        records = {k.decode(): v for k, v in txn.cursor()
+                   if k not in (b"length", b"__natgan_meta__", b"__natgan_labels__")}
     env.close()
     return length, records
 

@@ -609,3 +609,14 @@ def test_a_link_planted_under_the_writer_s_temp_name_is_never_written_through(tm
     atomic_write_bytes(target, b"{}")
     assert victim.read_bytes() == b"the user's file" and target.read_bytes() == b"{}"
     assert not os.path.lexists(temp_path(target))
+
+
+def test_trust_torchscript_names_one_file_for_one_command(tmp_path, machine, capsys):
+    """The CLI option runs the named file (the user asked) and is forgotten when the command ends."""
+    marker = tmp_path / "ran"
+    evil = evil_torchscript(tmp_path / "mine" / TORCHSCRIPT.filename, marker)
+    a, b = image_folder(tmp_path / "a", seed=1), image_folder(tmp_path / "b", seed=2)
+    code, out, err = run_cli(["fid", str(a), str(b), "--mode", "clean", "--workers", "0", "-q", "--device", "cpu",
+                              "--inception", str(evil), "--trust-torchscript", str(evil), "--json"], capsys)
+    assert code == 0 and marker.exists() and "NOT the official file" in out
+    assert "NATGAN_TRUST_TORCHSCRIPT" not in os.environ

@@ -32,12 +32,17 @@ def register(app: typer.Typer) -> None:
         from natgan.fsutil import check_output_file, refuse_existing
         from natgan.latent.sefa import factorize
         from natgan.latent.space import format_layers, parse_layers
+        from natgan.models.conditioning import ClassBoundGenerator
         from natgan.sampling import load_generator
 
         check_output_file(out, "--out", ("--ckpt", ckpt))  # before any work: not the checkpoint, a regular file
         refuse_existing([out])
         loaded = load_generator(ckpt, ema=not no_ema, device="cpu")
         G = loaded.G
+        if getattr(G, "num_classes", 0):
+            # SeFa factorises style weights, which no label enters: the directions hold for every class.
+            # Bound to class 0 only so the probe that finds the style layers can run the mapping network.
+            G = ClassBoundGenerator(G, 0)
         chosen = parse_layers(layers, G) if layers is not None else None
         result = factorize(G, chosen, selection=select)
         result.save(out, model=loaded.ckpt["model"]["name"])

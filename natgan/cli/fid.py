@@ -39,10 +39,15 @@ def _summary(result: dict, recorded: str | None) -> None:
     console.print(f"[bold]{numbers}[/]   ({result['mode']}, {counts})")
     for name in result["metrics"]:
         console.print(f"  {name:<10} {result['details'][name]['protocol']}")
+    intra = result["details"].get("intra_fid")
+    if intra:
+        console.print("  per class  " + ", ".join(f"{name} {value:.2f}" for name, value in intra["per_class"].items()))
     if gen.get("kind") == "generator":
         console.print(f"  generated  {gen.get('checkpoint', 'generator')} ({'EMA' if gen.get('ema', True) else 'raw'} "
                       f"weights, step {gen.get('step')}), seeds {gen['seeds']}, trunc {gen['trunc']}")
         console.print(f"  noise      {gen.get('noise', gen.get('noise_mode'))}")
+        if gen.get("labels"):
+            console.print(f"  labels     {gen['labels']}")
     else:
         console.print(f"  A          {gen['description']} [{gen['content_hash'][:24]}...]")
     if ref is None:
@@ -77,6 +82,7 @@ def _cache_note(stored: Path) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("fid")
     def fid(
+        ctx: typer.Context,
         inputs: Optional[List[Path]] = typer.Argument(None, metavar="DATASETS",
                                                       help="Datasets (LMDB/folder/zip): `fid A B` scores A against B; "
                                                            "with --ckpt a single argument is the reference."),
@@ -160,7 +166,7 @@ def register(app: typer.Typer) -> None:
         if trust_torchscript is not None:
             from natgan.metrics.weight_trust import trust_torchscript_file
 
-            trust_torchscript_file(trust_torchscript)
+            ctx.call_on_close(trust_torchscript_file(trust_torchscript))  # for this command only
         common = dict(inception=inception, weights_dir=weights, use_cache=not no_cache, workers=workers,
                       progress=not quiet)
         dev = resolve_device(device)
@@ -190,7 +196,9 @@ def register(app: typer.Typer) -> None:
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
         settings = evaluation_kwargs(eval_config(loaded.ckpt.get("recipe"), source=f"{ckpt}: recipe"))
         settings["metrics"] = metric_names(settings["metrics"])
-        needs_reference = any(METRICS[name].real != "none" for name in settings["metrics"])
+        # a class-conditional generator draws its labels from the (labelled) training data
+        needs_reference = any(METRICS[name].real != "none" for name in settings["metrics"]) or \
+            getattr(loaded.G, "num_classes", 0) > 0
         reference = ref or (str(inputs[0]) if inputs else
                             recipe_reference(loaded.ckpt, ckpt) if needs_reference else None)
         G = loaded.G

@@ -41,11 +41,14 @@ OVERWRITE_OPT = overwrite_option("an existing output LMDB (renamed aside until t
 FORCE_ALIAS = deprecated_alias("--force")
 PROGRESS_OPT = typer.Option(True, "--progress/--no-progress", help="Show the progress bar (stderr).")
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
+LABELS_OPT = typer.Option(None, "--labels", help="Class labels: auto (a stylegan2-ada dataset.json at the root, "
+                                                 "if any; the default), folders (one sub-folder per class), "
+                                                 "FILE.json|FILE.csv (file name -> class), or none.")
 
 
 def _run_prepare(dataset: str, src: Optional[str], out: str, sizes: Optional[str], encoding: str, filter: str,
                  workers: Optional[int], max_images: Optional[int], skip_bad: bool, force: bool, json_out: bool,
-                 progress: bool) -> None:
+                 progress: bool, labels: Optional[str] = None) -> None:
     from natgan.data.catalog import GUIDES
     from natgan.data.prepare import prepare_dataset
     from natgan.data.sources import SourceError
@@ -53,7 +56,7 @@ def _run_prepare(dataset: str, src: Optional[str], out: str, sizes: Optional[str
     try:
         result = prepare_dataset(src, out, dataset=dataset, sizes=sizes, encoding=encoding, filter=filter,
                                  workers=workers, max_images=max_images, skip_bad=skip_bad, force=force,
-                                 progress=progress and not json_out)
+                                 progress=progress and not json_out, labels=labels)
     except SourceError:
         guide = GUIDES.get(dataset)
         if guide is not None:
@@ -76,6 +79,8 @@ def _report(result: dict[str, Any], json_out: bool) -> None:
         console.print(f"built {result['out']}: {result['count']:,} images at {sizes} ({enc}, "
                       f"{result['filter']} resize) in {result['seconds']:.1f}s{speed}", markup=False)
     console.print(f"content hash {result['content_hash']}", markup=False)
+    if result.get("labels"):
+        console.print(class_histogram_line(result["labels"]), markup=False)
     if result["ignored_files"]:
         console.print(f"ignored {result['ignored_files']:,} files without an image extension", markup=False)
     for warning in result.get("warnings", []):
@@ -84,6 +89,12 @@ def _report(result: dict[str, Any], json_out: bool) -> None:
         err_console.print(f"[yellow]skipped {len(result['skipped'])} unreadable files:[/]", highlight=False)
         for item in result["skipped"]:
             err_console.print(f"  {item['path']}: {item['error']}", markup=False, highlight=False)
+
+
+def class_histogram_line(labels: dict[str, Any]) -> str:
+    """``10 classes from ...: 0 178, 1 182, ...`` (the images per class of a labelled dataset)."""
+    pairs = ", ".join(f"{name} {n:,}" for name, n in zip(labels["classes"], labels["histogram"]))
+    return f"{len(labels['classes'])} classes from {labels['origin']}: {pairs}"
 
 
 def register(app: typer.Typer) -> None:
@@ -104,10 +115,11 @@ def ffhq(
     force: bool = FORCE_ALIAS,
     progress: bool = PROGRESS_OPT,
     json_out: bool = JSON_OPT,
+    labels: Optional[str] = LABELS_OPT,
 ) -> None:
     """FFHQ (70,000 faces, 1024x1024 PNG) -> LMDB. Without SRC, explains where to get it."""
     _run_prepare("ffhq", src, out, sizes, encoding, filter, workers, max_images, skip_bad, overwrite or force,
-                 json_out, progress)
+                 json_out, progress, labels)
 
 
 @prepare_app.command("church")
@@ -125,11 +137,11 @@ def church(
     force: bool = FORCE_ALIAS,
     progress: bool = PROGRESS_OPT,
     json_out: bool = JSON_OPT,
+    labels: Optional[str] = LABELS_OPT,
 ) -> None:
     """LSUN Church (LSUN's own LMDB export, or a folder / zip) -> LMDB. Without SRC, explains where to get it."""
     _run_prepare("church", src, out, sizes, encoding, filter, workers, max_images, skip_bad, overwrite or force,
-                 json_out,
-                 progress)
+                 json_out, progress, labels)
 
 
 @prepare_app.command("folder")
@@ -147,13 +159,13 @@ def folder(
     force: bool = FORCE_ALIAS,
     progress: bool = PROGRESS_OPT,
     json_out: bool = JSON_OPT,
+    labels: Optional[str] = LABELS_OPT,
 ) -> None:
-    """Any image collection (nested folders, zip) -> LMDB."""
+    """Any image collection (nested folders, zip) -> LMDB; class labels with --labels (or a dataset.json)."""
     if out is None:
         out = Path(src.rstrip("/\\")).stem + ".lmdb"
     _run_prepare("folder", src, out, sizes, encoding, filter, workers, max_images, skip_bad, overwrite or force,
-                 json_out,
-                 progress)
+                 json_out, progress, labels)
 
 
 @prepare_app.command("digits")
@@ -167,13 +179,15 @@ def digits(
     force: bool = FORCE_ALIAS,
     progress: bool = PROGRESS_OPT,
     json_out: bool = JSON_OPT,
+    labels: Optional[str] = typer.Option(None, "--labels", help="auto (the default: store the 10 digit labels) "
+                                                                "or none."),
 ) -> None:
-    """The built-in default dataset: scikit-learn's 1,797 handwritten digits, 32x32 RGB (no download)."""
+    """The built-in default dataset: scikit-learn's 1,797 handwritten digits, 32x32 RGB (no download), with
+    their 10 class labels (digits 0-9)."""
     from natgan.data.digits import prepare_digits
 
     result = prepare_digits(out, sizes=sizes, encoding=encoding, filter=filter, force=overwrite or force,
-                            max_images=max_images,
-                            progress=progress and not json_out)
+                            max_images=max_images, progress=progress and not json_out, labels=labels)
     _report(result, json_out)
 
 
@@ -213,6 +227,8 @@ def _print_check(report: dict[str, Any]) -> None:
                       f"at prepare time", markup=False)
         console.print(f"content hash {report['content_hash']} "
                       f"({'matches' if report['hash_ok'] else 'DIFFERS FROM'} the recorded one)", markup=False)
+        if report.get("labels"):
+            console.print(class_histogram_line(report["labels"]), markup=False)
     else:
         console.print(f"no nat-gan metadata (official layout); content hash {report['content_hash']}", markup=False)
     status = "[green]ok[/]" if report["ok"] else f"[red]{report['problem_count']} problem(s)[/]"

@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
         w_avg_samples: int = typer.Option(10_000, "--w-avg-samples", min=1, help="Latents averaged for the start w."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
+        class_opt: Optional[str] = typer.Option(None, "--class", help="Class-conditional checkpoints: project into "
+                                                                      "this class (index or name); the start w is "
+                                                                      "the class's mean w."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         overwrite: bool = overwrite_option("files already in --outdir"),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (final LPIPS/MSE per target)."),
@@ -64,8 +67,9 @@ def register(app: typer.Typer) -> None:
         dev = resolve_device(device)
         lpips = load_lpips(weights, random_init=random_lpips, device=dev)
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
+        G = loaded.for_class(class_opt)
         with ProgressBar(steps * len(files), "projecting", enabled=not quiet) as bar:
-            summary = project_targets(loaded.G, files, outdir, lpips, settings, model=loaded.ckpt["model"]["name"],
+            summary = project_targets(G, files, outdir, lpips, settings, model=loaded.ckpt["model"]["name"],
                                       video=video, fps=fps, init=init, on_step=bar.advance)
         info = {**loaded.describe(), "device": str(dev), **summary}
         if json_out:

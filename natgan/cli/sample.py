@@ -60,6 +60,11 @@ def register(app: typer.Typer) -> None:
         video: str = typer.Option("gif", "--video", help="--interpolate video format(s): gif, mp4 or gif,mp4."),
         walk_space: str = typer.Option("w", "--space", help="--interpolate path: w (lerp) | z (slerp)."),
         loop: bool = typer.Option(False, "--loop", help="--interpolate returns to its first keyframe (seamless)."),
+        class_opt: Optional[str] = typer.Option(None, "--class", metavar="CLASS", help="Class-conditional "
+                                                "checkpoints: a class index or name, several (3,7), or all. Several "
+                                                "classes write one sub-folder each, or with --grid COLSxROWS one row "
+                                                "per class (ROWS = number of classes, the same seeds per column); "
+                                                "--trunc then moves each image toward its class's mean w."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         overwrite: bool = overwrite_option("files already in --outdir"),
         scale: int = scale_option(),
@@ -67,8 +72,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate images for seeds (same seed, same image on any device and batch size)."""
         from natgan.data.progress import ProgressBar
-        from natgan.sampling import (FORMATS, auto_batch_size, compute_w_avg, format_seeds, load_generator,
-                                     parse_grid, parse_seeds, resolve_device, write_grid, write_samples)
+        from natgan.sampling import (FORMATS, auto_batch_size, compute_w_avg, fixed_class, format_seeds,
+                                     load_generator, parse_grid, parse_seeds, resolve_device, write_class_grid,
+                                     write_grid, write_samples)
 
         if fmt not in FORMATS:
             raise ConfigError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}")
@@ -88,41 +94,60 @@ def register(app: typer.Typer) -> None:
                             interpolate=interpolate, frames=frames, fps=fps, batch=batch, device=device, no_ema=no_ema,
                             noise_mode=noise_mode, w_file=w_file, style_mix=style_mix, mix_with=mix_with,
                             layers=layers, direction=direction, strength=strength, steps=steps, video=video,
-                            walk_space=walk_space, loop=loop, quiet=quiet, json_out=json_out)
+                            walk_space=walk_space, loop=loop, quiet=quiet, json_out=json_out, class_opt=class_opt)
             return
         if grid and fmt != "png":
             raise ConfigError(f"--grid writes one PNG; drop --format {fmt}")
         cols_rows = parse_grid(grid) if grid else None
-        if cols_rows:
-            cells = cols_rows[0] * cols_rows[1]
-            seed_list = parse_seeds(seeds) if seeds is not None else list(range(cells))
-            if len(seed_list) != cells:
-                raise ConfigError(f"--grid {grid} needs {cells} seeds, --seeds '{seeds}' gives {len(seed_list)}")
-        else:
-            seed_list = parse_seeds(seeds) if seeds is not None else list(range(16))
-
         check_output_dir(outdir)
-        from natgan.fsutil import refuse_existing
-        from natgan.sampling.run import sample_outputs
-
-        refuse_existing([Path(outdir) / "grid.png"] if cols_rows else sample_outputs(outdir, seed_list, fmt))
         dev = resolve_device(device)
         loaded = load_generator(ckpt, ema=not no_ema, device=dev)
         G = loaded.G
+        classes = loaded.chosen_classes(class_opt)
+        per_class_rows = cols_rows is not None and len(classes) > 1
+        if cols_rows:
+            cells = cols_rows[0] * (1 if per_class_rows else cols_rows[1])
+            if per_class_rows and cols_rows[1] != len(classes):
+                raise ConfigError(f"--grid {grid}: one row per class needs {len(classes)} rows "
+                                  f"(--grid {cols_rows[0]}x{len(classes)})")
+            seed_list = parse_seeds(seeds) if seeds is not None else list(range(cells))
+            if len(seed_list) != cells:
+                what = " per class row" if per_class_rows else ""
+                raise ConfigError(f"--grid {grid} needs {cells} seeds{what}, --seeds '{seeds}' gives "
+                                  f"{len(seed_list)}")
+        else:
+            seed_list = parse_seeds(seeds) if seeds is not None else list(range(16))
+        from natgan.fsutil import refuse_existing
+        from natgan.sampling.run import sample_outputs
+
+        folders = [Path(outdir) / loaded.class_folder(k) for k in classes] if len(classes) > 1 and not cols_rows \
+            else [Path(outdir)]
+        refuse_existing([Path(outdir) / "grid.png"] if cols_rows else
+                        [f for folder in folders for f in sample_outputs(folder, seed_list, fmt)])
         batch_size = batch or auto_batch_size(dev, int(G.resolution))
         w_avg = None if trunc == 1.0 else loaded.truncation_centre()
-        if trunc != 1.0 and w_avg is None:
-            w_avg = compute_w_avg(G)
+        if trunc != 1.0 and w_avg is None and not classes:
+            w_avg = compute_w_avg(G)   # conditional: each image's class centre (natgan.sampling.ImageGenerator)
         common = dict(batch_size=batch_size, psi=trunc, w_avg=w_avg, noise_mode=noise_mode)
-        total = len(seed_list)
+        labels = fixed_class(classes[0]) if len(classes) == 1 else None
+        total = len(seed_list) * max(1, len(classes) if (per_class_rows or not cols_rows) else 1)
         with ProgressBar(total, "sampling", enabled=not quiet) as bar:
-            if cols_rows:
+            if per_class_rows:
+                files = [write_class_grid(G, seed_list, classes, Path(outdir) / "grid.png", progress=bar.advance,
+                                          **common)]
+            elif cols_rows:
                 files = [write_grid(G, seed_list, Path(outdir) / "grid.png", *cols_rows, progress=bar.advance,
-                                    **common)]
+                                    labels=labels, **common)]
+            elif len(classes) > 1:
+                files = []
+                for k, folder in zip(classes, folders):
+                    files += write_samples(G, seed_list, folder, fmt=fmt, progress=bar.advance, labels=fixed_class(k),
+                                           **common)
             else:
-                files = write_samples(G, seed_list, outdir, fmt=fmt, progress=bar.advance, **common)
+                files = write_samples(G, seed_list, outdir, fmt=fmt, progress=bar.advance, labels=labels, **common)
 
         info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode,
+                **({"classes": [loaded.class_names()[k] for k in classes]} if classes else {}),
                 "format": "grid" if cols_rows else fmt, "seeds": format_seeds(seed_list),
                 "images": total, "outdir": str(outdir), "files": [str(f) for f in files]}
         if json_out:

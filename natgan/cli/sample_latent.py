@@ -48,7 +48,8 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
                     trunc: float, interpolate: Optional[str], frames: int, fps: float, batch: Optional[int],
                     device: str, no_ema: bool, noise_mode: str, w_file: Optional[Path], style_mix: Optional[str],
                     mix_with: Optional[str], layers: Optional[str], direction: Optional[str], strength: str,
-                    steps: int, video: str, walk_space: str, loop: bool, quiet: bool, json_out: bool) -> None:
+                    steps: int, video: str, walk_space: str, loop: bool, quiet: bool, json_out: bool,
+                    class_opt: Optional[str] = None) -> None:
     from natgan.data.progress import ProgressBar
     from natgan.latent import edit, mixing, sefa, walk
     from natgan.latent.space import format_layers, parse_layers
@@ -70,11 +71,11 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
         raise ConfigError("--trunc does not apply to stored latents (--w); drop it")
     dev = resolve_device(device)
     loaded = load_generator(ckpt, ema=not no_ema, device=dev)
-    G = loaded.G
+    G = loaded.for_class(class_opt)  # a conditional generator bound to its --class (truncation: that class's mean)
     batch_size = batch or auto_batch_size(dev, int(G.resolution))
     w_avg = compute_w_avg(G) if trunc != 1.0 else None
     info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode, "mode": mode,
-            "outdir": str(outdir)}
+            "outdir": str(outdir), **({"class": loaded.class_names()[G.label]} if G is not loaded.G else {})}
     outdir = Path(outdir)
 
     if mode == "w":

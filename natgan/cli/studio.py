@@ -13,7 +13,7 @@ from natgan.cli.console import console
 def register(app: typer.Typer) -> None:
     @app.command("studio")
     def studio_cmd(
-        sources: List[Path] = typer.Argument(..., metavar="CKPT_OR_RUN_DIR...",
+        sources: List[Path] = typer.Argument(..., metavar="CKPT_OR_RUN_DIR",
                                              help="Checkpoints, or run directories (their snapshots, newest first)."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (anything but loopback serves "
                                                              "the page to your network, without a password)."),

@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
             _dry_run(resolved, decision, json_out)
             return
         is_main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
+        training.check_training_data(resolved)  # a data error is then the only line printed
         if not json_out and is_main:
             err_console.print(decision, highlight=False)
         result = training.train(resolved, outdir, resume_from=resume_ck, init_from=init_ck, init_optim=init_optim,

@@ -43,6 +43,9 @@ def register(app: typer.Typer) -> None:
         cross: str = typer.Option("soft", "--cross", help="Cross-attention (GANformer, HiT): soft | hard | "
                                                           "latents (one tile per latent)."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator of --ckpt, not its EMA."),
+        class_opt: Optional[str] = typer.Option(None, "--class", help="Class-conditional models: the class (index "
+                                                                      "or name) of the image whose attention is "
+                                                                      "drawn."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         overwrite: bool = overwrite_option("files already in --outdir"),
         scale: int = scale_option(),
@@ -65,8 +68,10 @@ def register(app: typer.Typer) -> None:
         check_output_dir(outdir)
         protect_inputs(("--ckpt", ckpt), ("--recipe", recipe))
         dev = resolve_device(device)
-        G, name = _generator(ckpt, model, recipe, sets or [], resolution, no_ema)
-        G = G.to(dev)
+        G, name, data = _generator(ckpt, model, recipe, sets or [], resolution, no_ema)
+        from natgan.sampling.classes import bind_class
+
+        G = bind_class(G, data, class_opt, where=ckpt or name).to(dev)
         result = attention_maps(G, seed, levels=level_sel, blocks=block_sel, heads=head_sel, model=name)
         files = render(result, outdir, cmap=cmap, norm=norm, cross=cross)
         if json_out:
@@ -94,11 +99,11 @@ def _generator(ckpt: Optional[Path], model: Optional[str], recipe: Optional[Path
         from natgan import checkpoint
 
         data = checkpoint.load(ckpt)
-        return checkpoint.build_generator(data, ema=not no_ema, source=ckpt), data["model"]["name"]
+        return checkpoint.build_generator(data, ema=not no_ema, source=ckpt), data["model"]["name"], data
     if model is None and recipe is None:
         raise ConfigError("give --ckpt FILE, or --model NAME (random weights) with an optional --recipe")
     from natgan.model_choice import resolve_model
 
     torch.manual_seed(0)  # random weights are reproducible run to run
     pair = resolve_model(model, recipe=str(recipe) if recipe else None, sets=sets, resolution=resolution)
-    return pair.generator, pair.name
+    return pair.generator, pair.name, None

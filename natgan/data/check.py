@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from natgan.data import imaging
+from natgan.data import labels as labelling
 from natgan.data import lmdb_format as fmt
 from natgan.data.hashing import SizeHasher, dataset_hash, record_digest
 from natgan.data.parallel import OrderedMap
@@ -99,9 +102,12 @@ def _check_dataset(path: str | os.PathLike, *, workers: int | None, progress: bo
         meta = fmt.read_meta(env, p)
         sizes = fmt.scan_sizes(env)
         entries = env.stat()["entries"]
+        with env.begin() as txn:
+            label_value = txn.get(labelling.LABELS_KEY)
     finally:
         handle.release()
     problems: list[str] = []
+    label_report = _check_labels(meta, label_value, length, problems)
     if meta is not None:
         if int(meta["count"]) != length:
             problems.append(f"metadata count {meta['count']} != length {length}")
@@ -109,10 +115,10 @@ def _check_dataset(path: str | os.PathLike, *, workers: int | None, progress: bo
             problems.append(f"metadata sizes {meta['sizes']} != sizes found {sizes}")
     if not sizes:
         problems.append("no '{size}-{index}' image records")
-    expected_entries = length * len(sizes) + 1 + (meta is not None)
+    expected_entries = length * len(sizes) + 1 + (meta is not None) + (label_value is not None)
     if entries != expected_entries:
         problems.append(f"{entries} records, expected {expected_entries} ({length} images x {len(sizes)} sizes "
-                        f"+ length{' + metadata' if meta else ''})")
+                        f"+ length{' + metadata' if meta else ''}{' + labels' if label_value is not None else ''})")
 
     hashers = {s: SizeHasher() for s in sizes}
     bad_counts = {s: 0 for s in sizes}
@@ -147,6 +153,31 @@ def _check_dataset(path: str | os.PathLike, *, workers: int | None, progress: bo
         "sizes": {str(s): {"records": length, "bad": bad_counts[s]} for s in sizes},
         "content_hash": dataset_hash(size_hashes), "size_hashes": {str(s): h for s, h in size_hashes.items()},
         "hash_ok": hash_ok, "problems": problems[:max_problems], "problem_count": len(problems),
-        "metadata": meta, "seconds": round(seconds, 3),
+        "metadata": meta, "labels": label_report, "seconds": round(seconds, 3),
         "images_per_s": round(length / seconds, 1) if seconds > 0 else None,
     }
+
+
+def _check_labels(meta: dict[str, Any] | None, value: bytes | None, length: int,
+                  problems: list[str]) -> dict[str, Any] | None:
+    """Labels record vs metadata: present together, one per image, in range, same hash and histogram."""
+    recorded = (meta or {}).get("labels")
+    if recorded is None:
+        if value is not None:
+            problems.append(f"a {labelling.LABELS_KEY.decode()!r} record but no labels in the metadata")
+        return None
+    if value is None:
+        problems.append(f"metadata lists labels but the {labelling.LABELS_KEY.decode()!r} record is missing")
+        return None
+    classes = labelling.class_names(meta) or []
+    try:
+        indices = labelling.decode(value, length, len(classes), "labels")
+    except DataError as exc:
+        problems.append(str(exc))
+        return None
+    histogram = np.bincount(indices, minlength=len(classes)).tolist()
+    if labelling.digest(value) != recorded.get("sha256"):
+        problems.append("label record hash differs from the one recorded at prepare time")
+    if histogram != recorded.get("histogram"):
+        problems.append(f"class histogram {histogram} differs from the recorded {recorded.get('histogram')}")
+    return {"classes": classes, "histogram": histogram, "origin": recorded.get("origin")}

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from natgan.data.labels import Labels
 from natgan.data.prepare import prepare_dataset
 from natgan.data.progress import ProgressCallback
 from natgan.data.sources import RawSource
@@ -33,8 +34,8 @@ DEFAULT_ENCODING = "png"
 COUNT = 1797
 
 
-def _load_digits() -> tuple[np.ndarray, Path]:
-    """``[1797, 8, 8]`` floats in 0..16 and the file they came from."""
+def _load_digits() -> tuple[np.ndarray, np.ndarray, Path]:
+    """``[1797, 8, 8]`` floats in 0..16, the ``[1797]`` digit each shows, and the file they came from."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("scikit-learn is not installed (it ships the digits dataset): pip install scikit-learn")
@@ -42,10 +43,11 @@ def _load_digits() -> tuple[np.ndarray, Path]:
     if path.is_file():
         data = np.loadtxt(path, delimiter=",")
         if data.shape == (COUNT, 65):
-            return data[:, :-1].reshape(-1, 8, 8), path
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64), path
     from sklearn.datasets import load_digits  # layout changed: ask scikit-learn itself
 
-    return load_digits().images, path
+    bunch = load_digits()
+    return bunch.images, bunch.target.astype(np.int64), path
 
 
 class DigitsSource(RawSource):
@@ -54,7 +56,7 @@ class DigitsSource(RawSource):
     layout = "sklearn-digits"
 
     def __init__(self) -> None:
-        images, self.path = _load_digits()
+        images, self.targets, self.path = _load_digits()
         self.pixels = np.rint(images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
         self.sklearn_version = importlib.metadata.version("scikit-learn")
         self.ignored = 0
@@ -74,12 +76,17 @@ class DigitsSource(RawSource):
     def fingerprint(self) -> str:
         return "digits-sha256:" + hashlib.sha256(self.pixels.tobytes()).hexdigest()
 
+    def class_labels(self) -> Labels:
+        """The digit each image shows: 10 classes named "0" ... "9" (what the conditional demo learns)."""
+        return Labels(self.targets.copy(), [str(d) for d in range(10)], "scikit-learn digits targets")
+
 
 def prepare_digits(out: str | os.PathLike = "digits.lmdb", *, sizes: str | int | Sequence[int] = DEFAULT_SIZE,
                    encoding: str = DEFAULT_ENCODING, filter: str = DEFAULT_FILTER, force: bool = False,
                    progress: bool = True, max_images: int | None = None,
-                   on_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Write the digits LMDB (default 32x32 RGB PNG) and return ``prepare_dataset``'s result dict."""
+                   on_progress: ProgressCallback | None = None, labels: str | None = None) -> dict[str, Any]:
+    """Write the digits LMDB (default 32x32 RGB PNG, with the 10 digit labels unless ``labels="none"``)
+    and return ``prepare_dataset``'s result dict."""
     return prepare_dataset(DigitsSource(), out, dataset="digits", sizes=sizes, encoding=encoding, filter=filter,
                            workers=0, max_images=max_images, force=force, progress=progress,
-                           on_progress=on_progress)
+                           on_progress=on_progress, labels=labels)

@@ -18,8 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from natgan import __version__
 from natgan.data import catalog, imaging
+from natgan.data import labels as labelling
 from natgan.data import lmdb_format as fmt
 from natgan.data.hashing import SizeHasher, dataset_hash, record_digest
 from natgan.data.parallel import OrderedMap
@@ -167,21 +170,25 @@ def _result_from_meta(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
             "skipped": meta["skipped"], "ignored_files": meta["ignored_files"],
             "upscaled": meta.get("upscaled", 0), "content_hash": meta["content_hash"],
             "warnings": meta.get("warnings", []), "seconds": meta.get("seconds"),
-            "images_per_s": meta.get("images_per_s"), "bytes": meta.get("bytes")}
+            "images_per_s": meta.get("images_per_s"), "bytes": meta.get("bytes"),
+            **({"labels": meta["labels"]} if "labels" in meta else {})}
 
 
 def prepare_dataset(src: str | os.PathLike | RawSource | None, out: str | os.PathLike, *, dataset: str = "folder",
                     sizes: str | int | Sequence[int] | None = None, encoding: str = "jpeg", filter: str = "lanczos",
                     workers: int | None = None, max_images: int | None = None, skip_bad: bool = False,
                     force: bool = False, progress: bool = True, on_progress: ProgressCallback | None = None,
-                    jpeg_quality: int = imaging.JPEG_QUALITY, batch_images: int = BATCH_IMAGES) -> dict[str, Any]:
+                    jpeg_quality: int = imaging.JPEG_QUALITY, batch_images: int = BATCH_IMAGES,
+                    labels: str | None = None) -> dict[str, Any]:
     """Build ``out`` (an LMDB directory) from ``src`` and return a result dict (see the CLI / ``--json``).
 
     ``dataset`` selects validation and defaults: ``ffhq``/``church`` explain where the data comes
     from when ``src`` is missing or wrong; ``folder`` takes any collection. ``sizes`` defaults to the
-    dataset's usual size (256). ``workers=0`` transcodes in this process.
+    dataset's usual size (256). ``workers=0`` transcodes in this process. ``labels`` says where class
+    labels come from (:mod:`natgan.data.labels`: auto / none / folders / a .json or .csv file).
     """
     workers = _check_options(dataset, encoding, filter, workers, max_images, jpeg_quality)
+    labelling.check_spec(labels)
     guide = catalog.GUIDES.get(dataset)
     size_list = parse_sizes(sizes if sizes is not None else (guide.default_sizes if guide else 256))
     out_path = Path(out).expanduser().absolute()
@@ -190,7 +197,11 @@ def prepare_dataset(src: str | os.PathLike | RawSource | None, out: str | os.Pat
     if same_file(source.path, out_path):
         raise ConfigError(f"--out {out_path}: is the source itself; choose another output path")
     fingerprint = source.fingerprint()
+    found = labelling.resolve(source, labels)
     request = _request(dataset, source, fingerprint, size_list, filter, encoding, jpeg_quality, max_images, skip_bad)
+    if found is not None:  # only labelled datasets carry the key: unlabelled requests are what they were
+        request["labels"] = {"origin": found.origin, "classes": found.classes,
+                             "sha256": labelling.digest(labelling.encode(found.indices))}
     existing = _existing_result(out_path, request, force)
     if existing is not None:
         return existing
@@ -201,6 +212,7 @@ def prepare_dataset(src: str | os.PathLike | RawSource | None, out: str | os.Pat
     target = min(candidates, max_images) if max_images else candidates
     hashers = {s: SizeHasher() for s in size_list}
     skipped: list[dict[str, str]] = []
+    kept: list[int] = []  # the label of every stored image, in index order
     count = upscaled = 0
     start = time.perf_counter()
     source.close()  # workers open their own handles; the parent re-opens lazily if it transcodes
@@ -224,6 +236,8 @@ def prepare_dataset(src: str | os.PathLike | RawSource | None, out: str | os.Pat
                     builder.add(key, value)
                     hashers[size].add(key, digest)
                 builder.end_image()
+                if found is not None:
+                    kept.append(int(found.indices[index]))
                 count += 1
                 upscaled += was_upscaled
                 bar.advance()
@@ -252,6 +266,10 @@ def prepare_dataset(src: str | os.PathLike | RawSource | None, out: str | os.Pat
             "bytes": builder.bytes_written,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if found is not None:
+            value = labelling.encode(np.array(kept))
+            builder.add(labelling.LABELS_KEY, value)
+            meta["labels"] = labelling.metadata(found, np.array(kept, dtype=np.int64), value)
         builder.finish(count, meta)
     return {**_result_from_meta(out_path, meta), "status": "built"}
 

@@ -31,6 +31,7 @@ import lmdb
 import numpy as np
 
 from natgan.data import imaging
+from natgan.data import labels as labelling
 from natgan.data import lmdb_format as fmt
 from natgan.data.sources import LmdbSource, RawSource, open_raw_source
 from natgan.errors import DataError
@@ -47,6 +48,12 @@ class ImageSource:
     content_hash: str
     description: str
     metadata: dict[str, Any] | None = None
+    labels: np.ndarray | None = None        # int64 [N] class per image, None when unlabelled
+    class_names: list[str] | None = None    # names of classes 0..K-1, None when unlabelled
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.class_names else 0
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -111,6 +118,15 @@ class LmdbImageSource(ImageSource):
                                     f"('length' says {self.length}): incomplete or damaged LMDB")
         self.content_hash = self._content_hash()
         self.description = self._describe()
+        self.class_names = labelling.class_names(self.metadata)
+        if self.class_names is not None:
+            with env.begin() as txn:
+                value = txn.get(labelling.LABELS_KEY)
+            if value is None:
+                raise DataError(f"{path}: metadata lists labels but the label record is missing; rebuild it "
+                                f"with `nat-gan prepare ... --force`")
+            self.labels = labelling.decode(value, self.length, len(self.class_names), str(path))
+            self.description += f", {len(self.class_names)} classes"
 
     def _open(self) -> lmdb.Environment:
         if self._handle is None:  # closed, or unpickled in a spawned worker: take a handle again
@@ -185,6 +201,10 @@ class FileImageSource(ImageSource):
                             f"{self.resolution}x{self.resolution}, shorter-side {filter} resize + centre crop)")
         if self.mixed_sizes:
             self.description += f"; mixed sizes ({', '.join(self.mixed_sizes)}), all served at that size"
+        found = labelling.resolve(raw, "auto")  # a stylegan2-ada dataset.json, as its own loader reads it
+        if found is not None:
+            self.labels, self.class_names = found.indices, found.classes
+            self.description += f", {found.num_classes} classes from {found.origin}"
 
     SIZE_SAMPLE = 64
 

@@ -37,7 +37,8 @@ class TrainingDataset(Dataset):
     generator, which a checkpoint saves, so ``--resume`` stays bit-exact whatever the worker count.
     """
 
-    def __init__(self, path: str | os.PathLike, resolution: int, normalization: str = "imagenet"):
+    def __init__(self, path: str | os.PathLike, resolution: int, normalization: str = "imagenet",
+                 with_labels: bool = False):
         self.scale, self.shift = _affine(normalization)
         self.path, self.normalization = str(path), normalization
         self.source: ImageSource = open_dataset(path, resolution)
@@ -47,14 +48,22 @@ class TrainingDataset(Dataset):
         self.resolution = self.source.resolution
         self.content_hash = self.source.content_hash
         self.description = self.source.description
+        self.labels, self.class_names = self.source.labels, self.source.class_names
+        if with_labels and self.labels is None:
+            raise DataError(f"{path}: has no class labels, but the model is class-conditional (build the dataset "
+                            f"with labels: `nat-gan prepare folder SRC --labels folders|FILE.json|FILE.csv`, or "
+                            f"train with model.num_classes = 0)")
+        self.with_labels = with_labels
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, int]:
+        """The image (and, ``with_labels``, its class index)."""
         image = torch.from_numpy(self.source[index]).permute(2, 0, 1)  # HWC uint8 -> CHW view
         out = image.to(torch.float32, memory_format=torch.contiguous_format)
-        return out.mul_(self.scale).add_(self.shift)
+        out = out.mul_(self.scale).add_(self.shift)
+        return (out, int(self.labels[index])) if self.with_labels else out
 
     def __repr__(self) -> str:
         return f"TrainingDataset({self.description}, normalization={self.normalization!r})"

@@ -37,7 +37,7 @@ from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
 from natgan.importers.nvlabs_records import PersistentRecord, cannot_express, check_network, state_dict
 from natgan.importers.stylegan2_ada import FIR, convert_discriminator
-from natgan.importers.stylegan2_family import Imported, assemble, fit_channel_table, stylegan2_train_settings
+from natgan.importers.stylegan2_family import Imported, assemble, stylegan2_train_settings, width_fields
 
 KIND = "ganformer"
 
@@ -149,8 +149,9 @@ def import_ganformer(snapshot: dict[str, Any], src: str, size: int | None = None
     attn = [r for r in resolutions if f"synthesis.b{r}.conv1.transformer.to_queries.weight" in official]
     if not attn or attn != [r for r in resolutions if attn[0] <= r <= attn[-1]]:
         raise _refuse(src, f"attention at resolutions {attn} (nat-gan needs one contiguous range)")
-    widths = {r: official[f"synthesis.b{r}.conv1.weight"].shape[0] for r in resolutions}
-    m, channel_max = fit_channel_table(widths, None, src, "Gs")
+    if resolutions != [4 * 2 ** i for i in range(len(resolutions))]:
+        raise CheckpointError(f"{src}: Gs: synthesis blocks {resolutions} are not 4, 8, 16, …")
+    widths = [int(official[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in resolutions]
     synthesis, mapping = kw["synthesis"], kw["mapping"]
     k, d = int(kw["k"]), int(kw["w_dim"])
     kmeans = bool(synthesis.get("kmeans", False))
@@ -163,7 +164,7 @@ def import_ganformer(snapshot: dict[str, Any], src: str, size: int | None = None
         "latent_pos": bool(synthesis.get("use_pos", False)), "attn_min_res": attn[0], "attn_max_res": attn[-1],
         "mapping_layers": int(mapping.get("num_layers", 8)), "mapping_resnet": bool(mapping.get("resnet", False)),
         "mapping_attention": bool(mapping.get("ltnt2ltnt", False)), "lr_mlp": float(mapping.get("lrmul", 0.01)),
-        "channel_multiplier": m, "channel_max": channel_max,
+        "channels": widths,
         "conv_last": f"synthesis.b{resolution}.conv_last.weight" in official, "blur_kernel": [1, 3, 3, 1],
     }
     if not kmeans:
@@ -175,6 +176,7 @@ def import_ganformer(snapshot: dict[str, Any], src: str, size: int | None = None
     d_state = None
     if isinstance(snapshot.get("D"), PersistentRecord):
         d_state, model["mbstd_group"] = _d_state(snapshot["D"], src)
+    model.update(width_fields(widths, d_state, resolution, src))
     w_avg = official.get("mapping.w_avg")
     if step is None:
         kimg = re.search(r"network-snapshot-(\d+)", src)

@@ -87,7 +87,7 @@ def import_rosinality(source: str | Path | dict, size: int | None = None, *, ste
     states = {key: strip_module(obj[key], f"{src}: key '{key}'") for key in ("g_ema", "g", "d")
               if obj.get(key) is not None}
     assumptions: list[str] = ["mapping lr multiplier not stored: used rosinality's fixed 0.01"]
-    model = plan_stylegan2(states["g_ema"], states.get("d"), args.get("channel_multiplier"), src, size)
+    model = plan_stylegan2(states["g_ema"], states.get("d"), src, size)
     model.update({"lr_mlp": 0.01, "blur_kernel": [1, 3, 3, 1], "mbstd_group": 4})
 
     spec = get_spec("stylegan2")

@@ -140,6 +140,9 @@ def convert_discriminator(sd: dict[str, torch.Tensor], src: str) -> dict[str, to
     _check_filters(sd, src, "D")
     resolutions = sorted({int(m.group(1)) for k in sd if (m := re.match(r"b(\d+)\.", k))}, reverse=True)
     top = resolutions[0] if resolutions else 0
+    if resolutions and (resolutions != [top >> i for i in range(len(resolutions))] or resolutions[-1] != 4):
+        raise CheckpointError(f"{src}: D: blocks {', '.join(f'b{r}' for r in resolutions)} are not "
+                              f"b{top}, b{top // 2}, ..., b4")
     out: dict[str, torch.Tensor] = {}
     try:
         out["convs.0.0.weight"], out["convs.0.1.bias"] = sd[f"b{top}.fromrgb.weight"], sd[f"b{top}.fromrgb.bias"]
@@ -174,7 +177,7 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
     if isinstance(snapshot.get("D"), PersistentRecord):
         mbstd = check_discriminator(snapshot["D"], src)["mbstd_group"]
         d = convert_discriminator(state_dict(snapshot["D"], src), src)
-    model = plan_stylegan2(g_ema, d, None, src, size)
+    model = plan_stylegan2(g_ema, d, src, size)
     lr_mlp = kwargs["mapping"].get("lr_multiplier", 0.01)
     model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": int(mbstd)})
     clamp = kwargs["synthesis"].get("conv_clamp")

@@ -7,12 +7,14 @@ unexpected and misshapen keys and differing constant buffers are errors naming t
 v1 checkpoint, so the three readers differ only in how they read and rename.
 
 For ``stylegan2`` the configuration is inferred from the weight shapes (:func:`plan_stylegan2`), because
-neither rosinality's nor NVlabs' files state their channel table in a form nat-gan could trust blindly.
+neither rosinality's nor NVlabs' files state their channel table in a form nat-gan could trust blindly; the
+widths are stored as explicit per-level lists (``channels``, ``d_channels``), whatever rule made them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
@@ -23,7 +25,6 @@ from natgan.checkpoint import make_checkpoint
 from natgan.errors import CheckpointError, ConfigError
 from natgan.importers.common import convert_state
 from natgan.models import get_spec
-from natgan.models.stylegan2_layers import channels_for
 
 # Official StyleGAN2 code trains with fp32 (TF32 where the GPU allows); EMA half-life 10 kimg at batch 32.
 _STYLEGAN2_TRAIN_DEFAULTS = {"ttur": False, "bcr": False, "bcr_real": 0.0, "bcr_fake": 0.0, "d_clip": 0.0,
@@ -56,29 +57,40 @@ def is_noise_buffer(name: str) -> bool:
     return name.startswith("noises.") or name.endswith(".noise_const")
 
 
-def fit_channel_table(widths: dict[int, int], hint: Any, src: str, what: str) -> tuple[int, int]:
-    """(channel_multiplier, channel_max) whose ``min(channel_max, 16384 m / res)`` gives ``widths`` exactly.
-
-    StyleGAN2's width table (rosinality's dict, NVlabs' ``min(channel_base // res, channel_max)``) is
-    this rule with ``channel_base = 16384 m``; a file whose widths follow no such rule is refused.
-    """
-    channel_max = max(widths.values())
-    hint_ok = isinstance(hint, int) and not isinstance(hint, bool) and hint >= 1
-    for m in ([hint] if hint_ok else []) + list(range(1, 65)):
-        if all(channels_for(res, m, channel_max) == w for res, w in widths.items()):
-            return m, channel_max
-    table = ", ".join(f"{r}: {w}" for r, w in sorted(widths.items()))
-    raise CheckpointError(f"{src}: {what}: widths {{{table}}} follow no StyleGAN2 channel table "
-                          f"min(channel_max, 16384 * m / res) with an integer m; nat-gan cannot express them")
-
-
 def _shape(sd: dict[str, torch.Tensor], key: str, src: str, which: str) -> tuple[int, ...]:
     if key not in sd:
         raise CheckpointError(f"{src}: {which}: missing key '{key}'")
     return tuple(sd[key].shape)
 
 
-def plan_stylegan2(g: dict[str, torch.Tensor], d: dict[str, torch.Tensor] | None, hint: Any, src: str,
+def discriminator_widths(d: dict[str, torch.Tensor], resolution: int, src: str) -> list[int]:
+    """Widths at 4, 8, ..., ``resolution`` of a StyleGAN2 residual D in nat-gan (rosinality) names, read from
+    its weight shapes: fromRGB gives the top width, each ResBlock's down conv the width below it."""
+    levels = int(math.log2(resolution)) - 1
+    widths = {resolution: _shape(d, "convs.0.0.weight", src, "discriminator")[0],
+              4: _shape(d, "final_conv.0.weight", src, "discriminator")[0]}
+    for j in range(1, levels):
+        widths[resolution >> j] = _shape(d, f"convs.{j}.conv2.1.weight", src, "discriminator")[0]
+    return [widths[4 * 2 ** i] for i in range(levels)]
+
+
+def width_fields(g_widths: list[int], d: dict[str, torch.Tensor] | None, resolution: int, src: str
+                 ) -> dict[str, Any]:
+    """The explicit width lists of a stylegan2/ganformer config (``d_channels`` only where D differs from G).
+
+    Read from the weight shapes rather than fitted to a rule, so any table the official constructors can
+    produce (``channel_base``/``channel_max``/``fmaps``, G and D built apart) imports, and a reader of the
+    imported file's config sees the widths themselves.
+    """
+    fields: dict[str, Any] = {"channels": list(g_widths)}
+    if d is not None:
+        d_widths = discriminator_widths(d, resolution, src)
+        if d_widths != g_widths:
+            fields["d_channels"] = d_widths
+    return fields
+
+
+def plan_stylegan2(g: dict[str, torch.Tensor], d: dict[str, torch.Tensor] | None, src: str,
                    size: int | None = None) -> dict[str, Any]:
     """StyleGAN2 config from a generator (and discriminator) state dict in rosinality/nat-gan names."""
     levels = sum(1 for k in g if re.fullmatch(r"to_rgbs\.\d+\.conv\.weight", k))
@@ -91,20 +103,10 @@ def plan_stylegan2(g: dict[str, torch.Tensor], d: dict[str, torch.Tensor] | None
     if w_dim != z_dim:
         raise CheckpointError(f"{src}: generator: z has {z_dim} dims and w {w_dim}; nat-gan's stylegan2 uses "
                               f"one size for both (style_dim), so this mapping network cannot be expressed")
-    widths = {4: _shape(g, "input.input", src, "generator")[1]}
-    for k in range(levels):
-        widths[2 ** (k + 3)] = _shape(g, f"convs.{2 * k}.conv.weight", src, "generator")[1]
-    m, channel_max = fit_channel_table(widths, hint, src, "generator")
-    if d is not None:
-        d_widths = {resolution: _shape(d, "convs.0.0.weight", src, "discriminator")[0],
-                    4: _shape(d, "final_conv.0.weight", src, "discriminator")[0]}
-        for res, w in d_widths.items():
-            if channels_for(res, m, channel_max) != w:
-                raise CheckpointError(f"{src}: discriminator: width {w} at {res}x{res}, but the generator's "
-                                      f"table gives {channels_for(res, m, channel_max)}; nat-gan's stylegan2 "
-                                      f"uses one channel table for G and D")
-    return {"resolution": resolution, "style_dim": w_dim, "n_mlp": n_mlp, "channel_multiplier": m,
-            "channel_max": channel_max}
+    widths = [_shape(g, "input.input", src, "generator")[1]]
+    widths += [_shape(g, f"convs.{2 * k}.conv.weight", src, "generator")[1] for k in range(levels)]
+    return {"resolution": resolution, "style_dim": w_dim, "n_mlp": n_mlp,
+            **width_fields(widths, d, resolution, src)}
 
 
 def stylegan2_train_settings(**found: Any) -> dict[str, Any]:

@@ -57,7 +57,8 @@ def filtered_mean(dist: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.
 @torch.no_grad()
 def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, n: int = 50_000, batch: int = 8, seed: int = 0,
                            device: torch.device | str | None = None, epsilon: float = 1e-4, sampling: str = "end",
-                           crop: bool = False, percentiles: tuple[float, float] = (1.0, 99.0)) -> dict:
+                           crop: bool = False, percentiles: tuple[float, float] = (1.0, 99.0),
+                           label_pool: torch.Tensor | None = None) -> dict:
     """``{"ppl": value, "protocol": {...}}`` for ``n`` path samples.
 
     Deterministic for a (seed, batch, device): latents, ``t`` and the noise maps are drawn batch by batch
@@ -84,13 +85,18 @@ def perceptual_path_length(G: nn.Module, lpips: LPIPS, *, n: int = 50_000, batch
             z = torch.randn(2 * b, G.z_dim, generator=rng)
             noise = {k: torch.randn(shape, generator=rng).to(device) for k, shape in noise_shapes.items()}
             t, z = t.to(device), z.to(device)
+            # conditional: one dataset label per path, shared by both ends (stylegan2-ada's PPL); drawn after
+            # everything else, so unconditional runs keep their random stream
+            c = None if label_pool is None else \
+                torch.as_tensor(label_pool)[torch.randint(len(label_pool), (b,), generator=rng)].repeat(2).to(device)
             if space == "w":
-                w0, w1 = G.mapping(z).chunk(2)
+                w0, w1 = (G.mapping(z) if c is None else G.mapping(z, c)).chunk(2)
                 shape = (-1, *([1] * (w0.ndim - 1)))
                 pair = torch.cat([torch.lerp(w0, w1, t.view(shape)), torch.lerp(w0, w1, t.view(shape) + epsilon)])
             else:
                 z0, z1 = z.chunk(2)
-                pair = G.mapping(torch.cat([slerp(z0, z1, t), slerp(z0, z1, t + epsilon)]))
+                zz = torch.cat([slerp(z0, z1, t), slerp(z0, z1, t + epsilon)])
+                pair = G.mapping(zz) if c is None else G.mapping(zz, c)
             with using_noise(G, noise):
                 images = to_unit(G.synthesis(pair).float(), G.normalization, clamp=False)
             a, b_img = _to_lpips_input(images, crop).chunk(2)

@@ -150,16 +150,36 @@ def _ppl(x: MetricInputs) -> dict:
     from natgan.metrics.ppl import perceptual_path_length
 
     lpips = x.options.get("lpips") or load_lpips(x.weights_dir, device=x.device)
+    cond = x.options.get("conditioning") or {}
     out = perceptual_path_length(x.G, lpips, n=x.num, batch=max(1, x.batch_size // 2), seed=x.seed,
                                  epsilon=1e-4, sampling=x.options.get("ppl_sampling", "end"),
-                                 crop=bool(x.options.get("ppl_crop", False)))
+                                 crop=bool(x.options.get("ppl_crop", False)), label_pool=cond.get("pool"))
     p = out["protocol"]
     return {"ppl": out["ppl"], "weights_sha256": p["lpips_weights_sha256"],
             "protocol": (f"PPL (Karras et al. 2019, as stylegan2-ada-pytorch): {p['path']}, sampling {p['sampling']}, "
                          f"epsilon {p['epsilon']:g}, LPIPS {p['lpips']}, {p['n']} samples, face crop "
                          f"{'on' if p['crop'] else 'off'} (LPIPS input {p['lpips_input']}), "
                          f"{p['percentiles'][0]:g}/{p['percentiles'][1]:g} "
-                         f"percentile filter, seed {p['seed']}")}
+                         f"percentile filter, seed {p['seed']}"
+                         + (", labels drawn from the dataset per path" if cond else ""))}
+
+
+def _intra_fid(x: MetricInputs) -> dict:
+    """Per-class FID of a class-conditional generator (its code: :mod:`natgan.metrics.intra_fid`)."""
+    from natgan.metrics.intra_fid import intra_fid
+
+    cond = x.options.get("conditioning")
+    if not cond:
+        raise ConfigError("metric 'intra_fid' needs a class-conditional generator (model.num_classes > 0) and a "
+                          "labelled reference dataset")
+    names = cond["class_names"]
+    per_class = max(2, x.num // len(names))
+    out = intra_fid(x.G, cond["source"], x.extractors["inception"], per_class=per_class, seed=x.seed,
+                    batch_size=x.batch_size, psi=x.options.get("psi", 1.0), class_names=names)
+    return {**out, "per_class_generated": per_class,
+            "protocol": f"intra-FID (Miyato & Koyama 2018): mean over {len(names)} classes of the FID of {per_class} "
+                        f"generated images of the class (seeds {x.seed}-{x.seed + per_class - 1}) against the real "
+                        f"images of that class, on {x.features_protocol('inception')}"}
 
 
 # pr and dc share one k-NN pass computing radii for k = PR_K and DC_K on both sides: each side needs more
@@ -177,6 +197,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            min_gen=10),
     Metric("ppl", "PPL", (Output("ppl", "lower", ".2f"),), _ppl, features=None, real="none", generator=True,
            min_gen=1),
+    # reads the per-class real images itself; "inception" so the runner builds (and shares) the extractor
+    Metric("intra_fid", "intra-FID", (Output("intra_fid", "lower"),), _intra_fid, real="none", gen="statistics",
+           generator=True),
 )}
 
 

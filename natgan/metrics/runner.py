@@ -27,6 +27,7 @@ from natgan.metrics.registry import FEATURE_SETS, METRICS, Metric, MetricInputs,
 from natgan.metrics.weights import MODES
 from natgan.devices import resolve_device
 from natgan.noise_modes import METRIC_NOISE_MODE
+from natgan.sampling.classes import dataset_labels, num_classes_of
 from natgan.sampling.generate import ImageGenerator, eval_mode, model_device
 from natgan.sampling.seeds import format_seeds
 
@@ -200,6 +201,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     (:class:`FirstBatchEstimate`).
     """
     t0 = time.perf_counter()
+    cond = _conditioning(G, reference)  # a conditional G's labels come from the reference: check it first
     names, chosen, needs, device, exts, mode = _prepare(
         metrics, pr_features, generator=True, num=num, num_ref=num_ref, mode=mode, device=device,
         extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir)
@@ -210,7 +212,8 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     seeds = range(seed, seed + num)
     gen_device = model_device(G)
     feats: dict = {}
-    gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+    gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg,
+                         labels=dataset_labels(cond["pool"]) if cond else None)
     if exts:
         # Random noise is drawn from the global RNG (seeded per batch by ImageGenerator): fork it for this
         # run, leaving the caller's (e.g. the trainer's) random stream exactly where it was.
@@ -231,14 +234,23 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     t2 = time.perf_counter()
     inputs = MetricInputs(gen=feats, ref=refs, extractors=exts, mode=mode, pr_features=pr_features, seed=seed,
                           num=num, batch_size=batch_size, device=device, G=G, weights_dir=weights_dir,
-                          options=dict(options or {}, psi=psi, noise_mode=noise_mode))
-    scores, details = _score(chosen, inputs)
+                          options=dict(options or {}, psi=psi, noise_mode=noise_mode,
+                                       **({"conditioning": cond} if cond else {})))
+    try:
+        scores, details = _score(chosen, inputs)
+    finally:
+        if cond:
+            cond["source"].close()
     t3 = time.perf_counter()
     generated = {"kind": "generator", "resolution": int(G.resolution), "seeds": format_seeds(seeds), "trunc": psi,
                  "trunc_centre": None if psi == 1.0 else ("given" if w_avg is not None else "computed"),
                  "noise_mode": getattr(G, "noise_mode", None) if noise_mode is None else noise_mode,
                  "noise": _noise_protocol(G, noise_mode, gen.batch_size),
-                 "normalization": G.normalization}
+                 "normalization": G.normalization,
+                 **({"labels": f"class-conditional ({len(cond['class_names'])} classes): the label of image i is "
+                               f"that of a dataset image drawn with seed i (stylegan2-ada's conditional protocol: "
+                               f"labels follow {cond['path']}'s class distribution); truncation, if any, toward "
+                               f"each class's mean w"} if cond else {})}
     timings = {"reference_s": round(t1 - t0, 3), "generate_and_embed_s": round(t2 - t1, 3),
                "score_s": round(t3 - t2, 3), "total_s": round(t3 - t0, 3),
                "images_per_s": round(num / max(t2 - t1, 1e-9), 2)}
@@ -248,6 +260,25 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
         extra["warnings"] = sorted(set(warnings))
     return _result(names, scores, details, mode=mode, extractors=exts, refs=refs, generated=generated, num_gen=num,
                    timings=timings, extra=extra)
+
+
+def _conditioning(G: nn.Module, reference: str | Path | None) -> dict | None:
+    """For a class-conditional ``G``: the reference dataset's labels, which the generated set's labels follow
+    (stylegan2-ada-pytorch's metrics draw each generated image's label from the dataset). None otherwise."""
+    k = num_classes_of(G)
+    if not k:
+        return None
+    if reference is None or published.is_published(str(reference)):
+        raise ConfigError(f"the generator is class-conditional ({k} classes): its metrics draw labels from the "
+                          f"training data, so the reference must be a labelled dataset (--data PATH), not "
+                          f"{reference or 'nothing'}")
+    from natgan.data import open_dataset
+    from natgan.data.labels import check_labels
+
+    source = open_dataset(reference, int(G.resolution))
+    check_labels(k, source.class_names, reference)
+    return {"pool": torch.as_tensor(source.labels, dtype=torch.long), "class_names": list(source.class_names),
+            "source": source, "path": str(reference)}
 
 
 def _noise_protocol(G: nn.Module, noise_mode: str | None, batch: int) -> str:

@@ -25,6 +25,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from natgan.errors import NatGanError
 from natgan.fsutil import same_file
@@ -84,11 +85,20 @@ def _env_paths(name: str) -> list[str]:
     return [p for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
 
 
-def trust_torchscript_file(path: str | Path) -> None:
-    """Accept ``path`` as a TorchScript network to run in this process (what ``--trust-torchscript`` does:
-    the option is the environment variable, so every loader, also the trainer's evaluations, sees it)."""
-    current = _env_paths(TRUST_TORCHSCRIPT_ENV)
-    os.environ[TRUST_TORCHSCRIPT_ENV] = os.pathsep.join([*current, str(Path(path).expanduser())])
+def trust_torchscript_file(path: str | Path) -> Callable[[], None]:
+    """Accept ``path`` as a TorchScript network to run (what ``--trust-torchscript`` does: the option adds
+    to the environment variable, so every loader sees it); returns the function that undoes it."""
+    previous = os.environ.get(TRUST_TORCHSCRIPT_ENV)
+    os.environ[TRUST_TORCHSCRIPT_ENV] = os.pathsep.join([*_env_paths(TRUST_TORCHSCRIPT_ENV),
+                                                         str(Path(path).expanduser())])
+
+    def undo() -> None:
+        if previous is None:
+            os.environ.pop(TRUST_TORCHSCRIPT_ENV, None)
+        else:
+            os.environ[TRUST_TORCHSCRIPT_ENV] = previous
+
+    return undo
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -39,12 +39,13 @@ from torch import nn
 from natgan.config import option
 from natgan.errors import ConfigError
 from natgan.models.checkpointing import checkpointed
+from natgan.models.conditioning import LabelEmbedding, check_unconditional
 from natgan.models.ganformer_attention import ImageLatentAttention, LatentSelfAttention
 from natgan.models.layers import SQRT2, EqualConv2d, EqualLinear, FusedLeakyReLU, Upsample
 from natgan.models.registry import register_model
 from natgan.models.stylegan2_layers import (NOISE_MODES, ConstantInput, ModulatedConv2d, NoiseInjection,
                                             StyleGAN2Discriminator, ToRGB, channels_for, check_synthesis_config,
-                                            make_noise)
+                                            check_width_list, make_noise, width_table)
 from natgan.models.truncation import truncate
 
 SQRT_HALF = math.sqrt(0.5)
@@ -75,21 +76,39 @@ class GANformerConfig:
     lr_mlp: float = option(0.01, min=0.0, help="mapping learning-rate multiplier")
     channel_multiplier: int = option(2, min=1, help="widths min(channel_max, 16384*m/res) (official 32768/res)")
     channel_max: int = option(512, min=1, help="width cap (lower it for tiny test models)")
+    channels: Optional[list[int]] = option(None, min=1, help="explicit width per level 4..resolution for G and D "
+                                                             "(overrides channel_multiplier/channel_max; imports "
+                                                             "of official files store it)")
+    d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per level 4..resolution "
+                                                               "(none = the generator's)")
     conv_last: bool = option(True, help="extra modulated 3x3 conv before the final ToRGB (official code)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
     mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
+    num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional): the "
+                                             "label embedding joins the global latent, D projects on the label")
 
     def validate(self) -> None:
         check_synthesis_config(self.resolution, self.blur_kernel)
+        if self.num_classes and self.mapping_resnet:
+            raise ConfigError("key 'model.mapping_resnet': a class-conditional GANformer needs "
+                              "model.mapping_resnet = false (the label embedding widens the global mapping "
+                              "input, which a residual unit cannot add to; the official code asserts the same)")
         if self.latent_dim % 4:
             raise ConfigError(f"key 'model.latent_dim': expected a multiple of 4 (2-D sinusoid), got {self.latent_dim}")
+        check_width_list("channels", self.channels, self.resolution)
+        check_width_list("d_channels", self.d_channels, self.resolution)
         for res in range(2, int(math.log2(self.resolution)) + 1):
-            width = channels_for(2 ** res, self.channel_multiplier, self.channel_max)
+            width = self.widths()(2 ** res)
             if self._has_attention(2 ** res) and width % self.heads:
                 raise ConfigError(f"key 'model.heads': {self.heads} does not divide the {width} channels "
                                   f"at {2 ** res}x{2 ** res}")
         if self.mapping_attention and self.latent_dim % self.heads:
             raise ConfigError(f"key 'model.heads': {self.heads} does not divide latent_dim {self.latent_dim}")
+
+    def widths(self) -> Callable[[int], int]:
+        """``res -> width`` of G (and D unless ``d_channels``): ``channels``, else the official rule."""
+        rule = functools.partial(channels_for, multiplier=self.channel_multiplier, channel_max=self.channel_max)
+        return width_table(self.channels, self.resolution, rule)
 
     def _has_attention(self, res: int) -> bool:
         return self.attn_min_res <= res <= self.attn_max_res
@@ -113,13 +132,14 @@ class LatentMLP(nn.Module):
     """Per-latent MLP (weights shared across latents), optionally with latent self-attention per unit."""
 
     def __init__(self, dim: int, num_layers: int, resnet: bool, lr_mul: float,
-                 attention: dict | None = None):
+                 attention: dict | None = None, in_dim: int | None = None):
         super().__init__()
         units = (num_layers + 1) // 2 if resnet else num_layers
         self.resnet = resnet
         self.layers = nn.ModuleList(
-            ResidualFC(dim, lr_mul) if resnet else EqualLinear(dim, dim, lr_mul=lr_mul, activation="fused_lrelu")
-            for _ in range(units))
+            ResidualFC(dim, lr_mul) if resnet else EqualLinear(in_dim or dim if i == 0 else dim, dim, lr_mul=lr_mul,
+                                                               activation="fused_lrelu")
+            for i in range(units))
         self.attention = nn.ModuleList(LatentSelfAttention(dim, **attention) for _ in range(units)) \
             if attention is not None else None
         self.out = EqualLinear(dim, dim, lr_mul=lr_mul, activation="fused_lrelu")
@@ -133,7 +153,8 @@ class LatentMLP(nn.Module):
             if self.attention is not None:
                 x = self.attention[i](x.view(b, m, d), pos).reshape(b * m, d)
             x = layer(x, residual) if self.resnet else layer(x)
-        return self.out(x).view(b, m, d)
+        x = self.out(x)
+        return x.view(b, m, x.shape[-1])
 
 
 def normalize_2nd_moment(x: torch.Tensor) -> torch.Tensor:
@@ -143,19 +164,30 @@ def normalize_2nd_moment(x: torch.Tensor) -> torch.Tensor:
 
 
 class GANformerMapping(nn.Module):
-    """``z [B, k*d] -> [B, k, d]``: local latents via a shared MLP with latent attention, global via its own."""
+    """``z [B, k*d] -> [B, k, d]``: local latents via a shared MLP with latent attention, global via its own.
+
+    Class-conditional: the normalised label embedding (width d, official ``embed_dim = z_dim``) is
+    concatenated with the normalised global latent, whose MLP then takes 2d inputs (official code)."""
 
     def __init__(self, cfg: GANformerConfig):
         super().__init__()
         self.k, self.d = cfg.components + 1, cfg.latent_dim
-        self.global_mlp = LatentMLP(cfg.latent_dim, cfg.mapping_layers, cfg.mapping_resnet, cfg.lr_mlp)
+        embed_dim = cfg.latent_dim if cfg.num_classes else 0
+        self.global_mlp = LatentMLP(cfg.latent_dim, cfg.mapping_layers, cfg.mapping_resnet, cfg.lr_mlp,
+                                    in_dim=cfg.latent_dim + embed_dim)
         attention = dict(heads=cfg.heads, dropout=cfg.attention_dropout, use_pos=cfg.latent_pos) \
             if cfg.mapping_attention else None
         self.local_mlp = LatentMLP(cfg.latent_dim, cfg.mapping_layers, cfg.mapping_resnet, cfg.lr_mlp, attention)
+        # built last, so an unconditional model draws its initial weights exactly as before
+        self.label_embed = LabelEmbedding(cfg.num_classes, embed_dim) if cfg.num_classes else None
 
-    def forward(self, z: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, pos: torch.Tensor | None, c: torch.Tensor | None = None) -> torch.Tensor:
         z = z.view(z.shape[0], self.k, self.d)
         local, glob = normalize_2nd_moment(z[:, :-1]), normalize_2nd_moment(z[:, -1:])
+        if self.label_embed is None:
+            check_unconditional(c)
+        else:
+            glob = torch.cat([glob, self.label_embed(c).to(glob.dtype).unsqueeze(1)], dim=2)
         return torch.cat([self.local_mlp(local, pos), self.global_mlp(glob)], dim=1)
 
 
@@ -241,6 +273,7 @@ class GANformerGenerator(nn.Module):
         self.resolution = cfg.resolution
         self.k, self.d = cfg.components + 1, cfg.latent_dim
         self.z_dim = self.w_dim = self.k * self.d
+        self.num_classes = cfg.num_classes
         self.noise_mode = "random"
         self.latent_pos = nn.Parameter(torch.rand(cfg.components, cfg.latent_dim))
         self.mapping_network = GANformerMapping(cfg)
@@ -248,7 +281,7 @@ class GANformerGenerator(nn.Module):
         self.blocks = nn.ModuleList()
         in_ch = 0
         for i in range(2, log_res + 1):
-            out_ch = channels_for(2 ** i, cfg.channel_multiplier, cfg.channel_max)
+            out_ch = cfg.widths()(2 ** i)
             self.blocks.append(GANformerBlock(in_ch, out_ch, 2 ** i, cfg, is_last=i == log_res))
             in_ch = out_ch
         self.n_latent = sum(b.num_ws for b in self.blocks) + 1  # + the final ToRGB
@@ -263,9 +296,9 @@ class GANformerGenerator(nn.Module):
         return self.latent_pos if self.cfg.latent_pos else None
 
     # ------------------------------------------------------------------ contract
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """``z [B, k*d] -> w [B, n_latent, k*d]``: the k mapped latents, broadcast to every layer."""
-        w = self.mapping_network(z, self._pos)
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """``z [B, k*d]`` (+ labels c) -> ``w [B, n_latent, k*d]``: the k mapped latents, broadcast to every layer."""
+        w = self.mapping_network(z, self._pos, c)
         return w.reshape(w.shape[0], 1, self.w_dim).repeat(1, self.n_latent, 1)
 
     def synthesis(self, w: torch.Tensor, noise_mode: str | None = None) -> torch.Tensor:
@@ -285,8 +318,9 @@ class GANformerGenerator(nn.Module):
             row += block.num_ws
         return rgb
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0,
+                w_avg: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(truncate(self.mapping(z, c), psi, w_avg))
 
     def attention_layers(self) -> list[ImageLatentAttention]:
         """Every image<-latent attention module, coarse to fine (what ``visualize`` captures)."""
@@ -298,6 +332,7 @@ class GANformerGenerator(nn.Module):
                             "(official k-means duplex; paper simplex/duplex via model.attention)")
 def build(cfg: GANformerConfig) -> tuple[nn.Module, nn.Module]:
     generator = GANformerGenerator(cfg)
-    widths = functools.partial(channels_for, multiplier=cfg.channel_multiplier, channel_max=cfg.channel_max)
-    discriminator = StyleGAN2Discriminator(cfg.resolution, widths, cfg.blur_kernel, cfg.mbstd_group)
+    d_widths = width_table(cfg.d_channels, cfg.resolution, cfg.widths())
+    discriminator = StyleGAN2Discriminator(cfg.resolution, d_widths, cfg.blur_kernel, cfg.mbstd_group,
+                                           num_classes=cfg.num_classes, projection="direct")
     return generator, discriminator

@@ -42,6 +42,7 @@ from torch import nn
 from natgan.config import option
 from natgan.errors import ConfigError
 from natgan.models.checkpointing import checkpointed
+from natgan.models.conditioning import LabelEmbedding, check_unconditional
 from natgan.models.hit_discriminator import HiTDiscriminator
 from natgan.models.hit_layers import (AttentionBlock, LatentCrossAttention, MLP, MultiAxisAttention, PixelShuffleUp,
                                       linear, make_norm, trunc_normal_)
@@ -104,6 +105,8 @@ class HiTConfig:
     d_channel_multiplier: int = option(2, min=1, help="discriminator width multiplier (2: FFHQ/CelebA-HQ)")
     d_max_channels: int = option(512, min=1, help="discriminator width cap (official 512)")
     d_blur: bool = option(True, help="blur-pool downsampling in D (official default) instead of average pooling")
+    num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional): "
+                                             "w = [z, label embedding] feeds the network, D projects on the label")
 
     @property
     def num_stages(self) -> int:
@@ -198,7 +201,14 @@ class HiTStage(nn.Module):
 
 
 class HiTGenerator(nn.Module):
-    """z ``[B, z_dim]`` -> image ``[B, 3, R, R]`` in [-1, 1] (unclamped). See the module docstring."""
+    """z ``[B, z_dim]`` -> image ``[B, 3, R, R]`` in [-1, 1] (unclamped). See the module docstring.
+
+    Class-conditional (``num_classes > 0``): HiT has no mapping network, so the label enters where z does.
+    stylegan2-ada's normalised label embedding (width z_dim) is concatenated with z, and this
+    ``w = [z, embed(c)]`` feeds both places z feeds unconditionally: the initial projection to the 8x8
+    tokens and the latent embedding Z every cross-attention reads. That is the closest faithful choice.
+    Truncation toward the per-class mean w leaves the label half unchanged, because that half is the same
+    for every z of a class."""
 
     normalization = "symmetric"
     n_latent = None  # no style mixing: one latent drives the whole network
@@ -207,24 +217,31 @@ class HiTGenerator(nn.Module):
         super().__init__()
         specs = cfg.stages()
         self.z_dim, self.resolution = cfg.z_dim, cfg.resolution
+        self.num_classes = cfg.num_classes
+        embed_dim = cfg.z_dim if cfg.num_classes else 0
         c0, tokens = specs[0].width, cfg.latent_grid ** 2
         self.c0, self.tokens = c0, tokens
-        self.initial = linear(cfg.z_dim, INITIAL_SIZE * INITIAL_SIZE * c0)
-        self.latent_embed = linear(cfg.z_dim, tokens * c0)
+        self.initial = linear(cfg.z_dim + embed_dim, INITIAL_SIZE * INITIAL_SIZE * c0)
+        self.latent_embed = linear(cfg.z_dim + embed_dim, tokens * c0)
         self.latent_pos = nn.Parameter(trunc_normal_(torch.empty(1, tokens, c0)))
         self.latent_norm = make_norm(cfg.norm, c0)
         self.stages = nn.ModuleList(
             HiTStage(spec, specs[i + 1].width if i + 1 < len(specs) else None, c0, cfg)
             for i, spec in enumerate(specs))
         self.activation_checkpointing = False
+        # built last, so an unconditional model draws its initial weights exactly as before
+        self.label_embed = LabelEmbedding(cfg.num_classes, embed_dim) if cfg.num_classes else None
 
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Recompute each stage's attention/MLP layers in backward (BatchNorm statistics update once)."""
         self.activation_checkpointing = bool(enabled)
 
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """HiT has no mapping network: w is z."""
-        return z
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """HiT has no mapping network: w is z (conditional: ``[z, embed(c)]``, see the class docstring)."""
+        if self.label_embed is None:
+            check_unconditional(c)
+            return z
+        return torch.cat([z, self.label_embed(c).to(z.dtype)], dim=1)
 
     def latents(self, w: torch.Tensor) -> torch.Tensor:
         """The latent embedding Z ``[B, latent_grid^2, C_0]`` every cross-attention attends to."""
@@ -244,8 +261,9 @@ class HiTGenerator(nn.Module):
                 x = stage.up(x)
         return image.contiguous()
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0,
+                w_avg: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(truncate(self.mapping(z, c), psi, w_avg))
 
 
 _ABOUT = "multi-axis blocked attention, latent cross-attention, MLP-only high-res stages (Zhao et al. 2021)"
@@ -265,4 +283,4 @@ _ABOUT = "multi-axis blocked attention, latent cross-attention, MLP-only high-re
                 description="HiT-B at 1024x1024 (official 1024 config; the paper reports no count)")
 def build(cfg: HiTConfig) -> tuple[nn.Module, nn.Module]:
     return HiTGenerator(cfg), HiTDiscriminator(cfg.resolution, cfg.d_channel_multiplier, cfg.d_max_channels,
-                                               cfg.d_blur)
+                                               cfg.d_blur, num_classes=cfg.num_classes)

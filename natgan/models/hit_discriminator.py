@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from natgan.models.conditioning import ProjectionHead, project_logits
+
 
 def d_channels(res: int, multiplier: int, max_channels: int = 512) -> int:
     """Official width table: 4..32 -> 512; 64 -> 256m; 128 -> 128m; 256 -> 64m; 512 -> 32m; 1024 -> 16m."""
@@ -70,10 +72,11 @@ class DiscriminatorBlock(nn.Module):
 
 
 class HiTDiscriminator(nn.Module):
-    """``[B, 3, R, R]`` images in [-1, 1] -> ``[B, 1]`` logits."""
+    """``[B, 3, R, R]`` images in [-1, 1] (+ labels c) -> ``[B, 1]`` logits; ``num_classes > 0`` adds
+    stylegan2-ada's projection head (``out`` then emits cmap_dim = the 4x4 width)."""
 
     def __init__(self, resolution: int, channel_multiplier: int = 2, max_channels: int = 512, blur: bool = True,
-                 slope: float = 0.2):
+                 slope: float = 0.2, num_classes: int = 0):
         super().__init__()
         ch = [d_channels(2 ** i, channel_multiplier, max_channels) for i in range(int(math.log2(resolution)) + 1)]
         log_res = int(math.log2(resolution))
@@ -83,10 +86,12 @@ class HiTDiscriminator(nn.Module):
                                       for i in range(log_res, 2, -1)])
         self.final_conv = conv(ch[2], ch[2], 3)
         self.fc = _glorot(nn.Linear(ch[2] * 16, ch[2]))
-        self.out = _glorot(nn.Linear(ch[2], 1))
+        self.out = _glorot(nn.Linear(ch[2], ch[2] if num_classes else 1))
+        self.num_classes = num_classes
+        self.projection = ProjectionHead(num_classes, ch[2]) if num_classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         h = self.blocks(F.leaky_relu(self.stem(x), self.slope))
         h = F.leaky_relu(self.final_conv(h), self.slope)
         h = F.leaky_relu(self.fc(h.flatten(1)), self.slope)
-        return self.out(h)
+        return project_logits(self.projection, self.out(h), c)

@@ -5,11 +5,14 @@ Contract every registered generator ``G`` honours, so the trainer, ``sample``, `
 
 * ``G.z_dim`` (latent size), ``G.resolution`` (output side), ``G.normalization`` ("imagenet" or
   "symmetric": the space images live in, see :mod:`natgan.models.normalization`);
-* ``G.mapping(z) -> w`` and ``G.synthesis(w) -> images`` with ``G(z, psi=1.0, w_avg=None)`` their
+* ``G.mapping(z) -> w`` and ``G.synthesis(w) -> images`` with ``G(z, c=None, psi=1.0, w_avg=None)`` their
   composition (truncation ``w_avg + psi * (w - w_avg)`` in w space);
-* ``G.n_latent``: when not None, ``w`` is ``[B, n_latent, w_dim]`` and style mixing swaps rows of dim 1.
+* ``G.n_latent``: when not None, ``w`` is ``[B, n_latent, w_dim]`` and style mixing swaps rows of dim 1;
+* ``G.num_classes`` (0 = unconditional): ``G.mapping(z, c)`` and ``G(z, c, psi, w_avg)`` take labels ``c``
+  (class indices ``[B]`` or vectors ``[B, num_classes]``, see :mod:`natgan.models.conditioning`).
 
-The discriminator maps ``[B, 3, R, R]`` images in the same space to ``[B, 1]`` logits.
+The discriminator maps ``[B, 3, R, R]`` images in the same space (+ labels ``c`` when conditional) to
+``[B, 1]`` logits.
 """
 
 from __future__ import annotations

@@ -23,11 +23,12 @@ from torch import nn
 
 from natgan.config import option
 from natgan.models.checkpointing import checkpointed
+from natgan.models.conditioning import LabelEmbedding, conditional_mapping
 from natgan.models.layers import FusedLeakyReLU, mapping_network
 from natgan.models.registry import register_model
 from natgan.models.stylegan2_layers import (NOISE_MODES, ConstantInput, ModulatedConv2d, NoiseInjection,
-                                            StyleGAN2Discriminator, ToRGB, check_synthesis_config, make_noise,
-                                            rosinality_channels)
+                                            StyleGAN2Discriminator, ToRGB, check_synthesis_config, check_width_list,
+                                            make_noise, rosinality_channels, width_table)
 from natgan.models.truncation import truncate
 
 
@@ -43,16 +44,31 @@ class StyleGAN2Config:
                                                     "(rosinality's table); 2 = config-f")
     channel_max: Optional[int] = option(None, min=1, help="width cap (none = the reference table; set it "
                                                           "for tiny test models)")
+    channels: Optional[list[int]] = option(None, min=1, help="explicit width per level 4..resolution for G and D "
+                                                             "(overrides channel_multiplier/channel_max; imports "
+                                                             "of NVlabs files store it)")
+    d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per level 4..resolution "
+                                                               "(none = the generator's)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
     mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
+    num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional)")
 
     def validate(self) -> None:
         check_synthesis_config(self.resolution, self.blur_kernel)
+        check_width_list("channels", self.channels, self.resolution)
+        check_width_list("d_channels", self.d_channels, self.resolution)
 
 
 def stylegan2_widths(cfg: StyleGAN2Config):
-    """``res -> width`` for G and D: rosinality's table (``channel_multiplier`` 4 gives 1024 at 64 px)."""
-    return functools.partial(rosinality_channels, multiplier=cfg.channel_multiplier, channel_max=cfg.channel_max)
+    """``res -> width`` for G (and D unless ``d_channels``): ``channels`` when given, else rosinality's table
+    (``channel_multiplier`` 4 gives 1024 at 64 px)."""
+    rule = functools.partial(rosinality_channels, multiplier=cfg.channel_multiplier, channel_max=cfg.channel_max)
+    return width_table(cfg.channels, cfg.resolution, rule)
+
+
+def stylegan2_d_widths(cfg: StyleGAN2Config):
+    """``res -> width`` for D: ``d_channels`` when given, else the generator's table."""
+    return width_table(cfg.d_channels, cfg.resolution, stylegan2_widths(cfg))
 
 
 class StyledConv(nn.Module):
@@ -92,7 +108,9 @@ class StyleGAN2Generator(nn.Module):
         self.noise_mode = "random"
         ch = {2 ** i: stylegan2_widths(cfg)(2 ** i) for i in range(2, self.log_res + 1)}
 
-        self.style = mapping_network(cfg.style_dim, cfg.style_dim, cfg.n_mlp, cfg.lr_mlp)
+        self.num_classes = cfg.num_classes
+        embed_dim = cfg.style_dim if cfg.num_classes else 0      # official embed_features = w_dim
+        self.style = mapping_network(cfg.style_dim + embed_dim, cfg.style_dim, cfg.n_mlp, cfg.lr_mlp)
         self.input = ConstantInput(ch[4])
         self.conv1 = StyledConv(ch[4], ch[4], cfg.style_dim, blur_kernel=cfg.blur_kernel)
         self.to_rgb1 = ToRGB(ch[4], cfg.style_dim, upsample=False)
@@ -110,11 +128,13 @@ class StyleGAN2Generator(nn.Module):
             for j in (1, 2):
                 self.noises.register_buffer(f"noise_{2 * (i - 3) + j}", torch.randn(1, 1, res, res))
             in_ch = ch[res]
+        # built last, so an unconditional model draws its initial weights exactly as before
+        self.label_embed = LabelEmbedding(cfg.num_classes, embed_dim) if cfg.num_classes else None
 
     # ------------------------------------------------------------------ contract
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """``z [B, style_dim] -> w [B, n_latent, style_dim]`` (one w broadcast to every layer)."""
-        return self.style(z).unsqueeze(1).repeat(1, self.n_latent, 1)
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """``z [B, style_dim]`` (+ labels c) -> ``w [B, n_latent, style_dim]`` (one w broadcast to every layer)."""
+        return conditional_mapping(self.style, self.label_embed, z, c).unsqueeze(1).repeat(1, self.n_latent, 1)
 
     def synthesis(self, w: torch.Tensor, noise_mode: str | None = None) -> torch.Tensor:
         """``w [B, n_latent, style_dim]`` (or ``[B, style_dim]``) -> image ``[B, 3, R, R]`` in [-1, 1]."""
@@ -143,13 +163,15 @@ class StyleGAN2Generator(nn.Module):
         """Recompute each resolution (two styled convs + ToRGB) in backward; noise is redrawn identically."""
         self.activation_checkpointing = bool(enabled)
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0,
+                w_avg: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(truncate(self.mapping(z, c), psi, w_avg))
 
 
 @register_model("stylegan2", config=StyleGAN2Config, paper_params_g=30.03, paper_img_per_s=95.79,
                 description="StyleGAN2 config-f: modulated convs, noise, skip ToRGB; residual D")
 def build(cfg: StyleGAN2Config) -> tuple[nn.Module, nn.Module]:
     generator = StyleGAN2Generator(cfg)
-    discriminator = StyleGAN2Discriminator(cfg.resolution, stylegan2_widths(cfg), cfg.blur_kernel, cfg.mbstd_group)
+    discriminator = StyleGAN2Discriminator(cfg.resolution, stylegan2_d_widths(cfg), cfg.blur_kernel, cfg.mbstd_group,
+                                           num_classes=cfg.num_classes)
     return generator, discriminator

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import ConfigError
+from natgan.models.conditioning import DirectProjection, ProjectionHead, project_logits
 from natgan.models.layers import Blur, ConvLayer, EqualLinear, ResBlock, Upsample, minibatch_stddev
 
 NOISE_MODES = ("random", "const", "none")
@@ -30,6 +31,28 @@ def channels_for(resolution: int, multiplier: int, channel_max: int = 512) -> in
     ``channel_max`` below 512 builds narrow test models.
     """
     return max(1, min(channel_max, 16384 * multiplier // resolution))
+
+
+def width_table(channels: Sequence[int] | None, resolution: int, rule: Callable[[int], int]) -> Callable[[int], int]:
+    """``res -> width``: the explicit per-level list ``channels`` (4x4 first) when given, else ``rule``.
+
+    Why a list and not only ``channel_base``/``channel_max``: the official constructors accept any pair (and
+    GANformer's ``fmaps``), and G and D may be built from different pairs, so the one form that expresses every
+    table they can produce is the widths themselves, as read from a checkpoint's weight shapes.
+    """
+    if channels is None:
+        return rule
+    table = {4 * 2 ** i: int(c) for i, c in enumerate(channels)}
+    return lambda res: table[res]
+
+
+def check_width_list(key: str, channels: Sequence[int] | None, resolution: int) -> None:
+    """One width per level 4, 8, ..., ``resolution`` (or none at all)."""
+    levels = int(math.log2(resolution)) - 1
+    if channels is not None and len(channels) != levels:
+        names = ", ".join(str(4 * 2 ** i) for i in range(levels))
+        raise ConfigError(f"key 'model.{key}': expected {levels} widths (one per level {names}), "
+                          f"got {len(channels)}")
 
 
 def rosinality_channels(resolution: int, multiplier: int, channel_max: int | None = None) -> int:
@@ -135,29 +158,43 @@ class StyleGAN2Discriminator(nn.Module):
 
     fromRGB 1x1 -> one ResBlock per resolution down to 4x4 -> minibatch stddev (group 4, 1 feature) ->
     3x3 conv -> FC -> FC(1). Names follow rosinality (``convs``, ``final_conv``, ``final_linear``).
+    Class-conditional (``num_classes > 0``): the last FC emits ``cmap_dim`` = the 4x4 width and
+    stylegan2-ada's projection head makes the logit (``projection = "mapping"``), or it emits one feature
+    per class and the label picks one (``"direct"``, GANformer's official epilogue).
     """
 
     def __init__(self, resolution: int, widths: Callable[[int], int],
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1), mbstd_group: int = 4):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), mbstd_group: int = 4, num_classes: int = 0,
+                 projection: str = "mapping"):
         """``widths(res)`` is the feature width at ``res`` (the generator's table, so G and D mirror)."""
         super().__init__()
         log_res = int(math.log2(resolution))
-        ch = [widths(2 ** i) for i in range(log_res + 1)]
+        ch = {i: widths(2 ** i) for i in range(2, log_res + 1)}
         blocks: list[nn.Module] = [ConvLayer(3, ch[log_res], 1)]
         for i in range(log_res, 2, -1):
             blocks.append(ResBlock(ch[i], ch[i - 1], blur_kernel))
         self.convs = nn.Sequential(*blocks)
         self.mbstd_group = mbstd_group
         self.final_conv = ConvLayer(ch[2] + 1, ch[2], 3)
+        out_dim = 1 if not num_classes else ch[2] if projection == "mapping" else num_classes
         self.final_linear = nn.Sequential(EqualLinear(ch[2] * 16, ch[2], activation="fused_lrelu"),
-                                          EqualLinear(ch[2], 1))
+                                          EqualLinear(ch[2], out_dim))
         self.resolution = resolution
+        self.num_classes = num_classes
+        if not num_classes:
+            self.projection = None
+        elif projection == "mapping":
+            self.projection = ProjectionHead(num_classes, ch[2])
+        elif projection == "direct":
+            self.projection = DirectProjection(num_classes)
+        else:
+            raise ValueError(f"projection must be 'mapping' or 'direct', got {projection!r}")
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         x = self.convs(image)
         x = minibatch_stddev(x, group=self.mbstd_group, features=1)
         x = self.final_conv(x)
-        return self.final_linear(x.flatten(1))
+        return project_logits(self.projection, self.final_linear(x.flatten(1)), c)
 
 
 class ConstantInput(nn.Module):
@@ -172,7 +209,8 @@ class ConstantInput(nn.Module):
 
 
 __all__ = ["ConstantInput", "ModulatedConv2d", "NOISE_MODES", "NoiseInjection",
-           "StyleGAN2Discriminator", "ToRGB", "channels_for", "make_noise", "rosinality_channels"]
+           "StyleGAN2Discriminator", "ToRGB", "channels_for", "check_width_list", "make_noise", "rosinality_channels",
+           "width_table"]
 
 
 def check_synthesis_config(resolution: int, blur_kernel: list[int]) -> None:

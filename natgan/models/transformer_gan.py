@@ -30,6 +30,7 @@ from torch import nn
 from natgan.config import option
 from natgan.errors import ConfigError
 from natgan.models.checkpointing import checkpointed
+from natgan.models.conditioning import LabelEmbedding, conditional_mapping
 from natgan.models.layers import EqualLinear, Upsample, mapping_network
 from natgan.models.truncation import truncate
 
@@ -76,6 +77,7 @@ class TransformerGANConfig:
     d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per resolution 4..resolution (as "
                                                                "in the official D, the resolution/2 entry is unused)")
     d_sn: bool = option(True, help="spectral norm in the discriminator (official runs: on)")
+    num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional)")
 
     def validate(self) -> None:
         r = self.resolution
@@ -263,8 +265,10 @@ class TransformerGenerator(nn.Module):
         channels = cfg.level_channels()
         resolutions = level_resolutions(cfg.resolution)
         self.n_latent = 2 * len(resolutions)
+        self.num_classes = cfg.num_classes
+        embed_dim = cfg.style_dim if cfg.num_classes else 0      # official embed_features = w_dim
 
-        self.style = mapping_network(cfg.style_dim, cfg.style_dim, cfg.n_mlp, lr_mul=cfg.lr_mlp)
+        self.style = mapping_network(cfg.style_dim + embed_dim, cfg.style_dim, cfg.n_mlp, lr_mul=cfg.lr_mlp)
         self.input = ConstantInput(channels[0])
         self.layers = nn.ModuleList()
         for i, (res, dim) in enumerate(zip(resolutions, channels)):
@@ -277,11 +281,13 @@ class TransformerGenerator(nn.Module):
             ToRGB(channels[i + 1] if i + 1 < len(channels) else channels[i], upsample=i + 1 < len(channels))
             for i in range(len(channels)))
         self.apply(_init_weights)
+        # built last, so an unconditional model draws its initial weights exactly as before
+        self.label_embed = LabelEmbedding(cfg.num_classes, embed_dim) if cfg.num_classes else None
 
     # ---------------------------------------------------------------- contract
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """z ``[B, z_dim]`` -> w ``[B, n_latent, w_dim]`` (the same w in every row)."""
-        return self.style(z).unsqueeze(1).repeat(1, self.n_latent, 1)
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """z ``[B, z_dim]`` (+ labels c) -> w ``[B, n_latent, w_dim]`` (the same w in every row)."""
+        return conditional_mapping(self.style, self.label_embed, z, c).unsqueeze(1).repeat(1, self.n_latent, 1)
 
     def synthesis(self, w: torch.Tensor) -> torch.Tensor:
         """w ``[B, n_latent, w_dim]`` (or ``[B, w_dim]``) -> image ``[B, 3, R, R]``, ImageNet-normalised."""
@@ -297,8 +303,9 @@ class TransformerGenerator(nn.Module):
             skip = to_rgb(x.transpose(1, 2).reshape(b, x.shape[2], side, side), skip)
         return skip
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-        return self.synthesis(truncate(self.mapping(z), psi, w_avg))
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None, psi: float = 1.0,
+                w_avg: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesis(truncate(self.mapping(z, c), psi, w_avg))
 
     # ---------------------------------------------------------------- training knobs
     @property
@@ -345,5 +352,5 @@ def build_pair(cfg: TransformerGANConfig, attention: Callable[..., nn.Module]) -
 
     generator = TransformerGenerator(cfg, attention)
     discriminator = WaveletDiscriminator(cfg.resolution, channel_multiplier=cfg.d_channel_multiplier,
-                                         channels=cfg.d_channels, sn=cfg.d_sn)
+                                         channels=cfg.d_channels, sn=cfg.d_sn, num_classes=cfg.num_classes)
     return generator, discriminator

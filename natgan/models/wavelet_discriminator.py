@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from natgan.models.conditioning import ProjectionHead, project_logits
 from natgan.models.layers import ConvLayer, Downsample, EqualLinear, FusedLeakyReLU, minibatch_stddev, upfirdn2d
 
 # Official D widths per resolution (entries >= 64 scale with the channel multiplier).
@@ -94,10 +95,11 @@ class ConvBlock(nn.Module):
 
 
 class WaveletDiscriminator(nn.Module):
-    """``D(image [B, 3, R, R]) -> [B, 1]`` logits. ``channels`` lists widths for resolutions 4..R."""
+    """``D(image [B, 3, R, R], c=None) -> [B, 1]`` logits. ``channels`` lists widths for resolutions 4..R;
+    ``num_classes > 0`` adds stylegan2-ada's projection head (:mod:`natgan.models.conditioning`)."""
 
     def __init__(self, resolution: int, channel_multiplier: int = 2, channels: Sequence[int] | None = None,
-                 sn: bool = True, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+                 sn: bool = True, blur_kernel: Sequence[float] = (1, 3, 3, 1), num_classes: int = 0):
         super().__init__()
         widths = list(channels) if channels is not None else default_d_channels(resolution, channel_multiplier)
         ch = {4 * 2 ** i: c for i, c in enumerate(widths)}
@@ -114,15 +116,18 @@ class WaveletDiscriminator(nn.Module):
             in_ch = out_ch
         self.from_rgbs.append(FromRGB(ch[4], downsample=True, blur_kernel=blur_kernel, sn=sn))
         self.final_conv = ConvLayer(ch[4] + 1, ch[4], 3, sn=sn)
+        out_dim = ch[4] if num_classes else 1  # conditional: cmap_dim features (official cmap_dim = width at 4x4)
         if sn:
             self.final_linear = nn.Sequential(
                 nn.utils.spectral_norm(nn.Linear(ch[4] * 16, ch[4])), FusedLeakyReLU(ch[4]),
-                nn.utils.spectral_norm(nn.Linear(ch[4], 1)))
+                nn.utils.spectral_norm(nn.Linear(ch[4], out_dim)))
         else:
             self.final_linear = nn.Sequential(EqualLinear(ch[4] * 16, ch[4], activation="fused_lrelu"),
-                                              EqualLinear(ch[4], 1))
+                                              EqualLinear(ch[4], out_dim))
+        self.num_classes = num_classes
+        self.projection = ProjectionHead(num_classes, ch[4]) if num_classes else None
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         wavelets = self.dwt(image)
         features = None
         for from_rgb, conv in zip(self.from_rgbs, self.convs):
@@ -130,4 +135,4 @@ class WaveletDiscriminator(nn.Module):
             features = conv(features)
         _, features = self.from_rgbs[-1](wavelets, features)
         features = self.final_conv(minibatch_stddev(features, group=self.mbstd_group))
-        return self.final_linear(features.flatten(1))
+        return project_logits(self.projection, self.final_linear(features.flatten(1)), c)

@@ -8,13 +8,16 @@ from natgan.devices import resolve_device
 from natgan.sampling.device import auto_batch_size
 from natgan.sampling.export import FORMATS, SampleWriter, grid_image, parse_grid, save_gif, seed_name
 from natgan.sampling.generate import ImageGenerator, compute_w_avg, eval_mode, model_device, truncate
-from natgan.sampling.run import (LoadedGenerator, load_generator, seed_grid, write_grid,
-                                 write_samples)
+from natgan.sampling.classes import (cycling_classes, dataset_labels, fixed_class, num_classes_of,
+                                     parse_class)
+from natgan.sampling.run import (LoadedGenerator, class_grid, load_generator, seed_grid, write_class_grid,
+                                 write_grid, write_samples)
 from natgan.sampling.seeds import format_seeds, latent_for_seed, latents_for_seeds, parse_seeds
 
 __all__ = [
-    "FORMATS", "ImageGenerator", "LoadedGenerator", "SampleWriter", "auto_batch_size", "compute_w_avg",
-    "eval_mode", "format_seeds", "grid_image", "latent_for_seed", "latents_for_seeds", "load_generator",
-    "model_device", "parse_grid", "parse_seeds", "resolve_device", "save_gif", "seed_grid", "seed_name", "truncate",
-    "write_grid", "write_samples",
+    "FORMATS", "ImageGenerator", "LoadedGenerator", "SampleWriter", "auto_batch_size", "class_grid",
+    "compute_w_avg", "cycling_classes", "dataset_labels", "eval_mode", "fixed_class", "format_seeds", "grid_image",
+    "latent_for_seed", "latents_for_seeds", "load_generator", "model_device", "num_classes_of", "parse_class",
+    "parse_grid", "parse_seeds", "resolve_device", "save_gif", "seed_grid", "seed_name", "truncate",
+    "write_class_grid", "write_grid", "write_samples",
 ]

@@ -14,6 +14,8 @@ from natgan import checkpoint as ckpt_io
 from natgan.errors import CheckpointError
 from natgan.fsutil import refuse_existing
 from natgan.noise_modes import DEFAULT_NOISE_MODE
+from natgan.sampling.classes import (LabelSource, bind_class, chosen_classes, class_names_of, fixed_class,
+                                     num_classes_of)
 from natgan.sampling.export import SampleWriter, grid_image, save_png, seed_name
 from natgan.sampling.generate import ImageGenerator, eval_mode
 
@@ -49,6 +51,23 @@ class LoadedGenerator:
             raise CheckpointError(f"{where}: non-finite values (NaN/inf); truncation would only produce garbage")
         return w_avg.to(device)
 
+    def class_names(self) -> list[str]:
+        """Names of the generator's classes (what the training data called them), [] when unconditional."""
+        return class_names_of(self.ckpt, num_classes_of(self.G))
+
+    def chosen_classes(self, text: str | None, *, option: str = "--class") -> list[int]:
+        """``--class`` text -> class indices (see :func:`natgan.sampling.classes.chosen_classes`)."""
+        return chosen_classes(self.G, self.ckpt, text, option=option, where=self.path)
+
+    def for_class(self, text: str | None, *, option: str = "--class") -> nn.Module:
+        """The generator bound to the one class ``text`` names (itself when unconditional)."""
+        return bind_class(self.G, self.ckpt, text, option=option, where=self.path)
+
+    def class_folder(self, index: int) -> str:
+        """A file-system-safe folder name for class ``index`` (``03-cat``)."""
+        name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.class_names()[index])[:64]
+        return f"{index:0{len(str(len(self.class_names()) - 1))}d}-{name}" if name != str(index) else name
+
     def describe(self) -> dict:
         return {"checkpoint": str(self.path), "model": self.ckpt["model"]["name"],
                 "step": self.ckpt["progress"].get("step"), "ema": self.ema, "resolution": self.G.resolution}
@@ -72,13 +91,14 @@ def sample_outputs(outdir: str | Path, seeds: Sequence[int], fmt: str = "png") -
 
 def write_samples(G: nn.Module, seeds: Sequence[int], outdir: str | Path, *, fmt: str = "png",
                   batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
-                  noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> list[Path]:
+                  noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None,
+                  labels: LabelSource | None = None) -> list[Path]:
     """One image per seed: ``seedNNNN.png`` files, or ``samples.zip`` / ``samples.npz`` in ``outdir``."""
     refuse_existing(sample_outputs(outdir, seeds, fmt))  # under a no-overwrite policy: before generating anything
     writer = SampleWriter(fmt, Path(outdir), count=len(seeds))
     try:
         with eval_mode(G, noise_mode):
-            gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+            gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg, labels=labels)
             for chunk, images in gen.batches(seeds):
                 writer.add([seed_name(s) for s in chunk], images)
                 if progress:
@@ -91,20 +111,40 @@ def write_samples(G: nn.Module, seeds: Sequence[int], outdir: str | Path, *, fmt
 
 def write_grid(G: nn.Module, seeds: Sequence[int], path: str | Path, cols: int, rows: int, *,
                batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
-               noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> Path:
+               noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None,
+               labels: LabelSource | None = None) -> Path:
     """``cols x rows`` images of ``seeds`` (row-major) tiled into one PNG."""
     refuse_existing([path])
     return save_png(Path(path), seed_grid(G, seeds, cols, rows, batch_size=batch_size, psi=psi, w_avg=w_avg,
-                                          noise_mode=noise_mode, progress=progress))
+                                          noise_mode=noise_mode, progress=progress, labels=labels))
+
+
+def write_class_grid(G: nn.Module, seeds: Sequence[int], classes: Sequence[int], path: str | Path, *,
+                     batch_size: int = 8, psi: float = 1.0, w_avg: torch.Tensor | None = None,
+                     noise_mode: str | None = DEFAULT_NOISE_MODE, progress: Progress | None = None) -> Path:
+    """One row per class, one column per seed (the same latent down each column) in one PNG."""
+    refuse_existing([path])
+    return save_png(Path(path), class_grid(G, seeds, classes, batch_size=batch_size, psi=psi, w_avg=w_avg,
+                                           noise_mode=noise_mode, progress=progress))
+
+
+def class_grid(G: nn.Module, seeds: Sequence[int], classes: Sequence[int], *, batch_size: int = 8, psi: float = 1.0,
+               w_avg: torch.Tensor | None = None, noise_mode: str | None = "const",
+               progress: Progress | None = None) -> np.ndarray:
+    """The ``[len(classes)*H, len(seeds)*W, 3]`` grid: row ``i`` is class ``classes[i]`` at every seed."""
+    rows = [seed_grid(G, seeds, len(seeds), 1, batch_size=batch_size, psi=psi, w_avg=w_avg, noise_mode=noise_mode,
+                      progress=progress, labels=fixed_class(k)) for k in classes]
+    return np.concatenate(rows, axis=0)
 
 
 def seed_grid(G: nn.Module, seeds: Sequence[int], cols: int, rows: int, *, batch_size: int = 8, psi: float = 1.0,
               w_avg: torch.Tensor | None = None, noise_mode: str | None = "const",
-              progress: Progress | None = None) -> np.ndarray:
+              progress: Progress | None = None,
+              labels: LabelSource | None = None) -> np.ndarray:
     """The ``[rows*H, cols*W, 3]`` uint8 grid of ``seeds``; ``noise_mode=None`` keeps ``G``'s own."""
     parts = []
     with eval_mode(G, noise_mode):
-        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg, labels=labels)
         for chunk, images in gen.batches(seeds):
             parts.append(images.cpu())
             if progress:

@@ -57,6 +57,11 @@ def resolve_init(*, recipe_path: str | Path | None, overrides: list[str], outdir
         expected = recipes.from_dict({**raw, "model": model}, source=f"{init} (model)").to_dict()["model"]
         if given != expected:
             differing = sorted(k for k in set(given) | set(expected) if given.get(k) != expected.get(k))
+            if "num_classes" in differing:
+                raise ConfigError(f"{path}: key 'model.num_classes' is {given.get('num_classes')} but the --init "
+                                  f"checkpoint {init} has {expected.get('num_classes')} classes; --init keeps the "
+                                  f"checkpoint's architecture, so a conditional run cannot start from an "
+                                  f"unconditional checkpoint (or the reverse): train it from scratch")
             raise ConfigError(f"{path}: [model] differs from the --init checkpoint {init} (key 'model.{differing[0]}': "
                               f"{given.get(differing[0])!r} vs {expected.get(differing[0])!r}); "
                               f"omit [model] to take the checkpoint's")

@@ -63,7 +63,11 @@ def module_levels(D: torch.nn.Module, resolution: int) -> dict[str, int]:
         was_training = D.training
         D.eval()
         with torch.no_grad():
-            D(torch.zeros(1, 3, resolution, resolution, device=param.device, dtype=param.dtype))
+            image = torch.zeros(1, 3, resolution, resolution, device=param.device, dtype=param.dtype)
+            if getattr(D, "num_classes", 0):  # a conditional D needs a label; its label mapping sees no image
+                D(image, torch.zeros(1, dtype=torch.long, device=param.device))
+            else:
+                D(image)
         D.train(was_training)
     finally:
         for h in hooks:

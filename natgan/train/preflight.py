@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from natgan.data.labels import check_labels
 from natgan.errors import DataError
 from natgan.recipe import Recipe
 
@@ -35,13 +36,15 @@ def check_training_data(recipe: Recipe) -> dict:
                         f"the current directory {os.getcwd()}: run from where the recipe expects, or pass --data "
                         f"PATH)") from None
     try:
-        count, description = len(source), source.description
+        count, description, classes = len(source), source.description, source.class_names
     finally:
         source.close()
+    check_labels(getattr(recipe.model, "num_classes", 0), classes, path)
     if count == 0:
         raise DataError(f"{path}: dataset is empty")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     plan = BatchPlan.make(recipe.train.batch, world, recipe.train.batch_per_gpu)
     if count < plan.micro:
         raise DataError(f"{path}: {count} images, fewer than one micro-batch ({plan.micro})")
-    return {"path": str(path), "images": count, "resolution": resolution, "description": description}
+    return {"path": str(path), "images": count, "resolution": resolution, "description": description,
+            **({"classes": classes} if classes else {})}

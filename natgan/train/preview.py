@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from natgan.sampling import format_seeds, seed_grid
+from natgan.sampling import cycling_classes, format_seeds, num_classes_of, seed_grid
 from natgan.sampling.export import save_png
 
 PREVIEW_SEEDS = tuple(range(16))
@@ -28,7 +28,12 @@ def preview_note() -> str:
 
 
 def save_preview(G_ema: nn.Module, path: Path) -> np.ndarray:
-    """Write the preview PNG to ``path`` (atomically) and return the HxWx3 grid for TensorBoard."""
-    grid = seed_grid(G_ema, PREVIEW_SEEDS, PREVIEW_COLS, PREVIEW_ROWS, noise_mode=None)
+    """Write the preview PNG to ``path`` (atomically) and return the HxWx3 grid for TensorBoard.
+
+    A class-conditional generator draws seed ``s`` as class ``s mod num_classes`` (``sample --class``
+    reproduces each image)."""
+    k = num_classes_of(G_ema)
+    grid = seed_grid(G_ema, PREVIEW_SEEDS, PREVIEW_COLS, PREVIEW_ROWS, noise_mode=None,
+                     labels=cycling_classes(k) if k else None)
     save_png(path, grid)
     return grid

@@ -103,6 +103,7 @@ class Trainer:
 
         self.step = 0
         self.images_seen = 0
+        self.class_names: list[str] | None = None  # a conditional run's class names (from the data), checkpointed
         self.metrics: list[dict] = []
         self.gens = rng_state.TrainerGenerators(self.t.seed + 7919 * self.dist.rank)
         rng_state.seed_globals(self.t.seed + 7919 * self.dist.rank)
@@ -144,17 +145,28 @@ class Trainer:
         extra = ck.get("extra", {})
         self.update.load_state_dict(extra)
         self.daug.load_state_dict(extra.get("augment", {}))
+        if extra.get("classes"):
+            self.class_names = list(extra["classes"])
         rng = ck.get("rng", {})
         if rng:
             rng_state.restore(rng, self.gens, rank=self.dist.rank)
 
-    def _data_iterator(self) -> Iterator[torch.Tensor]:
+    def _data_iterator(self) -> Iterator[Any]:
+        """Opens the data now (errors surface here) and returns the batch stream: images, or (images, labels)
+        for a class-conditional model, whose dataset labels also become the pool fake labels are drawn from."""
         from natgan.data import TrainingDataset
+        from natgan.data.labels import check_labels
 
         path = self.recipe.data.path
         if not path:
             raise DataError("no training data: give --data PATH or set data.path in the recipe")
-        dataset = TrainingDataset(path, self.G.resolution, normalization=self.G.normalization)
+        num_classes = getattr(self.G, "num_classes", 0)
+        dataset = TrainingDataset(path, self.G.resolution, normalization=self.G.normalization,
+                                  with_labels=num_classes > 0)
+        if num_classes:
+            check_labels(num_classes, dataset.class_names, path)
+            self.update.label_pool = torch.as_tensor(dataset.labels, dtype=torch.long)
+            self.class_names = list(dataset.class_names)
         if len(dataset) < self.plan.micro:
             raise DataError(f"{path}: {len(dataset)} images, fewer than one micro-batch ({self.plan.micro})")
         start = self.step * self.plan.per_gpu
@@ -166,9 +178,15 @@ class Trainer:
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             generator=torch.Generator())  # keeps the global RNG untouched when the iterator starts
+        return self._batches(loader)
+
+    def _batches(self, loader: Any) -> Iterator[Any]:
         try:
             for batch in loader:
-                yield batch.to(self.device, non_blocking=True)
+                if isinstance(batch, (tuple, list)):
+                    yield batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
+                else:
+                    yield batch.to(self.device, non_blocking=True)
         except NatGanError as exc:  # a worker's DataError: show its line, naming the record
             raise unwrap_worker_error(exc) from None
 
@@ -211,7 +229,8 @@ class Trainer:
             optim={"G": self.g_opt.state_dict(), "D": self.d_opt.state_dict()},
             step=self.step, images_seen=self.images_seen, rng=rng_state.capture(self.gens) if rng is None else rng,
             metrics=self.metrics,
-            extra={**self.update.state_dict(), "augment": self.daug.state_dict(), "run_id": self.run_id})
+            extra={**self.update.state_dict(), "augment": self.daug.state_dict(), "run_id": self.run_id,
+                   **({"classes": self.class_names} if self.class_names else {})})
 
     def save_checkpoint(self) -> Path | None:
         ck = self.make_checkpoint()  # every rank: RNG states are gathered collectively

@@ -13,6 +13,12 @@ Every image the discriminator sees goes through :meth:`UpdateRule.run_D`, which 
 discriminator augmentation (ADA / DiffAugment, :mod:`natgan.augment`) first, so augmentation also
 reaches inside R1 and bCR without either knowing about it. The RNG draw order is part of the contract:
 ``--resume`` is bit-exact only because every rule draws from the checkpointed generators in a fixed order.
+
+Class-conditional models (``G.num_classes > 0``): the data yields ``(images, labels)``; D sees every real
+with its own label and every fake with the label it was generated for. Fake labels are drawn as
+stylegan2-ada-pytorch draws them, the label of a uniformly random dataset image (so they follow the
+dataset's class distribution), from the checkpointed latent generator right before the latents; style
+mixing keeps the label of the image. Unconditional runs draw nothing extra, so their streams are unchanged.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ class UpdateRule:
         self.gens, self.autocast, self.d_frozen, self.flip_reals = gens, autocast, d_frozen, flip
         self.daug = daug or augment.DAugment.none()
         self.pl_mean = torch.zeros((), device=device)
+        # every dataset image's label (set by the trainer for a conditional model): fake labels are drawn from it
+        self.label_pool: torch.Tensor | None = None
 
     # state beyond the networks that a checkpoint must carry
     def state_dict(self) -> dict:
@@ -67,16 +75,29 @@ class UpdateRule:
     def latents(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.nets.G.z_dim, generator=self.gens.z).to(self.device)
 
-    def generate(self, n: int, *, return_w: bool = False):
-        """G(z) with style mixing at the recipe's probability for models with several latents."""
+    def fake_labels(self, n: int) -> torch.Tensor | None:
+        """Labels for ``n`` fakes: those of uniformly drawn dataset images (None for an unconditional model)."""
+        if self.label_pool is None:
+            return None
+        pick = torch.randint(len(self.label_pool), (n,), generator=self.gens.z)
+        return self.label_pool[pick].to(self.device)
+
+    def next_real(self, data: Iterator[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next (flipped) real batch and its labels (None when the data carries none)."""
+        item = next(data)
+        images, labels = item if isinstance(item, (tuple, list)) else (item, None)
+        return self.flip(images), labels
+
+    def generate(self, n: int, *, return_w: bool = False, c: torch.Tensor | None = None):
+        """G(z[, c]) with style mixing at the recipe's probability for models with several latents."""
         G = self.nets.G
         z = self.latents(n)
         mixing = self.t.style_mixing > 0 and getattr(G, "n_latent", None)
         if not mixing and not return_w:
-            return G(z)
-        w = G.mapping(z)
+            return G(z) if c is None else G(z, c)
+        w = G.mapping(z) if c is None else G.mapping(z, c)
         if mixing and torch.rand((), generator=self.gens.aug).item() < self.t.style_mixing:
-            w2 = G.mapping(self.latents(n))
+            w2 = G.mapping(self.latents(n)) if c is None else G.mapping(self.latents(n), c)
             cut = int(torch.randint(1, G.n_latent, (), generator=self.gens.aug))
             w = torch.cat([w[:, :cut], w2[:, cut:]], dim=1)
         if return_w:
@@ -89,19 +110,22 @@ class UpdateRule:
             return real
         return augment.bcr.flip(real, self.gens.flip)
 
-    def run_D(self, images: torch.Tensor) -> torch.Tensor:
-        """D's logits (fp32) on the augmented images: the one door through which D sees anything."""
-        return self.nets.D(self.daug(images)).float()
+    def run_D(self, images: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """D's logits (fp32) on the augmented images (and their labels): the one door through which D sees
+        anything. Augmentation changes the image, never its label."""
+        x = self.daug(images)
+        return (self.nets.D(x) if c is None else self.nets.D(x, c)).float()
 
     def bcr_loss(self, fake: torch.Tensor, fake_logits: torch.Tensor, real: torch.Tensor,
-                 real_logits: torch.Tensor) -> torch.Tensor:
+                 real_logits: torch.Tensor, fake_c: torch.Tensor | None = None,
+                 real_c: torch.Tensor | None = None) -> torch.Tensor:
         """bCR: D on bCR-augmented copies of the (detached) images should give the logits of the originals.
 
         Order with ADA/DiffAugment: bCR's augmentation acts on the clean image and D's augmentation
         is applied on top (``run_D``), so both sides of the consistency term are augmented by ADA just
         as every other D input is and D never sees an image outside the augmented distribution."""
-        aug_fake = self.run_D(augment.bcr.bcr_augment(fake.detach(), self.gens.aug))
-        aug_real = self.run_D(augment.bcr.bcr_augment(real.detach(), self.gens.aug))
+        aug_fake = self.run_D(augment.bcr.bcr_augment(fake.detach(), self.gens.aug), fake_c)
+        aug_real = self.run_D(augment.bcr.bcr_augment(real.detach(), self.gens.aug), real_c)
         return (self.t.bcr_fake * losses.consistency(aug_fake, fake_logits)
                 + self.t.bcr_real * losses.consistency(aug_real, real_logits))
 
@@ -132,21 +156,22 @@ class AlternatingUpdate(UpdateRule):
             stats["PL"] = self.pl_step()
         return stats
 
-    def d_step(self, data: Iterator[torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    def d_step(self, data: Iterator[Any]) -> tuple[dict[str, torch.Tensor], list[tuple[torch.Tensor, Any]]]:
         self.train_D_only()
         self.nets.D.zero_grad(set_to_none=True)
         reals, total, cr_total = [], 0.0, 0.0
         for _ in range(self.plan.accumulation):
-            real = self.flip(next(data))
-            reals.append(real)
+            real, real_c = self.next_real(data)
+            reals.append((real, real_c))
             with self.autocast():
                 with torch.no_grad():
-                    fake = self.generate(real.shape[0])
-                fake_logits, real_logits = self.run_D(fake), self.run_D(real)
+                    fake_c = self.fake_labels(real.shape[0])
+                    fake = self.generate(real.shape[0], c=fake_c)
+                fake_logits, real_logits = self.run_D(fake, fake_c), self.run_D(real, real_c)
                 self.daug.observe(real_logits)
                 loss = losses.d_logistic(real_logits, fake_logits)
                 if self.t.bcr:
-                    cr = self.bcr_loss(fake, fake_logits, real, real_logits)
+                    cr = self.bcr_loss(fake, fake_logits, real, real_logits, fake_c, real_c)
                     loss = loss + cr
                     cr_total = cr_total + cr.detach()
             (loss / self.plan.accumulation).backward()
@@ -157,15 +182,15 @@ class AlternatingUpdate(UpdateRule):
             stats["bCR"] = cr_total / self.plan.accumulation
         return stats, reals
 
-    def r1_step(self, reals: list[torch.Tensor]) -> torch.Tensor:
+    def r1_step(self, reals: list[tuple[torch.Tensor, Any]]) -> torch.Tensor:
         """R1 on the reals of this step; with augmentation the gradient is taken w.r.t. the *un*augmented
         image through the (differentiable) augmentation, as stylegan2-ada-pytorch does."""
         D = self.nets.D
         D.zero_grad(set_to_none=True)
         total = 0.0
-        for real in reals:
+        for real, real_c in reals:
             real = real.detach().requires_grad_(True)
-            logits = self.run_D(real)
+            logits = self.run_D(real, real_c)
             self.daug.observe(logits)   # the lazy R1 pass's real logits count in r_t too (official loss.py)
             penalty = losses.r1_penalty(logits, real)
             loss = self.r1_weighted(penalty) + 0 * logits[0].sum()
@@ -183,7 +208,8 @@ class AlternatingUpdate(UpdateRule):
         total = 0.0
         for _ in range(self.plan.accumulation):
             with self.autocast():
-                loss = losses.g_nonsaturating(self.run_D(self.generate(self.plan.micro)))
+                c = self.fake_labels(self.plan.micro)
+                loss = losses.g_nonsaturating(self.run_D(self.generate(self.plan.micro, c=c), c))
             (loss / self.plan.accumulation).backward()
             total = total + loss.detach()
         distributed.average_gradients(G, self.dist)
@@ -194,7 +220,7 @@ class AlternatingUpdate(UpdateRule):
         G = self.nets.G
         G.zero_grad(set_to_none=True)
         n = max(1, self.plan.micro // 2)
-        images, w = self.generate(n, return_w=True)
+        images, w = self.generate(n, return_w=True, c=self.fake_labels(n))
         penalty, self.pl_mean, _ = losses.path_length_penalty(images, w, self.pl_mean)
         loss = self.t.pl_weight * self.t.g_reg_every * penalty + 0 * images[0, 0, 0, 0]
         loss.backward()
@@ -221,17 +247,18 @@ class SimultaneousUpdate(UpdateRule):
         acc = self.plan.accumulation
         totals = {"D": 0.0, "G": 0.0, "bCR": 0.0, "R1": 0.0}
         for _ in range(acc):
-            real = self.flip(next(data))
+            real, real_c = self.next_real(data)
             if r1_now:
                 real = real.detach().requires_grad_(True)
             with self.autocast():
-                fake = self.generate(real.shape[0])
-                fake_logits, real_logits = self.run_D(fake), self.run_D(real)
+                fake_c = self.fake_labels(real.shape[0])
+                fake = self.generate(real.shape[0], c=fake_c)
+                fake_logits, real_logits = self.run_D(fake, fake_c), self.run_D(real, real_c)
                 self.daug.observe(real_logits)
                 d_loss = losses.d_logistic(real_logits, fake_logits)
                 g_loss = losses.g_nonsaturating(fake_logits)
                 if self.t.bcr:
-                    cr = self.bcr_loss(fake, fake_logits, real, real_logits)
+                    cr = self.bcr_loss(fake, fake_logits, real, real_logits, fake_c, real_c)
                     d_loss = d_loss + cr
                     totals["bCR"] = totals["bCR"] + cr.detach()
             if r1_now:

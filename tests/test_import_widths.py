@@ -1,0 +1,226 @@
+"""`nat-gan import` of official snapshots whose channel table is not a StyleGAN2 default.
+
+The fixtures (tests/fixtures/official/*-widths, stylegan3-stylegan2, stylegan2-ada-cond; see its README) were
+written by the official code with ``channel_base``/``channel_max`` pairs whose widths follow no
+``min(channel_max, 16384 m / res)`` rule with an integer ``m`` (nat-gan refused them before). The widths must
+be read from the weight shapes, stored as explicit lists in the model config, and reproduce the official
+images and D logits; ``sample``, ``fid`` and ``train --init`` must work on the imported file, and the
+security guarantees of the NVlabs reader hold for these files too.
+"""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from natgan import checkpoint
+from natgan.errors import CheckpointError, ConfigError
+from natgan.importers import import_checkpoint
+from natgan.importers.nvlabs_pickle import read_snapshot
+from natgan.importers.nvlabs_records import PersistentRecord
+from natgan.models import get_spec
+from test_import_baselines import _cli, _nvlabs_pickle, _plain_dicts, _tree
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures/official"
+SNAPSHOT = "network-snapshot-000012.pkl"
+# fixture folder -> (--from auto's answer, widths at 4, 8, ... px as the official table min(base // res, max) gives)
+STYLEGAN2 = {"stylegan2-ada-widths": [16, 16, 8, 4],      # stylegan2-ada-pytorch, channel_base 128, channel_max 16
+             "stylegan3-stylegan2": [16, 16, 16, 8]}      # stylegan3 --cfg=stylegan2, channel_base 256, channel_max 16
+
+
+def _expected(folder):
+    return torch.load(FIXTURES / folder / "expected.pt", map_location="cpu", weights_only=True)
+
+
+def _imported(folder, tmp_path):
+    out = tmp_path / f"{folder}.pt"
+    assert _cli(["import", str(FIXTURES / folder / SNAPSHOT), "--from", "auto", "--out", str(out)]) == 0
+    return out, checkpoint.load(out)
+
+
+def _discriminator(ckpt):
+    spec = get_spec(ckpt["model"]["name"])
+    _, D = spec.builder(spec.make_config(ckpt["model"]["config"]))
+    D.load_state_dict(ckpt["weights"]["D"])
+    return D.eval()
+
+
+@pytest.mark.parametrize("folder", sorted(STYLEGAN2))
+def test_nvlabs_custom_widths_reproduce_the_official_images(folder, tmp_path):
+    ex = _expected(folder)
+    _, ckpt = _imported(folder, tmp_path)
+    cfg = ckpt["model"]["config"]
+    assert ckpt["model"]["name"] == "stylegan2" and ckpt["extra"]["import"]["from"] == "stylegan2-ada"
+    widths = STYLEGAN2[folder]
+    assert cfg["channels"] == widths == [ex["config"]["widths"][r] for r in (4, 8, 16, 32)]
+    assert cfg["d_channels"] is None                                   # D built from the same table
+    G = checkpoint.build_generator(ckpt)
+    with torch.no_grad():
+        w = G.mapping(ex["z"])
+        torch.testing.assert_close(w, ex["ws"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
+                                   ex["images_trunc07"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(_discriminator(ckpt)(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
+        G_raw = checkpoint.build_generator(ckpt, ema=False)               # 'G' differs from 'G_ema'
+        assert (G_raw.synthesis(w, noise_mode="const") - ex["images"]).abs().max() > 0.05
+
+
+def test_ganformer_custom_widths_reproduce_the_official_images(tmp_path):
+    ex = _expected("ganformer-widths")
+    _, ckpt = _imported("ganformer-widths", tmp_path)
+    cfg = ckpt["model"]["config"]
+    assert ckpt["model"]["name"] == "ganformer" and ckpt["extra"]["import"]["from"] == "ganformer"
+    assert cfg["channels"] == [16, 16, 8] == [ex["config"]["widths"][r] for r in (4, 8, 16)]
+    assert cfg["d_channels"] is None
+    G = checkpoint.build_generator(ckpt)
+    b, k, layers, d = ex["ws"].shape
+    with torch.no_grad():
+        w = G.mapping(ex["z"].reshape(b, k * d))
+        torch.testing.assert_close(w, ex["ws"].transpose(1, 2).reshape(b, layers, k * d), atol=1e-5, rtol=0)
+        torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
+                                   ex["images_trunc07"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(_discriminator(ckpt)(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
+
+
+def test_a_discriminator_with_its_own_table_is_stored_as_d_channels(tmp_path, monkeypatch):
+    """The official constructors take G's and D's channel_base/channel_max separately; a D narrower than G
+    imports into ``model.d_channels`` with its logits unchanged."""
+    snapshot = read_snapshot(FIXTURES / "stylegan2-ada-widths" / SNAPSHOT)
+    widened = read_snapshot(FIXTURES / "stylegan3-stylegan2" / SNAPSHOT)     # its D: 16, 16, 16, 8
+    tree = {k: _tree(v) if isinstance(v, PersistentRecord) else _plain_dicts(v) for k, v in snapshot.items()}
+    tree["D"] = _tree(widened["D"])
+    tree["D"]["class_name"] = snapshot["D"].class_name
+    path = _nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch)
+    _, ckpt = import_checkpoint(path, "auto")
+    cfg = ckpt["model"]["config"]
+    assert cfg["channels"] == [16, 16, 8, 4] and cfg["d_channels"] == [16, 16, 16, 8]
+    ex = _expected("stylegan3-stylegan2")
+    with torch.no_grad():
+        torch.testing.assert_close(_discriminator(ckpt)(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
+
+
+def test_imported_widths_work_with_sample_fid_and_train_init(tmp_path, capsys, monkeypatch):
+    out, ckpt = _imported("stylegan2-ada-widths", tmp_path)
+    assert _cli(["sample", "--ckpt", str(out), "--seeds", "0-1", "--trunc", "0.7", "--outdir", str(tmp_path / "s"),
+                 "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "s").glob("*.png"))) == 2
+
+    import natgan.metrics as metrics
+    from natgan.errors import NatGanError
+
+    seen = {}
+
+    def capture(G, reference, **kwargs):                  # the generator fid would score, without Inception
+        with torch.no_grad():
+            seen["images"] = G.synthesis(G.mapping(torch.randn(2, G.z_dim)), noise_mode="const")
+        raise NatGanError("captured")
+
+    monkeypatch.setattr(metrics, "evaluate_generator", capture)
+    assert _cli(["fid", "--ckpt", str(out), "--data", str(tmp_path), "--no-record", "--device", "cpu"]) == 1
+    assert "captured" in capsys.readouterr().err and seen["images"].shape == (2, 3, 32, 32)
+
+    from natgan.data import prepare_digits
+    from natgan.train import resolve_init, train
+    from natgan.train.trainer import Trainer
+
+    data = tmp_path / "digits32.lmdb"
+    prepare_digits(data, sizes=[32], progress=False)
+    recipe_path = tmp_path / "finetune.toml"
+    recipe_path.write_text(f'[data]\npath = "{data}"\nworkers = 0\n[train]\nbatch = 4\niterations = 2\n'
+                           f'lr_decay_start = 2\ncheckpoint_every = 2\nsample_every = 2\nlog_every = 1\n'
+                           f'pl_weight = 0.0\n')
+    recipe, init_ck, _ = resolve_init(recipe_path=recipe_path, overrides=[], outdir=tmp_path / "ft",
+                                      init=str(out), data_override=[])
+    assert recipe.model.channels == [16, 16, 8, 4]
+    t = Trainer(recipe, tmp_path / "ft", init_from=init_ck, show_progress=False)
+    for name, module in (("G", t.G), ("G_ema", t.G_ema), ("D", t.D)):
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, ckpt["weights"][name][key]), (name, key)
+    result = train(recipe, tmp_path / "ft2", init_from=init_ck, show_progress=False)
+    assert result.step == 2
+    assert checkpoint.load(tmp_path / "ft2" / "latest.pt")["model"]["config"]["channels"] == [16, 16, 8, 4]
+
+
+def test_conditional_snapshot_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "cond.pt"
+    code = _cli(["import", str(FIXTURES / "stylegan2-ada-cond" / SNAPSHOT), "--from", "auto", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "c_dim = 10" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths"])
+def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monkeypatch):
+    """The records' ``module_src`` is data: a poisoned copy still imports (same images), nothing runs."""
+    marker = tmp_path / "PWNED"
+    payload = f"open({str(marker)!r}, 'w').write('ran')\n"
+    snapshot = read_snapshot(FIXTURES / folder / SNAPSHOT)
+    tree = {k: _tree(v) if isinstance(v, PersistentRecord) else _plain_dicts(v) for k, v in snapshot.items()
+            if not (k == "G_ema" and "Gs" in snapshot)}
+
+    def poison(node):
+        node["module_src"] = payload + node["module_src"]
+        for child in node["state"]["_modules"].values():
+            if isinstance(child, dict) and "module_src" in child:
+                poison(child)
+
+    for value in tree.values():
+        if isinstance(value, dict) and "module_src" in value:
+            poison(value)
+    path = _nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch)
+    _, ckpt = import_checkpoint(path, "auto")
+    ex = _expected(folder)
+    G = checkpoint.build_generator(ckpt)
+    with torch.no_grad():
+        z = ex["z"].reshape(ex["z"].shape[0], -1)
+        torch.testing.assert_close(G.synthesis(G.mapping(z), noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
+    assert not marker.exists()
+    exec(compile(payload, "<payload>", "exec"))                              # control: the payload is live
+    assert marker.exists()
+
+
+# ------------------------------------------------------------------------------------------ model configs
+
+@pytest.mark.parametrize("name,base", [
+    ("stylegan2", {"resolution": 32, "style_dim": 16, "n_mlp": 2, "channel_max": 16}),
+    ("ganformer", {"resolution": 16, "latent_dim": 16, "components": 2, "channel_max": 16}),
+])
+def test_explicit_channels_equal_to_the_table_build_the_same_model(name, base):
+    """``channels`` only states widths: the table's own widths give the same parameters, draws and outputs."""
+    spec = get_spec(name)
+    widths = [16] * (int(math.log2(base["resolution"])) - 1)
+    pairs = []
+    for overrides in (base, {**base, "channels": widths}):
+        torch.manual_seed(0)
+        pairs.append(spec.builder(spec.make_config(overrides)))
+    (ga, da), (gb, db) = pairs
+    for a, b in ((ga, gb), (da, db)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name,base", [("stylegan2", {"resolution": 32}), ("ganformer", {"resolution": 32})])
+def test_channel_lists_of_the_wrong_length_are_refused(name, base):
+    spec = get_spec(name)
+    for key in ("channels", "d_channels"):
+        with pytest.raises(ConfigError, match=rf"key 'model.{key}': expected 4 widths \(one per level 4, 8, 16, 32\)"):
+            spec.make_config({**base, key: [16, 16, 16]})
+    with pytest.raises(ConfigError, match="model.channels"):
+        spec.make_config({**base, "channels": [16, 16, 0, 16]})
+
+
+def test_ganformer_heads_must_divide_explicit_widths():
+    with pytest.raises(ConfigError, match="model.heads.*12 channels"):
+        get_spec("ganformer").make_config({"resolution": 16, "latent_dim": 16, "heads": 8, "channels": [16, 16, 12]})
+
+
+def test_truncated_width_list_in_a_snapshot_is_a_one_line_error(tmp_path, monkeypatch):
+    snapshot = read_snapshot(FIXTURES / "stylegan2-ada-widths" / SNAPSHOT)
+    tree = {k: _tree(v) if isinstance(v, PersistentRecord) else _plain_dicts(v) for k, v in snapshot.items()}
+    del tree["D"]["state"]["_modules"]["b16"]
+    path = _nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch)
+    with pytest.raises(CheckpointError, match=r"D: blocks b32, b8, b4 are not b32, b16, ..., b4"):
+        import_checkpoint(path, "auto")
