@@ -705,9 +705,9 @@ def test_walk_video_frames_stream_to_the_encoder(tmp_path, monkeypatch, good_ckp
     rendered = {"n": 0, "at_first_frame": None}
     real_run = generate.ImageGenerator._run
 
-    def counting_run(self, fn, inputs):
+    def counting_run(self, fn, inputs, *args, **kwargs):
         rendered["n"] += len(inputs)
-        return real_run(self, fn, inputs)
+        return real_run(self, fn, inputs, *args, **kwargs)
 
     class Stop(Exception):
         pass
