@@ -102,10 +102,47 @@ def test_a_discriminator_with_its_own_table_is_stored_as_d_channels(tmp_path, mo
         torch.testing.assert_close(_discriminator(ckpt)(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
 
 
-def test_imported_widths_work_with_sample_fid_and_train_init(tmp_path, capsys, monkeypatch):
-    out, ckpt = _imported("stylegan2-ada-widths", tmp_path)
+def test_conditional_snapshot_reproduces_the_official_images_and_logits(tmp_path):
+    """stylegan2-ada's c_dim > 0: ``mapping.embed`` -> the label embedding concatenated at the mapping input,
+    D's label mapping network -> the projection head's, ``b4.out`` -> the cmap features."""
+    ex = _expected("stylegan2-ada-cond")
+    _, ckpt = _imported("stylegan2-ada-cond", tmp_path)
+    cfg = ckpt["model"]["config"]
+    assert (cfg["num_classes"], cfg["channels"], cfg["style_dim"]) == (10, [16, 16, 8, 4], 16)
+    G = checkpoint.build_generator(ckpt)
+    D = _discriminator(ckpt)
+    labels = ex["c"].argmax(1)
+    assert labels.tolist() == [0, 3, 7, 9]
+    with torch.no_grad():
+        for c in (ex["c"], labels):                                     # one-hot vectors or class indices
+            w = G.mapping(ex["z"], c)
+            torch.testing.assert_close(w, ex["ws"], atol=1e-6, rtol=0)
+            torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
+            torch.testing.assert_close(D(ex["images"], c), ex["d_logits"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
+                                   ex["images_trunc07"], atol=1e-5, rtol=0)
+        # the label matters: another class gives another image and another logit
+        other = G.synthesis(G.mapping(ex["z"], (labels + 1) % 10), noise_mode="const")
+        assert (other - ex["images"]).abs().max() > 0.05
+        assert (D(ex["images"], (labels + 1) % 10) - ex["d_logits"]).abs().max() > 1e-3
+    assert any("class-conditional (10 classes)" in a for a in ckpt["extra"]["import"]["assumptions"])
+
+
+@pytest.fixture(scope="module")
+def digits32(tmp_path_factory):
+    from natgan.data import prepare_digits
+
+    out = tmp_path_factory.mktemp("data") / "digits32.lmdb"
+    prepare_digits(out, sizes=[32], progress=False)                      # with the 10 digit labels
+    return out
+
+
+@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan2-ada-cond"])
+def test_imported_file_works_with_sample_fid_and_train_init(folder, digits32, tmp_path, capsys, monkeypatch):
+    out, ckpt = _imported(folder, tmp_path)
+    conditional = ckpt["model"]["config"]["num_classes"] > 0
     assert _cli(["sample", "--ckpt", str(out), "--seeds", "0-1", "--trunc", "0.7", "--outdir", str(tmp_path / "s"),
-                 "--device", "cpu"]) == 0
+                 "--device", "cpu", *(["--class", "3"] if conditional else [])]) == 0
     assert len(list((tmp_path / "s").glob("*.png"))) == 2
 
     import natgan.metrics as metrics
@@ -113,28 +150,25 @@ def test_imported_widths_work_with_sample_fid_and_train_init(tmp_path, capsys, m
 
     seen = {}
 
-    def capture(G, reference, **kwargs):                  # the generator fid would score, without Inception
-        with torch.no_grad():
-            seen["images"] = G.synthesis(G.mapping(torch.randn(2, G.z_dim)), noise_mode="const")
+    def capture(G, reference, **kwargs):                  # what fid would score, without Inception
+        seen.update(kwargs, G=G)
         raise NatGanError("captured")
 
     monkeypatch.setattr(metrics, "evaluate_generator", capture)
-    assert _cli(["fid", "--ckpt", str(out), "--data", str(tmp_path), "--no-record", "--device", "cpu"]) == 1
-    assert "captured" in capsys.readouterr().err and seen["images"].shape == (2, 3, 32, 32)
+    assert _cli(["fid", "--ckpt", str(out), "--data", str(digits32), "--no-record", "--device", "cpu"]) == 1
+    assert "captured" in capsys.readouterr().err and seen["G"].num_classes == (10 if conditional else 0)
 
-    from natgan.data import prepare_digits
     from natgan.train import resolve_init, train
     from natgan.train.trainer import Trainer
 
-    data = tmp_path / "digits32.lmdb"
-    prepare_digits(data, sizes=[32], progress=False)
     recipe_path = tmp_path / "finetune.toml"
-    recipe_path.write_text(f'[data]\npath = "{data}"\nworkers = 0\n[train]\nbatch = 4\niterations = 2\n'
+    recipe_path.write_text(f'[data]\npath = "{digits32}"\nworkers = 0\n[train]\nbatch = 4\niterations = 2\n'
                            f'lr_decay_start = 2\ncheckpoint_every = 2\nsample_every = 2\nlog_every = 1\n'
                            f'pl_weight = 0.0\n')
     recipe, init_ck, _ = resolve_init(recipe_path=recipe_path, overrides=[], outdir=tmp_path / "ft",
                                       init=str(out), data_override=[])
     assert recipe.model.channels == [16, 16, 8, 4]
+    assert recipe.model.num_classes == ckpt["model"]["config"]["num_classes"]
     t = Trainer(recipe, tmp_path / "ft", init_from=init_ck, show_progress=False)
     for name, module in (("G", t.G), ("G_ema", t.G_ema), ("D", t.D)):
         for key, value in module.state_dict().items():
@@ -144,15 +178,25 @@ def test_imported_widths_work_with_sample_fid_and_train_init(tmp_path, capsys, m
     assert checkpoint.load(tmp_path / "ft2" / "latest.pt")["model"]["config"]["channels"] == [16, 16, 8, 4]
 
 
-def test_conditional_snapshot_is_refused_in_one_line(tmp_path, capsys):
-    out = tmp_path / "cond.pt"
-    code = _cli(["import", str(FIXTURES / "stylegan2-ada-cond" / SNAPSHOT), "--from", "auto", "--out", str(out)])
-    err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1 and "c_dim = 10" in err and "Traceback" not in err
-    assert not out.exists()
+def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
+    snapshot = read_snapshot(FIXTURES / "stylegan2-ada-cond" / SNAPSHOT)
+    tree = {k: _tree(v) if isinstance(v, PersistentRecord) else _plain_dicts(v) for k, v in snapshot.items()}
+    base = tree["D"]["state"]["_init_kwargs"]
+    tree["D"]["state"]["_init_kwargs"] = dict(base, mapping_kwargs={"num_layers": 4})
+    with pytest.raises(CheckpointError, match=r"D mapping_kwargs.num_layers = 4 .*cannot express"):
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / "a.pkl", monkeypatch), "auto")
+    tree["D"]["state"]["_init_kwargs"] = dict(base, c_dim=5)
+    with pytest.raises(CheckpointError, match=r"G has c_dim = 10 but D has c_dim = 5"):
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / "b.pkl", monkeypatch), "auto")
+    tree["D"]["state"]["_init_kwargs"] = base
+    g_kwargs = tree["G_ema"]["state"]["_init_kwargs"]
+    tree["G_ema"]["state"]["_init_kwargs"] = dict(g_kwargs, c_dim="10")
+    with pytest.raises(CheckpointError, match=r"c_dim is '10', not a class count"):
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / "c.pkl", monkeypatch), "auto")
 
 
-@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths"])
+@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths",
+                                    "stylegan2-ada-cond"])
 def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monkeypatch):
     """The records' ``module_src`` is data: a poisoned copy still imports (same images), nothing runs."""
     marker = tmp_path / "PWNED"
@@ -176,7 +220,8 @@ def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monk
     G = checkpoint.build_generator(ckpt)
     with torch.no_grad():
         z = ex["z"].reshape(ex["z"].shape[0], -1)
-        torch.testing.assert_close(G.synthesis(G.mapping(z), noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
+        w = G.mapping(z, ex["c"]) if "c" in ex and ex["c"].shape[1] else G.mapping(z)
+        torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
     assert not marker.exists()
     exec(compile(payload, "<payload>", "exec"))                              # control: the payload is live
     assert marker.exists()

@@ -87,14 +87,16 @@ def state_dict(record: PersistentRecord, where: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_network(record: PersistentRecord, class_name: str, model: str, src: str) -> dict[str, Any]:
-    """Constructor kwargs of an unconditional RGB ``class_name`` record (``z_dim == w_dim`` for generators);
-    anything else is refused with the reason, since nat-gan's ``model`` would compute something different."""
+def check_network(record: PersistentRecord, class_name: str, model: str, src: str, *,
+                  conditional: bool = False) -> dict[str, Any]:
+    """Constructor kwargs of an RGB ``class_name`` record (``z_dim == w_dim`` for generators), unconditional
+    unless the converter maps the label layers (``conditional``); anything else is refused with the reason,
+    since nat-gan's ``model`` would compute something different."""
     if record.class_name != class_name:
         raise CheckpointError(f"{src}: a '{record.class_name}' record where the {model} snapshot has a '{class_name}'")
     kw = record.init_kwargs
     problem = None
-    if kw.get("c_dim", 0):
+    if kw.get("c_dim", 0) and not conditional:
         problem = f"{class_name} is class-conditional (c_dim = {kw['c_dim']})"
     elif kw.get("img_channels", 3) != 3:
         problem = f"{class_name} works on {kw['img_channels']}-channel images"

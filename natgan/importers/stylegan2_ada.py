@@ -2,12 +2,15 @@
 nat-gan's ``stylegan2``.
 
 The snapshot is read by :mod:`natgan.importers.nvlabs_pickle` (no code from the file runs). The generator
-must be what nat-gan's StyleGAN2 computes: unconditional, RGB, ``skip`` synthesis, residual discriminator,
-``z_dim == w_dim``, FIR ``[1, 3, 3, 1]``; anything else is refused with the reason. Renaming (NVlabs -> ours,
-which are rosinality's):
+must be what nat-gan's StyleGAN2 computes: RGB, ``skip`` synthesis, residual discriminator, ``z_dim == w_dim``,
+FIR ``[1, 3, 3, 1]``, and when class-conditional (``c_dim > 0``) the official label layers with their defaults
+(embedding ``w_dim`` wide, D label mapping of 8 layers at lr 0.01, ``cmap_dim`` = the 4x4 width); anything else
+is refused with the reason. The widths come from the weight shapes, whatever ``channel_base``/``channel_max``
+made them. Renaming (NVlabs -> ours, which are rosinality's):
 
 =======================================  ==================================================================
 ``mapping.fc{i}.{weight,bias}``          ``style.{i+1}.{weight,bias}``; ``mapping.w_avg`` -> truncation centre
+``mapping.embed`` (c_dim > 0)           ``label_embed.embed`` (concatenated with the normalised z)
 ``synthesis.b4.const [C,4,4]``           ``input.input [1,C,4,4]``
 ``synthesis.b4.conv1`` / ``.torgb``      ``conv1`` / ``to_rgb1``
 ``synthesis.b{2^(k+3)}.conv0/conv1``     ``convs.{2k}`` (up; its 3x3 kernel flipped, see below) / ``convs.{2k+1}``
@@ -17,6 +20,8 @@ layer ``weight [O,I,k,k]``               ``conv.weight [1,O,I,k,k]``; ``affine``
                                          ``noise_strength`` -> ``noise.weight``; ``noise_const`` -> ``noises.noise_j``
 D ``b{R}.fromrgb``, ``b{r}.conv0/conv1/skip``  ``convs.0``, ``convs.{j}.conv1/conv2/skip``
 D ``b4.conv/fc/out``                     ``final_conv``, ``final_linear.0``, ``final_linear.1``
+D ``mapping.embed`` / ``mapping.fc{i}``  ``projection.mapping.embed.embed`` / ``projection.mapping.layers.{i}``
+                                         (``b4.out`` then emits cmap features; logit = <x, cmap> / sqrt(cmap_dim))
 =======================================  ==================================================================
 
 The up-sampling conv: NVlabs' transposed convolution applies its kernel as a true convolution (TF's
@@ -38,6 +43,7 @@ from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
 from natgan.importers.nvlabs_records import PersistentRecord, cannot_express, check_network, state_dict
 from natgan.importers.stylegan2_family import Imported, assemble, plan_stylegan2, stylegan2_train_settings
+from natgan.models.conditioning import D_MAPPING_LAYERS
 
 KIND = "stylegan2-ada"
 FIR = torch.tensor([1.0, 3.0, 3.0, 1.0])
@@ -52,25 +58,45 @@ def _refuse(src: str, what: str) -> CheckpointError:
     return cannot_express(src, what, "stylegan2")
 
 
+def _c_dim(kw: dict[str, Any], src: str, which: str) -> int:
+    c_dim = kw.get("c_dim", 0)
+    if not isinstance(c_dim, int) or isinstance(c_dim, bool) or c_dim < 0:
+        raise CheckpointError(f"{src}: {which}: c_dim is {c_dim!r}, not a class count")
+    return c_dim
+
+
 def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
     """The G constructor kwargs, refused when they describe something nat-gan's stylegan2 does not compute."""
-    kw = check_network(g, "Generator", "stylegan2", src)
+    kw = check_network(g, "Generator", "stylegan2", src, conditional=True)
     mapping, synthesis = _kwargs(g, "mapping_kwargs"), _kwargs(g, "synthesis_kwargs")
     if mapping.get("layer_features") not in (None, kw.get("w_dim")):
         raise _refuse(src, f"mapping layer_features = {mapping['layer_features']} differs from w_dim")
+    if mapping.get("embed_features") not in (None, kw.get("w_dim")):
+        raise _refuse(src, f"mapping embed_features = {mapping['embed_features']} differs from w_dim (nat-gan's "
+                           f"label embedding is w_dim wide, the official default)")
     if synthesis.get("architecture", "skip") != "skip":
         raise _refuse(src, f"synthesis architecture '{synthesis['architecture']}' (only 'skip' = config-f)")
-    return {"mapping": mapping, "synthesis": synthesis}
+    return {"mapping": mapping, "synthesis": synthesis, "c_dim": _c_dim(kw, src, "G")}
+
+
+# official MappingNetwork defaults the conditional D's label mapping uses; nat-gan's ProjectionHead is built so
+_D_MAPPING = {"num_layers": D_MAPPING_LAYERS, "lr_multiplier": 0.01, "activation": "lrelu"}
 
 
 def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
-    kw = check_network(d, "Discriminator", "stylegan2", src)
+    kw = check_network(d, "Discriminator", "stylegan2", src, conditional=True)
     epilogue = _kwargs(d, "epilogue_kwargs")
+    c_dim = _c_dim(kw, src, "D")
+    if c_dim:
+        mapping = _kwargs(d, "mapping_kwargs")
+        for key, want in _D_MAPPING.items():
+            if mapping.get(key, want) != want:
+                raise _refuse(src, f"D mapping_kwargs.{key} = {mapping[key]!r} (nat-gan's label mapping: {want!r})")
     if kw.get("architecture", "resnet") != "resnet":
         raise _refuse(src, f"D architecture '{kw['architecture']}' (only 'resnet' = config-f)")
     if epilogue.get("mbstd_num_channels", 1) != 1:
         raise _refuse(src, f"D minibatch-stddev with {epilogue['mbstd_num_channels']} channels (only 1)")
-    return {"mbstd_group": epilogue.get("mbstd_group_size", 4)}
+    return {"mbstd_group": epilogue.get("mbstd_group_size", 4), "c_dim": c_dim}
 
 
 def _check_filters(sd: dict[str, torch.Tensor], src: str, which: str) -> None:
@@ -114,6 +140,9 @@ def convert_generator(sd: dict[str, torch.Tensor], src: str, which: str
             m = re.fullmatch(r"mapping\.fc(\d+)\.(weight|bias)", key)
             if m:
                 out[f"style.{int(m.group(1)) + 1}.{m.group(2)}"] = sd[key]
+            m = re.fullmatch(r"mapping\.embed\.(weight|bias)", key)
+            if m:
+                out[f"label_embed.embed.{m.group(1)}"] = sd[key]
         out["input.input"] = sd["synthesis.b4.const"].unsqueeze(0)
         _layer(out, sd, "synthesis.b4.conv1", "conv1", noise="noises.noise_0")
         _torgb(out, sd, "synthesis.b4.torgb", "to_rgb1")
@@ -126,7 +155,7 @@ def convert_generator(sd: dict[str, torch.Tensor], src: str, which: str
             _torgb(out, sd, f"synthesis.b{res}.torgb", f"to_rgbs.{k}")
     except KeyError as exc:
         raise CheckpointError(f"{src}: {which}: missing key '{exc.args[0]}'") from None
-    known = re.compile(r"mapping\.(fc\d+\.(weight|bias)|w_avg)|synthesis\.b\d+\.(const|resample_filter|"
+    known = re.compile(r"mapping\.((fc\d+|embed)\.(weight|bias)|w_avg)|synthesis\.b\d+\.(const|resample_filter|"
                        r"(conv0|conv1)\.(weight|bias|noise_strength|noise_const|resample_filter|affine\.(weight|bias))|"
                        r"torgb\.(weight|bias|affine\.(weight|bias)))")
     for key in sd:
@@ -153,9 +182,15 @@ def convert_discriminator(sd: dict[str, torch.Tensor], src: str) -> dict[str, to
         out["final_conv.0.weight"], out["final_conv.1.bias"] = sd["b4.conv.weight"], sd["b4.conv.bias"]
         out["final_linear.0.weight"], out["final_linear.0.bias"] = sd["b4.fc.weight"], sd["b4.fc.bias"]
         out["final_linear.1.weight"], out["final_linear.1.bias"] = sd["b4.out.weight"], sd["b4.out.bias"]
+        for key in sd:                          # conditional: the label mapping network of the projection head
+            m = re.fullmatch(r"mapping\.(embed|fc(\d+))\.(weight|bias)", key)
+            if m:
+                ours = "embed.embed" if m.group(1) == "embed" else f"layers.{m.group(2)}"
+                out[f"projection.mapping.{ours}.{m.group(3)}"] = sd[key]
     except KeyError as exc:
         raise CheckpointError(f"{src}: D: missing key '{exc.args[0]}'") from None
-    known = re.compile(r"b\d+\.(resample_filter|(fromrgb|conv0|conv1|skip|conv|fc|out)\.(weight|bias|resample_filter))")
+    known = re.compile(r"b\d+\.(resample_filter|(fromrgb|conv0|conv1|skip|conv|fc|out)\.(weight|bias|resample_filter))|"
+                       r"mapping\.(embed|fc\d+)\.(weight|bias)")
     for key in sd:
         if not known.fullmatch(key):
             raise CheckpointError(f"{src}: D: unexpected key '{key}' (no counterpart in nat-gan's stylegan2)")
@@ -175,9 +210,19 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
         g, _ = convert_generator(state_dict(snapshot["G"], src), src, "G")
     d, mbstd = None, 4
     if isinstance(snapshot.get("D"), PersistentRecord):
-        mbstd = check_discriminator(snapshot["D"], src)["mbstd_group"]
+        d_kwargs = check_discriminator(snapshot["D"], src)
+        if d_kwargs["c_dim"] != kwargs["c_dim"]:
+            raise CheckpointError(f"{src}: G has c_dim = {kwargs['c_dim']} but D has c_dim = {d_kwargs['c_dim']}")
+        mbstd = d_kwargs["mbstd_group"]
         d = convert_discriminator(state_dict(snapshot["D"], src), src)
     model = plan_stylegan2(g_ema, d, src, size)
+    if model["num_classes"] != kwargs["c_dim"]:
+        raise CheckpointError(f"{src}: G_ema: c_dim = {kwargs['c_dim']} but the label embedding has "
+                              f"{model['num_classes']} inputs")
+    if model["num_classes"]:
+        assumptions.append(f"class-conditional ({model['num_classes']} classes): NVlabs labels are class "
+                           f"indices 0..{model['num_classes'] - 1} (the file stores no class names); the truncation "
+                           f"centre is the official w_avg over all classes")
     lr_mlp = kwargs["mapping"].get("lr_multiplier", 0.01)
     model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": int(mbstd)})
     clamp = kwargs["synthesis"].get("conv_clamp")

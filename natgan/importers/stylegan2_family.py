@@ -99,13 +99,20 @@ def plan_stylegan2(g: dict[str, torch.Tensor], d: dict[str, torch.Tensor] | None
         raise CheckpointError(f"{src}: --size is {size}, but the generator has {levels + 1} levels "
                               f"(4x4 ... {resolution}x{resolution})")
     n_mlp = sum(1 for k in g if re.fullmatch(r"style\.\d+\.weight", k))
-    w_dim, z_dim = _shape(g, "style.1.weight", src, "generator")
+    w_dim, mapping_in = _shape(g, "style.1.weight", src, "generator")
+    num_classes, embed_dim = (0, 0)
+    if "label_embed.embed.weight" in g:         # class-conditional: [z, embed(c)] enters the mapping
+        embed_dim, num_classes = _shape(g, "label_embed.embed.weight", src, "generator")
+        if embed_dim != w_dim:
+            raise CheckpointError(f"{src}: generator: the label embedding is {embed_dim} wide and w {w_dim}; "
+                                  f"nat-gan's stylegan2 embeds labels in w_dim (the official default)")
+    z_dim = mapping_in - embed_dim
     if w_dim != z_dim:
         raise CheckpointError(f"{src}: generator: z has {z_dim} dims and w {w_dim}; nat-gan's stylegan2 uses "
                               f"one size for both (style_dim), so this mapping network cannot be expressed")
     widths = [_shape(g, "input.input", src, "generator")[1]]
     widths += [_shape(g, f"convs.{2 * k}.conv.weight", src, "generator")[1] for k in range(levels)]
-    return {"resolution": resolution, "style_dim": w_dim, "n_mlp": n_mlp,
+    return {"resolution": resolution, "style_dim": w_dim, "n_mlp": n_mlp, "num_classes": num_classes,
             **width_fields(widths, d, resolution, src)}
 
 
