@@ -1,8 +1,9 @@
 """`nat-gan import` of official snapshots whose channel table is not a StyleGAN2 default.
 
-The fixtures (tests/fixtures/official/*-widths, stylegan3-stylegan2, stylegan2-ada-cond; see its README) were
-written by the official code with ``channel_base``/``channel_max`` pairs whose widths follow no
-``min(channel_max, 16384 m / res)`` rule with an integer ``m`` (nat-gan refused them before). The widths must
+The fixtures (tests/fixtures/official/*-widths, stylegan3-stylegan2, *-cond; see its README) were written by
+the official code with ``channel_base``/``channel_max`` pairs whose widths follow no
+``min(channel_max, 16384 m / res)`` rule with an integer ``m`` (nat-gan refused them before), two of them
+class-conditional (``c_dim = 10``). The widths must
 be read from the weight shapes, stored as explicit lists in the model config, and reproduce the official
 images and D logits; ``sample``, ``fid`` and ``train --init`` must work on the imported file, and the
 security guarantees of the NVlabs reader hold for these files too.
@@ -46,6 +47,16 @@ def _discriminator(ckpt):
     return D.eval()
 
 
+def _assert_official(ckpt, G, w, ex, c=None):
+    """Images (plain and psi 0.7 toward the stored w_avg) and D logits equal the official ones to 1e-5."""
+    D = _discriminator(ckpt)
+    torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
+                               ex["images_trunc07"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(D(ex["images"]) if c is None else D(ex["images"], c), ex["d_logits"], atol=1e-5,
+                               rtol=0)
+
+
 @pytest.mark.parametrize("folder", sorted(STYLEGAN2))
 def test_nvlabs_custom_widths_reproduce_the_official_images(folder, tmp_path):
     ex = _expected(folder)
@@ -59,10 +70,7 @@ def test_nvlabs_custom_widths_reproduce_the_official_images(folder, tmp_path):
     with torch.no_grad():
         w = G.mapping(ex["z"])
         torch.testing.assert_close(w, ex["ws"], atol=1e-6, rtol=0)
-        torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
-                                   ex["images_trunc07"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(_discriminator(ckpt)(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
+        _assert_official(ckpt, G, w, ex)
         G_raw = checkpoint.build_generator(ckpt, ema=False)               # 'G' differs from 'G_ema'
         assert (G_raw.synthesis(w, noise_mode="const") - ex["images"]).abs().max() > 0.05
 
@@ -79,10 +87,7 @@ def test_ganformer_custom_widths_reproduce_the_official_images(tmp_path):
     with torch.no_grad():
         w = G.mapping(ex["z"].reshape(b, k * d))
         torch.testing.assert_close(w, ex["ws"].transpose(1, 2).reshape(b, layers, k * d), atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
-                                   ex["images_trunc07"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(_discriminator(ckpt)(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
+        _assert_official(ckpt, G, w, ex)
 
 
 def test_a_discriminator_with_its_own_table_is_stored_as_d_channels(tmp_path, monkeypatch):
@@ -117,15 +122,31 @@ def test_conditional_snapshot_reproduces_the_official_images_and_logits(tmp_path
         for c in (ex["c"], labels):                                     # one-hot vectors or class indices
             w = G.mapping(ex["z"], c)
             torch.testing.assert_close(w, ex["ws"], atol=1e-6, rtol=0)
-            torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
-            torch.testing.assert_close(D(ex["images"], c), ex["d_logits"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
-                                   ex["images_trunc07"], atol=1e-5, rtol=0)
+            _assert_official(ckpt, G, w, ex, c)
         # the label matters: another class gives another image and another logit
         other = G.synthesis(G.mapping(ex["z"], (labels + 1) % 10), noise_mode="const")
         assert (other - ex["images"]).abs().max() > 0.05
         assert (D(ex["images"], (labels + 1) % 10) - ex["d_logits"]).abs().max() > 1e-3
     assert any("class-conditional (10 classes)" in a for a in ckpt["extra"]["import"]["assumptions"])
+
+
+def test_conditional_ganformer_reproduces_the_official_images_and_logits(tmp_path):
+    """GANformer's c_dim > 0: ``mapping.embed`` widens the global latent's mapping input (official non-residual
+    mapping), D's ``b4.out`` emits one logit per class and the label picks it (no label mapping network)."""
+    ex = _expected("ganformer-cond")
+    _, ckpt = _imported("ganformer-cond", tmp_path)
+    cfg = ckpt["model"]["config"]
+    assert (cfg["num_classes"], cfg["channels"], cfg["mapping_resnet"]) == (10, [16, 16, 8], False)
+    G = checkpoint.build_generator(ckpt)
+    b, k, layers, d = ex["ws"].shape
+    labels = ex["c"].argmax(1)
+    with torch.no_grad():
+        for c in (ex["c"], labels):
+            w = G.mapping(ex["z"].reshape(b, k * d), c)
+            torch.testing.assert_close(w, ex["ws"].transpose(1, 2).reshape(b, layers, k * d), atol=1e-5, rtol=0)
+            _assert_official(ckpt, G, w, ex, c)
+        other = G.synthesis(G.mapping(ex["z"].reshape(b, k * d), (labels + 1) % 10), noise_mode="const")
+        assert (other - ex["images"]).abs().max() > 0.05
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +217,7 @@ def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths",
-                                    "stylegan2-ada-cond"])
+                                    "stylegan2-ada-cond", "ganformer-cond"])
 def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monkeypatch):
     """The records' ``module_src`` is data: a poisoned copy still imports (same images), nothing runs."""
     marker = tmp_path / "PWNED"

@@ -8,6 +8,7 @@ network module for module; renaming:
 ``pos``                                        ``latent_pos``
 ``mapping.global_mlp.l{i}.fc{j}`` / ``out_layer``  ``mapping_network.global_mlp.layers.{i}.fc{j}`` / ``out``
 ``mapping.mlp.l{i}`` / ``sa{i}`` / ``out_layer``   ``mapping_network.local_mlp.layers.{i}`` / ``attention.{i}`` / ``out``
+``mapping.embed`` (c_dim > 0)                  ``mapping_network.label_embed.embed`` (widens the global mapping input)
 ``synthesis.b4.const [C,4,4]``                 ``blocks.0.const.input [1,C,4,4]``
 ``synthesis.b{r}.conv{j}``                     ``blocks.{i}.conv{j}``: ``weight`` -> ``conv.weight`` (+ batch axis),
                                                ``affine`` -> ``conv.modulation``, ``biasAct.bias`` ->
@@ -16,7 +17,8 @@ network module for module; renaming:
                                                ``transformer.*`` -> ``attention.*``
 ``synthesis.b{r}.skip`` / ``conv_last`` / ``torgb``  ``blocks.{i}.skip`` / ``conv_last.conv`` / ``torgb``
 ``mapping.w_avg [d]``                          truncation centre, the same for all ``k`` components
-D (StyleGAN2 residual D, ``biasAct.bias``)     as for stylegan2-ada
+D (StyleGAN2 residual D, ``biasAct.bias``)     as for stylegan2-ada; conditional: ``b4.out`` has one logit per
+                                               class and the label picks it (nat-gan's "direct" projection)
 =============================================  ==========================================================
 
 ``w`` in nat-gan is the official ``ws [B, k, layers, d]`` with its two middle axes swapped and flattened
@@ -35,7 +37,8 @@ import torch
 
 from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
-from natgan.importers.nvlabs_records import PersistentRecord, cannot_express, check_network, state_dict
+from natgan.importers.nvlabs_records import (PersistentRecord, cannot_express, check_network, class_count,
+                                             state_dict)
 from natgan.importers.stylegan2_ada import FIR, convert_discriminator
 from natgan.importers.stylegan2_family import Imported, assemble, stylegan2_train_settings, width_fields
 
@@ -52,7 +55,7 @@ def _refuse(src: str, what: str) -> CheckpointError:
 
 
 def _check_kwargs(g: PersistentRecord, src: str) -> dict[str, Any]:
-    kw = check_network(g, "Generator", "ganformer", src)
+    kw = check_network(g, "Generator", "ganformer", src, conditional=True)
     mapping = dict(kw.get("mapping_kwargs") or {})
     synthesis = dict(kw.get("synthesis_kwargs") or {})
     for key, want in _REQUIRED.items():
@@ -65,7 +68,11 @@ def _check_kwargs(g: PersistentRecord, src: str) -> dict[str, Any]:
         raise _refuse(src, "the generator has no attention (the code's StyleGAN2 baseline)")
     if mapping.get("layer_dim") not in (None, kw.get("w_dim")):
         raise _refuse(src, f"mapping layer_dim = {mapping['layer_dim']} differs from w_dim")
-    return {"mapping": mapping, "synthesis": synthesis, "k": kw.get("k"), "w_dim": kw.get("w_dim")}
+    if mapping.get("embed_dim") not in (None, kw.get("z_dim")):
+        raise _refuse(src, f"mapping embed_dim = {mapping['embed_dim']} differs from z_dim (nat-gan's label "
+                           f"embedding is latent_dim wide, the official default)")
+    return {"mapping": mapping, "synthesis": synthesis, "k": kw.get("k"), "w_dim": kw.get("w_dim"),
+            "c_dim": class_count(kw, src, "Gs")}
 
 
 def _rename_generator(sd: dict[str, torch.Tensor], src: str, which: str) -> tuple[dict[str, torch.Tensor], list[int]]:
@@ -76,8 +83,11 @@ def _rename_generator(sd: dict[str, torch.Tensor], src: str, which: str) -> tupl
     rules = [
         (r"pos", lambda m: "latent_pos"),
         (r"mapping\.global_mlp\.l(\d+)\.(fc\d+\.(?:weight|bias))", lambda m: f"mapping_network.global_mlp.layers.{m[1]}.{m[2]}"),
+        (r"mapping\.global_mlp\.l(\d+)\.(weight|bias)", lambda m: f"mapping_network.global_mlp.layers.{m[1]}.{m[2]}"),
         (r"mapping\.global_mlp\.out_layer\.(weight|bias)", lambda m: f"mapping_network.global_mlp.out.{m[1]}"),
+        (r"mapping\.embed\.(weight|bias)", lambda m: f"mapping_network.label_embed.embed.{m[1]}"),
         (r"mapping\.mlp\.l(\d+)\.(fc\d+\.(?:weight|bias))", lambda m: f"mapping_network.local_mlp.layers.{m[1]}.{m[2]}"),
+        (r"mapping\.mlp\.l(\d+)\.(weight|bias)", lambda m: f"mapping_network.local_mlp.layers.{m[1]}.{m[2]}"),
         (r"mapping\.mlp\.sa(\d+)\.(.+)", lambda m: f"mapping_network.local_mlp.attention.{m[1]}.{m[2]}"),
         (r"mapping\.mlp\.out_layer\.(weight|bias)", lambda m: f"mapping_network.local_mlp.out.{m[1]}"),
         (r"synthesis\.b(\d+)\.const", lambda m: f"blocks.{index[int(m[1])]}.const.input"),
@@ -124,15 +134,16 @@ def _rename_generator(sd: dict[str, torch.Tensor], src: str, which: str) -> tupl
     return out, resolutions
 
 
-def _d_state(record: PersistentRecord, src: str) -> tuple[dict[str, torch.Tensor], int]:
-    kw = check_network(record, "Discriminator", "ganformer", src)
+def _d_state(record: PersistentRecord, src: str) -> tuple[dict[str, torch.Tensor], int, Any]:
+    kw = check_network(record, "Discriminator", "ganformer", src, conditional=True)
     if kw.get("architecture", "resnet") != "resnet":
         raise _refuse(src, f"D architecture '{kw['architecture']}' (only 'resnet')")
     epilogue = dict(kw.get("epilogue_kwargs") or {})
     # same network as stylegan2-ada's D; only the bias lives under 'biasAct'
     sd = {re.sub(r"\.biasAct\.bias$", ".bias", k): v for k, v in state_dict(record, src).items()}
     sd = {k.replace("resample_kernel", "resample_filter"): v for k, v in sd.items()}
-    return convert_discriminator(sd, src), int(epilogue.get("mbstd_group_size", 4))
+    # conditional: b4.out emits one feature per class and the logit is the label's (nat-gan's "direct" projection)
+    return convert_discriminator(sd, src), int(epilogue.get("mbstd_group_size", 4)), class_count(kw, src, "D")
 
 
 def import_ganformer(snapshot: dict[str, Any], src: str, size: int | None = None, *, step: int | None = None
@@ -164,7 +175,7 @@ def import_ganformer(snapshot: dict[str, Any], src: str, size: int | None = None
         "latent_pos": bool(synthesis.get("use_pos", False)), "attn_min_res": attn[0], "attn_max_res": attn[-1],
         "mapping_layers": int(mapping.get("num_layers", 8)), "mapping_resnet": bool(mapping.get("resnet", False)),
         "mapping_attention": bool(mapping.get("ltnt2ltnt", False)), "lr_mlp": float(mapping.get("lrmul", 0.01)),
-        "channels": widths,
+        "channels": widths, "num_classes": kw["c_dim"],
         "conv_last": f"synthesis.b{resolution}.conv_last.weight" in official, "blur_kernel": [1, 3, 3, 1],
     }
     if not kmeans:
@@ -175,7 +186,9 @@ def import_ganformer(snapshot: dict[str, Any], src: str, size: int | None = None
         g, _ = _rename_generator(state_dict(snapshot["G"], src), src, "G")
     d_state = None
     if isinstance(snapshot.get("D"), PersistentRecord):
-        d_state, model["mbstd_group"] = _d_state(snapshot["D"], src)
+        d_state, model["mbstd_group"], d_c_dim = _d_state(snapshot["D"], src)
+        if d_c_dim != kw["c_dim"]:
+            raise CheckpointError(f"{src}: Gs has c_dim = {kw['c_dim']!r} but D has c_dim = {d_c_dim!r}")
     model.update(width_fields(widths, d_state, resolution, src))
     w_avg = official.get("mapping.w_avg")
     if step is None:

@@ -107,6 +107,14 @@ def check_network(record: PersistentRecord, class_name: str, model: str, src: st
     return kw
 
 
+def class_count(kwargs: dict[str, Any], src: str, which: str) -> int:
+    """The record's ``c_dim`` (0 = unconditional), refused unless it is a non-negative integer."""
+    c_dim = kwargs.get("c_dim", 0)
+    if not isinstance(c_dim, int) or isinstance(c_dim, bool) or c_dim < 0:
+        raise CheckpointError(f"{src}: {which}: c_dim is {c_dim!r}, not a class count")
+    return c_dim
+
+
 def cannot_express(src: str, what: str, model: str) -> CheckpointError:
     """The one-line refusal for configurations nat-gan's ``model`` does not compute."""
     return CheckpointError(f"{src}: {what}; nat-gan's {model} cannot express it")

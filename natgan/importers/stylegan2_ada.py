@@ -41,7 +41,8 @@ import torch
 
 from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
-from natgan.importers.nvlabs_records import PersistentRecord, cannot_express, check_network, state_dict
+from natgan.importers.nvlabs_records import (PersistentRecord, cannot_express, check_network, class_count,
+                                             state_dict)
 from natgan.importers.stylegan2_family import Imported, assemble, plan_stylegan2, stylegan2_train_settings
 from natgan.models.conditioning import D_MAPPING_LAYERS
 
@@ -58,13 +59,6 @@ def _refuse(src: str, what: str) -> CheckpointError:
     return cannot_express(src, what, "stylegan2")
 
 
-def _c_dim(kw: dict[str, Any], src: str, which: str) -> int:
-    c_dim = kw.get("c_dim", 0)
-    if not isinstance(c_dim, int) or isinstance(c_dim, bool) or c_dim < 0:
-        raise CheckpointError(f"{src}: {which}: c_dim is {c_dim!r}, not a class count")
-    return c_dim
-
-
 def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
     """The G constructor kwargs, refused when they describe something nat-gan's stylegan2 does not compute."""
     kw = check_network(g, "Generator", "stylegan2", src, conditional=True)
@@ -76,7 +70,7 @@ def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
                            f"label embedding is w_dim wide, the official default)")
     if synthesis.get("architecture", "skip") != "skip":
         raise _refuse(src, f"synthesis architecture '{synthesis['architecture']}' (only 'skip' = config-f)")
-    return {"mapping": mapping, "synthesis": synthesis, "c_dim": _c_dim(kw, src, "G")}
+    return {"mapping": mapping, "synthesis": synthesis, "c_dim": class_count(kw, src, "G")}
 
 
 # official MappingNetwork defaults the conditional D's label mapping uses; nat-gan's ProjectionHead is built so
@@ -86,7 +80,7 @@ _D_MAPPING = {"num_layers": D_MAPPING_LAYERS, "lr_multiplier": 0.01, "activation
 def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
     kw = check_network(d, "Discriminator", "stylegan2", src, conditional=True)
     epilogue = _kwargs(d, "epilogue_kwargs")
-    c_dim = _c_dim(kw, src, "D")
+    c_dim = class_count(kw, src, "D")
     if c_dim:
         mapping = _kwargs(d, "mapping_kwargs")
         for key, want in _D_MAPPING.items():
