@@ -47,6 +47,16 @@ def _discriminator(ckpt):
     return D.eval()
 
 
+def _assert_official(ckpt, G, w, ex, c=None):
+    """Images (plain and psi 0.7 toward the stored w_avg) and D logits equal the official ones to 1e-5."""
+    D = _discriminator(ckpt)
+    torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
+                               ex["images_trunc07"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(D(ex["images"]) if c is None else D(ex["images"], c), ex["d_logits"], atol=1e-5,
+                               rtol=0)
+
+
 @pytest.mark.parametrize("folder", sorted(STYLEGAN2))
 def test_nvlabs_custom_widths_reproduce_the_official_images(folder, tmp_path):
     ex = _expected(folder)
@@ -60,10 +70,7 @@ def test_nvlabs_custom_widths_reproduce_the_official_images(folder, tmp_path):
     with torch.no_grad():
         w = G.mapping(ex["z"])
         torch.testing.assert_close(w, ex["ws"], atol=1e-6, rtol=0)
-        torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
-                                   ex["images_trunc07"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(_discriminator(ckpt)(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
+        _assert_official(ckpt, G, w, ex)
         G_raw = checkpoint.build_generator(ckpt, ema=False)               # 'G' differs from 'G_ema'
         assert (G_raw.synthesis(w, noise_mode="const") - ex["images"]).abs().max() > 0.05
 
@@ -80,10 +87,7 @@ def test_ganformer_custom_widths_reproduce_the_official_images(tmp_path):
     with torch.no_grad():
         w = G.mapping(ex["z"].reshape(b, k * d))
         torch.testing.assert_close(w, ex["ws"].transpose(1, 2).reshape(b, layers, k * d), atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
-                                   ex["images_trunc07"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(_discriminator(ckpt)(ex["images"]), ex["d_logits"], atol=1e-5, rtol=0)
+        _assert_official(ckpt, G, w, ex)
 
 
 def test_a_discriminator_with_its_own_table_is_stored_as_d_channels(tmp_path, monkeypatch):
@@ -118,10 +122,7 @@ def test_conditional_snapshot_reproduces_the_official_images_and_logits(tmp_path
         for c in (ex["c"], labels):                                     # one-hot vectors or class indices
             w = G.mapping(ex["z"], c)
             torch.testing.assert_close(w, ex["ws"], atol=1e-6, rtol=0)
-            torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
-            torch.testing.assert_close(D(ex["images"], c), ex["d_logits"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
-                                   ex["images_trunc07"], atol=1e-5, rtol=0)
+            _assert_official(ckpt, G, w, ex, c)
         # the label matters: another class gives another image and another logit
         other = G.synthesis(G.mapping(ex["z"], (labels + 1) % 10), noise_mode="const")
         assert (other - ex["images"]).abs().max() > 0.05
@@ -136,17 +137,14 @@ def test_conditional_ganformer_reproduces_the_official_images_and_logits(tmp_pat
     _, ckpt = _imported("ganformer-cond", tmp_path)
     cfg = ckpt["model"]["config"]
     assert (cfg["num_classes"], cfg["channels"], cfg["mapping_resnet"]) == (10, [16, 16, 8], False)
-    G, D = checkpoint.build_generator(ckpt), _discriminator(ckpt)
+    G = checkpoint.build_generator(ckpt)
     b, k, layers, d = ex["ws"].shape
     labels = ex["c"].argmax(1)
     with torch.no_grad():
         for c in (ex["c"], labels):
             w = G.mapping(ex["z"].reshape(b, k * d), c)
             torch.testing.assert_close(w, ex["ws"].transpose(1, 2).reshape(b, layers, k * d), atol=1e-5, rtol=0)
-            torch.testing.assert_close(G.synthesis(w, noise_mode="const"), ex["images"], atol=1e-5, rtol=0)
-            torch.testing.assert_close(D(ex["images"], c), ex["d_logits"], atol=1e-5, rtol=0)
-        torch.testing.assert_close(G.synthesis(torch.lerp(ckpt["extra"]["w_avg"], w, 0.7), noise_mode="const"),
-                                   ex["images_trunc07"], atol=1e-5, rtol=0)
+            _assert_official(ckpt, G, w, ex, c)
         other = G.synthesis(G.mapping(ex["z"].reshape(b, k * d), (labels + 1) % 10), noise_mode="const")
         assert (other - ex["images"]).abs().max() > 0.05
 
