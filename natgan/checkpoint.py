@@ -163,6 +163,21 @@ def validate(obj: Any, path: str | Path = "<checkpoint>") -> dict[str, Any]:
     return obj
 
 
+def first_non_finite(tree: Any, prefix: str = "weights") -> str | None:
+    """Dotted key (``weights.G.conv.weight``, ``optim.D.state.3.exp_avg``) of the first floating-point tensor
+    in ``tree`` (nested dicts/lists) holding NaN/inf, else None."""
+    stack = [(tree, prefix)]
+    while stack:
+        node, key = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((v, f"{key}.{k}") for k, v in reversed(list(node.items())))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{key}[{i}]") for i, v in reversed(list(enumerate(node))))
+        elif isinstance(node, torch.Tensor) and node.is_floating_point() and not torch.isfinite(node).all():
+            return key
+    return None
+
+
 def build_generator(ckpt: dict[str, Any], *, ema: bool = True, device: str | torch.device = "cpu",
                     source: str | Path = "checkpoint") -> torch.nn.Module:
     """Rebuild the checkpoint's generator (EMA weights by default) in eval mode; refuse NaN/inf weights.
@@ -175,10 +190,9 @@ def build_generator(ckpt: dict[str, Any], *, ema: bool = True, device: str | tor
     generator, _ = spec.builder(config)
     weights = ckpt["weights"]
     key = "G_ema" if ema and "G_ema" in weights else "G"
-    bad = next((name for name, t in weights[key].items()
-                if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    bad = first_non_finite(weights[key], f"weights.{key}")
     if bad is not None:
-        raise CheckpointError(f"{source}: key 'weights.{key}.{bad}': non-finite values "
+        raise CheckpointError(f"{source}: key '{bad}': non-finite values "
                               f"(NaN/inf); this generator would only produce garbage images")
     generator.load_state_dict(weights[key])
     return generator.to(device).eval()

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from natgan.errors import CheckpointError, ConfigError
+from natgan.errors import CheckpointError, ConfigError, NatGanError
+from natgan.limits import check_untrusted
 
-MAX_MODEL_ELEMENTS = 2 ** 31  # 8 GiB of fp32 per network; the largest real model here has 0.1 G
 MAX_STEP = 10 ** 12           # more optimizer steps than any run will ever take
 WEIGHT_SETS = {"G": "generator", "G_ema": "generator", "D": "discriminator"}
 RANK_KEYS = ("torch", "numpy", "python", "generators")
@@ -35,6 +35,7 @@ class _Bad(Exception):
 
 def check(obj: dict[str, Any], path: str | Path) -> None:
     """Raise :class:`CheckpointError` ``"<path>: key 'a.b': <problem>"`` for the first thing that is wrong."""
+    check_untrusted(obj, str(path), error=CheckpointError)  # before anything below walks it
     try:
         _check(obj)
     except _Bad as bad:
@@ -87,6 +88,7 @@ def _check(obj: dict[str, Any]) -> None:
 
 def _meta_models(name: str, config: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
     from natgan.models import get_spec
+    from natgan.models.registry import check_model_fits
 
     try:
         spec = get_spec(name)
@@ -99,11 +101,10 @@ def _meta_models(name: str, config: dict) -> tuple[torch.nn.Module, torch.nn.Mod
     except Exception as exc:  # noqa: BLE001 - a nonsensical config may fail anywhere in a builder
         raise _Bad("model.config", f"does not build a {name} ({type(exc).__name__}: "
                                    f"{(str(exc).splitlines() or [''])[0]})") from None
-    for net, what in ((generator, "generator"), (discriminator, "discriminator")):
-        size = sum(t.numel() for t in net.state_dict().values())
-        if size > MAX_MODEL_ELEMENTS:
-            raise _Bad("model.config", f"describes a {what} of {size:.3g} elements (limit "
-                                       f"{MAX_MODEL_ELEMENTS:.3g}): refusing to allocate it")
+    try:
+        check_model_fits(generator, discriminator)
+    except NatGanError as exc:
+        raise _Bad("model.config", str(exc)) from None
     return generator, discriminator
 
 

@@ -26,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from natgan.errors import NatGanError
+
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
 # distribution name -> import name, in the order the version table prints them
@@ -186,6 +188,25 @@ def check_flex_compile(device: torch.device) -> Check:
     return Check("attention", f"flex compiles on {device}", OK, "triton present; see the flex row for the run")
 
 
+def weights_file_problem(path: Path) -> str | None:
+    """Why a weights file cannot load, found without loading it: a torch zip archive cut short (no end of
+    central directory: an interrupted download) or bytes that are neither a zip nor a pickle. None if it
+    looks whole (a legacy pickle cannot be checked without reading it all)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head == b"PK\x03\x04":
+            return None if zipfile.is_zipfile(path) else "truncated (the zip archive has no end; an interrupted " \
+                                                              "download?)"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if len(head) < 2 or head[0] != 0x80:
+        return "not a torch weights file (neither a zip archive nor a pickle)"
+    return None
+
+
 def check_inception() -> list[Check]:
     """Where each FID mode's weights are; offline (``NATGAN_OFFLINE``) a missing file is a failure."""
     try:
@@ -201,6 +222,11 @@ def check_inception() -> list[Check]:
         except Exception as exc:  # noqa: BLE001 - e.g. NATGAN_INCEPTION points at a missing file
             rows.append(Check("fid", f"Inception for {mode}", FAIL, _first_line(exc), required=offline,
                               fix=f"put {spec.filename} there, or unset NATGAN_INCEPTION"))
+            continue
+        problem = weights_file_problem(path) if path is not None else None
+        if problem is not None:
+            rows.append(Check("fid", f"Inception for {mode}", FAIL, f"{path}: {problem}", required=True,
+                              fix=f"delete it and download {spec.url} again"))
             continue
         if path is not None:
             rows.append(Check("fid", f"Inception for {mode}", OK, str(path)))
@@ -294,7 +320,11 @@ def writable_check(name: str, path: Path, env: str) -> Check:
 def check_dirs(run_dir: Path | None = None) -> list[Check]:
     from natgan.metrics.cache import cache_dir
 
-    rows = [writable_check("cache", cache_dir(), "NATGAN_CACHE_DIR")]
+    try:
+        rows = [writable_check("cache", cache_dir(), "NATGAN_CACHE_DIR")]
+    except NatGanError as exc:
+        rows = [Check("dirs", "cache", FAIL, str(exc), required=True,
+                      fix="point NATGAN_CACHE_DIR at a writable directory")]
     if run_dir is not None:
         rows.append(writable_check("runs", run_dir, "--run-dir"))
     return rows
@@ -302,7 +332,11 @@ def check_dirs(run_dir: Path | None = None) -> list[Check]:
 
 def _timed(fn: Callable[[], list[Check] | Check]) -> list[Check]:
     start = time.perf_counter()
-    out = fn()
+    try:
+        out = fn()
+    except NatGanError as exc:  # a configuration the check cannot even start with (e.g. $NATGAN_CACHE_DIR)
+        name = getattr(fn, "__name__", "check").removeprefix("check_").replace("_", " ")
+        out = Check("config", name, FAIL, str(exc), required=True, fix="fix the setting the message names")
     rows = out if isinstance(out, list) else [out]
     for row in rows:
         row.seconds = row.seconds or time.perf_counter() - start

@@ -18,7 +18,11 @@ from typing import Any, Literal, Optional
 from natgan import config as cfg
 from natgan.config import option
 from natgan.errors import ConfigError
+from natgan.limits import MAX_DEPTH, check_untrusted
 from natgan.metrics.settings import EvalConfig
+
+MAX_RECIPE_BYTES = 1 << 20  # recipes are a few kB; a 10 GiB "recipe" is refused before reading it
+
 
 @dataclass
 class DataConfig:
@@ -195,6 +199,11 @@ def parse_override(expr: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        value = None
+    if value is None:
+        raise ConfigError(f"--set {key.strip()}=...: the value is nested more than {MAX_DEPTH} levels deep")
+    check_untrusted(value, f"--set {key.strip()}=...", error=ConfigError)
     return path, value
 
 
@@ -237,11 +246,20 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes is not a recipe (recipes are a few kB; the limit is "
+                              f"{MAX_RECIPE_BYTES:,})")
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep (not a recipe)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the recipe ({exc.strerror or exc})") from None
+    check_untrusted(raw, str(path), error=ConfigError)
     return raw
 
 
@@ -252,18 +270,24 @@ def dump_toml(data: dict[str, Any]) -> str:
         lines.append(f"[{section}]")
         for key, value in table.items():
             if value is not None:
-                lines.append(f"{key} = {_toml_value(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 
 
-def _toml_value(value: Any) -> str:
+# TOML basic strings: these escapes, and \\uXXXX for every other control character (a raw newline in a
+# string would make the recipe.toml nat-gan writes invalid TOML)
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}
+
+
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+                             for c in value) + '"'
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} to TOML")

@@ -54,7 +54,7 @@ def test_doctor_offline_without_weights_exits_1_with_the_fix(capsys, isolated, m
     monkeypatch.setenv("NATGAN_OFFLINE", "1")
     weights = isolated / "weights"
     weights.mkdir()
-    (weights / PYTORCH_FID.filename).write_bytes(b"x")
+    (weights / PYTORCH_FID.filename).write_bytes(b"\x80\x02N.")  # a (tiny) pickle: present and not truncated
     monkeypatch.setenv("NATGAN_INCEPTION", str(weights))
     code, out, _ = run(capsys, "doctor", "--json", "--no-attention", "--run-dir", str(isolated / "runs"))
     report = json.loads(out)

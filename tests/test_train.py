@@ -33,7 +33,7 @@ def tiny_recipe(tmp_path, digits, **train):
                 "checkpoint_every": 2, "sample_every": 4, "log_every": 2, "bcr": True, "seed": 3,
                 "pl_weight": 0.0, **train}
     text = "[model]\nname = \"_tiny_test\"\nresolution = 8\n[data]\npath = \"%s\"\nworkers = 0\n[train]\n" % digits
-    text += "".join(f"{k} = {recipes._toml_value(v)}\n" for k, v in settings.items())
+    text += "".join(f"{k} = {recipes.toml_value(v)}\n" for k, v in settings.items())
     path = tmp_path / "tiny.toml"
     path.write_text(text)
     return path

@@ -96,6 +96,19 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type,
     return tuple(usage), tuple(errors), tuple(aborts)
 
 
+def os_error_message(exc: OSError) -> str | None:
+    """One line for an operating-system refusal about a named file (permission denied on a read-only
+    directory or checkpoint, a full or read-only disk): the file and the reason, never a traceback.
+    Errors without a file name are left alone (they are bugs or need their own message)."""
+    if exc.filename is None:
+        return None
+    reason = exc.strerror or type(exc).__name__
+    target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+    hint = {13: " (check the permissions of the file and its directory)",
+            28: " (free some space)"}.get(exc.errno or 0, "")
+    return f"{target}: {reason}{hint}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     from natgan.cli.console import print_error
@@ -125,6 +138,18 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print_error("interrupted")
         sys.exit(130)
+    except OSError as exc:
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print_error(message)
+        sys.exit(1)
+    except RecursionError:  # every loader bounds nesting (natgan.limits); this is the net behind them
+        print_error("input nested too deeply to process (a malformed or hostile file or option?)")
+        sys.exit(1)
+    except MemoryError:
+        print_error("out of memory (the input asks for more than this machine can hold)")
+        sys.exit(1)
     finally:
         release_inputs()
     if code == 130:  # Typer >= 0.2x turns Ctrl-C into Exit(130) itself, silently: say why the command stopped

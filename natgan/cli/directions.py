@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
             # SeFa factorises style weights, which no label enters: the directions hold for every class.
             # Bound to class 0 only so the probe that finds the style layers can run the mapping network.
             G = ClassBoundGenerator(G, 0)
-        chosen = parse_layers(layers, G) if layers else None
+        chosen = parse_layers(layers, G) if layers is not None else None
         result = factorize(G, chosen, selection=select)
         result.save(out, model=loaded.ckpt["model"]["name"])
         info = {**loaded.describe(), "out": str(out), "space": result.space, "layers": format_layers(result.layers),

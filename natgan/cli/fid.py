@@ -147,8 +147,10 @@ def register(app: typer.Typer) -> None:
         from natgan.sampling import auto_batch_size, load_generator, resolve_device
 
         from natgan.fsutil import protect_inputs
+        from natgan.validators import MAX_TRUNC, finite_number
 
         inputs = list(inputs or [])
+        finite_number(trunc, "--trunc", lo=-MAX_TRUNC, hi=MAX_TRUNC)
         # --record-in-checkpoint rewrites the checkpoint on purpose (atomically, only if it did not change meanwhile)
         protect_inputs(("--ckpt", None if in_checkpoint else ckpt), ("--ref", ref), *(("DATASETS", p) for p in inputs))
         if no_record and in_checkpoint:

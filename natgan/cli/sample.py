@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +12,7 @@ from natgan.cli.outputs import honours_overwrite, honours_scale, overwrite_optio
 from natgan.errors import ConfigError
 from natgan.fsutil import check_output_dir, protect_inputs
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
+from natgan.validators import MAX_FPS, MAX_FRAMES, MAX_TRUNC, finite_number
 
 
 
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
                                                        "1,5/2,7 play as a grid): OUTDIR/interp_<seeds>.gif|mp4 and "
                                                        "its frames in OUTDIR/interp_<seeds>/ (or .zip/.npz); the "
                                                        "keyframes are the seeds' own images."),
-        frames: int = typer.Option(60, "--frames", min=2, help="Frames of --interpolate."),
+        frames: int = typer.Option(60, "--frames", min=2, max=MAX_FRAMES, help="Frames of --interpolate."),
         fps: float = typer.Option(20.0, "--fps", min=0.1, help="Frame rate of the --interpolate video."),
         batch: Optional[int] = typer.Option(None, "--batch", min=1,
             help="Images per forward pass (default: by device)."),
@@ -82,8 +82,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--scale enlarges images and videos; --format npz stores the pixels as data: drop one")
         if noise_mode not in NOISE_MODES:
             raise ConfigError(f"--noise-mode '{noise_mode}': expected one of {', '.join(NOISE_MODES)}")
-        if not math.isfinite(trunc):
-            raise ConfigError(f"--trunc {trunc}: expected a finite number (1 = no truncation)")
+        finite_number(trunc, "--trunc", lo=-MAX_TRUNC, hi=MAX_TRUNC)
+        finite_number(fps, "--fps", lo=0.1, hi=MAX_FPS)
         protect_inputs(("--ckpt", ckpt), ("--w", w_file), ("--direction", direction.rsplit(":", 1)[0] if direction
                                                            else None))
         from natgan.cli.sample_latent import latent_mode, run_latent_mode

@@ -19,6 +19,10 @@ def latent_mode(interpolate: Optional[str], w_file: Optional[Path], style_mix: O
     from natgan.latent.walk import WALK_SPACES, parse_walks
     from natgan.sampling.video import parse_video_formats
 
+    for option, value in (("--interpolate", interpolate), ("--style-mix", style_mix), ("--with", mix_with),
+                          ("--layers", layers), ("--direction", direction), ("--w", w_file)):
+        if value is not None and not str(value).strip():
+            raise ConfigError(f"{option} '': expected a value (or leave the option out)")
     formats = parse_video_formats(video)
     if walk_space not in WALK_SPACES:
         raise ConfigError(f"--space '{walk_space}': expected one of {', '.join(WALK_SPACES)}")
@@ -55,6 +59,7 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
         resolve_device
     from natgan.sampling.export import grid_image, save_png, to_hwc
     from natgan.fsutil import refuse_existing
+    from natgan.sampling.export import MAX_GRID_CELLS
     from natgan.sampling.video import parse_video_formats
 
     if grid or (fmt != "png" and mode != "walk"):
@@ -81,6 +86,9 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
         message = f"wrote {len(files)} image(s) from {w_file}: {outdir}"
     elif mode == "style-mix":
         rows, cols = parse_seeds(style_mix, option="--style-mix"), parse_seeds(mix_with, option="--with")
+        if (len(rows) + 1) * (len(cols) + 1) > MAX_GRID_CELLS:
+            raise ConfigError(f"--style-mix {style_mix} --with {mix_with}: a {len(cols) + 1:,}x{len(rows) + 1:,} "
+                              f"figure; at most {MAX_GRID_CELLS} images in one PNG")
         chosen = parse_layers(layers, G)
         with ProgressBar(len(rows) * (len(cols) + 1) + len(cols), "mixing", enabled=not quiet) as bar:
             parts = mixing.style_mixing_images(G, rows, cols, chosen, psi=trunc, w_avg=w_avg, batch_size=batch_size,
@@ -97,6 +105,8 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
             seed_list = parse_seeds(seeds) if seeds else [0, 1, 2, 3]
             base = edit.base_latents(G, seed_list, psi=trunc, w_avg=w_avg)
             rows_label = f"seeds {format_seeds(seed_list)}"
+        if len(base) * len(strengths) > MAX_GRID_CELLS:
+            raise ConfigError(f"--steps {steps} x {len(base):,} rows: at most {MAX_GRID_CELLS} images in one strip")
         images = edit.direction_strip(G, base, dir_spec, strengths, batch_size=batch_size, noise_mode=noise_mode,
                                       spec=direction)
         path = outdir / f"direction{dir_spec.index}.png"

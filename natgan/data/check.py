@@ -20,10 +20,10 @@ from natgan.data import labels as labelling
 from natgan.data import lmdb_format as fmt
 from natgan.data.hashing import SizeHasher, dataset_hash, record_digest
 from natgan.data.parallel import OrderedMap
-from natgan.data.prepare import default_workers
+from natgan.data.prepare import check_workers, default_workers
 from natgan.data.progress import ProgressBar, ProgressCallback
 from natgan.data.reader import _PARTIAL
-from natgan.errors import ConfigError, DataError
+from natgan.errors import DataError
 
 CHUNK = 64
 
@@ -87,9 +87,7 @@ def check_dataset(path: str | os.PathLike, *, workers: int | None = None, progre
 def _check_dataset(path: str | os.PathLike, *, workers: int | None, progress: bool,
                    on_progress: ProgressCallback | None, max_problems: int) -> dict[str, Any]:
     p = Path(path).expanduser()
-    if workers is not None and workers < 0:
-        raise ConfigError(f"--workers {workers}: must be >= 0")
-    workers = default_workers() if workers is None else workers
+    workers = default_workers() if workers is None else check_workers(workers)
     if _PARTIAL.search(p.name):
         raise DataError(f"{p}: a partial build (interrupted or still running), not a dataset")
     handle = fmt.ReadHandle(p)

@@ -57,8 +57,48 @@ def check_filter(name: str) -> int:
         raise ValueError(f"unknown resize filter {name!r} (expected one of {', '.join(FILTERS)})") from None
 
 
+MAX_IMAGE_BYTES = 1 << 30      # an image file larger than this is refused before it is read
+MAX_PIXELS = 178_956_970       # Pillow's decompression-bomb limit, applied to every decoder (libspng too)
+MAX_ASPECT = 64                # longer : shorter side; a 1x2,000,000 image cannot become a square sample
+
+
+def check_dimensions(width: int, height: int) -> None:
+    """Refuse what no square crop can use and what would take gigabytes to decode or resize: the shorter-side
+    resize of a 1 x 2,000,000 image to 256 px is 256 x 512,000,000 pixels."""
+    if width < 1 or height < 1:
+        raise BadImage(f"{width}x{height} pixels")
+    if width * height > MAX_PIXELS:
+        raise BadImage(f"{width}x{height} is {width * height:,} pixels, more than {MAX_PIXELS:,} "
+                       f"(a decompression bomb?)")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise BadImage(f"{width}x{height}: an aspect ratio beyond {MAX_ASPECT}:1 has no sensible square crop")
+
+
+def read_image_file(path) -> bytes:
+    """The bytes of an image file, refused before reading when the file is absurdly large (OSError passes)."""
+    from pathlib import Path
+
+    size = Path(path).stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise BadImage(f"{size:,} bytes, more than the {MAX_IMAGE_BYTES:,} an image file may have")
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # lazy: parses the header only
+            return img.size
+    except Exception:  # noqa: BLE001 - not an image: the decoder below says why
+        return None
+
+
 def decode_rgb(data: bytes) -> Image.Image:
-    """Fully decode ``data`` to an RGB image; raise :class:`BadImage` with the decoder's reason."""
+    """Fully decode ``data`` to an RGB image; raise :class:`BadImage` with the decoder's reason (and before
+    decoding, for dimensions that :func:`check_dimensions` refuses)."""
+    declared = _declared_size(data)
+    if declared is not None:
+        check_dimensions(*declared)
     fast = fastpng.decode_png_rgb(data)
     if fast is not None:
         return Image.fromarray(fast)

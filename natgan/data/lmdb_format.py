@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import lmdb
 
 from natgan.errors import DataError
+from natgan.limits import MAX_DEPTH, check_untrusted
 from natgan.fsutil import fsync_dir  # noqa: F401  (re-exported for the writer)
 
 LENGTH_KEY = b"length"
@@ -163,9 +164,14 @@ def read_length(env: lmdb.Environment, path: Path) -> int:
     if raw is None:
         raise incomplete(path)
     try:
-        return int(raw.decode())
+        length = int(raw.decode())
     except (UnicodeDecodeError, ValueError):
         raise DataError(f"{path}: 'length' record is not an integer ({raw[:40]!r})") from None
+    entries = env.stat()["entries"]
+    if not 0 <= length <= entries:  # each image is at least one record: a larger length is a lie
+        raise DataError(f"{path}: 'length' record says {length:,} images, but the LMDB holds only {entries:,} "
+                        f"records (a damaged or hand-edited file)")
+    return length
 
 
 def read_meta(env: lmdb.Environment, path: Path) -> dict[str, Any] | None:
@@ -174,16 +180,62 @@ def read_meta(env: lmdb.Environment, path: Path) -> dict[str, Any] | None:
         raw = txn.get(META_KEY)
     if raw is None:
         return None
+    where = f"{path}: metadata record {META_KEY.decode()!r}"
+    if len(raw) > MAX_META_BYTES:
+        raise DataError(f"{where} is {len(raw):,} bytes (a nat-gan record is a few kB; limit {MAX_META_BYTES:,})")
     try:
         meta = json.loads(raw.decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DataError(f"{path}: metadata record {META_KEY.decode()!r} is not valid JSON") from None
+        raise DataError(f"{where} is not valid JSON") from None
+    except RecursionError:
+        raise DataError(f"{where} is nested more than {MAX_DEPTH} levels deep") from None
+    check_untrusted(meta, where, error=DataError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise DataError(f"{path}: metadata record {META_KEY.decode()!r} is not a {FORMAT_NAME} record")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise DataError(f"{where} is not a {FORMAT_NAME} record")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise DataError(f"{where}: key 'format_version': expected an int, got {version!r}")
+    if version > FORMAT_VERSION:
         raise DataError(f"{path}: written by a newer nat-gan (format_version {meta['format_version']}, "
                         f"this one reads <= {FORMAT_VERSION}); upgrade nat-gan")
+    _check_meta_fields(meta, where)
     return meta
+
+
+MAX_META_BYTES = 16 << 20
+# The fields nat-gan reads back (reader, check, prepare's "already built" test): type-checked once here, so a
+# hand-edited record (``sizes = "abc"``, ``count = [1]``) is one line naming the key, not a traceback later.
+_META_FIELDS: dict[str, Any] = {
+    "count": "int", "sizes": "ints", "dataset": "str", "encoding": "str", "skipped": "list",
+    "resize": {"filter": "str"}, "source": {"path": "str", "layout": "str"},
+}
+_META_OPTIONAL: dict[str, Any] = {"size_hashes": "str->str", "content_hash": "str", "request": "dict",
+                                  "ignored_files": "int", "warnings": "list", "upscaled": "int"}
+
+
+def _field_ok(value: Any, kind: Any) -> bool:
+    if isinstance(kind, dict):
+        return isinstance(value, dict) and all(k in value and _field_ok(value[k], t) for k, t in kind.items())
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if kind == "ints":
+        return isinstance(value, list) and bool(value) and all(_field_ok(v, "int") and v > 0 for v in value)
+    if kind == "str->str":
+        return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    return isinstance(value, {"str": str, "list": list, "dict": dict}[kind])
+
+
+def _check_meta_fields(meta: dict[str, Any], where: str) -> None:
+    wanted = {**_META_FIELDS, **{k: t for k, t in _META_OPTIONAL.items() if k in meta}}
+    for key, kind in wanted.items():
+        if key not in meta:
+            raise DataError(f"{where}: missing key '{key}'")
+        if not _field_ok(meta[key], kind):
+            expected = {"int": "an int >= 0", "ints": "a list of positive ints", "str": "a string",
+                        "list": "a list", "dict": "a table", "str->str": "a table of strings"}
+            what = expected.get(kind, "a table with " + ", ".join(kind)) if isinstance(kind, str) else \
+                "a table with " + ", ".join(kind)
+            raise DataError(f"{where}: key '{key}': expected {what}, got {json.dumps(meta[key])[:60]}")
 
 
 def scan_sizes(env: lmdb.Environment) -> list[int]:

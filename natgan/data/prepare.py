@@ -108,8 +108,18 @@ def _check_options(dataset: str, encoding: str, filter: str, workers: int | None
         raise ConfigError(f"jpeg quality {quality}: must be in [1, 100]")
     if workers is None:
         return default_workers()
-    if workers < 0:
-        raise ConfigError(f"--workers {workers}: must be >= 0 (0 = no worker processes)")
+    return check_workers(workers)
+
+
+MAX_WORKERS_PER_CORE = 4  # decoding is CPU-bound: more processes than this only cost memory (~100 MB each)
+
+
+def check_workers(workers: int) -> int:
+    """``--workers N`` bounded: 0 (none) up to a few per core; 100,000 processes would exhaust memory."""
+    limit = MAX_WORKERS_PER_CORE * default_workers()
+    if not 0 <= workers <= limit:
+        raise ConfigError(f"--workers {workers}: expected 0 (no worker processes) to {limit} "
+                          f"({MAX_WORKERS_PER_CORE} per core available here)")
     return workers
 
 

@@ -22,7 +22,7 @@ import lmdb
 from PIL import Image
 
 from natgan.data import lmdb_format as fmt
-from natgan.data.imaging import decode_rgb
+from natgan.data.imaging import decode_rgb, read_image_file
 from natgan.errors import DataError
 
 class SourceError(DataError):
@@ -126,8 +126,7 @@ class FolderSource(RawSource):
         path = self.path / name
         if not path.is_file():  # a dangling symlink, a FIFO, a device: never block on or follow it
             raise OSError("a dangling symlink" if path.is_symlink() and not path.exists() else "not a regular file")
-        with open(path, "rb") as fh:
-            return fh.read()
+        return read_image_file(path)
 
     def label(self, index: int) -> str:
         return printable(str(self.path / self.names[index]))

@@ -18,6 +18,7 @@ from torch import nn
 
 from natgan.archive import check_torch_file
 from natgan.errors import CheckpointError
+from natgan.limits import check_untrusted
 
 ALLOWED_GLOBALS = [argparse.Namespace]
 # Official runs: 8 GPUs (StyleNAT FFHQ-256: 8 x 8 = 64 images/step, 940k steps = 60.2 M images as the paper says).
@@ -41,6 +42,8 @@ def load_official_container(path: str | Path) -> Any:
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from None
+    check_untrusted(obj, str(path), error=CheckpointError,
+                    children=lambda o: vars(o) if isinstance(o, argparse.Namespace) else None)
     return obj
 
 

@@ -36,6 +36,7 @@ import torch
 
 from natgan.archive import ArchiveError, check_torch_file
 from natgan.errors import CheckpointError
+from natgan.limits import check_untrusted
 from natgan.importers.nvlabs_records import ModuleRecord, PersistentRecord, state_dict
 
 PERSISTENCE = ("torch_utils.persistence", "_reconstruct_persistent_obj")
@@ -138,7 +139,10 @@ def read_pickle(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
     try:
         with open(path, "rb") as fh:
-            return _RestrictedUnpickler(fh).load()
+            obj = _RestrictedUnpickler(fh).load()
+        check_untrusted(obj, str(path), error=CheckpointError,
+                        children=lambda o: o.state if isinstance(o, PersistentRecord) else None)
+        return obj
     except ArchiveError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except _Refused as exc:
@@ -146,7 +150,7 @@ def read_pickle(path: str | Path) -> Any:
                               f"persistence records, tensors and plain containers (nothing from the file is "
                               f"imported or run)") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RuntimeError, OSError) as exc:
+            RuntimeError, OSError, RecursionError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: not a readable network pickle ({first})") from None
 

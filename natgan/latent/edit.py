@@ -10,7 +10,8 @@ from torch import nn
 
 from natgan.errors import ConfigError, NatGanError
 from natgan.latent.sefa import Direction, edit_latents
-from natgan.latent.space import w_row_dim
+from natgan.latent.space import n_rows, w_row_dim
+from natgan.models.contract import has_mapping_network
 from natgan.latent.store import StoredLatents
 from natgan.models.contract import using_noise
 from natgan.sampling.generate import ImageGenerator, eval_mode, truncate
@@ -19,14 +20,19 @@ from natgan.sampling.seeds import latents_for_seeds
 
 def parse_strengths(text: str, steps: int, *, option: str = "--strength") -> list[float]:
     """``"-5,5"`` and ``steps`` 7 -> seven evenly spaced strengths from -5 to 5."""
+    from natgan.sampling.export import MAX_GRID_CELLS
+    from natgan.validators import parse_number
+
     parts = [p.strip() for p in text.split(",")]
-    try:
-        lo, hi = (float(p) for p in parts)
-    except ValueError:
-        raise ConfigError(f"{option} '{text}': expected two numbers MIN,MAX, e.g. -5,5") from None
-    if steps < 2:
-        raise ConfigError(f"--steps {steps}: an edit strip needs at least 2 steps")
+    if len(parts) != 2:
+        raise ConfigError(f"{option} '{text}': expected two numbers MIN,MAX, e.g. -5,5")
+    lo, hi = (parse_number(p, option, lo=-MAX_STRENGTH, hi=MAX_STRENGTH) for p in parts)
+    if not 2 <= steps <= MAX_GRID_CELLS:
+        raise ConfigError(f"--steps {steps}: an edit strip needs at least 2 steps and at most {MAX_GRID_CELLS}")
     return torch.linspace(lo, hi, steps).tolist()
+
+
+MAX_STRENGTH = 1000.0  # directions are unit vectors and w rows have norms of ~10-100: beyond this is noise
 
 
 def images_from_stored(G: nn.Module, stored: StoredLatents, *, path: str | Path = "<latents>", batch_size: int = 8,
@@ -61,6 +67,15 @@ def direction_strip(G: nn.Module, w: torch.Tensor, direction: Direction, strengt
     if direction.vector.numel() != w_row_dim(G):
         raise NatGanError(f"{spec}: direction of width {direction.vector.numel()} does not fit this model "
                           f"(w rows have {w_row_dim(G)} values)")
+    space = "w" if has_mapping_network(G) else "z"
+    if direction.space != space:
+        raise NatGanError(f"{spec}: a direction in {direction.space} space; this model's edits are in {space} "
+                          f"space (the file was written for another model)")
+    rows = n_rows(G) or 1
+    outside = [i for i in direction.layers if i >= rows]
+    if outside or not direction.layers:
+        raise NatGanError(f"{spec}: the file's layers {direction.layers} do not fit this model "
+                          f"(w rows 0-{rows - 1})")
     with eval_mode(G, noise_mode):
         gen = ImageGenerator(G, batch_size=batch_size)
         return gen.images_from_w(edit_latents(w, direction, strengths)).cpu()

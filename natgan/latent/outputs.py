@@ -9,6 +9,7 @@ of every step). ``<outdir>/projected_w.npz`` holds every target's latent, in ord
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 
 from natgan.data.sources import IMAGE_EXTENSIONS
 from natgan.errors import ConfigError, DataError
-from natgan.fsutil import refuse_existing
+from natgan.fsutil import overwrite_policy, refuse_existing
 from natgan.latent.project import ProjectionSettings, load_target, project
 from natgan.latent.store import StoredLatents, concat, load_latents, save_latents
 from natgan.metrics.lpips import LPIPS
@@ -142,9 +143,13 @@ def project_targets(G: nn.Module, targets: Sequence[Path], outdir: str | Path, l
                     _write_csv(folder / "loss.csv", result.history),
                     save_png(folder / "loss.png", loss_curve_png(result.history))]
         results.append(result.latents)
+        # the combined file follows every finished target: after a kill it names exactly the targets whose
+        # per-target files this run wrote, never the previous run's latents
+        # (from the second target on it replaces this run's own file, which the overwrite rule allows)
+        with overwrite_policy(True) if len(results) > 1 else contextlib.nullcontext():
+            combined = save_latents(outdir / "projected_w.npz", concat(results))
         summary.append({"target": str(path), "space": result.latents.space, "lpips": result.lpips,
                         "mse": result.mse, "start_lpips": result.start_lpips, "start_mse": result.start_mse,
                         "files": [str(f) for f in written]})
-    combined = save_latents(outdir / "projected_w.npz", concat(results))
     return {"targets": summary, "latents": str(combined), "steps": settings.steps, "seed": settings.seed,
             "space": results[0].space, "lpips_weights": "pretrained" if lpips.pretrained else "random-init"}

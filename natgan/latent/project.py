@@ -114,11 +114,11 @@ def load_target(path: str | Path, resolution: int) -> torch.Tensor:
     Lanczos, centre crop)."""
     from PIL import Image
 
-    from natgan.data.imaging import BadImage, decode_rgb, resize_square
+    from natgan.data.imaging import BadImage, decode_rgb, read_image_file, resize_square
 
     path = Path(path)
     try:
-        img = decode_rgb(path.read_bytes())
+        img = decode_rgb(read_image_file(path))
     except FileNotFoundError:
         raise DataError(f"{path}: target image not found") from None
     except IsADirectoryError:

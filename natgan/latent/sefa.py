@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from natgan.archive import check_zip
 from natgan.errors import ConfigError, NatGanError
 from natgan.latent.space import n_rows, w_row_dim
 from natgan.models.contract import has_mapping_network
+from natgan.npzfile import read_npz
+from natgan.validators import finite_array
 from natgan.sampling.export import save_bytes
 from natgan.sampling.generate import eval_mode
 
@@ -183,17 +184,27 @@ def load_direction(spec: str) -> Direction:
     path, index = Path(path_text), int(index_text)
     if not path.is_file():
         raise NatGanError(f"--direction {path}: file not found (write one with `nat-gan directions`)")
-    check_zip(path, f"--direction {path}")  # sizes bounded, CRCs verified before np.load
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            vectors = np.asarray(data["directions"], dtype=np.float32)
-            layers = [int(i) for i in data["layers"]]
-            space = str(data["space"])
-    except (KeyError, OSError, ValueError) as exc:
-        raise NatGanError(f"--direction {path}: not a directions file ({str(exc).splitlines()[0]})") from None
+    data = read_npz(path, "directions file")
+    missing = [k for k in ("directions", "layers", "space") if k not in data]
+    if missing:
+        raise NatGanError(f"--direction {path}: not a directions file (no '{missing[0]}' array)")
+    vectors = finite_array(data["directions"], f"--direction {path}: array 'directions'")
+    if vectors.ndim != 2 or not vectors.shape[1]:
+        raise NatGanError(f"--direction {path}: 'directions' has shape {list(vectors.shape)} "
+                          f"(expected [K, width])")
+    layers_arr = np.atleast_1d(data["layers"])
+    if layers_arr.ndim != 1 or layers_arr.dtype.kind not in "iu" or (layers_arr < 0).any():
+        raise NatGanError(f"--direction {path}: 'layers' should be a list of w row indices >= 0, got "
+                          f"{layers_arr.tolist()[:8]}")
+    layers = [int(i) for i in layers_arr]
+    if len(set(layers)) != len(layers):
+        raise NatGanError(f"--direction {path}: 'layers' repeats a row ({layers})")
+    space = str(data["space"]) if data["space"].ndim == 0 else ""
+    if space not in ("w", "z"):
+        raise NatGanError(f"--direction {path}: 'space' should be 'w' or 'z', got {data['space'].tolist()!r}")
     if index >= len(vectors):
         raise ConfigError(f"--direction '{spec}': index {index} out of range ({len(vectors)} directions)")
-    return Direction(torch.from_numpy(vectors[index]), layers, space, index)
+    return Direction(torch.from_numpy(vectors[index].copy()), layers, space, index)
 
 
 def edit_latents(w: torch.Tensor, direction: Direction, strengths: Sequence[float]) -> torch.Tensor:

@@ -8,7 +8,6 @@ optimised maps as ``noise/<buffer name>`` (``[N, 1, H, W]``), so a projection re
 from __future__ import annotations
 
 import io
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from natgan.archive import check_zip
 from natgan.errors import NatGanError
 from natgan.fsutil import plain_name
 from natgan.latent.space import broadcast, n_rows, w_row_dim
@@ -75,30 +73,45 @@ def save_latents(path: str | Path, latents: StoredLatents) -> Path:
 def load_latents(path: str | Path) -> StoredLatents:
     """Read a file written by :func:`save_latents` (or any npz with a ``w`` array: space ``w`` assumed,
     ``wplus`` when it is 3-D)."""
+    from natgan.npzfile import read_npz
+    from natgan.validators import finite_array
+
     path = Path(path)
-    if not path.is_file():
-        raise NatGanError(f"{path}: latent file not found")
-    try:
-        check_zip(path, f"{path}: latents file")  # before np.load decompresses or allocates anything
-        with np.load(path, allow_pickle=False) as data:
-            if "w" not in data.files:
-                raise NatGanError(f"{path}: no 'w' array (expected a file written by `nat-gan project`)")
-            w = torch.from_numpy(np.asarray(data["w"], dtype=np.float32))
-            space = str(data["space"]) if "space" in data.files else ("wplus" if w.ndim == 3 else "w")
-            names = [str(n) for n in data["names"]] if "names" in data.files else \
-                [f"latent{i:04d}" for i in range(len(w))]
-            model = str(data["model"]) if "model" in data.files else ""
-            noise = {k[len(NOISE_PREFIX):]: torch.from_numpy(np.asarray(data[k], dtype=np.float32))
-                     for k in data.files if k.startswith(NOISE_PREFIX)}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise NatGanError(f"{path}: not a readable .npz ({str(exc).splitlines()[0]})") from None
+    data = read_npz(path, "latent file")
+    if "w" not in data:
+        raise NatGanError(f"{path}: no 'w' array (expected a file written by `nat-gan project`)")
+    w = torch.from_numpy(finite_array(data["w"], f"{path}: array 'w'").copy())
+    if w.ndim not in (2, 3) or len(w) == 0:
+        raise NatGanError(f"{path}: 'w' has shape {tuple(w.shape)} (expected [N, w_dim] or [N, layers, w_dim])")
+    space = _text(data, "space", path) if "space" in data else ("wplus" if w.ndim == 3 else "w")
     if space not in SPACES:
         raise NatGanError(f"{path}: unknown latent space '{space}' (expected one of {', '.join(SPACES)})")
-    if w.ndim not in (2, 3) or len(names) != len(w):
+    names = [str(n) for n in np.atleast_1d(data["names"])] if "names" in data else \
+        [f"latent{i:04d}" for i in range(len(w))]
+    if len(names) != len(w):
         raise NatGanError(f"{path}: 'w' has shape {tuple(w.shape)} and {len(names)} names")
+    repeated = next((n for n in names if names.count(n) > 1), None)
+    if repeated is not None:  # `sample --w` writes <name>.png: two latents would overwrite each other
+        raise NatGanError(f"{path}: the name '{repeated}' is given to two latents (names must be unique)")
     for i, name in enumerate(names):  # names become output file names (sample --w): plain names only
         plain_name(name, f"{path}: names[{i}]")
+    model = _text(data, "model", path) if "model" in data else ""
+    noise = {}
+    for key in data:
+        if key.startswith(NOISE_PREFIX):
+            arr = finite_array(data[key], f"{path}: array '{key}'")
+            if arr.ndim != 4 or len(arr) != len(w):
+                raise NatGanError(f"{path}: array '{key}' has shape {list(arr.shape)} (expected [{len(w)}, 1, H, W])")
+            noise[key[len(NOISE_PREFIX):]] = torch.from_numpy(arr.copy())
     return StoredLatents(w=w, space=space, names=names, model=model, noise=noise)
+
+
+def _text(data: dict[str, np.ndarray], key: str, path: Path) -> str:
+    value = data[key]
+    if value.ndim != 0 or value.dtype.kind not in "US":
+        raise NatGanError(f"{path}: '{key}' should be one string, got a {value.dtype} array of shape "
+                          f"{list(value.shape)}")
+    return str(value)
 
 
 def concat(parts: Sequence[StoredLatents]) -> StoredLatents:

@@ -12,9 +12,10 @@ videos, and the frames as ``OUTDIR/interp_<seeds>/frameNNNN.png`` (or ``interp_<
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ def parse_walks(text: str, *, option: str = "--interpolate") -> list[list[int]]:
     return walks
 
 
+@functools.lru_cache(maxsize=4)  # a streamed walk asks once per chunk of frames; the answer is read-only
 def positions(keyframes: int, frames: int, loop: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(segment index, local t) of each frame along ``keyframes`` points (closed when ``loop``)."""
     segments = keyframes if loop else keyframes - 1
@@ -53,8 +55,10 @@ def positions(keyframes: int, frames: int, loop: bool) -> tuple[torch.Tensor, to
 
 
 def walk_latents(G: nn.Module, seeds: Sequence[int], frames: int, *, space: str = "w", loop: bool = False,
-                 psi: float = 1.0, w_avg: torch.Tensor | None = None) -> torch.Tensor:
-    """``[frames, ...]`` w latents of one walk through ``seeds`` (truncated towards ``w_avg`` when psi != 1)."""
+                 psi: float = 1.0, w_avg: torch.Tensor | None = None,
+                 frame_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """``[frames, ...]`` w latents of one walk through ``seeds`` (truncated towards ``w_avg`` when psi != 1);
+    only frames ``[start, stop)`` of them with ``frame_range``."""
     if space not in WALK_SPACES:
         raise ConfigError(f"--space '{space}': expected one of {', '.join(WALK_SPACES)}")
     if frames < 2:
@@ -62,6 +66,8 @@ def walk_latents(G: nn.Module, seeds: Sequence[int], frames: int, *, space: str 
     device = next(iter(G.parameters())).device
     z = latents_for_seeds(seeds, G.z_dim).to(device)
     index, t = positions(len(seeds), frames, loop)
+    if frame_range is not None:
+        index, t = index[frame_range[0]:frame_range[1]], t[frame_range[0]:frame_range[1]]
     nxt = (index + 1) % len(seeds)
     with torch.inference_mode():
         t = t.to(device)
@@ -103,23 +109,38 @@ def write_walk(G: nn.Module, walks: Sequence[Sequence[int]], frames: int, outdir
                videos: Sequence[str] = ("gif",), fps: float = 20.0, space: str = "w", loop: bool = False,
                psi: float = 1.0, w_avg: torch.Tensor | None = None, batch_size: int = 8,
                noise_mode: str | None = "const", progress: Callable[[int], None] | None = None) -> list[Path]:
-    """Render ``walks`` (:func:`render_walks`) and write the frames and the videos under one name
-    (:func:`walk_stem`); returns the paths, frames first."""
-    from natgan.sampling.video import save_video
+    """Render ``walks`` (:func:`iter_walk_frames`) and write the frames and the videos under one name
+    (:func:`walk_stem`); returns the paths, frames first. Frames stream to the frame writer and the MP4
+    encoder as they are rendered; a GIF (held whole by Pillow) is checked against the memory budget first."""
+    from natgan.sampling.video import check_gif_fits, save_video
 
     outdir = Path(outdir)
     stem = walk_stem(walks, space=space, loop=loop)
     refuse_existing(walk_outputs(outdir, stem, fmt=fmt, videos=videos))
-    frames_hwc = render_walks(G, walks, frames, space=space, loop=loop, psi=psi, w_avg=w_avg,
-                              batch_size=batch_size, noise_mode=noise_mode, progress=progress)
+    if "gif" in videos:
+        cols, rows = grid_shape(len(walks))
+        check_gif_fits(frames, rows * int(G.resolution), cols * int(G.resolution))
     writer = SampleWriter(fmt, outdir / stem if fmt == "png" else outdir, stem=stem, count=frames)
+
+    def written_frames() -> Iterator[np.ndarray]:
+        for i, frame in enumerate(iter_walk_frames(G, walks, frames, space=space, loop=loop, psi=psi, w_avg=w_avg,
+                                                   batch_size=batch_size, noise_mode=noise_mode,
+                                                   progress=progress)):
+            writer.add([f"frame{i:04d}"], frame[None].transpose(0, 3, 1, 2))
+            yield frame
+
     try:
-        writer.add([f"frame{i:04d}" for i in range(frames)], np.stack(frames_hwc).transpose(0, 3, 1, 2))
+        if videos:
+            video_files = save_video(outdir / stem, written_frames(), videos, fps=fps)
+        else:
+            video_files = []
+            for _ in written_frames():
+                pass
         written = writer.close()
     except BaseException:
         writer.abort()
         raise
-    return written + save_video(outdir / stem, frames_hwc, videos, fps=fps)
+    return written + video_files
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -132,19 +153,34 @@ def render_walks(G: nn.Module, walks: Sequence[Sequence[int]], frames: int, *, s
                  psi: float = 1.0, w_avg: torch.Tensor | None = None, batch_size: int = 8,
                  noise_mode: str | None = "const", progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """HWC uint8 video frames; several walks are tiled into a near-square grid (black tiles fill it up)."""
+    return list(iter_walk_frames(G, walks, frames, space=space, loop=loop, psi=psi, w_avg=w_avg,
+                                 batch_size=batch_size, noise_mode=noise_mode, progress=progress))
+
+
+def iter_walk_frames(G: nn.Module, walks: Sequence[Sequence[int]], frames: int, *, space: str = "w",
+                     loop: bool = False, psi: float = 1.0, w_avg: torch.Tensor | None = None, batch_size: int = 8,
+                     noise_mode: str | None = "const", progress: Callable[[int], None] | None = None
+                     ) -> Iterator[np.ndarray]:
+    """The frames of :func:`render_walks`, ``batch_size`` frames at a time: a million-frame MP4 streams to
+    the encoder instead of being built in memory first (latents are computed per chunk as well). Frames on
+    a keyframe are exactly the seeds' own images."""
     cols, rows = grid_shape(len(walks))
-    with eval_mode(G, noise_mode):
-        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
-        per_walk = []
-        for seeds in walks:
-            images = gen.images_from_w(walk_latents(G, seeds, frames, space=space, loop=loop, psi=psi,
-                                                    w_avg=gen.w_avg)).cpu()
-            for frame, seed in keyframes(seeds, frames, loop).items():  # exactly the seeds' own images
-                images[frame] = gen.images([seed])[0].cpu()
-            per_walk.append(images)
-            if progress:
-                progress(frames)
     res = int(G.resolution)
     blank = torch.zeros(cols * rows - len(walks), 3, res, res, dtype=torch.uint8)
-    return [grid_image(torch.cat([torch.stack([w[k] for w in per_walk]), blank]), cols, rows)
-            for k in range(frames)]
+    on_keyframe = [keyframes(seeds, frames, loop) for seeds in walks]
+    with eval_mode(G, noise_mode):
+        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg)
+        for start in range(0, frames, batch_size):
+            stop = min(frames, start + batch_size)
+            chunk = []
+            for seeds, exact in zip(walks, on_keyframe):
+                images = gen.images_from_w(walk_latents(G, seeds, frames, space=space, loop=loop, psi=psi,
+                                                        w_avg=gen.w_avg, frame_range=(start, stop))).cpu()
+                for frame in range(start, stop):
+                    if frame in exact:
+                        images[frame - start] = gen.images([exact[frame]])[0].cpu()
+                chunk.append(images)
+            if progress:
+                progress((stop - start) * len(walks))
+            for k in range(stop - start):
+                yield grid_image(torch.cat([torch.stack([w[k] for w in chunk]), blank]), cols, rows)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from natgan.errors import ConfigError
+from natgan.errors import ConfigError, NatGanError
 from natgan.archive import ArchiveError, check_zip
 from natgan.fsutil import atomic_write
 
@@ -62,7 +62,14 @@ def cache_dir() -> Path:
     """Root of nat-gan's user cache (not created here)."""
     explicit = os.environ.get("NATGAN_CACHE_DIR")
     if explicit:
-        return Path(explicit).expanduser()
+        path = Path(explicit).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"$NATGAN_CACHE_DIR={explicit}: not a directory; point it at a writable directory "
+                              f"(or unset it)")
+        if path.resolve().parts[1:2] in (("proc",), ("sys",), ("dev",)):
+            raise ConfigError(f"$NATGAN_CACHE_DIR={explicit}: a kernel file system, not a place for a cache; "
+                              f"point it at a writable directory (or unset it)")
+        return path
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg:
         return Path(xdg).expanduser() / "nat-gan"
@@ -156,7 +163,11 @@ class StatsCache:
         size = sum(a.nbytes for a in arrays.values())
         if size > cap:
             return None
-        path = atomic_write(self.path(key), lambda fh: np.savez(fh, **arrays))
+        try:
+            path = atomic_write(self.path(key), lambda fh: np.savez(fh, **arrays))
+        except OSError as exc:  # the numbers are computed and valid; only their reuse is lost
+            raise NatGanError(f"{self.root}: cannot store reference statistics ({exc.strerror or exc}); point "
+                              f"$NATGAN_CACHE_DIR at a writable directory or pass --no-cache") from None
         self.prune(cap, keep=path)
         return path
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from natgan.errors import ConfigError
+from natgan.metrics.manifold import DC_K, PR_K
 
 Better = Literal["lower", "higher", "none"]
 RealNeed = Literal["none", "statistics", "features"]
@@ -181,13 +182,17 @@ def _intra_fid(x: MetricInputs) -> dict:
                         f"images of that class, on {x.features_protocol('inception')}"}
 
 
+# pr and dc share one k-NN pass computing radii for k = PR_K and DC_K on both sides: each side needs more
+# feature vectors than the larger k (checked before any feature is computed, not after)
+KNN_MIN_IMAGES = max(PR_K, DC_K) + 1
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("fid", "FID", (Output("fid", "lower"),), _fid, gen="statistics"),
     Metric("kid", "KID", (Output("kid", "lower", ".6f"), Output("kid_std", "none", ".6f")), _kid, real="features"),
     Metric("pr", "precision/recall", (Output("precision", "higher"), Output("recall", "higher")), _pr,
-           features=MANIFOLD, real="features", min_gen=4),
+           features=MANIFOLD, real="features", min_gen=KNN_MIN_IMAGES),
     Metric("dc", "density/coverage", (Output("density", "higher"), Output("coverage", "higher")), _dc,
-           features=MANIFOLD, real="features", min_gen=4),   # pr and dc share one pass: k = 3 radii of both sides
+           features=MANIFOLD, real="features", min_gen=KNN_MIN_IMAGES),  # pr and dc share one k-NN pass
     Metric("is", "IS", (Output("is", "higher", ".3f"), Output("is_std", "none", ".3f")), _is, real="none",
            min_gen=10),
     Metric("ppl", "PPL", (Output("ppl", "lower", ".2f"),), _ppl, features=None, real="none", generator=True,

@@ -294,6 +294,23 @@ def _noise_protocol(G: nn.Module, noise_mode: str | None, batch: int) -> str:
             "none": "none: noise inputs disabled (not the published protocol)"}.get(mode, mode)
 
 
+def _check_side_counts(chosen: list[Metric], sides: dict[str, tuple[Any, int | None, int | None]]) -> None:
+    """Each dataset side holds enough images for every chosen metric (pr/dc's k-NN radii need
+    ``min_gen`` per side), said before any feature is computed rather than after minutes of work."""
+    from natgan.data import open_dataset
+
+    need = max((m.min_gen for m in chosen), default=2)
+    for label, (path, resolution, num) in sides.items():
+        if not isinstance(path, (str, Path)) or not Path(path).exists():
+            continue  # a published statistics name: its size is its own
+        count = len(open_dataset(path, resolution))
+        count = min(count, num) if num else count
+        if count < need:
+            worst = next(m for m in chosen if m.min_gen == need)
+            raise DataError(f"{label} {path}: {count} image(s); metric '{worst.name}' needs at least {need} "
+                            f"on each side")
+
+
 def evaluate_datasets(a: str | Path, b: str, *, metrics: list[str] | str = ("fid",), mode: str = "legacy_pytorch",
                       num: int | None = None, num_ref: int | None = None, batch_size: int = 64,
                       device: str | torch.device = "cpu", extractor: Any = None, extractors: dict | None = None,
@@ -312,6 +329,7 @@ def evaluate_datasets(a: str | Path, b: str, *, metrics: list[str] | str = ("fid
         extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir)
     gen_feats = {m.feature_set(pr_features) for m in chosen if m.gen == "features"}
     res_a, res_b = matched_resolutions(a, b)
+    _check_side_counts(chosen, {"A": (a, res_a, num), "B": (b, res_b, num_ref)})
     covariance = _covariance_sets(chosen, pr_features)
     # side A is what is being scored (often a folder of generated images): read from the cache, never stored
     sides = {fs: dataset_reference(a, ext, resolution=res_a, num=num, kid=fs in gen_feats, batch_size=batch_size,

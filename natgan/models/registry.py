@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from natgan import config as cfg
@@ -118,8 +119,34 @@ def create(name: str, config: Any = None, **overrides: Any) -> ModelPair:
         config = spec.make_config(overrides)
     elif overrides:
         config = dataclasses.replace(config, **overrides)
+    with torch.device("meta"):  # sizes first, on the meta device (no memory, no compute)
+        meta_g, meta_d = spec.builder(config)
+    check_model_fits(meta_g, meta_d)
     generator, discriminator = spec.builder(config)
     return ModelPair(name, config, generator, discriminator)
+
+
+MAX_MODEL_ELEMENTS = 2 ** 31  # 8 GiB of fp32 per network; the largest real model here has 0.1 G
+
+
+def check_model_fits(generator: nn.Module, discriminator: nn.Module) -> None:
+    """Refuse a configuration whose networks (built on the meta device) exceed a hard element bound or the
+    memory budget, before any real tensor exists: ``model.style_dim = 100000`` would otherwise allocate
+    tens of gigabytes, and a 42 kB checkpoint of stride-0 tensors a 7.7 GB generator."""
+    from natgan.limits import check_fits, human_bytes
+
+    total, sizes = 0, []
+    for net, what in ((generator, "generator"), (discriminator, "discriminator")):
+        tensors = list(net.state_dict().values())
+        size = sum(t.numel() for t in tensors)
+        if size > MAX_MODEL_ELEMENTS:
+            raise ConfigError(f"the model config describes a {what} of {size:.3g} elements (limit "
+                              f"{MAX_MODEL_ELEMENTS:.3g}): "
+                              f"refusing to allocate it")
+        total += sum(t.numel() * t.element_size() for t in tensors)
+        sizes.append(f"{size:.3g}")
+    check_fits(total, f"this model (generator {sizes[0]} + discriminator {sizes[1]} parameters, "
+                      f"{human_bytes(total)})", error=ConfigError)
 
 
 def set_requires_grad(module: nn.Module, flag: bool, *, frozen: frozenset[int] = frozenset()) -> None:

@@ -19,6 +19,7 @@ import warnings
 
 import torch
 
+from natgan.errors import ConfigError
 from natgan.ops.na_flex import check_flex_supports, flex_available, flex_compilable, na2d_flex
 from natgan.ops.na_indices import as_pair, check_geometry
 from natgan.ops.na_natten import check_natten_supports, na2d_natten, natten_available
@@ -40,6 +41,10 @@ def available_backends() -> tuple[str, ...]:
     return tuple(found)
 
 
+class BackendError(ConfigError, ValueError):
+    """An unknown backend name (argument or environment): a configuration error, one line, exit 2."""
+
+
 def _requested_backend(backend: str | None) -> str:
     """The explicit choice (argument, else environment), or ``"auto"``."""
     source = "backend argument"
@@ -47,7 +52,7 @@ def _requested_backend(backend: str | None) -> str:
         backend, source = os.environ.get(ENV_VAR, "").strip() or "auto", f"${ENV_VAR}"
     name = backend.lower()
     if name not in BACKENDS + ("auto",):
-        raise ValueError(
+        raise BackendError(
             f"neighborhood attention: unknown backend {backend!r} ({source}); choose one of "
             f"{', '.join(BACKENDS + ('auto',))}"
         )

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from natgan import checkpoint as ckpt_io
+from natgan.errors import CheckpointError
 from natgan.fsutil import refuse_existing
 from natgan.noise_modes import DEFAULT_NOISE_MODE
 from natgan.sampling.classes import (LabelSource, bind_class, chosen_classes, class_names_of, fixed_class,
@@ -35,7 +36,20 @@ class LoadedGenerator:
         training-time running average rather than a fresh estimate.
         """
         w_avg = (self.ckpt.get("extra") or {}).get("w_avg")
-        return w_avg.to(next(self.G.parameters()).device) if isinstance(w_avg, torch.Tensor) else None
+        if w_avg is None:
+            return None
+        where = f"{self.path}: key 'extra.w_avg'"
+        if not isinstance(w_avg, torch.Tensor) or not w_avg.is_floating_point():
+            raise CheckpointError(f"{where}: expected a float tensor, got {type(w_avg).__name__}")
+        device = next(self.G.parameters()).device
+        with torch.inference_mode():
+            w_shape = tuple(self.G.mapping(torch.zeros(1, self.G.z_dim, device=device)).shape[1:])
+        if tuple(w_avg.shape) not in (w_shape, w_shape[-1:], (1, *w_shape[-1:])):
+            raise CheckpointError(f"{where}: shape {list(w_avg.shape)} does not fit this generator's w "
+                                  f"{list(w_shape)}")
+        if not torch.isfinite(w_avg).all():
+            raise CheckpointError(f"{where}: non-finite values (NaN/inf); truncation would only produce garbage")
+        return w_avg.to(device)
 
     def class_names(self) -> list[str]:
         """Names of the generator's classes (what the training data called them), [] when unconditional."""

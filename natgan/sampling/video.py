@@ -22,12 +22,16 @@ MP4_QUALITY = 8  # imageio-ffmpeg's 0-10 scale (libx264 CRF ~ 18: visually lossl
 
 
 def parse_video_formats(text: str, *, option: str = "--video") -> list[str]:
-    """``"mp4"`` / ``"gif,mp4"`` -> the formats to write."""
-    formats = [part.strip().lower() for part in text.split(",") if part.strip()]
-    bad = [f for f in formats if f not in VIDEO_FORMATS]
-    if not formats or bad:
-        raise ConfigError(f"{option} '{text}': expected {' and/or '.join(VIDEO_FORMATS)} (comma-separated)")
-    return list(dict.fromkeys(formats))
+    """``"mp4"`` / ``"gif,mp4"`` -> the formats to write (no repeats, no empty items, lowercase names)."""
+    from natgan.validators import parse_list
+
+    def known(name: str) -> str:
+        if name not in VIDEO_FORMATS:
+            raise ConfigError(f"{option} '{text}': '{name}' is not a format; expected {' and/or '.join(VIDEO_FORMATS)} "
+                              f"(lowercase, comma-separated)")
+        return name
+
+    return parse_list(text, option, known)
 
 
 class Mp4Writer:
@@ -97,14 +101,41 @@ def save_mp4(path: str | Path, frames: Iterable[np.ndarray], *, fps: float = 30.
         raise
 
 
-def save_video(path_stem: str | Path, frames: list[np.ndarray], formats: Iterable[str], *, fps: float) -> list[Path]:
-    """Write ``frames`` as ``<stem>.gif`` and/or ``<stem>.mp4``."""
+def save_video(path_stem: str | Path, frames: Iterable[np.ndarray], formats: Iterable[str], *,
+               fps: float) -> list[Path]:
+    """Write ``frames`` (any iterable, consumed once) as ``<stem>.gif`` and/or ``<stem>.mp4``.
+
+    MP4 frames stream to the encoder as they arrive; a GIF is assembled in memory by Pillow, so callers
+    check :func:`check_gif_fits` before rendering a long one."""
     stem = Path(path_stem)
-    written = []
-    for fmt in formats:
-        target = stem.with_name(f"{stem.name}.{fmt}")
-        written.append(save_gif(target, frames, fps=fps) if fmt == "gif" else save_mp4(target, frames, fps=fps))
-    return written
+    formats = list(formats)
+    mp4 = Mp4Writer(stem.with_name(f"{stem.name}.mp4"), fps=fps) if "mp4" in formats else None
+    kept: list[np.ndarray] | None = [] if "gif" in formats else None
+    try:
+        for frame in frames:
+            if mp4 is not None:
+                mp4.add(frame)
+            if kept is not None:
+                kept.append(frame)
+        written = {}
+        if kept is not None:
+            written["gif"] = save_gif(stem.with_name(f"{stem.name}.gif"), kept, fps=fps)
+        if mp4 is not None:
+            written["mp4"] = mp4.close()
+    except BaseException:
+        if mp4 is not None:
+            mp4.abort()
+        raise
+    return [written[f] for f in formats]
+
+
+def check_gif_fits(frames: int, height: int, width: int) -> None:
+    """A GIF of ``frames`` HWC frames is held whole by Pillow (about three copies of the raw frames): refuse
+    one that cannot fit in memory before rendering anything, and point to MP4, which streams."""
+    from natgan.limits import check_fits
+
+    check_fits(3.0 * frames * height * width * 3, f"a GIF of {frames:,} frames of {width}x{height} "
+                                                   f"(use --video mp4, which streams)", error=ConfigError)
 
 
 def read_mp4(path: str | Path) -> tuple[list[np.ndarray], float]:

@@ -46,6 +46,8 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
     else:
         ck, source = checkpoint.load(resume), str(resume)
         resume_policy.check_same_run(run_dir, ck, source, start_over)
+    if ck is not None:
+        resume_policy.check_finite(ck, source)
 
     overrides = [*overrides, *data_override(data)]
     if ck is None:
@@ -54,7 +56,11 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
         how = "starting a new run" + (" (--resume auto found no checkpoint)" if resume == "auto" else "")
         if start_over and run_dir.has_checkpoints():
             how += f"; --overwrite: the checkpoints in {run_dir.path} are moved into a previous-<time>/ folder"
-        return recipes.load(recipe_path, overrides), None, how
+        fresh = recipes.load(recipe_path, overrides)
+        if fresh.data.path and not Path(fresh.data.path).expanduser().is_absolute():
+            # stored absolute: a resume from another directory must find the same data
+            fresh.data.path = str(Path(fresh.data.path).expanduser().absolute())
+        return fresh, None, how
     if not ck.get("recipe"):
         raise NatGanError(f"{source}: checkpoint has no recipe, so training cannot resume from it")
     resolved = recipes.apply_overrides(ck["recipe"], overrides, base_source=f"{source} (stored recipe)")
@@ -70,11 +76,7 @@ def resolve_run(*, recipe_path: str | Path | None, overrides: list[str], outdir:
 
 def data_override(data: str | None) -> list[str]:
     """``--data PATH`` as the ``--set`` it stands for."""
-    return [] if data is None else [f"data.path={_toml_string(data)}"]
-
-
-def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return [] if data is None else [f"data.path={recipes.toml_value(data)}"]
 
 
 def train(recipe: recipes.Recipe, outdir: str | Path, *, resume_from: dict | None = None,

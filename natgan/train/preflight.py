@@ -9,6 +9,7 @@ what training reads.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from natgan.data.labels import check_labels
 from natgan.errors import DataError
@@ -26,7 +27,14 @@ def check_training_data(recipe: Recipe) -> dict:
     if not path:
         raise DataError("no training data: give --data PATH or set data.path in the recipe")
     resolution = recipe.model.resolution
-    source = open_dataset(path, resolution)
+    try:
+        source = open_dataset(path, resolution)
+    except DataError as exc:
+        if Path(path).expanduser().is_absolute():
+            raise
+        raise DataError(f"{exc} (data.path '{path}' comes from {recipe.source}; a relative path resolves against "
+                        f"the current directory {os.getcwd()}: run from where the recipe expects, or pass --data "
+                        f"PATH)") from None
     try:
         count, description, classes = len(source), source.description, source.class_names
     finally:

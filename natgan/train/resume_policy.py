@@ -12,6 +12,7 @@ from pathlib import Path
 
 from natgan.errors import ConfigError, NatGanError
 from natgan.fsutil import same_file
+from natgan import checkpoint
 from natgan.train.rundir import RunDir, run_id_of
 
 START_OVER_HINT = "pass --overwrite to move them into a previous-<time>/ folder and start again"
@@ -28,6 +29,11 @@ def auto(run_dir: RunDir) -> tuple[Path, dict] | None:
     """``--resume auto``: the newest checkpoint that loads, None for an empty directory; refuse (one line
     per file saying why) when checkpoints exist but none loads."""
     scan = run_dir.scan()
+    here = run_dir.run_id()
+    if scan.best is not None and here is not None and run_id_of(scan.best[1]) not in (here, None):
+        raise NatGanError(f"{scan.best[0]}: belongs to run {run_id_of(scan.best[1])}, but {run_dir.path} holds run "
+                          f"{here}; --resume auto continues only this directory's own run (move that file away, "
+                          f"resume it explicitly elsewhere with --resume FILE --outdir NEW, or {START_OVER_HINT})")
     if scan.best is not None or not scan.failures:
         return scan.best
     why = "\n".join(f"  {path.name}: {reason}" for path, reason in scan.failures)
@@ -66,3 +72,13 @@ def set_aside_for_new_start(outdir: str | Path) -> Path | None:
         return run_dir.set_aside()
     finally:
         run_dir.unlock()
+
+
+def check_finite(ck: dict, source: str | Path) -> None:
+    """Weights and optimiser state to resume from hold no NaN/inf: a diverged state would only continue
+    diverging (and the optimiser's moments would poison healthy weights at the first step)."""
+    for tree, prefix in ((ck.get("weights", {}), "weights"), (ck.get("optim", {}), "optim")):
+        bad = checkpoint.first_non_finite(tree, prefix)
+        if bad is not None:
+            raise NatGanError(f"{source}: key '{bad}': non-finite values (NaN/inf); resume from an earlier "
+                              f"checkpoint")

@@ -111,6 +111,10 @@ class RunDir:
             except CheckpointError as exc:
                 result.failures.append((path, str(exc).removeprefix(f"{path}: ")))
                 continue
+            bad = checkpoint.first_non_finite(ck["weights"])
+            if bad is not None:  # written before the divergence was noticed: never "the last good checkpoint"
+                result.failures.append((path, f"key '{bad}': non-finite values (NaN/inf)"))
+                continue
             key = (ck["progress"]["step"], len(ck.get("metrics", [])))
             if best_key is None or key > best_key:
                 best_key, result.best = key, (path, ck)
@@ -135,20 +139,30 @@ class RunDir:
             atomic_write_text(self.path / RUN_ID_FILE, run_id + "\n")
 
     def set_aside(self) -> Path:
-        """Move every checkpoint and the run id into ``previous-<UTC time>/`` (``--start-over``): nothing is
-        deleted, and the new run's resume and pruning never see the old files."""
+        """Move everything of the old run (checkpoints, latest.pt, best.pt, recipe.toml, run id, logs, samples,
+        TensorBoard) into ``previous-<UTC time>/`` (``--overwrite``): nothing is deleted, and the new run's
+        resume and pruning never see the old files. All or nothing: a failed move puts back what moved."""
         name = time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
         target, n = self.path / name, 1
-        while True:  # two start-overs within one second get their own folders
+        while True:  # two restarts within one second get their own folders
             try:
                 target.mkdir()
                 break
             except FileExistsError:
                 n += 1
                 target = self.path / f"{name}-{n}"
-        for path in [p for _, p in self.numbered_checkpoints()] + [self.latest, self.path / RUN_ID_FILE]:
-            if path.exists():
+        entries = sorted(p for p in self.path.iterdir()
+                         if p.name != ".lock" and p != target and not p.name.startswith("previous-"))
+        moved: list[Path] = []
+        try:
+            for path in entries:
                 os.replace(path, target / path.name)
+                moved.append(path)
+        except OSError:
+            for path in reversed(moved):
+                os.replace(target / path.name, path)
+            target.rmdir()
+            raise
         return target
 
     def save(self, ckpt: dict, step: int, keep: int) -> Path:

@@ -236,6 +236,12 @@ class Trainer:
         ck = self.make_checkpoint()  # every rank: RNG states are gathered collectively
         if not self.dist.is_main:
             return None
+        bad = checkpoint.first_non_finite(ck["weights"])
+        if bad is not None:  # finite losses can hide weights that have already diverged
+            good = self.run_dir.newest_valid()
+            where = f"; last good checkpoint: {good[0]}" if good else "; no checkpoint was written yet"
+            raise NatGanError(f"non-finite weights at step {self.step} ({bad}): not saving this state{where} "
+                              f"(try a lower learning rate or precision = \"fp32\")")
         return self.run_dir.save(ck, self.step, self.t.keep_checkpoints)
 
     def save_grid(self, writer: Any = None) -> Path | None:
