@@ -620,10 +620,12 @@ def test_cli_fid_names_every_missing_weights_file_at_once(tmp_path, capsys, monk
     a = make_folder(tmp_path / "a", 4, seed=1)
     code, _, err = run_cli(["fid", "--ckpt", str(ck), "--data", str(a), "--metrics", "fid,kid,pr,dc,is,ppl",
                             "--num", "10", "-q"], capsys)
-    lines = err.strip().splitlines()
-    assert code == 1 and lines[0].startswith("error: 3 weights files are missing") and "Traceback" not in err, err
+    assert code == 1 and err.startswith("error: 3 weights files are missing") and "Traceback" not in err, err
+    assert err.count("\n") == 1, err  # one line
+    parts = err.split(" | ")
     for name in ("pt_inception-2015-12-05-6726825d.pth", "vgg16-397923af.pth", "vgg.pth"):
-        assert sum(f"  {name} " in line and "https://" in line and "NATGAN_OFFLINE" in line for line in lines) == 1
+        assert sum(f" {name} (" in f" {part}" and "https://" in part and "NATGAN_OFFLINE" in part
+                   for part in parts) == 1, name
     assert ck.read_bytes() == before
 
 

@@ -225,16 +225,14 @@ def locate_each(queries: list[dict]) -> list[Path]:
 
 
 def missing_error(missing: list[NatGanError]) -> NatGanError:
-    """One error for several missing files: the file's own message when there is one, else a first line
-    that counts them and one line per file (name, what needs it, URL, why it is not there)."""
+    """One error, on one line, for several missing files: the file's own message when there is one, else
+    the count, where to put them, then each file (name, what needs it, URL, why it is not there)."""
     if len(missing) == 1:
         return missing[0]
-    lines = [f"{len(missing)} weights files are missing: download each and put it in the weights directory "
-             f"(--weights DIR or NATGAN_WEIGHTS=DIR) or in {cache_dir() / 'weights'}"]
-    for exc in missing:
-        lines.append(f"  {exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
-                     if isinstance(exc, MissingWeights) else f"  {exc}")
-    return NatGanError("\n".join(lines))
+    files = [f"{exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
+             if isinstance(exc, MissingWeights) else str(exc) for exc in missing]
+    return NatGanError(f"{len(missing)} weights files are missing; download each into the weights directory "
+                       f"(--weights DIR or NATGAN_WEIGHTS=DIR) or {cache_dir() / 'weights'}: " + " | ".join(files))
 
 
 def inception_query(mode: str, inception: str | Path | None, weights_dir: str | Path | None) -> dict:
