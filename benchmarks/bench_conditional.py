@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--outdir", default="/tmp/natgan-conditional")
     ap.add_argument("--per-class", type=int, default=100, help="generated images scored per class")
     ap.add_argument("--skip-train", action="store_true", help="score the checkpoints already in OUTDIR/run")
+    ap.add_argument("--steps", default=None, help="score only these checkpoint steps, e.g. 600 or 200,400")
     ap.add_argument("--figure", default=None, help="write the per-class grid (10 seeds x 10 classes) here")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -92,6 +93,9 @@ def main() -> None:
     clf, held_out = fit_classifier(x, y)
     print(f"classifier (LogisticRegression on pixels): held-out accuracy on real digits {held_out:.3f}")
     ckpts = sorted(run.glob("ckpt-*.pt"))
+    if args.steps:
+        wanted = {int(v) for v in args.steps.split(",")}
+        ckpts = [p for p in ckpts if int(p.stem.split("-")[1]) in wanted]
     rows = []
     for path in ckpts:
         ck = checkpoint.load(path)

@@ -3,8 +3,9 @@
 A researcher on a fresh cluster node wants to know, before a long run is queued, whether nat-gan's
 fast paths are usable there: which neighborhood-attention backends run (each one is actually executed
 on a small problem and compared with the torch backend, backward included where it has one), whether
-flex compiles on the GPU, whether FID can find its Inception weights offline, and whether the cache and
-run directories can be written. Each check is a :class:`Check`; ``required`` marks the ones whose
+flex compiles on the GPU, whether the metric and projection networks' weights (Inception, VGG16, LPIPS)
+are here or can be downloaded, whether the machine is busier than it has cores, and whether the cache
+and run directories can be written. Each check is a :class:`Check`; ``required`` marks the ones whose
 failure breaks a setup that needs them (the CLI then exits 1), the rest are information or warnings.
 
 The checks run in-process and catch every exception, so one broken component (a CUDA driver, a
@@ -93,7 +94,10 @@ def check_versions() -> list[Check]:
 
 
 def check_devices() -> list[Check]:
-    rows = [Check("devices", "cpu", OK, f"{os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads")]
+    from natgan.devices import usable_cores
+
+    rows = [Check("devices", "cpu", OK, f"{os.cpu_count()} cores, {usable_cores()} usable by this process, "
+                                        f"torch uses {torch.get_num_threads()} threads"), check_load()]
     if not torch.cuda.is_available():
         rows.append(Check("devices", "cuda", SKIP, "no CUDA device visible"))
         return rows
@@ -102,6 +106,23 @@ def check_devices() -> list[Check]:
         rows.append(Check("devices", f"cuda:{i}", OK, f"{props.name}, {props.total_memory / 2**30:.0f} GiB, "
                                                       f"compute capability {props.major}.{props.minor}"))
     return rows
+
+
+def check_load(load: float | None = None, cores: int | None = None) -> Check:
+    """Warn when other work keeps the machine busier than it has cores: every CPU thread then waits for
+    the scheduler, and nat-gan looks hung (the default thread count already avoids the busy cores)."""
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return Check("devices", "load", SKIP, "no load average on this system")
+    if load <= cores:
+        return Check("devices", "load", OK, f"load average {load:.1f} on {cores} cores")
+    return Check("devices", "load", WARN, f"load average {load:.1f} exceeds the {cores} cores: other jobs keep "
+                                          "the CPUs busy, so CPU work here runs slower",
+                 fix="pass --threads 1 (or set NATGAN_THREADS=1) for steady speed beside other jobs, or run "
+                     "when the machine is quieter; a GPU run is barely affected")
 
 
 def _na_problem(device: torch.device, *, size: int = 16, kernel: int = 5, dilation: int = 2, heads: int = 2,
@@ -207,18 +228,19 @@ def weights_file_problem(path: Path) -> str | None:
     return None
 
 
-def check_inception() -> list[Check]:
-    """Where each FID mode's weights are; offline (``NATGAN_OFFLINE``) a missing file is a failure."""
+def check_inception(downloads: tuple[bool, str] | None = None, weights_dir: str | Path | None = None) -> list[Check]:
+    """Where each FID mode's weights are; where downloads are impossible a missing file is a failure."""
     try:
         from natgan.metrics.weights import find_weights, weights_for_mode
     except Exception as exc:  # noqa: BLE001 - clean-fid missing or broken
         return [Check("fid", "clean-fid", FAIL, _first_line(exc), fix="pip install clean-fid torchvision")]
-    offline = os.environ.get("NATGAN_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    possible, why = downloads or download_status()
+    offline = not possible
     rows = []
     for mode in FID_MODES:
         spec = weights_for_mode(mode)
         try:
-            path = find_weights(mode)
+            path = find_weights(mode, weights_dir=weights_dir)
         except Exception as exc:  # noqa: BLE001 - e.g. NATGAN_INCEPTION points at a missing file
             rows.append(Check("fid", f"Inception for {mode}", FAIL, _first_line(exc), required=offline,
                               fix=f"put {spec.filename} there, or unset NATGAN_INCEPTION"))
@@ -231,7 +253,7 @@ def check_inception() -> list[Check]:
         if path is not None:
             rows.append(Check("fid", f"Inception for {mode}", OK, str(path)))
             continue
-        detail = f"{spec.filename} not found" + (" (NATGAN_OFFLINE: no download)" if offline
+        detail = f"{spec.filename} not found" + (f" and no download: {why}" if offline
                                                  else "; downloaded on first use")
         rows.append(Check("fid", f"Inception for {mode}", FAIL if offline else WARN, detail, required=offline,
                           fix=f"download {spec.url} to {spec.cache_location()} "
@@ -239,14 +261,83 @@ def check_inception() -> list[Check]:
     return rows
 
 
-def weight_file_status(name: str, path: Path | None) -> Check:
-    """One weights file as the loaders will judge it: official (sha256 matches), unknown (refused), missing."""
+DOWNLOAD_PROBE_S = 3.0
+
+
+def download_status() -> tuple[bool, str]:
+    """Whether a missing weights file can be downloaded here, and why not: ``NATGAN_OFFLINE``, or none of
+    the download hosts answers a TCP connection within :data:`DOWNLOAD_PROBE_S` (nothing is fetched)."""
+    from urllib.parse import urlsplit
+
+    from natgan.metrics.weights import WEIGHTS, _offline
+
+    if _offline():
+        return False, "NATGAN_OFFLINE is set"
+    return probe_hosts(sorted({urlsplit(spec.url).hostname for spec in WEIGHTS.values()} - {None}))
+
+
+def probe_hosts(hosts: list[str]) -> tuple[bool, str]:
+    """True at the first host that accepts a TCP connection on port 443; else False with each failure."""
+    import socket
+
+    failures = []
+    for host in hosts:
+        try:
+            socket.create_connection((host, 443), timeout=DOWNLOAD_PROBE_S).close()
+            return True, f"{host} is reachable"
+        except OSError as exc:
+            failures.append(f"{host}: {exc.strerror or _first_line(exc)}")
+    return False, "no network (" + "; ".join(failures) + ")"
+
+
+def download_check(downloads: tuple[bool, str] | None = None) -> Check:
+    """Whether missing weights files can be fetched here (:func:`download_status`), as a row."""
+    possible, why = downloads or download_status()
+    if possible:
+        return Check("weights", "downloads", OK, f"possible: {why}")
+    return Check("weights", "downloads", WARN, f"impossible: {why}",
+                 fix="put the weights files in the weights directory (nat-gan doctor --weights DIR lists them "
+                     "with their URLs)")
+
+
+def weights_table(weights_dir: str | Path | None = None) -> list[dict]:
+    """``nat-gan doctor --weights DIR``: every weights file, what needs it, its URL and where it was found
+    (``DIR``, ``$NATGAN_WEIGHTS``, the cache, the upstream tool's place) or None."""
+    from natgan.metrics.weights import USES, WEIGHTS, find, inception_query
+
+    rows = []
+    for needs, names in USES:
+        for name in names:
+            spec = WEIGHTS[name]
+            query = inception_query("clean" if name == "inception-torchscript" else "legacy_pytorch", None,
+                                    weights_dir) if name.startswith("inception") else \
+                dict(name=name, weights_dir=weights_dir)
+            try:
+                found, error = find(**query), None
+            except Exception as exc:  # noqa: BLE001 - e.g. NATGAN_INCEPTION names a missing file
+                found, error = None, _first_line(exc)
+            rows.append({"needed by": needs, "file": spec.filename, "url": spec.url,
+                         "found": str(found) if found else None, "error": error})
+    return rows
+
+
+def weight_file_status(name: str, path: Path | None, downloads: tuple[bool, str] = (True, "")) -> Check:
+    """One weights file as the loaders will judge it: official (sha256 matches), unknown (refused), missing.
+
+    A missing file that cannot be downloaded (``downloads`` = :func:`download_status`) is a failure: what
+    needs it cannot run. It blocks for VGG16/LPIPS; the Inception files block through their FID-mode rows."""
     from natgan.metrics.weight_files import WEIGHTS
     from natgan.metrics.weight_trust import sha256_file
+    from natgan.metrics.weights import needed_by
 
     spec = WEIGHTS[name]
     if path is None:
-        return Check("weights", spec.filename, SKIP, "missing", fix=f"download {spec.url} into the weights directory")
+        fix = f"download {spec.url} into the weights directory (--weights DIR or NATGAN_WEIGHTS)"
+        if downloads[0]:
+            return Check("weights", spec.filename, SKIP, f"missing; downloaded on first use by {needed_by(name)}",
+                         fix=fix)
+        return Check("weights", spec.filename, FAIL, f"missing and no download ({downloads[1]}): "
+                     f"{needed_by(name)} cannot run", fix=fix, required=not name.startswith("inception"))
     try:
         digest = sha256_file(path)
     except OSError as exc:
@@ -258,7 +349,7 @@ def weight_file_status(name: str, path: Path | None) -> Check:
                  fix=f"replace it with {spec.url}")
 
 
-def check_weight_files(weights_dir: Path | None = None) -> list[Check]:
+def check_weight_files(weights_dir: Path | None = None, downloads: tuple[bool, str] = (True, "")) -> list[Check]:
     """Digest status of every weights file nat-gan knows by name, where the metrics would find it."""
     try:
         from natgan.metrics.weight_files import WEIGHTS
@@ -273,7 +364,7 @@ def check_weight_files(weights_dir: Path | None = None) -> list[Check]:
         except Exception as exc:  # noqa: BLE001 - e.g. NATGAN_WEIGHTS is not a directory
             rows.append(Check("weights", WEIGHTS[name].filename, FAIL, _first_line(exc)))
             continue
-        rows.append(weight_file_status(name, path))
+        rows.append(weight_file_status(name, path, downloads))
     return rows
 
 
@@ -344,7 +435,7 @@ def _timed(fn: Callable[[], list[Check] | Check]) -> list[Check]:
 
 
 def run_checks(*, device: str = "auto", run_dir: Path | None = Path("runs"),
-               attention: bool = True) -> list[Check]:
+               attention: bool = True, weights_dir: str | Path | None = None) -> list[Check]:
     """Every check, in report order. ``device``: ``auto`` checks CPU and every visible CUDA device."""
     from natgan.devices import resolve_device
 
@@ -358,7 +449,10 @@ def run_checks(*, device: str = "auto", run_dir: Path | None = Path("runs"),
             if dev.type == "cuda":
                 rows += _timed(lambda dev=dev: check_flex_compile(dev))
         rows += check_attention(devices)
-    rows += _timed(check_inception) + _timed(check_weight_files) + _timed(check_weight_locations)
+    downloads = download_status()
+    rows += _timed(lambda: check_inception(downloads, weights_dir)) + _timed(lambda: [download_check(downloads)])
+    rows += _timed(lambda: check_weight_files(weights_dir, downloads))
+    rows += _timed(lambda: check_weight_locations(weights_dir))
     rows += _timed(lambda: check_dirs(run_dir))
     return rows
 

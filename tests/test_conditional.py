@@ -237,17 +237,24 @@ def test_label_count_mismatch_and_unlabelled_data_are_one_line_before_anything(t
     assert "has no class labels" in _one_line_error(result, 1) and not out.exists()
 
 
-def test_init_from_unconditional_into_conditional_is_one_line(tmp_path, digits16, capsys):
+@pytest.fixture(scope="module")
+def unconditional_ckpt(tmp_path_factory, digits16):
+    """One step of an unconditional reduced StyleGAN2 on the (labelled) digits: labels are simply not used."""
+    run = tmp_path_factory.mktemp("urun")
     r = recipes.from_dict({"model": {"name": "stylegan2", **REDUCED["stylegan2"]},
                            "data": {"path": digits16, "workers": 0},
                            "train": {"batch": 4, "iterations": 1, "checkpoint_every": 1, "sample_every": 1,
                                      "lr_decay": False}})
-    train(r, tmp_path / "uncond", show_progress=False)
+    train(r, run, show_progress=False)
+    return run / "latest.pt"
+
+
+def test_init_from_unconditional_into_conditional_is_one_line(tmp_path, digits16, unconditional_ckpt, capsys):
     recipe = tmp_path / "c.toml"
     recipe.write_text(recipes.dump_toml({"model": {"name": "stylegan2", **reduced("stylegan2", num_classes=10)},
                                          "train": {"batch": 4, "iterations": 2, "lr_decay": False}}))
     result = cli(capsys, ["train", "--recipe", str(recipe), "--data", digits16, "--outdir",
-                                 str(tmp_path / "ft"), "--init", str(tmp_path / "uncond" / "latest.pt")])
+                                 str(tmp_path / "ft"), "--init", str(unconditional_ckpt)])
     assert "'model.num_classes' is 10" in _one_line_error(result, 2)
     assert not (tmp_path / "ft").exists()
 
@@ -345,14 +352,9 @@ def test_sample_class_errors(conditional_ckpt, tmp_path, args, code, message, ca
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_class_on_an_unconditional_checkpoint_is_one_line(tmp_path, digits16, capsys):
-    r = recipes.from_dict({"model": {"name": "stylegan2", **REDUCED["stylegan2"]},
-                           "data": {"path": digits16, "workers": 0},
-                           "train": {"batch": 4, "iterations": 1, "checkpoint_every": 1, "sample_every": 1,
-                                     "lr_decay": False}})
-    train(r, tmp_path / "u", show_progress=False)
+def test_class_on_an_unconditional_checkpoint_is_one_line(tmp_path, unconditional_ckpt, capsys):
     for cmd in (["sample"], ["visualize"]):
-        result = cli(capsys, [*cmd, "--ckpt", str(tmp_path / "u" / "latest.pt"), "--class", "3",
+        result = cli(capsys, [*cmd, "--ckpt", str(unconditional_ckpt), "--class", "3",
                                      "--outdir", str(tmp_path / "o")])
         assert "unconditional" in _one_line_error(result, 2)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

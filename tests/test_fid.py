@@ -611,6 +611,22 @@ def test_cli_fid_without_weights_offline(tmp_path, capsys, monkeypatch):
     assert code == 1 and "pt_inception-2015-12-05-6726825d.pth" in err and "NATGAN_INCEPTION" in err
 
 
+def test_cli_fid_names_every_missing_weights_file_at_once(tmp_path, capsys, monkeypatch):
+    """Offline, fid,kid,pr,dc,is,ppl needs three files: all three are named in one error, before any work."""
+    monkeypatch.setenv("NATGAN_OFFLINE", "1")
+    ck = tmp_path / "run.pt"
+    tiny_checkpoint(ck)
+    before = ck.read_bytes()
+    a = make_folder(tmp_path / "a", 4, seed=1)
+    code, _, err = run_cli(["fid", "--ckpt", str(ck), "--data", str(a), "--metrics", "fid,kid,pr,dc,is,ppl",
+                            "--num", "10", "-q"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 1 and lines[0].startswith("error: 3 weights files are missing") and "Traceback" not in err, err
+    for name in ("pt_inception-2015-12-05-6726825d.pth", "vgg16-397923af.pth", "vgg.pth"):
+        assert sum(f"  {name} " in line and "https://" in line and "NATGAN_OFFLINE" in line for line in lines) == 1
+    assert ck.read_bytes() == before
+
+
 def test_cli_fid_dataset_vs_dataset(tmp_path, capsys, fake_inception):
     a, b = make_folder(tmp_path / "a", 10, seed=1), make_folder(tmp_path / "b", 12, seed=2)
     code, out, err = run_cli(["fid", str(a), str(b), "--mode", "legacy_tensorflow", "--json", "-q", "--workers", "0"],

@@ -25,7 +25,8 @@ def _run_script(*argv, timeout=300):
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("acceptance")
-    proc = _run_script("--device", "cpu", "--smoke", "--out", str(out), "--budget", "400", timeout=600)
+    # a smoke run has no caps and no budget (a busy machine only makes it slower); the timeout is a hang guard
+    proc = _run_script("--device", "cpu", "--smoke", "--out", str(out), "--budget", "10", timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / JSON_NAME).read_text()), (out / MD_NAME).read_text(), proc.stdout
 
@@ -86,9 +87,9 @@ def test_gpu_tests_and_torchrun_sections_ran_their_children(smoke_report):
 
 
 def test_script_rejects_unknown_sections_and_lists_them(tmp_path):
-    bad = _run_script("--only", "doctor,nosuch", "--out", str(tmp_path), timeout=60)
+    bad = _run_script("--only", "doctor,nosuch", "--out", str(tmp_path), timeout=600)
     assert bad.returncode == 2 and "nosuch" in bad.stderr and not (tmp_path / JSON_NAME).exists()
-    listed = _run_script("--list", timeout=60)
+    listed = _run_script("--list", timeout=600)  # hang guards: importing torch on a busy box is slow
     assert listed.returncode == 0 and all(name in listed.stdout for name in EXPECTED_SECTIONS)
 
 
@@ -132,7 +133,7 @@ def test_runner_keeps_going_and_writes_after_every_section(tmp_path):
     assert broken_row["error"] == "RuntimeError: boom on purpose" and "boom on purpose" in broken_row["traceback"]
     assert broken_row["figures"][0]["name"] == "before the crash"
     slow_row = on_disk["sections"][3]
-    assert [f["name"] for f in slow_row["figures"]] == ["first half"] and slow_row["seconds"] < 5
+    assert [f["name"] for f in slow_row["figures"]] == ["first half"] and slow_row["seconds"] < 30  # cut short
     assert on_disk["sections"][1]["figures"][0] == {"name": "speed", "value": 20.0, "unit": "img/s",
                                                     "goal": ">= 100 img/s", "passed": False, "note": ""}
     markdown = (tmp_path / MD_NAME).read_text()
@@ -141,9 +142,14 @@ def test_runner_keeps_going_and_writes_after_every_section(tmp_path):
     assert report["summary"]["ok"] is False and report["summary"]["goals_failed"] == 1
 
 
-def test_runner_skips_sections_the_budget_cannot_start(tmp_path):
+def test_runner_skips_sections_the_budget_cannot_start(tmp_path, monkeypatch):
+    from natgan.bench import acceptance
+
+    now = [1000.0]
+    monkeypatch.setattr(acceptance, "clock", lambda: now[0])  # the runner's clock, not the machine's load
+
     def slow(ctx):
-        time.sleep(max(0.0, ctx.remaining() - 1.5))  # ends inside its cap, leaving < 5 s of the budget
+        now[0] += ctx.remaining() - 1.5  # "takes" until inside its cap, leaving < 5 s of the budget
 
     def never(ctx):
         raise AssertionError("must not run")
@@ -152,6 +158,24 @@ def test_runner_skips_sections_the_budget_cannot_start(tmp_path):
     assert report["summary"]["sections"] == {"first": "passed", "second": "skipped"}
     assert "budget" in report["sections"][1]["notes"][0]
     assert json.loads((tmp_path / JSON_NAME).read_text())["sections"][1]["status"] == "skipped"
+
+
+def test_smoke_runs_have_no_caps_and_no_budget(tmp_path, monkeypatch):
+    """A busy CI machine makes a smoke run slower, never a failure: no section times out or is skipped."""
+    from natgan.bench import acceptance
+
+    now = [0.0]
+    monkeypatch.setattr(acceptance, "clock", lambda: now[0])
+
+    def slow(ctx):
+        assert ctx.remaining() == float("inf") and ctx.time_left_for(1e9) and ctx.child_timeout() is None
+        now[0] += 10_000.0  # far past its cap and the whole budget
+        ctx.record("done", 1.0, "s")
+
+    report = run_sections([Section("first", slow, 1), Section("second", slow, 1)], out_dir=tmp_path, budget_s=5,
+                          smoke=True)
+    assert report["summary"]["sections"] == {"first": "passed", "second": "passed"}
+    assert "smoke, no cap" in (tmp_path / MD_NAME).read_text()
 
 
 def test_sigterm_records_the_running_section_and_ends_the_run(tmp_path):

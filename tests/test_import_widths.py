@@ -130,11 +130,11 @@ def test_conditional_snapshot_reproduces_the_official_images_and_logits(tmp_path
     assert any("class-conditional (10 classes)" in a for a in ckpt["extra"]["import"]["assumptions"])
 
 
-def test_conditional_ganformer_reproduces_the_official_images_and_logits(tmp_path):
+def test_conditional_ganformer_reproduces_the_official_images_and_logits(tmp_path, capsys):
     """GANformer's c_dim > 0: ``mapping.embed`` widens the global latent's mapping input (official non-residual
     mapping), D's ``b4.out`` emits one logit per class and the label picks it (no label mapping network)."""
     ex = _expected("ganformer-cond")
-    _, ckpt = _imported("ganformer-cond", tmp_path)
+    out, ckpt = _imported("ganformer-cond", tmp_path)
     cfg = ckpt["model"]["config"]
     assert (cfg["num_classes"], cfg["channels"], cfg["mapping_resnet"]) == (10, [16, 16, 8], False)
     G = checkpoint.build_generator(ckpt)
@@ -147,6 +147,12 @@ def test_conditional_ganformer_reproduces_the_official_images_and_logits(tmp_pat
             _assert_official(ckpt, G, w, ex, c)
         other = G.synthesis(G.mapping(ex["z"].reshape(b, k * d), (labels + 1) % 10), noise_mode="const")
         assert (other - ex["images"]).abs().max() > 0.05
+    assert _cli(["sample", "--ckpt", str(out), "--seeds", "0-2", "--class", "7", "--outdir", str(tmp_path / "s"),
+                 "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "s").glob("*.png"))) == 3
+    assert _cli(["sample", "--ckpt", str(out), "--seeds", "0", "--class", "10", "--outdir", str(tmp_path / "t"),
+                 "--device", "cpu"]) != 0                                   # classes are 0..9
+    assert "10" in capsys.readouterr().err and not (tmp_path / "t").exists()
 
 
 @pytest.fixture(scope="module")

@@ -331,7 +331,8 @@ KILL_SCRIPT = textwrap.dedent("""
 
     def tick(done, total):
         print(done, flush=True)
-        time.sleep(0.05)  # keep the run alive long enough to be killed mid-way
+        if done >= 12:  # wait here to be killed mid-way (however late a busy machine lets the test react)
+            time.sleep(3600)
 
     prepare_dataset(sys.argv[1], sys.argv[2], sizes=32, workers=2, progress=False, on_progress=tick,
                     batch_images=4)
@@ -351,7 +352,7 @@ def test_killed_build_leaves_nothing_that_looks_complete(tmp_path, files):
         if done >= 12:
             break
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    proc.wait(timeout=300)
     assert 12 <= done < 40
     assert not out.exists()
     partials = list(tmp_path.glob("killed.lmdb.partial-*"))

@@ -33,7 +33,7 @@ def ddp_section(ctx: SectionContext) -> None:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        out, _ = proc.communicate(timeout=max(1.0, ctx.remaining() - 3))
+        out, _ = proc.communicate(timeout=ctx.child_timeout())
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()

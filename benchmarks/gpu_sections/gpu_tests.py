@@ -29,7 +29,7 @@ def gpu_tests_section(ctx: SectionContext) -> None:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = False
     try:
-        out, _ = proc.communicate(timeout=max(1.0, ctx.remaining() - 3))
+        out, _ = proc.communicate(timeout=ctx.child_timeout())
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()

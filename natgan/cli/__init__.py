@@ -8,12 +8,19 @@ line too, naming the command and the option, with exit code 2.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from typing import Callable, Optional
 
 import typer
 
 from natgan import __version__
+from natgan.devices import set_openmp_wait_policy
 from natgan.errors import NatGanError
+
+set_openmp_wait_policy()  # before any command module imports torch: OpenMP reads it when torch loads it
+
 
 def _plain_help_types() -> None:
     """``--help`` names a value's kind the conventional way (``--recipe PATH``, ``--seed INTEGER``) and shows
@@ -78,7 +85,41 @@ def _register_commands() -> None:
     from natgan.cli import cache; cache.register(app)  # noqa: E702
 
 
+THREADS_HELP = ("CPU threads for torch (default: $NATGAN_THREADS, else the cores this process may use that "
+                "other work leaves free).")
+
+
+def _with_threads(callback: Callable) -> Callable:
+    """``callback`` with a ``--threads`` option that sets torch's CPU threads (natgan.devices policy) before
+    the command runs. Added at registration, so every command, present or future, has it and applies it."""
+
+    @functools.wraps(callback)
+    def command(*args, threads: Optional[int] = None, **kwargs):
+        from natgan.devices import apply_cpu_threads
+
+        apply_cpu_threads(threads)
+        return callback(*args, **kwargs)
+
+    signature = inspect.signature(callback)
+    option = inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int],
+                               default=typer.Option(None, "--threads", help=THREADS_HELP, show_default=False))
+    command.__signature__ = signature.replace(parameters=[*signature.parameters.values(), option])
+    command.__annotations__ = {**getattr(callback, "__annotations__", {}), "threads": Optional[int]}
+    command.natgan_threads = True  # other decorators may wrap callbacks too: this marks ours
+    return command
+
+
+def _add_threads_option(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "natgan_threads", False):
+            info.callback = _with_threads(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _add_threads_option(group.typer_instance)
+
+
 _register_commands()
+_add_threads_option(app)
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:

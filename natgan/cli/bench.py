@@ -41,8 +41,6 @@ def register(app: typer.Typer) -> None:
         train_rounds: Optional[int] = typer.Option(None, "--train-rounds", help="Timed training steps "
                                                                                  "(default: min(rounds, 50))."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads for the run "
-                                                                       "(default: torch's choice)."),
         flops: bool = typer.Option(True, "--flops/--no-flops", help="Count FLOPs per image (one extra pass)."),
         peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops",
                                                     help="Device peak TFLOP/s at this precision, to report the "
@@ -55,6 +53,7 @@ def register(app: typer.Typer) -> None:
             _list(json_out)
             return
         from natgan.bench.measure import BenchSettings, benchmark
+        from natgan.devices import current_threads
         from natgan.fsutil import check_output_file
         from natgan.model_choice import parse_int_list
 
@@ -67,7 +66,7 @@ def register(app: typer.Typer) -> None:
             precision=precision,  # type: ignore[arg-type]
             compile=compile_mode if compile_ else None, attn_backend=attn_backend, train=train,
             train_batch=train_batch, train_rounds=train_rounds, device=device, flops=flops,
-            peak_tflops=peak_tflops, threads=threads)
+            peak_tflops=peak_tflops, threads=current_threads())  # --threads: set for every command
         if not compile_ and compile_mode != "default":
             raise ConfigError("--compile-mode needs --compile")
 

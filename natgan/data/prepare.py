@@ -88,10 +88,10 @@ def parse_sizes(sizes: str | int | Sequence[int]) -> list[int]:
 
 
 def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    """One encoder process per core this process may use (the main process mostly waits on them)."""
+    from natgan.devices import usable_cores
+
+    return usable_cores()
 
 
 def _check_options(dataset: str, encoding: str, filter: str, workers: int | None, max_images: int | None,

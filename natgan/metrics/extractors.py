@@ -17,7 +17,6 @@ reference statistics cacheable), or pass a bare callable taking uint8 images.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from cleanfid.inception_torchscript import InceptionV3W
 from cleanfid.resize import build_resizer
 from torch import nn
 
+from natgan.devices import usable_cores
 from natgan.errors import ConfigError, NatGanError
 from natgan.metrics.weight_trust import VerifiedWeights, verify
 from natgan.metrics.weights import MODES, PYTORCH_FID, TORCHSCRIPT, resolve_weights
@@ -56,7 +56,7 @@ def _resize_pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, min(32, os.cpu_count() or 1)),
+            _POOL = ThreadPoolExecutor(max_workers=max(1, min(32, usable_cores())),
                                        thread_name_prefix="natgan-resize")
         return _POOL
 

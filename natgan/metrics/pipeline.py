@@ -131,6 +131,9 @@ class _ImagesAt(Dataset):
 def dataset_features(src, indices: Sequence[int], extractor, *, batch_size: int, workers: int = 0,
                      advance: Advance | None = None) -> np.ndarray:
     """Features of ``src[i]`` for ``i`` in ``indices`` (decoding in ``workers`` processes)."""
+    from natgan.devices import loader_workers
+
+    workers = loader_workers(workers, getattr(extractor, "device", "cpu"))  # workers + CPU threads <= cores
     # Its own generator: a DataLoader otherwise draws a base seed from the global RNG (the trainer's).
     loader = DataLoader(_ImagesAt(src, indices), batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=torch.cuda.is_available(), persistent_workers=False,

@@ -8,7 +8,6 @@ changing the data changes the content hash and so misses the cache.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,11 @@ class Reference:
 
 
 def default_workers() -> int:
-    """Decoder processes for dataset images: none on tiny machines, up to 8 elsewhere."""
-    cpus = os.cpu_count() or 1
+    """Decoder processes for dataset images: none on tiny machines, up to 8 elsewhere (then capped by
+    :func:`natgan.devices.loader_workers` beside the compute threads)."""
+    from natgan.devices import usable_cores
+
+    cpus = usable_cores()
     return 0 if cpus <= 2 else min(8, cpus // 2)
 
 

@@ -24,7 +24,7 @@ from natgan.metrics.extractors import as_extractor, build_inception
 from natgan.metrics.pipeline import generator_features
 from natgan.metrics.reference import Reference, dataset_reference, load_reference, matched_resolutions
 from natgan.metrics.registry import FEATURE_SETS, METRICS, Metric, MetricInputs, parse_metrics
-from natgan.metrics.weights import MODES
+from natgan.metrics.weights import MODES, WEIGHTS, MissingWeights, locate, missing_error
 from natgan.devices import resolve_device
 from natgan.noise_modes import METRIC_NOISE_MODE
 from natgan.sampling.classes import dataset_labels, num_classes_of
@@ -65,21 +65,37 @@ def _plan(names: list[str], pr_features: str, *, generator: bool, num: int | Non
 
 
 def _extractors(needs: dict, *, extractor: Any, extractors: dict | None, mode: str, device: torch.device,
-                inception: str | Path | None, weights_dir: str | Path | None) -> dict:
-    """One extractor per feature set: given ones first (tests, notebooks), else the real networks."""
+                inception: str | Path | None, weights_dir: str | Path | None, lpips: bool = False) -> dict:
+    """One extractor per feature set: given ones first (tests, notebooks), else the real networks.
+
+    Every weights file the run needs (the extractors', and LPIPS's when ``lpips``: PPL loads it later) is
+    looked for here, and all missing ones are named in one error: not the first one per attempt."""
     given = dict(extractors or {})
     if extractor is not None:
         given.setdefault("inception", extractor)
-    out = {}
+    out, missing = {}, []
     for fs in needs:
-        if fs in given:
-            out[fs] = as_extractor(given[fs], mode)
-        elif fs == "inception":
-            out[fs] = build_inception(mode, device=device, inception=inception, weights_dir=weights_dir)
-        else:
-            from natgan.metrics.vgg import build_vgg16
+        try:
+            if fs in given:
+                out[fs] = as_extractor(given[fs], mode)
+            elif fs == "inception":
+                out[fs] = build_inception(mode, device=device, inception=inception, weights_dir=weights_dir)
+            else:
+                from natgan.metrics.vgg import build_vgg16
 
-            out[fs] = build_vgg16(device=device, weights_dir=weights_dir)
+                out[fs] = build_vgg16(device=device, weights_dir=weights_dir)
+        except MissingWeights as exc:
+            missing.append(exc)
+    if lpips:
+        for name in ("vgg16", "lpips-vgg"):
+            if any(exc.spec.filename == WEIGHTS[name].filename for exc in missing):
+                continue
+            try:
+                locate(name, weights_dir=weights_dir, purpose="--metrics ppl (LPIPS)")
+            except MissingWeights as exc:
+                missing.append(exc)
+    if missing:
+        raise missing_error(missing)
     return out
 
 
@@ -157,7 +173,8 @@ def _result(names: list[str], scores: dict, details: dict, *, mode: str, extract
 
 
 def _prepare(metrics, pr_features: str, *, generator: bool, num: int | None, num_ref: int | None, mode: str,
-             device, extractor: Any, extractors: dict | None, inception, weights_dir) -> tuple:
+             device, extractor: Any, extractors: dict | None, inception, weights_dir,
+             options: dict | None = None) -> tuple:
     """What both evaluations do first: check counts, plan the metrics, pick the device and the extractors.
 
     Returns ``(names, chosen metrics, needs per feature set, device, extractors, mode)``; the mode is the
@@ -168,7 +185,8 @@ def _prepare(metrics, pr_features: str, *, generator: bool, num: int | None, num
     chosen, needs = _plan(names, pr_features, generator=generator, num=num)
     device = resolve_device(device, option="device")
     exts = _extractors(needs, extractor=extractor, extractors=extractors, mode=mode, device=device,
-                       inception=inception, weights_dir=weights_dir)
+                       inception=inception, weights_dir=weights_dir,
+                       lpips=any(m.name == "ppl" for m in chosen) and not (options or {}).get("lpips"))
     mode = exts["inception"].mode if "inception" in exts else mode
     return names, chosen, needs, device, exts, mode
 
@@ -204,7 +222,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     cond = _conditioning(G, reference)  # a conditional G's labels come from the reference: check it first
     names, chosen, needs, device, exts, mode = _prepare(
         metrics, pr_features, generator=True, num=num, num_ref=num_ref, mode=mode, device=device,
-        extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir)
+        extractor=extractor, extractors=extractors, inception=inception, weights_dir=weights_dir, options=options)
     refs = _references(reference, needs, exts, resolution=int(G.resolution), num=num_ref, batch_size=batch_size,
                        workers=workers, use_cache=use_cache, progress=progress,
                        covariance=_covariance_sets(chosen, pr_features))

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from natgan.errors import ConfigError, NatGanError
 from natgan.fsutil import atomic_write
+from natgan.metrics.cache import cache_dir
 from natgan.metrics.weight_files import (  # noqa: F401 - the table's names are part of this module's API
     PYTORCH_FID,
     TORCHSCRIPT,
@@ -43,6 +44,21 @@ from natgan.metrics.weight_trust import private_location, sha256_file
 
 MODES = ("clean", "legacy_pytorch", "legacy_tensorflow")
 DOWNLOAD_TIMEOUT_S = 60
+
+
+# What needs each file, in the order ``nat-gan doctor --weights`` and the README table list them:
+# (what needs it, the WEIGHTS names it loads).
+USES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("fid, kid, is (--mode legacy_pytorch, the default)", ("inception-pytorch-fid",)),
+    ("fid, kid, is (--mode clean, legacy_tensorflow)", ("inception-torchscript",)),
+    ("pr, dc (--pr-features vgg16, the default)", ("vgg16",)),
+    ("ppl, project (LPIPS)", ("vgg16", "lpips-vgg")),
+)
+
+
+def needed_by(name: str) -> str:
+    """What needs the file :data:`WEIGHTS` calls ``name`` (from :data:`USES`), for messages."""
+    return "; ".join(needs for needs, names in USES if name in names) or name
 
 
 def weights_for_mode(mode: str) -> WeightsFile:
@@ -71,6 +87,14 @@ def download(url: str, target: Path, *, sha256: str | None = None) -> Path:
             raise OSError(f"checksum mismatch (sha256 {digest.hexdigest()}, expected {sha256})")
 
     return atomic_write(target, write)
+
+
+class MissingWeights(NatGanError):
+    """A weights file found nowhere and not downloaded: the one-line message plus its parts."""
+
+    def __init__(self, message: str, spec: "WeightsFile", purpose: str, reason: str):
+        super().__init__(message)
+        self.spec, self.purpose, self.reason = spec, purpose, reason
 
 
 def missing_message(purpose: str, spec: WeightsFile, reason: str, *, inception: bool = False) -> str:
@@ -164,32 +188,57 @@ def locate(name: str, *, weights_dir: str | Path | None = None, purpose: str | N
     searched = f"not in {directory[0]}; " if directory else ""
     searched += "".join(f"{p} ignored: others can write there; " for p in _ignored_copies(spec))
     if _offline():
-        raise NatGanError(missing_message(purpose, spec, f"{searched}NATGAN_OFFLINE is set, so nothing is downloaded",
-                                          inception=inception))
+        reason = f"{searched}NATGAN_OFFLINE is set, so nothing is downloaded"
+        raise MissingWeights(missing_message(purpose, spec, reason, inception=inception), spec, purpose, reason)
     target = spec.cache_location()
     try:
         download(spec.url, target, sha256=spec.sha256)
     except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise NatGanError(missing_message(purpose, spec, f"{searched}download failed: {str(reason).splitlines()[0]}",
-                                          inception=inception)) from None
+        cause = getattr(exc, "reason", None) or exc
+        reason = f"{searched}download failed: {str(cause).splitlines()[0]}"
+        raise MissingWeights(missing_message(purpose, spec, reason, inception=inception), spec, purpose,
+                             reason) from None
     return target
 
 
 def locate_all(names: list[str], *, weights_dir: str | Path | None = None, purpose: str) -> dict[str, Path]:
-    """:func:`locate` for several files a network needs together; every missing one is named in one line."""
-    found, missing = {}, []
-    for name in names:
+    """:func:`locate` for several files a network needs together; every missing one is named at once."""
+    paths = locate_each([dict(name=name, weights_dir=weights_dir, purpose=purpose) for name in names])
+    return dict(zip(names, paths))
+
+
+def locate_each(queries: list[dict]) -> list[Path]:
+    """:func:`locate` (``**query``) for every query, in order. Why all first: a run that needs several
+    networks (``fid --metrics fid,pr,ppl``) names every missing file in one error, not one per attempt.
+
+    One missing file: its own one-line message. Several: a first line that counts them, then one line per
+    file (name, what needs it, URL, why it is not there)."""
+    found, missing = [], []
+    for query in queries:
         try:
-            found[name] = locate(name, weights_dir=weights_dir, purpose=purpose)
-        except NatGanError as exc:
-            missing.append(str(exc))
+            found.append(locate(**query))
+        except NatGanError as exc:  # MissingWeights, or an explicit path that does not hold the file
+            missing.append(exc)
     if missing:
-        raise NatGanError(" | ".join(missing))
+        raise missing_error(missing)
     return found
 
 
-def _inception_query(mode: str, inception: str | Path | None, weights_dir: str | Path | None) -> dict:
+def missing_error(missing: list[NatGanError]) -> NatGanError:
+    """One error for several missing files: the file's own message when there is one, else a first line
+    that counts them and one line per file (name, what needs it, URL, why it is not there)."""
+    if len(missing) == 1:
+        return missing[0]
+    lines = [f"{len(missing)} weights files are missing: download each and put it in the weights directory "
+             f"(--weights DIR or NATGAN_WEIGHTS=DIR) or in {cache_dir() / 'weights'}"]
+    for exc in missing:
+        lines.append(f"  {exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
+                     if isinstance(exc, MissingWeights) else f"  {exc}")
+    return NatGanError("\n".join(lines))
+
+
+def inception_query(mode: str, inception: str | Path | None, weights_dir: str | Path | None) -> dict:
+    """The :func:`locate` arguments for the Inception file of clean-fid ``mode``."""
     spec = weights_for_mode(mode)
     explicit = (inception, "--inception") if inception else (os.environ.get("NATGAN_INCEPTION"), "NATGAN_INCEPTION")
     name = "inception-pytorch-fid" if spec is PYTORCH_FID else "inception-torchscript"
@@ -198,10 +247,10 @@ def _inception_query(mode: str, inception: str | Path | None, weights_dir: str |
 
 def resolve_weights(mode: str, inception: str | Path | None = None, weights_dir: str | Path | None = None) -> Path:
     """Path of the Inception weights file for clean-fid ``mode`` (``--inception``/``$NATGAN_INCEPTION`` first)."""
-    return locate(**_inception_query(mode, inception, weights_dir))
+    return locate(**inception_query(mode, inception, weights_dir))
 
 
 def find_weights(mode: str, inception: str | Path | None = None, weights_dir: str | Path | None = None) -> Path | None:
     """:func:`resolve_weights` without the download step (``nat-gan doctor``): None when the file is nowhere yet."""
-    return find(**_inception_query(mode, inception, weights_dir))
+    return find(**inception_query(mode, inception, weights_dir))
 

@@ -42,8 +42,11 @@ class LoadedGenerator:
         if not isinstance(w_avg, torch.Tensor) or not w_avg.is_floating_point():
             raise CheckpointError(f"{where}: expected a float tensor, got {type(w_avg).__name__}")
         device = next(self.G.parameters()).device
-        with torch.inference_mode():
-            w_shape = tuple(self.G.mapping(torch.zeros(1, self.G.z_dim, device=device)).shape[1:])
+        z = torch.zeros(1, self.G.z_dim, device=device)
+        with torch.inference_mode():             # a conditional generator maps z with some label (its shape is all)
+            w = self.G.mapping(z, torch.zeros(1, dtype=torch.long, device=device)) if num_classes_of(self.G) \
+                else self.G.mapping(z)
+        w_shape = tuple(w.shape[1:])
         if tuple(w_avg.shape) not in (w_shape, w_shape[-1:], (1, *w_shape[-1:])):
             raise CheckpointError(f"{where}: shape {list(w_avg.shape)} does not fit this generator's w "
                                   f"{list(w_shape)}")

@@ -172,7 +172,9 @@ class Trainer:
         start = self.step * self.plan.per_gpu
         sampler = ResumableSampler(len(dataset), seed=self.t.seed, rank=self.dist.rank, world=self.dist.world,
                                    start=start)
-        workers = self.recipe.data.workers
+        from natgan.devices import loader_workers
+
+        workers = loader_workers(self.recipe.data.workers, self.device)  # workers + CPU threads <= cores
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=self.plan.micro, sampler=sampler, num_workers=workers, drop_last=True,
             pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
