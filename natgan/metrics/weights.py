@@ -225,16 +225,15 @@ def locate_each(queries: list[dict]) -> list[Path]:
 
 
 def missing_error(missing: list[NatGanError]) -> NatGanError:
-    """One error for several missing files: the file's own message when there is one, else a first line
-    that counts them and one line per file (name, what needs it, URL, why it is not there)."""
+    """One error for several missing files, on one line like every nat-gan error: the file's own message when
+    there is one, else a count followed by each file (name, what needs it, URL, why it is not there)."""
     if len(missing) == 1:
         return missing[0]
-    lines = [f"{len(missing)} weights files are missing: download each and put it in the weights directory "
-             f"(--weights DIR or NATGAN_WEIGHTS=DIR) or in {cache_dir() / 'weights'}"]
-    for exc in missing:
-        lines.append(f"  {exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
-                     if isinstance(exc, MissingWeights) else f"  {exc}")
-    return NatGanError("\n".join(lines))
+    items = [f"{exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
+             if isinstance(exc, MissingWeights) else str(exc) for exc in missing]
+    return NatGanError(f"{len(missing)} weights files are missing (download each and put it in the weights "
+                       f"directory, --weights DIR or NATGAN_WEIGHTS=DIR, or in {cache_dir() / 'weights'}): "
+                       + "; ".join(items))
 
 
 def inception_query(mode: str, inception: str | Path | None, weights_dir: str | Path | None) -> dict:
