@@ -89,7 +89,7 @@ def _cgroup_available() -> int | None:
         return None
 
 
-def _address_space_left() -> int | None:
+def address_space_left() -> int | None:
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return None
@@ -105,7 +105,7 @@ def _address_space_left() -> int | None:
 def memory_budget() -> int:
     """Bytes this process may still allocate: the least of free memory, the cgroup's limit, the address-space
     limit (``ulimit -v``) and ``$NATGAN_MEMORY_BUDGET``."""
-    candidates = [_meminfo_available(), _cgroup_available(), _address_space_left()]
+    candidates = [_meminfo_available(), _cgroup_available(), address_space_left()]
     if os.environ.get(ENV_BUDGET):
         parsed = _parse_bytes(os.environ[ENV_BUDGET])
         if parsed is None:

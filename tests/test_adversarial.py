@@ -1077,3 +1077,27 @@ def test_relative_data_paths_are_stored_absolute_and_named_on_resume(tmp_path, c
     assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
     assert "elsewhere/data.lmdb" in errors[0] and f"{old} (stored recipe)" in errors[0]
     assert "current directory" in errors[0] and not (tmp_path / "run2").exists()
+
+
+def test_w_average_samples_are_bounded(tmp_path, good_ckpt):
+    target = tmp_path / "t.png"
+    target.write_bytes(png(0))
+    base = ["project", "--ckpt", good_ckpt, "--target", target, "--random-lpips", "--steps", "1", "--outdir",
+            tmp_path / "p", "-q", "--w-avg-samples"]
+    code, err = run_capped(base + ["100000000"])
+    assert_one_line(code, err, expected=2, names="--w-avg-samples")
+    code, err = run_capped(base + ["1000000"], env={"NATGAN_MEMORY_BUDGET": "1M"})
+    assert_one_line(code, err, expected=2, names="(--w-avg-samples) needs")
+    assert not (tmp_path / "p").exists()
+
+
+def test_prepare_works_under_an_address_space_limit(tmp_path):
+    """LMDB reserves 1 TiB of address space; under `ulimit -v` the builder maps what is left instead."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"{i}.png").write_bytes(png(i))
+    code, err = run_capped(["prepare", "folder", src, "--out", tmp_path / "o.lmdb", "--sizes", "8", "--workers",
+                            "0", "--no-progress"])
+    assert code == 0 and "Traceback" not in err, err[-2000:]
+    assert (tmp_path / "o.lmdb" / "data.mdb").exists()

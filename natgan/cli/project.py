@@ -37,7 +37,8 @@ def register(app: typer.Typer) -> None:
         random_lpips: bool = typer.Option(False, "--random-lpips", help="Random-init VGG instead of LPIPS weights "
                                                                         "(testing only: not a perceptual loss).",
                                           hidden=True),
-        w_avg_samples: int = typer.Option(10_000, "--w-avg-samples", min=1, help="Latents averaged for the start w."),
+        w_avg_samples: int = typer.Option(10_000, "--w-avg-samples", min=1, max=1_000_000,
+                                          help="Latents averaged for the start w."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
         class_opt: Optional[str] = typer.Option(None, "--class", help="Class-conditional checkpoints: project into "

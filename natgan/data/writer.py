@@ -82,8 +82,18 @@ class LmdbBuilder:
             shutil.rmtree(self.tmp)
         # sync=False/metasync=False: no fsync per commit; durability comes from the explicit
         # env.sync() before the rename, which is the only moment the file becomes visible.
-        self._env = lmdb.open(str(self.tmp), map_size=fmt.MAP_SIZE, subdir=True, readahead=False,
-                              meminit=False, sync=False, metasync=False)
+        options = dict(subdir=True, readahead=False, meminit=False, sync=False, metasync=False)
+        try:
+            self._env = lmdb.open(str(self.tmp), map_size=fmt.MAP_SIZE, **options)
+        except lmdb.MemoryError:
+            # an address-space limit (ulimit -v) cannot reserve 1 TiB: map half of what is left instead
+            from natgan.limits import address_space_left, human_bytes
+
+            left = address_space_left() or 0
+            if left < 1 << 27:
+                raise DataError(f"{self.out}: cannot map the LMDB ({human_bytes(left)} of address space left; "
+                                f"raise `ulimit -v`)") from None
+            self._env = lmdb.open(str(self.tmp), map_size=left // 2, **options)
         self._txn = self._env.begin(write=True)
         return self
 

@@ -49,6 +49,12 @@ def w_statistics(G: nn.Module, *, num: int = 10_000, seed: int = STATS_SEED, bat
                  ) -> tuple[torch.Tensor, float]:
     """``(w_avg [1, w_dim], w_std)`` of one w row over ``num`` fixed-seed latents (the projector's start
     point and noise scale: ``w_std = sqrt(E||w - w_avg||^2)``, as stylegan2-ada-pytorch's projector)."""
+    from natgan.errors import ConfigError
+    from natgan.limits import check_fits
+
+    # all latents are drawn at once (the statistics do not depend on the batch): z, then w rows in float64
+    check_fits(num * (G.z_dim * 4 + w_row_dim(G) * 8 * 2), f"{num:,} latents for the w statistics "
+               f"(--w-avg-samples)", error=ConfigError)
     device = next(iter(G.parameters())).device
     z = torch.randn(num, G.z_dim, generator=torch.Generator().manual_seed(seed))
     ws = torch.cat([rows(G.mapping(chunk.to(device))).double() for chunk in z.split(batch)])

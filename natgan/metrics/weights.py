@@ -225,14 +225,15 @@ def locate_each(queries: list[dict]) -> list[Path]:
 
 
 def missing_error(missing: list[NatGanError]) -> NatGanError:
-    """One error, on one line, for several missing files: the file's own message when there is one, else
-    the count, where to put them, then each file (name, what needs it, URL, why it is not there)."""
+    """One error for several missing files, on one line like every nat-gan error: the file's own message when
+    there is one, else a count followed by each file (name, what needs it, URL, why it is not there)."""
     if len(missing) == 1:
         return missing[0]
-    files = [f"{exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
+    items = [f"{exc.spec.filename} ({exc.spec.label}, for {exc.purpose}): {exc.spec.url} [{exc.reason}]"
              if isinstance(exc, MissingWeights) else str(exc) for exc in missing]
-    return NatGanError(f"{len(missing)} weights files are missing; download each into the weights directory "
-                       f"(--weights DIR or NATGAN_WEIGHTS=DIR) or {cache_dir() / 'weights'}: " + " | ".join(files))
+    return NatGanError(f"{len(missing)} weights files are missing (download each and put it in the weights "
+                       f"directory, --weights DIR or NATGAN_WEIGHTS=DIR, or in {cache_dir() / 'weights'}): "
+                       + "; ".join(items))
 
 
 def inception_query(mode: str, inception: str | Path | None, weights_dir: str | Path | None) -> dict:
