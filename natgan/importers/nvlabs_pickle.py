@@ -40,7 +40,6 @@ from natgan.limits import check_untrusted
 from natgan.importers.nvlabs_records import ModuleRecord, PersistentRecord, state_dict
 
 PERSISTENCE = ("torch_utils.persistence", "_reconstruct_persistent_obj")
-SNAPSHOT_KEYS = ("G", "D", "G_ema")
 
 
 def _module_record(torch_name: str) -> type:
