@@ -1,0 +1,152 @@
+"""The conditional paths of the metric registry: PPL's labels (stylegan2-ada-pytorch's conditional protocol,
+re-derived here), intra-FID's cached per-class reference statistics, and the labels every other metric's
+generated images get. Offline: random-weight LPIPS and small fixed feature maps stand in for the networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from natgan.data import open_dataset, prepare_digits
+from natgan.metrics import evaluate_generator
+from natgan.metrics import ppl
+from natgan.metrics.lpips import load_lpips
+from natgan.models import create
+from natgan.models.conditioning import ClassBoundGenerator
+from natgan.models.contract import has_mapping_network, noise_inputs, using_noise
+from natgan.models.interpolation import slerp
+from natgan.models.normalization import to_unit
+from reduced_models import reduced
+
+K = 3  # classes of the generators built here
+
+
+@pytest.fixture(scope="module")
+def lpips():
+    return load_lpips(random_init=True)
+
+
+@pytest.fixture(scope="module")
+def digits16(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cmdata") / "digits16.lmdb"
+    prepare_digits(out, sizes=[16], progress=False)
+    return str(out)
+
+
+def conditional(name: str, num_classes: int = K) -> torch.nn.Module:
+    """A reduced class-conditional generator whose label matters visibly (StyleGAN2's noise made to count too)."""
+    torch.manual_seed(0)
+    G = create(name, **reduced(name, num_classes)).generator.eval()
+    with torch.no_grad():
+        for n, p in G.named_parameters():
+            if "noise" in n and name == "stylegan2":  # noise strengths start at zero
+                p.fill_(0.3)
+            if "label_embed" in n and p.ndim == 2:  # make the label's share of w large
+                p.mul_(4)
+    return G
+
+
+class MappingSpy:
+    """Records the (z, c) of every ``G.mapping`` call."""
+
+    def __init__(self, G):
+        self.calls = []
+        self.original = G.mapping
+
+        def spy(z, c=None):
+            self.calls.append((z.detach().clone(), None if c is None else c.detach().clone()))
+            return self.original(z, c)
+
+        G.mapping = spy
+
+
+# ------------------------------------------------------------------------------------------------ PPL
+
+
+def official_ppl(G, lpips, *, n: int, seed: int, pool: torch.Tensor, epsilon: float = 1e-4) -> float:
+    """stylegan2-ada-pytorch's ``PPLSampler.forward`` (metrics/perceptual_path_length.py), re-derived for one
+    batch of ``n`` paths: a label per path from the dataset (``dataset.get_label(randint(len))``), the same c
+    for both ends (``mapping(z=cat([z0, z1]), c=cat([c, c]))`` in w; ``mapping(cat([zt0, zt1]), cat([c, c]))``
+    in z), noise shared by the pair, ``dist = lpips(t) - lpips(t + eps)`` / eps², 1/99 percentile filter.
+    The draws (t, z, noise, then the label indices) come from nat-gan's documented seeded stream."""
+    rng = torch.Generator().manual_seed(seed)
+    t = torch.rand(n, generator=rng) * 0.0  # sampling "end"
+    z0, z1 = torch.randn(2 * n, G.z_dim, generator=rng).chunk(2)
+    noise = {k: torch.randn(v.shape, generator=rng) for k, v in noise_inputs(G).items()}
+    c = pool[torch.randint(len(pool), (n,), generator=rng)]
+    with torch.no_grad(), using_noise(G, noise):
+        G.noise_mode = "const"
+        if has_mapping_network(G):
+            w0, w1 = G.mapping(torch.cat([z0, z1]), torch.cat([c, c])).chunk(2)
+            shape = (-1, *([1] * (w0.ndim - 1)))
+            wt0, wt1 = w0.lerp(w1, t.view(shape)), w0.lerp(w1, t.view(shape) + epsilon)
+        else:
+            zt0, zt1 = slerp(z0, z1, t), slerp(z0, z1, t + epsilon)
+            wt0, wt1 = G.mapping(torch.cat([zt0, zt1]), torch.cat([c, c])).chunk(2)
+        img = to_unit(G.synthesis(torch.cat([wt0, wt1])).float(), G.normalization, clamp=False)
+        a, b = img.chunk(2)
+        dist = (lpips(a, b) / epsilon ** 2).double().numpy()
+    lo, hi = np.percentile(dist, 1, method="lower"), np.percentile(dist, 99, method="higher")
+    return float(dist[(dist >= lo) & (dist <= hi)].mean())
+
+
+@pytest.mark.parametrize("name", ["stylegan2", "hit"])
+def test_conditional_ppl_is_stylegan2_ada_pytorchs_protocol(name, lpips):
+    """PPL of a conditional G equals the official conditional sampler re-derived on the same draws (w lerp for
+    StyleGAN2, z slerp for HiT, as their unconditional forms); a run whose labels were ignored, drawn
+    elsewhere or different at the two ends of a path would not."""
+    G = conditional(name)
+    pool = torch.tensor([2, 0, 2, 1, 2, 2])
+    ours = ppl.perceptual_path_length(G, lpips, n=6, batch=6, seed=3, label_pool=pool)
+    assert ours["protocol"]["space"] == ("w" if name == "stylegan2" else "z")
+    expected = official_ppl(G, lpips, n=6, seed=3, pool=pool)
+    assert ours["ppl"] == pytest.approx(expected, rel=1e-5)
+    # the label matters here, so a wrong label would show: every path in class 0 vs every path in class 1
+    only0 = ppl.perceptual_path_length(G, lpips, n=6, batch=6, seed=3, label_pool=torch.tensor([0]))["ppl"]
+    only1 = ppl.perceptual_path_length(G, lpips, n=6, batch=6, seed=3, label_pool=torch.tensor([1]))["ppl"]
+    assert only0 != pytest.approx(only1, rel=1e-3)
+    assert only0 == pytest.approx(official_ppl(G, lpips, n=6, seed=3, pool=torch.tensor([0])), rel=1e-5)
+
+
+def test_conditional_ppl_in_one_class_is_the_class_bound_generators(lpips):
+    """With every dataset label k, a conditional G's PPL is that of G bound to class k (the unconditional
+    path of that class's generator) on the same seed: the label reaches both ends of every path."""
+    G = conditional("stylegan2")
+    for k in range(K):
+        cond = ppl.perceptual_path_length(G, lpips, n=4, batch=4, seed=1, label_pool=torch.tensor([k, k]))
+        bound = ppl.perceptual_path_length(ClassBoundGenerator(G, k), lpips, n=4, batch=4, seed=1)
+        assert cond["ppl"] == pytest.approx(bound["ppl"], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["stylegan2", "hit"])
+def test_conditional_ppl_draws_one_dataset_label_per_path_for_both_ends(name, lpips):
+    """Every mapping call gets labels; the two ends of a path share one label; labels come only from the pool
+    (the dataset's labels: class 1 never occurs there) and follow it over several batches."""
+    G = conditional(name)
+    spy = MappingSpy(G)
+    pool = torch.tensor([0, 2, 2, 2])
+    ppl.perceptual_path_length(G, lpips, n=20, batch=4, seed=0, label_pool=pool)
+    calls = [(z, c) for z, c in spy.calls if len(z) == 8]  # the path calls (the space probe is 2 latents)
+    assert len(calls) == 5 and all(c is not None and len(c) == len(z) for z, c in calls)
+    labels = torch.cat([c[:4] for _, c in calls])
+    for _, c in calls:
+        assert torch.equal(c[:4], c[4:])  # path i's two ends: one label
+    assert set(labels.tolist()) == {0, 2}
+    assert 5 <= int((labels == 2).sum()) < 20  # the pool's 3:1 share, seeded (15 of 20 here)
+
+
+def test_conditional_ppl_through_the_runner_uses_the_reference_labels(lpips, digits16):
+    """`nat-gan fid --metrics ppl` on a conditional checkpoint: labels from the labelled reference dataset (it
+    failed before: the probe of the mapping network called G without labels)."""
+    G = conditional("stylegan2", num_classes=10)
+    out = evaluate_generator(G, digits16, metrics=["ppl"], num=6, batch_size=8, seed=2, progress=False,
+                             options={"lpips": lpips}, workers=0)
+    src = open_dataset(digits16, 16)
+    try:
+        pool = torch.as_tensor(np.asarray(src.labels), dtype=torch.long)
+    finally:
+        src.close()
+    direct = ppl.perceptual_path_length(G, lpips, n=6, batch=4, seed=2, label_pool=pool)
+    assert out["ppl"] == direct["ppl"]
+    assert "labels drawn from the dataset per path" in out["details"]["ppl"]["protocol"]
