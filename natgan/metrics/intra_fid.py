@@ -21,9 +21,12 @@ from natgan.sampling.generate import ImageGenerator
 
 
 def intra_fid(G: Any, source: Any, extractor: Any, *, per_class: int, seed: int = 0, batch_size: int = 64,
-              psi: float = 1.0, class_names: list[str] | None = None) -> dict:
+              psi: float = 1.0, w_avg: Any = None, class_names: list[str] | None = None) -> dict:
     """``{"intra_fid": mean, "per_class": {name: fid}, "real_per_class": {name: count}}`` for a conditional ``G``
-    against a labelled image ``source`` (:func:`natgan.data.open_dataset` at ``G``'s resolution)."""
+    against a labelled image ``source`` (:func:`natgan.data.open_dataset` at ``G``'s resolution).
+
+    ``psi != 1`` truncates toward ``w_avg`` when given (the checkpoint's stored centre, the one the plain FID images
+    use), else toward each class's own mean w (:func:`natgan.sampling.truncation_centre`)."""
     labels = np.asarray(source.labels)
     names = class_names or [str(i) for i in range(G.num_classes)]
     seeds = range(seed, seed + per_class)
@@ -34,7 +37,7 @@ def intra_fid(G: Any, source: Any, extractor: Any, *, per_class: int, seed: int 
             raise DataError(f"{source.path}: class {name!r} has {len(idx)} real image(s); intra-FID needs at least "
                             f"2 per class")
         real = statistics(dataset_features(source, idx.tolist(), extractor, batch_size=batch_size))
-        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, labels=fixed_class(k))
+        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg, labels=fixed_class(k))
         fake = statistics(generator_features(gen, seeds, extractor, overlap=False))
         per[name] = frechet_distance(fake, real)
         counts[name] = int(len(idx))
