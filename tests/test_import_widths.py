@@ -1,4 +1,5 @@
-"""`nat-gan import` of official snapshots whose channel table is not a StyleGAN2 default.
+"""`nat-gan import` of official snapshots whose channel table is not a StyleGAN2 default (and the shared checks
+of every conditional NVlabs fixture: sample/fid/train --init, poisoned module sources).
 
 The fixtures (tests/fixtures/official/*-widths, stylegan3-stylegan2, *-cond; see its README) were written by
 the official code with ``channel_base``/``channel_max`` pairs whose widths follow no
@@ -164,10 +165,11 @@ def digits32(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan2-ada-cond"])
+@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan2-ada-cond", "stylegan2-ada-cifar"])
 def test_imported_file_works_with_sample_fid_and_train_init(folder, digits32, tmp_path, capsys, monkeypatch):
     out, ckpt = _imported(folder, tmp_path)
-    conditional = ckpt["model"]["config"]["num_classes"] > 0
+    cfg = ckpt["model"]["config"]
+    conditional = cfg["num_classes"] > 0
     assert _cli(["sample", "--ckpt", str(out), "--seeds", "0-1", "--trunc", "0.7", "--outdir", str(tmp_path / "s"),
                  "--device", "cpu", *(["--class", "3"] if conditional else [])]) == 0
     assert len(list((tmp_path / "s").glob("*.png"))) == 2
@@ -194,15 +196,17 @@ def test_imported_file_works_with_sample_fid_and_train_init(folder, digits32, tm
                            f'pl_weight = 0.0\n')
     recipe, init_ck, _ = resolve_init(recipe_path=recipe_path, overrides=[], outdir=tmp_path / "ft",
                                       init=str(out), data_override=[])
-    assert recipe.model.channels == [16, 16, 8, 4]
-    assert recipe.model.num_classes == ckpt["model"]["config"]["num_classes"]
+    assert recipe.model.channels == cfg["channels"]
+    assert (recipe.model.num_classes, recipe.model.d_architecture) == (cfg["num_classes"], cfg["d_architecture"])
     t = Trainer(recipe, tmp_path / "ft", init_from=init_ck, show_progress=False)
     for name, module in (("G", t.G), ("G_ema", t.G_ema), ("D", t.D)):
         for key, value in module.state_dict().items():
             assert torch.equal(value, ckpt["weights"][name][key]), (name, key)
     result = train(recipe, tmp_path / "ft2", init_from=init_ck, show_progress=False)
     assert result.step == 2
-    assert checkpoint.load(tmp_path / "ft2" / "latest.pt")["model"]["config"]["channels"] == [16, 16, 8, 4]
+    trained = checkpoint.load(tmp_path / "ft2" / "latest.pt")["model"]["config"]
+    assert {k: trained[k] for k in ("channels", "d_architecture", "mbstd_group")} == \
+        {k: cfg[k] for k in ("channels", "d_architecture", "mbstd_group")}
 
 
 def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
@@ -223,7 +227,8 @@ def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths",
-                                    "stylegan2-ada-cond", "ganformer-cond"])
+                                    "stylegan2-ada-cond", "ganformer-cond", "stylegan2-ada-cifar",
+                                    "stylegan2-ada-skip"])
 def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monkeypatch):
     """The records' ``module_src`` is data: a poisoned copy still imports (same images), nothing runs."""
     marker = tmp_path / "PWNED"

@@ -2,11 +2,13 @@
 nat-gan's ``stylegan2``.
 
 The snapshot is read by :mod:`natgan.importers.nvlabs_pickle` (no code from the file runs). The generator
-must be what nat-gan's StyleGAN2 computes: RGB, ``skip`` synthesis, residual discriminator, ``z_dim == w_dim``,
-FIR ``[1, 3, 3, 1]``, and when class-conditional (``c_dim > 0``) the official label layers with their defaults
-(embedding ``w_dim`` wide, D label mapping of 8 layers at lr 0.01, ``cmap_dim`` = the 4x4 width); anything else
-is refused with the reason. The widths come from the weight shapes, whatever ``channel_base``/``channel_max``
-made them. Renaming (NVlabs -> ours, which are rosinality's):
+must be what nat-gan's StyleGAN2 computes: RGB, ``skip`` synthesis, ``z_dim == w_dim``, FIR ``[1, 3, 3, 1]``,
+and when class-conditional (``c_dim > 0``) the official label layers with their defaults (embedding ``w_dim``
+wide, D label mapping of 8 layers at lr 0.01, ``cmap_dim`` = the 4x4 width); anything else is refused with the
+reason. The widths come from the weight shapes, whatever ``channel_base``/``channel_max`` made them; the mapping
+depth from the weights too (``--cfg=cifar``'s 2 layers); the D's ``architecture`` ('resnet', 'orig' as
+``--cfg=cifar``, 'skip') and its minibatch-stddev group and channel count from its constructor kwargs, stored
+as ``model.d_architecture``, ``mbstd_group``, ``mbstd_channels``. Renaming (NVlabs -> ours, which are rosinality's):
 
 =======================================  ==================================================================
 ``mapping.fc{i}.{weight,bias}``          ``style.{i+1}.{weight,bias}``; ``mapping.w_avg`` -> truncation centre
@@ -18,7 +20,8 @@ made them. Renaming (NVlabs -> ours, which are rosinality's):
 layer ``weight [O,I,k,k]``               ``conv.weight [1,O,I,k,k]``; ``affine`` -> ``conv.modulation``;
                                          ``bias`` -> ``activate.bias`` (ToRGB: ``bias [1,3,1,1]``);
                                          ``noise_strength`` -> ``noise.weight``; ``noise_const`` -> ``noises.noise_j``
-D ``b{R}.fromrgb``, ``b{r}.conv0/conv1/skip``  ``convs.0``, ``convs.{j}.conv1/conv2/skip``
+D ``b{R}.fromrgb``, ``b{r}.conv0/conv1/skip``  ``convs.0``, ``convs.{j}.conv1/conv2/skip`` (no ``skip`` in 'orig'/'skip')
+D 'skip': ``b{r}.fromrgb`` (r < R), ``b4.fromrgb``  ``convs.{j}.from_rgb``, ``final_from_rgb``
 D ``b4.conv/fc/out``                     ``final_conv``, ``final_linear.0``, ``final_linear.1``
 D ``mapping.embed`` / ``mapping.fc{i}``  ``projection.mapping.embed.embed`` / ``projection.mapping.layers.{i}``
                                          (``b4.out`` then emits cmap features; logit = <x, cmap> / sqrt(cmap_dim))
@@ -45,6 +48,7 @@ from natgan.importers.nvlabs_records import (PersistentRecord, cannot_express, c
                                              state_dict)
 from natgan.importers.stylegan2_family import Imported, assemble, plan_stylegan2, stylegan2_train_settings
 from natgan.models.conditioning import D_MAPPING_LAYERS
+from natgan.models.stylegan2_layers import D_ARCHITECTURES
 
 KIND = "stylegan2-ada"
 FIR = torch.tensor([1.0, 3.0, 3.0, 1.0])
@@ -78,19 +82,34 @@ _D_MAPPING = {"num_layers": D_MAPPING_LAYERS, "lr_multiplier": 0.01, "activation
 
 
 def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
+    """The D constructor kwargs nat-gan's stylegan2 needs (architecture, minibatch-stddev head, c_dim), refused
+    with the reason when they describe a discriminator it does not compute."""
     kw = check_network(d, "Discriminator", "stylegan2", src, conditional=True)
-    epilogue = _kwargs(d, "epilogue_kwargs")
+    epilogue, block = _kwargs(d, "epilogue_kwargs"), _kwargs(d, "block_kwargs")
     c_dim = class_count(kw, src, "D")
     if c_dim:
         mapping = _kwargs(d, "mapping_kwargs")
         for key, want in _D_MAPPING.items():
             if mapping.get(key, want) != want:
                 raise _refuse(src, f"D mapping_kwargs.{key} = {mapping[key]!r} (nat-gan's label mapping: {want!r})")
-    if kw.get("architecture", "resnet") != "resnet":
-        raise _refuse(src, f"D architecture '{kw['architecture']}' (only 'resnet' = config-f)")
-    if epilogue.get("mbstd_num_channels", 1) != 1:
-        raise _refuse(src, f"D minibatch-stddev with {epilogue['mbstd_num_channels']} channels (only 1)")
-    return {"mbstd_group": epilogue.get("mbstd_group_size", 4), "c_dim": c_dim}
+    architecture = kw.get("architecture", "resnet")
+    if architecture not in D_ARCHITECTURES:
+        raise _refuse(src, f"D architecture {architecture!r} (nat-gan has {', '.join(map(repr, D_ARCHITECTURES))})")
+    for where, kwargs in (("block_kwargs", block), ("epilogue_kwargs", epilogue)):
+        if kwargs.get("activation", "lrelu") != "lrelu":
+            raise _refuse(src, f"D {where}.activation = {kwargs['activation']!r} (only 'lrelu')")
+    group, channels = epilogue.get("mbstd_group_size", 4), epilogue.get("mbstd_num_channels", 1)
+    if not _count(group, 1):
+        raise _refuse(src, f"D minibatch-stddev group {group!r} (nat-gan needs a fixed group size >= 1; None = "
+                           f"the whole minibatch)")
+    if not _count(channels, 0):
+        raise _refuse(src, f"D minibatch-stddev with {channels!r} channels")
+    return {"mbstd_group": group, "mbstd_channels": channels, "architecture": architecture, "c_dim": c_dim,
+            "conv_clamp": kw.get("conv_clamp")}
+
+
+def _count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _check_filters(sd: dict[str, torch.Tensor], src: str, which: str) -> None:
@@ -158,8 +177,13 @@ def convert_generator(sd: dict[str, torch.Tensor], src: str, which: str
     return out, sd.get("mapping.w_avg")
 
 
-def convert_discriminator(sd: dict[str, torch.Tensor], src: str) -> dict[str, torch.Tensor]:
-    """NVlabs residual D state -> nat-gan (rosinality) D state."""
+def convert_discriminator(sd: dict[str, torch.Tensor], src: str, architecture: str = "resnet"
+                          ) -> dict[str, torch.Tensor]:
+    """NVlabs D state (``architecture`` 'resnet', 'orig' or 'skip') -> nat-gan (rosinality-named) D state.
+
+    Every tensor of the file must be used (FIR filters aside, checked above): a key the architecture has no
+    place for, e.g. a ``skip`` conv in an 'orig' D, is an error naming it, never silently dropped.
+    """
     _check_filters(sd, src, "D")
     resolutions = sorted({int(m.group(1)) for k in sd if (m := re.match(r"b(\d+)\.", k))}, reverse=True)
     top = resolutions[0] if resolutions else 0
@@ -167,27 +191,43 @@ def convert_discriminator(sd: dict[str, torch.Tensor], src: str) -> dict[str, to
         raise CheckpointError(f"{src}: D: blocks {', '.join(f'b{r}' for r in resolutions)} are not "
                               f"b{top}, b{top // 2}, ..., b4")
     out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+
+    def conv(theirs: str, ours: str, index: int = 0) -> None:
+        """An official conv layer -> nat-gan's ConvLayer ``ours``: its conv at ``index`` (1 after a down-sampling
+        blur), the bias in the activation that follows."""
+        out[f"{ours}.{index}.weight"], out[f"{ours}.{index + 1}.bias"] = sd[f"{theirs}.weight"], sd[f"{theirs}.bias"]
+        used.update((f"{theirs}.weight", f"{theirs}.bias"))
+
     try:
-        out["convs.0.0.weight"], out["convs.0.1.bias"] = sd[f"b{top}.fromrgb.weight"], sd[f"b{top}.fromrgb.bias"]
+        conv(f"b{top}.fromrgb", "convs.0")
         for j, res in enumerate((r for r in resolutions if r > 4), start=1):
-            out[f"convs.{j}.conv1.0.weight"], out[f"convs.{j}.conv1.1.bias"] = sd[f"b{res}.conv0.weight"], sd[f"b{res}.conv0.bias"]
-            out[f"convs.{j}.conv2.1.weight"], out[f"convs.{j}.conv2.2.bias"] = sd[f"b{res}.conv1.weight"], sd[f"b{res}.conv1.bias"]
-            out[f"convs.{j}.skip.1.weight"] = sd[f"b{res}.skip.weight"]
-        out["final_conv.0.weight"], out["final_conv.1.bias"] = sd["b4.conv.weight"], sd["b4.conv.bias"]
-        out["final_linear.0.weight"], out["final_linear.0.bias"] = sd["b4.fc.weight"], sd["b4.fc.bias"]
-        out["final_linear.1.weight"], out["final_linear.1.bias"] = sd["b4.out.weight"], sd["b4.out.bias"]
+            if architecture == "skip" and res < top:
+                conv(f"b{res}.fromrgb", f"convs.{j}.from_rgb")
+            conv(f"b{res}.conv0", f"convs.{j}.conv1")
+            conv(f"b{res}.conv1", f"convs.{j}.conv2", index=1)
+            if architecture == "resnet":
+                out[f"convs.{j}.skip.1.weight"] = sd[f"b{res}.skip.weight"]
+                used.add(f"b{res}.skip.weight")
+        if architecture == "skip":
+            conv("b4.fromrgb", "final_from_rgb")
+        conv("b4.conv", "final_conv")
+        for theirs, ours in (("fc", "0"), ("out", "1")):
+            for name in ("weight", "bias"):
+                out[f"final_linear.{ours}.{name}"] = sd[f"b4.{theirs}.{name}"]
+                used.add(f"b4.{theirs}.{name}")
         for key in sd:                          # conditional: the label mapping network of the projection head
             m = re.fullmatch(r"mapping\.(embed|fc(\d+))\.(weight|bias)", key)
             if m:
                 ours = "embed.embed" if m.group(1) == "embed" else f"layers.{m.group(2)}"
                 out[f"projection.mapping.{ours}.{m.group(3)}"] = sd[key]
+                used.add(key)
     except KeyError as exc:
-        raise CheckpointError(f"{src}: D: missing key '{exc.args[0]}'") from None
-    known = re.compile(r"b\d+\.(resample_filter|(fromrgb|conv0|conv1|skip|conv|fc|out)\.(weight|bias|resample_filter))|"
-                       r"mapping\.(embed|fc\d+)\.(weight|bias)")
+        raise CheckpointError(f"{src}: D: missing key '{exc.args[0]}' (a '{architecture}' discriminator)") from None
     for key in sd:
-        if not known.fullmatch(key):
-            raise CheckpointError(f"{src}: D: unexpected key '{key}' (no counterpart in nat-gan's stylegan2)")
+        if key not in used and not re.fullmatch(r"b\d+\.((fromrgb|conv0|conv1|skip|conv)\.)?resample_filter", key):
+            raise CheckpointError(f"{src}: D: unexpected key '{key}' (no counterpart in nat-gan's stylegan2 "
+                                  f"'{architecture}' discriminator)")
     return out
 
 
@@ -202,13 +242,19 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
     if isinstance(snapshot.get("G"), PersistentRecord):
         check_generator(snapshot["G"], src)
         g, _ = convert_generator(state_dict(snapshot["G"], src), src, "G")
-    d, mbstd = None, 4
+    d, d_model, d_clamp = None, {}, None
     if isinstance(snapshot.get("D"), PersistentRecord):
         d_kwargs = check_discriminator(snapshot["D"], src)
         if d_kwargs["c_dim"] != kwargs["c_dim"]:
             raise CheckpointError(f"{src}: G has c_dim = {kwargs['c_dim']} but D has c_dim = {d_kwargs['c_dim']}")
-        mbstd = d_kwargs["mbstd_group"]
-        d = convert_discriminator(state_dict(snapshot["D"], src), src)
+        d_model = {"mbstd_group": d_kwargs["mbstd_group"], "mbstd_channels": d_kwargs["mbstd_channels"],
+                   "d_architecture": d_kwargs["architecture"]}
+        d_clamp = d_kwargs["conv_clamp"]
+        d = convert_discriminator(state_dict(snapshot["D"], src), src, d_kwargs["architecture"])
+        if d_kwargs["architecture"] == "orig" and d_kwargs["mbstd_group"] == 32:
+            assumptions.append("D architecture 'orig' with minibatch-stddev group 32 is what train.py --cfg=cifar "
+                               "builds; its training values (batch 64, lr 0.0025, R1 gamma 0.01, EMA 500 kimg, no "
+                               "path length or style mixing) are not in the file: set them with --set to fine-tune")
     model = plan_stylegan2(g_ema, d, src, size)
     if model["num_classes"] != kwargs["c_dim"]:
         raise CheckpointError(f"{src}: G_ema: c_dim = {kwargs['c_dim']} but the label embedding has "
@@ -218,11 +264,11 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
                            f"indices 0..{model['num_classes'] - 1} (the file stores no class names); the truncation "
                            f"centre is the official w_avg over all classes")
     lr_mlp = kwargs["mapping"].get("lr_multiplier", 0.01)
-    model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": int(mbstd)})
-    clamp = kwargs["synthesis"].get("conv_clamp")
-    if clamp is not None:
-        assumptions.append(f"conv_clamp = {clamp}: NVlabs clamps activations to ±{clamp} (an fp16 guard); nat-gan "
-                           f"does not, which changes nothing unless an activation exceeds it")
+    model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": 4, **d_model})
+    for which, clamp in (("G", kwargs["synthesis"].get("conv_clamp")), ("D", d_clamp)):
+        if clamp is not None:
+            assumptions.append(f"{which} conv_clamp = {clamp}: NVlabs clamps activations to ±{clamp} (an fp16 "
+                               f"guard); nat-gan does not, which changes nothing unless an activation exceeds it")
     assumptions.append("NVlabs snapshots store no training settings: the recipe's [train] is StyleGAN2 config-f's "
                        "(batch 32, lr 0.002, R1 10); set the run's own values with --set when fine-tuning")
     if step is None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
 from natgan.config import option
+from natgan.errors import ConfigError
 from natgan.models.checkpointing import checkpointed
 from natgan.models.conditioning import LabelEmbedding, conditional_mapping
 from natgan.models.layers import FusedLeakyReLU, mapping_network
@@ -51,12 +52,21 @@ class StyleGAN2Config:
                                                                "(none = the generator's)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
     mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
+    mbstd_channels: int = option(1, min=0, help="minibatch-stddev features (official mbstd_num_channels; "
+                                                "0 = no minibatch-stddev head)")
+    d_architecture: Literal["resnet", "orig", "skip"] = option(
+        "resnet", help="discriminator blocks as stylegan2-ada-pytorch's: resnet = config-e/f residual, orig = "
+                       "plain conv pairs (its --cfg=cifar), skip = a fromRGB of the down-sampled image per level")
     num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional)")
 
     def validate(self) -> None:
         check_synthesis_config(self.resolution, self.blur_kernel)
         check_width_list("channels", self.channels, self.resolution)
         check_width_list("d_channels", self.d_channels, self.resolution)
+        d_width = stylegan2_d_widths(self)(4)
+        if self.mbstd_channels and d_width % self.mbstd_channels:
+            raise ConfigError(f"key 'model.mbstd_channels': {self.mbstd_channels} does not divide the "
+                              f"discriminator's {d_width} channels at 4x4")
 
 
 def stylegan2_widths(cfg: StyleGAN2Config):
@@ -173,5 +183,6 @@ class StyleGAN2Generator(nn.Module):
 def build(cfg: StyleGAN2Config) -> tuple[nn.Module, nn.Module]:
     generator = StyleGAN2Generator(cfg)
     discriminator = StyleGAN2Discriminator(cfg.resolution, stylegan2_d_widths(cfg), cfg.blur_kernel, cfg.mbstd_group,
-                                           num_classes=cfg.num_classes)
+                                           num_classes=cfg.num_classes, architecture=cfg.d_architecture,
+                                           mbstd_channels=cfg.mbstd_channels)
     return generator, discriminator
