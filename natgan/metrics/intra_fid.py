@@ -44,12 +44,15 @@ def _entry_bytes(stats: Statistics) -> int:
 
 
 def intra_fid(G: Any, source: Any, extractor: Any, *, per_class: int, seed: int = 0, batch_size: int = 64,
-              psi: float = 1.0, class_names: list[str] | None = None, use_cache: bool = True,
+              psi: float = 1.0, w_avg: Any = None, class_names: list[str] | None = None, use_cache: bool = True,
               workers: int | None = None) -> dict:
     """``{"intra_fid": mean, "per_class": {name: fid}, "real_per_class": {name: count}, "reference_cache": {...}}``
     for a conditional ``G`` against a labelled image ``source`` (:func:`natgan.data.open_dataset` at ``G``'s
     resolution). ``reference_cache`` says how many classes' real statistics came from the cache, how many
-    were stored (and their size), and why the others were not."""
+    were stored (and their size), and why the others were not.
+
+    ``psi != 1`` truncates toward ``w_avg`` when given (the checkpoint's stored centre, the one the plain FID images
+    use), else toward each class's own mean w (:func:`natgan.sampling.truncation_centre`)."""
     labels = np.asarray(source.labels)
     names = class_names or [str(i) for i in range(G.num_classes)]
     members = []
@@ -88,7 +91,7 @@ def intra_fid(G: Any, source: Any, extractor: Any, *, per_class: int, seed: int 
             report["stored_mb"] += real.stats_file.stat().st_size / 2**20
         elif caching and not worth_caching(len(idx)):
             report["recomputed_small"] += 1
-        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, labels=fixed_class(k))
+        gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg, labels=fixed_class(k))
         fake = statistics(generator_features(gen, seeds, extractor, overlap=False))
         per[name] = frechet_distance(fake, real.stats)
         counts[name] = int(len(idx))
