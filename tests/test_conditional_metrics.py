@@ -291,3 +291,35 @@ def test_fid_summary_reports_the_per_class_cache(tmp_path, cond_G, capsys, monke
     _summary(second, None)
     out = capsys.readouterr().out
     assert f"real statistics of {K} of {K} classes from the cache" in out and "MB of per-class" not in out
+
+
+# ------------------------------------------------------------------------ every registry metric, conditional
+
+
+def test_every_registry_metric_scores_a_conditional_generator(digits16, lpips):
+    """fid, kid, pr, dc and is read one shared set of generated images: image i has the label of a digits image
+    drawn with seed i (stylegan2-ada's conditional protocol); ppl and intra_fid run in the same evaluation."""
+    from natgan.metrics import FeatureExtractor
+    from natgan.metrics.registry import METRICS
+    from natgan.sampling.classes import dataset_labels
+
+    G = conditional("stylegan2", num_classes=10)
+    seen = []
+    G.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[1] if len(args) > 1 else kwargs.get("c")),
+                                with_kwargs=True)
+    logits = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    # legacy_tensorflow: the network gets the 16-px images as they are (no 299-px resize), so this stays fast
+    ext = FeatureExtractor(TinyFeatures().eval(), mode="legacy_tensorflow", name=None, logits_weight=logits)
+    num, seed = 12, 4
+    out = evaluate_generator(G, digits16, metrics=list(METRICS), num=num, seed=seed, batch_size=8, extractor=ext,
+                             pr_features="inception", progress=False, workers=0, options={"lpips": lpips})
+    src = open_dataset(digits16, 16)
+    try:
+        pool = torch.as_tensor(np.asarray(src.labels), dtype=torch.long)
+    finally:
+        src.close()
+    shared = torch.cat([c.cpu() for c in seen[:2]])  # the first generation: the shared set, in batches of 8
+    assert torch.equal(shared, dataset_labels(pool)(range(seed, seed + num)))
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage", "is", "ppl", "intra_fid"):
+        assert np.isfinite(out[key]), key
+    assert "labels follow" in out["generated"]["labels"]
