@@ -7,9 +7,9 @@ written by the official code: those settings at a tiny width, once as stylegan2-
 them and once as its legacy.py converts a TensorFlow stylegan2-ada ``--cfg=cifar`` network (the likely origin of
 NVIDIA's release pickles: a D label mapping of 0 layers at lr 0.1, no training_set_kwargs, no augment_pipe); a
 ``skip`` D (a fromRGB per level) with 2 minibatch-stddev channels; and, so that the official ``conv_clamp``
-visibly acts, the ``skip`` and a residual D with clamps of 1 and 0.5 (256 never binds at these widths). Importing them with ``--from auto`` must reproduce the official images
-and D logits, also on a batch the minibatch-stddev group splits into several groups, and refuse what nat-gan
-does not compute in one line.
+visibly acts, the ``skip`` and a residual D with clamps of 1 and 0.5 (256 never binds at these widths).
+Importing them with ``--from auto`` must reproduce the official images and D logits, also on a batch the
+minibatch-stddev group splits into several groups, and refuse what nat-gan does not compute in one line.
 """
 
 from pathlib import Path
