@@ -564,3 +564,48 @@ def test_conditional_recipe_in_the_trainer_benchmark(tmp_path):
         sets=["model.resolution=16", "model.channels=[16,16,16]", "model.d_channels=[16,16,16]", "train.batch=2"])
     assert report["finished_step"] == 2 and report["img_per_s"] > 0
     assert report["labels"].startswith("class-conditional (10 classes): the trainer's own labels")
+
+
+class _MeanColours(nn.Module):
+    """An offline stand-in for Inception: 2x2 mean colours of the 299-px resized image (12 numbers)."""
+
+    def forward(self, x):
+        x = torch.nn.functional.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False)
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+
+def test_conditional_generator_in_the_fid_benchmark(tmp_path, monkeypatch):
+    """benchmarks/bench_fid.py --set model.num_classes=3: the synthetic reference is labelled, and our path and
+    the official write-PNGs path generate the same (z, label) pairs, so their FIDs agree."""
+    import warnings
+
+    from natgan.metrics import FeatureExtractor
+
+    bench_fid = _script("bench_fid")
+    monkeypatch.setenv("NATGAN_CACHE_DIR", str(tmp_path / "cache"))  # compare() points it into its workdir too
+    args = bench_fid.parse_args(["--model", "stylegan2", *[a for s in COND_SETS for a in ("--set", s)], "--num", "8",
+                                 "--num-ref", "9", "--workers", "0", "--batch", "4", "--device", "cpu"])
+    G, described = bench_fid.build_generator(args, torch.device("cpu"))
+    assert G.num_classes == 3 and "model.num_classes=3" in described
+    ext = FeatureExtractor(_MeanColours().eval(), mode="legacy_pytorch", name=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bench_fid.compare(G, described, args, torch.device("cpu"), tmp_path / "work", extractor=ext)
+    ours, official = result["ours"]["fid"], result["official"]["fid"]
+    assert "class-conditional (3 classes)" in result["labels"]
+    assert ours == pytest.approx(official, rel=1e-3)
+
+
+def test_conditional_generator_in_the_metrics_benchmark(tmp_path, monkeypatch):
+    """benchmarks/bench_metrics.py with a conditional model config: labelled synthetic reference, FID measured."""
+    from natgan.metrics import FeatureExtractor
+
+    bench_metrics = _script("bench_metrics")
+    monkeypatch.setattr(bench_metrics, "random_pytorch_fid_weights", lambda path: None)
+    monkeypatch.setattr(bench_metrics, "build_inception",
+                        lambda mode, **kw: FeatureExtractor(_MeanColours().eval(), mode=mode, name=None))
+    monkeypatch.setattr(bench_metrics, "build_vgg16", lambda **kw: None)
+    out = bench_metrics.measure("cpu", 8, 16, model="stylegan2", workdir=tmp_path, separately=False, runs=("fid",),
+                                batch=4, model_config={"style_dim": 16, "n_mlp": 2, "channel_max": 16,
+                                                       "num_classes": 3})
+    assert "class-conditional (3 classes)" in out["labels"] and out["fid_only_s"] > 0

@@ -18,6 +18,7 @@ from natgan.models.contract import has_mapping_network, noise_inputs, using_nois
 from natgan.models.interpolation import slerp
 from natgan.models.normalization import to_unit
 from reduced_models import reduced
+from test_fid import CountingExtractor, TinyFeatures, _isolated_cache  # noqa: F401 (autouse: a private cache)
 
 K = 3  # classes of the generators built here
 
@@ -150,3 +151,175 @@ def test_conditional_ppl_through_the_runner_uses_the_reference_labels(lpips, dig
     direct = ppl.perceptual_path_length(G, lpips, n=6, batch=4, seed=2, label_pool=pool)
     assert out["ppl"] == direct["ppl"]
     assert "labels drawn from the dataset per path" in out["details"]["ppl"]["protocol"]
+
+
+# ------------------------------------------------------------------------------------ intra-FID's cache
+
+PER_CLASS_REAL = 5
+
+
+def labelled_folder(root, labels: list[int], *, seed: int = 0):
+    """16-px PNGs with a stylegan2-ada dataset.json giving image i the class labels[i]."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(len(labels)):
+        base = rng.integers(0, 256, size=(1, 1, 3))
+        noise = rng.integers(-60, 60, size=(16, 16, 3))
+        Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(root / f"{i:04d}.png")
+    write_labels(root, labels)
+    return root
+
+
+def write_labels(root, labels: list[int]) -> None:
+    import json
+
+    (root / "dataset.json").write_text(json.dumps({"labels": [[f"{i:04d}.png", c] for i, c in enumerate(labels)]}))
+
+
+def extractor(*, mode: str = "legacy_pytorch", name: str = "tiny-inception", weights_id: str = "w1"):
+    ext = CountingExtractor(TinyFeatures().eval(), mode=mode, name=name)
+    ext.weights_id = weights_id
+    return ext
+
+
+def intra(G, ref, ext, **kw):
+    out = evaluate_generator(G, str(ref), metrics=["intra_fid"], num=3 * K, extractor=ext, progress=False,
+                             batch_size=4, workers=0, mode=ext.mode, **kw)
+    return out, out["details"]["intra_fid"]
+
+
+# generated images each intra-FID run below embeds: the runner's shared set of `num` (labels from the data), then
+# intra-FID's own 3 per class
+GENERATED = 2 * 3 * K
+LABELS = [k for k in range(K) for _ in range(PER_CLASS_REAL)]
+
+
+@pytest.fixture
+def cond_G():
+    return conditional("stylegan2")
+
+
+def test_intra_fid_reuses_its_per_class_reference_statistics(tmp_path, cond_G):
+    """The second run reads every class's real statistics from the cache: the extractor embeds only the
+    generated images, and every number is the same."""
+    ref = labelled_folder(tmp_path / "ref", LABELS)
+    ext = extractor()
+    first, d1 = intra(cond_G, ref, ext)
+    assert ext.images == GENERATED + len(LABELS)
+    assert d1["reference_cache"]["stored"] == K and d1["reference_cache"]["cached"] == 0
+    entries = sorted((tmp_path / "cache" / "fid-stats").glob("*.npz"))
+    assert len(entries) == K
+    ext.images = 0
+    second, d2 = intra(cond_G, ref, ext)
+    assert ext.images == GENERATED  # no real image embedded again
+    assert d2["reference_cache"] == {**d2["reference_cache"], "cached": K, "stored": 0}
+    assert second["intra_fid"] == first["intra_fid"] and d2["per_class"] == d1["per_class"]
+    assert d2["real_per_class"] == {str(k): PER_CLASS_REAL for k in range(K)}
+    # a FID on the whole dataset keys its entry apart from the classes' (subset "all", 15 images)
+    from natgan.metrics.cache import StatsCache
+
+    subsets = sorted(e.key["subset"] for e in StatsCache().entries())
+    assert [s.split(",")[0] for s in subsets] == [f"class {k} ({k})" for k in range(K)]
+
+
+@pytest.mark.parametrize("change", ["images", "labels", "weights", "mode", "extractor"])
+def test_intra_fid_cache_misses_when_a_key_part_changes(tmp_path, cond_G, change):
+    """Each part of the key misses on its own: the dataset's content (the images rewritten), the class's members
+    (two images swap classes: only those two classes miss, though their counts stay), the extractor's weights
+    digest, the mode (resizing protocol) and the extractor."""
+    ref = labelled_folder(tmp_path / "ref", LABELS)
+    intra(cond_G, ref, extractor())
+    kw = {}
+    missed = K
+    if change == "images":
+        labelled_folder(ref, LABELS, seed=1)  # same names and labels, other pixels
+    elif change == "labels":
+        swapped = list(LABELS)
+        swapped[0], swapped[PER_CLASS_REAL] = 1, 0  # images 0 and 5 swap classes 0 and 1: same counts, same images
+        write_labels(ref, swapped)
+        missed = 2
+    elif change == "weights":
+        kw["weights_id"] = "w2"
+    elif change == "mode":
+        kw["mode"] = "clean"
+    else:
+        kw["name"] = "other-net"
+    ext = extractor(**kw)
+    _, d = intra(cond_G, ref, ext)
+    assert d["reference_cache"]["cached"] == K - missed and d["reference_cache"]["stored"] == missed
+    assert ext.images == GENERATED + (2 * PER_CLASS_REAL if change == "labels" else len(LABELS))
+
+
+def test_intra_fid_cache_policy(tmp_path, cond_G, monkeypatch):
+    """--no-cache reads and writes nothing; classes under the shipped 1,000-image threshold are recomputed, as
+    small FID references are; classes whose entries would not fit under the cap together are not stored
+    (least-recently-used eviction would thrash); each case says why in the report."""
+    from natgan.metrics import cache as cache_mod
+
+    ref = labelled_folder(tmp_path / "ref", LABELS)
+    stats_dir = tmp_path / "cache" / "fid-stats"
+    _, d = intra(cond_G, ref, extractor(), use_cache=False)
+    assert not list(stats_dir.glob("*.npz")) and "cache not used (--no-cache)" in d["reference_cache"]["notes"]
+    monkeypatch.setattr(cache_mod, "MIN_CACHED_IMAGES", 1000)
+    _, d = intra(cond_G, ref, extractor())
+    assert not list(stats_dir.glob("*.npz")) and d["reference_cache"]["recomputed_small"] == K
+    assert f"{K} of {K} classes have fewer than 1,000 real images" in d["reference_cache"]["notes"][0]
+    monkeypatch.setattr(cache_mod, "MIN_CACHED_IMAGES", 1)
+    entry = 8 * 4 + 8 * 8 * 8  # one class: the float32 mean and float64 covariance of 8 features
+    monkeypatch.setenv("NATGAN_CACHE_MAX_MB", str((K * entry - 1) / 2**20))  # room for K - 1 entries only
+    _, d = intra(cond_G, ref, extractor())
+    assert not list(stats_dir.glob("*.npz")) and d["reference_cache"]["stored"] == 0
+    assert f"not stored: {K} classes x" in d["reference_cache"]["notes"][0]
+    monkeypatch.setenv("NATGAN_CACHE_MAX_MB", str(2 * K * entry / 2**20 + 1))
+    _, d = intra(cond_G, ref, extractor())
+    assert len(list(stats_dir.glob("*.npz"))) == K and d["reference_cache"]["notes"] == []
+
+
+def test_fid_summary_reports_the_per_class_cache(tmp_path, cond_G, capsys, monkeypatch):
+    """`nat-gan fid`'s table: the per-class line as before, then what the cache gave and stored."""
+    from natgan.cli.fid import _summary
+
+    monkeypatch.setenv("COLUMNS", "300")
+    ref = labelled_folder(tmp_path / "ref", LABELS)
+    first, _ = intra(cond_G, ref, extractor())
+    _summary(first, None)
+    out = capsys.readouterr().out
+    assert "  per class  0 " in out and f"MB of per-class statistics ({K} of {K} classes); the cache holds" in out
+    second, _ = intra(cond_G, ref, extractor())
+    _summary(second, None)
+    out = capsys.readouterr().out
+    assert f"real statistics of {K} of {K} classes from the cache" in out and "MB of per-class" not in out
+
+
+# ------------------------------------------------------------------------ every registry metric, conditional
+
+
+def test_every_registry_metric_scores_a_conditional_generator(digits16, lpips):
+    """fid, kid, pr, dc and is read one shared set of generated images: image i has the label of a digits image
+    drawn with seed i (stylegan2-ada's conditional protocol); ppl and intra_fid run in the same evaluation."""
+    from natgan.metrics import FeatureExtractor
+    from natgan.metrics.registry import METRICS
+    from natgan.sampling.classes import dataset_labels
+
+    G = conditional("stylegan2", num_classes=10)
+    seen = []
+    G.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[1] if len(args) > 1 else kwargs.get("c")),
+                                with_kwargs=True)
+    logits = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    # legacy_tensorflow: the network gets the 16-px images as they are (no 299-px resize), so this stays fast
+    ext = FeatureExtractor(TinyFeatures().eval(), mode="legacy_tensorflow", name=None, logits_weight=logits)
+    num, seed = 12, 4
+    out = evaluate_generator(G, digits16, metrics=list(METRICS), num=num, seed=seed, batch_size=8, extractor=ext,
+                             pr_features="inception", progress=False, workers=0, options={"lpips": lpips})
+    src = open_dataset(digits16, 16)
+    try:
+        pool = torch.as_tensor(np.asarray(src.labels), dtype=torch.long)
+    finally:
+        src.close()
+    shared = torch.cat([c.cpu() for c in seen[:2]])  # the first generation: the shared set, in batches of 8
+    assert torch.equal(shared, dataset_labels(pool)(range(seed, seed + num)))
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage", "is", "ppl", "intra_fid"):
+        assert np.isfinite(out[key]), key
+    assert "labels follow" in out["generated"]["labels"]

@@ -1,11 +1,13 @@
 """`nat-gan import` of stylegan2-ada-pytorch snapshots whose discriminator is not the residual config-f one.
 
 NVIDIA's released ``cifar10.pkl`` was trained with ``train.py --cfg=cifar --cond=1``: D ``architecture = 'orig'``
-(no residual path), minibatch-stddev group 32, a 2-layer mapping network, ``c_dim = 10``. The fixtures
-(tests/fixtures/official/stylegan2-ada-cifar and -skip; see its README) were written by the official code with
-those settings at a tiny width, and a ``skip`` D (a fromRGB per level) with 2 minibatch-stddev channels. Importing
-them with ``--from auto`` must reproduce the official images and D logits, also on a batch the minibatch-stddev
-group splits into several groups, and refuse what nat-gan does not compute in one line.
+(no residual path), minibatch-stddev group 32, a 2-layer mapping network, ``c_dim = 10``, ``conv_clamp = 256``.
+The fixtures (tests/fixtures/official/stylegan2-ada-{cifar,skip,clamp}; see its README) were written by the
+official code: those settings at a tiny width; a ``skip`` D (a fromRGB per level) with 2 minibatch-stddev
+channels; and, so that the official ``conv_clamp`` visibly acts, the ``skip`` and a residual D with clamps of 1
+and 0.5 (256 never binds at these widths). Importing them with ``--from auto`` must reproduce the official images
+and D logits, also on a batch the minibatch-stddev group splits into several groups, and refuse what nat-gan
+does not compute in one line.
 """
 
 from pathlib import Path
@@ -26,9 +28,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures/official"
 # fixture -> the nat-gan config the import must state (read from the D kwargs and the weight shapes)
 CASES = {
     "stylegan2-ada-cifar": {"d_architecture": "orig", "mbstd_group": 32, "mbstd_channels": 1, "n_mlp": 2,
-                            "channels": [16, 16, 16, 16], "num_classes": 10, "style_dim": 16},
+                            "channels": [16, 16, 16, 16], "num_classes": 10, "style_dim": 16, "conv_clamp": 256.0},
     "stylegan2-ada-skip": {"d_architecture": "skip", "mbstd_group": 8, "mbstd_channels": 2, "n_mlp": 2,
-                           "channels": [16, 16, 16, 8], "num_classes": 10, "style_dim": 16},
+                           "channels": [16, 16, 16, 8], "num_classes": 10, "style_dim": 16, "conv_clamp": 1.0},
+    "stylegan2-ada-clamp": {"d_architecture": "resnet", "mbstd_group": 8, "mbstd_channels": 1, "n_mlp": 2,
+                            "channels": [16, 16, 16, 8], "num_classes": 10, "style_dim": 16, "conv_clamp": 0.5},
 }
 
 
@@ -69,6 +73,23 @@ def test_d_architecture_snapshot_reproduces_the_official_images_and_logits(folde
     assert ("--cfg=cifar" in notes and "R1 gamma 0.01" in notes) == (folder == "stylegan2-ada-cifar")
 
 
+@pytest.mark.parametrize("folder", ["stylegan2-ada-skip", "stylegan2-ada-clamp"])
+def test_conv_clamp_acts_in_these_fixtures(folder, tmp_path):
+    """Control: without ``model.conv_clamp`` the same weights give clearly other images and logits, so the test
+    above checks nat-gan's clamps (G's convs and ToRGBs, D's convs; not D's residual skip conv and 4x4 fromRGB)
+    against the official ones."""
+    ex = _expected(folder)
+    _, ckpt = _imported(folder, tmp_path)
+    spec = get_spec("stylegan2")
+    G, D = spec.builder(spec.make_config({**ckpt["model"]["config"], "conv_clamp": None}))
+    G.load_state_dict(ckpt["weights"]["G_ema"])
+    D.load_state_dict(ckpt["weights"]["D"])
+    with torch.no_grad():
+        images = G.eval().synthesis(ex["ws"], noise_mode="const")
+        assert (images - ex["images"]).abs().max() > 0.5
+        assert (D.eval()(ex["images"], ex["c"]) - ex["d_logits"]).abs().max() > 0.01
+
+
 def test_the_residual_discriminator_cannot_stand_in_for_orig(tmp_path):
     """Control: the 'orig' weights in the residual D (its skip convs zeroed) do not give the official logits,
     so the test above tells the architectures apart."""
@@ -99,6 +120,9 @@ def _tree_of(folder):
     ({"epilogue_kwargs": {"mbstd_group_size": 32, "mbstd_num_channels": 3}},
      r"model.mbstd_channels': 3 does not divide the discriminator's 16 channels"),
     ({"block_kwargs": {"activation": "relu"}}, r"D block_kwargs.activation = 'relu' \(only 'lrelu'\).*cannot express"),
+    ({"conv_clamp": 128}, r"G conv_clamp = 256 but D conv_clamp = 128 \(one model.conv_clamp for both\)"),
+    ({"conv_clamp": "256"}, r"D conv_clamp = '256'.*cannot express"),
+    ({"conv_clamp": None}, r"G conv_clamp = 256 but D conv_clamp = None"),
 ])
 def test_d_kwargs_nat_gan_cannot_follow_are_one_line_errors(change, message, tmp_path, monkeypatch):
     tree = _tree_of("stylegan2-ada-cifar")
@@ -132,10 +156,12 @@ def test_cli_refusal_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsy
 
 # ------------------------------------------------------------------------------------------ the model option
 
-def test_d_architecture_and_mbstd_channels_are_validated():
+def test_d_architecture_mbstd_channels_and_conv_clamp_are_validated():
     spec = get_spec("stylegan2")
     with pytest.raises(ConfigError, match="model.d_architecture"):
         spec.make_config({"resolution": 32, "d_architecture": "fancy"})
+    with pytest.raises(ConfigError, match="model.conv_clamp': expected a bound > 0"):
+        spec.make_config({"resolution": 32, "conv_clamp": 0.0})
     with pytest.raises(ConfigError, match="model.mbstd_channels': 3 does not divide the discriminator's 16"):
         spec.make_config({"resolution": 32, "channel_max": 16, "mbstd_channels": 3})
 

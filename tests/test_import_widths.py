@@ -228,7 +228,7 @@ def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths",
                                     "stylegan2-ada-cond", "ganformer-cond", "stylegan2-ada-cifar",
-                                    "stylegan2-ada-skip"])
+                                    "stylegan2-ada-skip", "stylegan2-ada-clamp"])
 def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monkeypatch):
     """The records' ``module_src`` is data: a poisoned copy still imports (same images), nothing runs."""
     marker = tmp_path / "PWNED"

@@ -139,7 +139,8 @@ def test_intra_fid_truncates_toward_the_stored_centre(monkeypatch):
             raise RuntimeError("stop")
 
     monkeypatch.setattr(intra, "ImageGenerator", Spy)
-    monkeypatch.setattr(intra, "dataset_features", lambda *a, **k: None)
+    monkeypatch.setattr(intra, "subset_statistics",
+                        lambda *a, **k: type("Real", (), {"stats": None, "cached": False, "stats_file": None})())
     monkeypatch.setattr(intra, "statistics", lambda feats: feats)
     source = type("Labelled", (), {"labels": [0, 0, 1, 1], "path": "ref"})()
     with pytest.raises(RuntimeError, match="stop"):

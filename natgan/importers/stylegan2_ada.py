@@ -8,7 +8,8 @@ wide, D label mapping of 8 layers at lr 0.01, ``cmap_dim`` = the 4x4 width); any
 reason. The widths come from the weight shapes, whatever ``channel_base``/``channel_max`` made them; the mapping
 depth from the weights too (``--cfg=cifar``'s 2 layers); the D's ``architecture`` ('resnet', 'orig' as
 ``--cfg=cifar``, 'skip') and its minibatch-stddev group and channel count from its constructor kwargs, stored
-as ``model.d_architecture``, ``mbstd_group``, ``mbstd_channels``. Renaming (NVlabs -> ours, which are rosinality's):
+as ``model.d_architecture``, ``mbstd_group``, ``mbstd_channels``; G's and D's ``conv_clamp`` (one value) as
+``model.conv_clamp``. Renaming (NVlabs -> ours, which are rosinality's):
 
 =======================================  ==================================================================
 ``mapping.fc{i}.{weight,bias}``          ``style.{i+1}.{weight,bias}``; ``mapping.w_avg`` -> truncation centre
@@ -66,7 +67,10 @@ def _refuse(src: str, what: str) -> CheckpointError:
 def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
     """The G constructor kwargs, refused when they describe something nat-gan's stylegan2 does not compute."""
     kw = check_network(g, "Generator", "stylegan2", src, conditional=True)
-    mapping, synthesis = _kwargs(g, "mapping_kwargs"), _kwargs(g, "synthesis_kwargs")
+    mapping = _kwargs(g, "mapping_kwargs")
+    # stylegan2-ada nests the synthesis kwargs; stylegan3's networks_stylegan2.Generator takes them flat
+    synthesis = {**{k: v for k, v in kw.items() if k not in ("mapping_kwargs", "synthesis_kwargs")},
+                 **_kwargs(g, "synthesis_kwargs")}
     if mapping.get("layer_features") not in (None, kw.get("w_dim")):
         raise _refuse(src, f"mapping layer_features = {mapping['layer_features']} differs from w_dim")
     if mapping.get("embed_features") not in (None, kw.get("w_dim")):
@@ -106,6 +110,18 @@ def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
         raise _refuse(src, f"D minibatch-stddev with {channels!r} channels")
     return {"mbstd_group": group, "mbstd_channels": channels, "architecture": architecture, "c_dim": c_dim,
             "conv_clamp": kw.get("conv_clamp")}
+
+
+def conv_clamp(g_clamp: Any, d_clamp: Any, has_d: bool, src: str) -> float | None:
+    """The one ``model.conv_clamp`` of G and D (train.py gives both the same value: 256, or none without
+    mixed precision); differing or non-numeric values are refused."""
+    for which, clamp in (("G", g_clamp), ("D", d_clamp)):
+        if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float))
+                                  or not math.isfinite(clamp) or clamp <= 0):
+            raise _refuse(src, f"{which} conv_clamp = {clamp!r}")
+    if has_d and g_clamp != d_clamp:
+        raise _refuse(src, f"G conv_clamp = {g_clamp} but D conv_clamp = {d_clamp} (one model.conv_clamp for both)")
+    return None if g_clamp is None else float(g_clamp)
 
 
 def _count(value: Any, least: int) -> bool:
@@ -264,11 +280,8 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
                            f"indices 0..{model['num_classes'] - 1} (the file stores no class names); the truncation "
                            f"centre is the official w_avg over all classes")
     lr_mlp = kwargs["mapping"].get("lr_multiplier", 0.01)
-    model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": 4, **d_model})
-    for which, clamp in (("G", kwargs["synthesis"].get("conv_clamp")), ("D", d_clamp)):
-        if clamp is not None:
-            assumptions.append(f"{which} conv_clamp = {clamp}: NVlabs clamps activations to ±{clamp} (an fp16 "
-                               f"guard); nat-gan does not, which changes nothing unless an activation exceeds it")
+    model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": 4, **d_model,
+                  "conv_clamp": conv_clamp(kwargs["synthesis"].get("conv_clamp"), d_clamp, d is not None, src)})
     assumptions.append("NVlabs snapshots store no training settings: the recipe's [train] is StyleGAN2 config-f's "
                        "(batch 32, lr 0.002, R1 10); set the run's own values with --set when fine-tuning")
     if step is None:

@@ -138,18 +138,25 @@ def make_noise(batch: int, size: int, mode: str, const: torch.Tensor) -> torch.T
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv without demodulation + bias; adds the FIR-upsampled RGB of the previous level."""
+    """1x1 modulated conv without demodulation + bias; adds the FIR-upsampled RGB of the previous level.
+
+    ``clamp`` bounds this level's own RGB (conv + bias) before the sum, as the official ``ToRGBLayer``'s
+    ``conv_clamp``.
+    """
 
     def __init__(self, in_ch: int, style_dim: int, upsample: bool = True,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1), out_ch: int = 3):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), out_ch: int = 3, clamp: float | None = None):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_ch, out_ch, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, style) + self.bias
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -169,11 +176,11 @@ class DownBlock(nn.Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, blur_kernel: Sequence[float] = (1, 3, 3, 1),
-                 from_rgb: bool = False):
+                 from_rgb: bool = False, clamp: float | None = None):
         super().__init__()
-        self.from_rgb = ConvLayer(3, in_ch, 1) if from_rgb else None
-        self.conv1 = ConvLayer(in_ch, in_ch, 3)
-        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, blur_kernel=blur_kernel)
+        self.from_rgb = ConvLayer(3, in_ch, 1, clamp=clamp) if from_rgb else None
+        self.conv1 = ConvLayer(in_ch, in_ch, 3, clamp=clamp)
+        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, blur_kernel=blur_kernel, clamp=clamp)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         if self.from_rgb is not None:
@@ -190,7 +197,9 @@ class StyleGAN2Discriminator(nn.Module):
     ``"resnet"`` (:class:`ResBlock`, config-e/f), ``"orig"`` (:class:`DownBlock`, plain conv pairs; its
     ``--cfg=cifar``), ``"skip"`` (DownBlocks that each add a fromRGB of the down-sampled image, plus one at
     4x4 before the minibatch-stddev head). ``mbstd_channels`` is the official ``mbstd_num_channels`` (0 = no
-    minibatch-stddev head).
+    minibatch-stddev head). ``conv_clamp`` bounds the conv activations as the official ``conv_clamp`` (every
+    fromRGB and conv except the residual skip conv and the 4x4 fromRGB of ``skip``, which the official leaves
+    unclamped; none = no clamp).
     Class-conditional (``num_classes > 0``): the last FC emits ``cmap_dim`` = the 4x4 width and
     stylegan2-ada's projection head makes the logit (``projection = "mapping"``), or it emits one feature
     per class and the label picks one (``"direct"``, GANformer's official epilogue).
@@ -198,24 +207,27 @@ class StyleGAN2Discriminator(nn.Module):
 
     def __init__(self, resolution: int, widths: Callable[[int], int],
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), mbstd_group: int = 4, num_classes: int = 0,
-                 projection: str = "mapping", architecture: str = "resnet", mbstd_channels: int = 1):
+                 projection: str = "mapping", architecture: str = "resnet", mbstd_channels: int = 1,
+                 conv_clamp: float | None = None):
         """``widths(res)`` is the feature width at ``res`` (the generator's table, so G and D mirror)."""
         super().__init__()
         if architecture not in D_ARCHITECTURES:
             raise ValueError(f"architecture must be one of {D_ARCHITECTURES}, got {architecture!r}")
         log_res = int(math.log2(resolution))
         ch = {i: widths(2 ** i) for i in range(2, log_res + 1)}
-        blocks: list[nn.Module] = [ConvLayer(3, ch[log_res], 1)]
+        clamp = conv_clamp
+        blocks: list[nn.Module] = [ConvLayer(3, ch[log_res], 1, clamp=clamp)]
         for i in range(log_res, 2, -1):
             if architecture == "resnet":
-                blocks.append(ResBlock(ch[i], ch[i - 1], blur_kernel))
+                blocks.append(ResBlock(ch[i], ch[i - 1], blur_kernel, clamp=clamp))
             else:                               # the top level's fromRGB is convs.0, as in every architecture
-                blocks.append(DownBlock(ch[i], ch[i - 1], blur_kernel, from_rgb=architecture == "skip" and i < log_res))
+                blocks.append(DownBlock(ch[i], ch[i - 1], blur_kernel, from_rgb=architecture == "skip" and i < log_res,
+                                        clamp=clamp))
         self.convs = nn.Sequential(*blocks)
         self.architecture = architecture
         self.mbstd_group = mbstd_group if mbstd_channels else None
         self.mbstd_channels = mbstd_channels
-        self.final_conv = ConvLayer(ch[2] + mbstd_channels, ch[2], 3)
+        self.final_conv = ConvLayer(ch[2] + mbstd_channels, ch[2], 3, clamp=clamp)
         out_dim = 1 if not num_classes else ch[2] if projection == "mapping" else num_classes
         self.final_linear = nn.Sequential(EqualLinear(ch[2] * 16, ch[2], activation="fused_lrelu"),
                                           EqualLinear(ch[2], out_dim))
