@@ -19,6 +19,11 @@ Examples::
     # CPU smoke scale (what the CPU numbers in docs/benchmarks.md use): random-init StyleNAT and
     # random-init Inception of the real architecture (timing only, FID values meaningless)
     python benchmarks/bench_fid.py --model stylenat --resolution 64 --num 64 --num-ref 64 --random-inception
+
+A class-conditional generator (a conditional ``--ckpt``, or ``--set model.num_classes=10``) is scored as
+``nat-gan fid`` scores it: image ``i`` gets the label of a reference image drawn with seed ``i``, and both paths
+generate exactly those (z, label) pairs. The reference must then be labelled: the synthetic one gets a
+dataset.json of balanced classes in a seeded random order.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--ckpt", type=Path, help="checkpoint to score (EMA weights)")
     src.add_argument("--model", default="stylenat", help="registered model, random init (default: stylenat)")
     p.add_argument("--resolution", type=int, default=None, help="with --model: output size (default: the model's)")
+    p.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
+                   help="with --model: a model override, e.g. model.num_classes=10 (class-conditional)")
     p.add_argument("--num", type=int, default=10_000, help="generated images (default 10000; CPU: e.g. 64)")
     p.add_argument("--num-ref", type=int, default=None, help="synthetic reference images when --ref is not given "
                                                              "(default: --num)")
@@ -95,21 +102,49 @@ def build_generator(args, device):
     if args.ckpt:
         loaded = load_generator(args.ckpt, device=device)
         return loaded.G, f"{args.ckpt} ({loaded.ckpt['model']['name']})"
-    from natgan.models import create
+    from natgan.model_choice import resolve_model
 
-    overrides = {"resolution": args.resolution} if args.resolution else {}
-    G = create(args.model, **overrides).generator.to(device).eval()
-    return G, f"{args.model} random init"
+    G = resolve_model(args.model, sets=args.set, resolution=args.resolution).generator.to(device).eval()
+    return G, f"{args.model} random init" + (f" ({', '.join(args.set)})" if args.set else "")
 
 
-def synthetic_reference(folder: Path, n: int, resolution: int) -> Path:
-    """Smooth random RGB PNGs: a stand-in reference with the real size and count (timing only)."""
+def synthetic_reference(folder: Path, n: int, resolution: int, num_classes: int = 0) -> Path:
+    """Smooth random RGB PNGs: a stand-in reference with the real size and count (timing only); with
+    ``num_classes``, a stylegan2-ada dataset.json of balanced classes in a seeded random order (every class
+    present, as a conditional generator's metrics need a label of each class)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
         small = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
         Image.fromarray(small).resize((resolution, resolution), Image.BICUBIC).save(folder / f"{i:06d}.png")
+    if num_classes:
+        labels = np.random.default_rng(1).permutation(np.arange(n) % num_classes)
+        (folder / "dataset.json").write_text(json.dumps(
+            {"labels": [[f"{i:06d}.png", int(c)] for i, c in enumerate(labels)]}))
     return folder
+
+
+def label_source(G, ref: Path):
+    """The labels ``nat-gan fid`` gives a conditional ``G``'s image i (a reference label drawn with seed i), as a
+    function of the seeds; None for an unconditional ``G``."""
+    from natgan.data import open_dataset
+    from natgan.sampling.classes import dataset_labels, num_classes_of
+
+    if not num_classes_of(G):
+        return None
+    src = open_dataset(ref, int(G.resolution))
+    try:
+        if src.labels is None:
+            sys.exit(f"{ref}: the generator is class-conditional; the reference needs labels (dataset.json)")
+        return dataset_labels(src.labels)
+    finally:
+        src.close()
+
+
+def call_g(G, seeds: range, labels, device) -> torch.Tensor:
+    """``G`` on the latents (and, when conditional, the labels) of ``seeds``."""
+    z = latents_for_seeds(seeds, G.z_dim).to(device)
+    return G(z) if labels is None else G(z, labels(seeds).to(device))
 
 
 def sync(device) -> None:
@@ -117,11 +152,12 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def official_path(G, args, device, ref: Path, out: Path, network) -> dict:
+def official_path(G, args, device, ref: Path, out: Path, network, labels=None) -> dict:
     """StyleNAT evaluate.py: batch-4 generation, save_image per PNG, then folder-vs-folder pytorch-fid.
 
-    Image ``i`` uses seed ``i``'s latent, as ``nat-gan fid`` does, so both paths score the same images
-    and their FIDs must agree (the official script draws fresh random latents instead).
+    Image ``i`` uses seed ``i``'s latent (and label, ``labels``, for a conditional G), as ``nat-gan fid`` does,
+    so both paths score the same images and their FIDs must agree (the official script draws fresh random
+    latents instead).
     """
     from cleanfid import fid as cleanfid_fid
     from torchvision.utils import save_image
@@ -132,8 +168,7 @@ def official_path(G, args, device, ref: Path, out: Path, network) -> dict:
     with torch.inference_mode():
         while count < args.num:
             b = min(args.official_batch, args.num - count)
-            z = latents_for_seeds(range(count, count + b), G.z_dim).to(device)
-            images = to_unit(G(z), G.normalization)
+            images = to_unit(call_g(G, range(count, count + b), labels, device), G.normalization)
             for img in images:
                 save_image(img, out / f"{count:06d}.png", normalize=True, value_range=(0, 1))
                 count += 1
@@ -176,13 +211,15 @@ def compare(G, described: str, args: argparse.Namespace, device: torch.device, w
             sys.exit("--random-inception exists for --mode legacy_pytorch only")
         inception = random_pytorch_fid_weights(workdir / "pt_inception-2015-12-05-6726825d.pth")
     extractor = extractor or build_inception(args.mode, device=device, inception=inception)
-    ref = args.ref or synthetic_reference(workdir / "ref", args.num_ref or args.num, int(G.resolution))
+    ref = args.ref or synthetic_reference(workdir / "ref", args.num_ref or args.num, int(G.resolution),
+                                          int(getattr(G, "num_classes", 0) or 0))
+    labels = label_source(G, ref)
     batch = args.batch or auto_batch_size(device, int(G.resolution))
     common = dict(num=args.num, mode=args.mode, batch_size=batch, device=device, extractor=extractor,
                   progress=False, workers=args.workers)
     with torch.inference_mode():
         for b in sorted({batch, args.official_batch}):
-            G(latents_for_seeds(range(b), G.z_dim).to(device))
+            call_g(G, range(b), labels, device)
     sync(device)
 
     t = time.perf_counter()
@@ -198,12 +235,13 @@ def compare(G, described: str, args: argparse.Namespace, device: torch.device, w
     if on_ours is not None:
         on_ours(ours)
     official = None if args.skip_official else official_path(G, args, device, ref, workdir / "official",
-                                                              extractor.network)
+                                                              extractor.network, labels)
     result = {
         "machine": {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
                     _cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
                     "threads": torch.get_num_threads()},
         "generator": described, "resolution": int(G.resolution), "num": args.num, "num_ref": cold["num_ref"],
+        **({"labels": cold["generated"]["labels"]} if labels is not None else {}),
         "mode": args.mode, "inception": extractor.describe() if not args.random_inception else
         "random-init (timing only)",
         "ours": ours,
@@ -231,6 +269,8 @@ def _report(r: dict, as_json: bool) -> None:
         return
     print(f"{r['generator']} @ {r['resolution']}px, FID-{r['num']} vs {r['num_ref']} reference images, "
           f"{r['mode']} ({r['inception']} Inception), {r['machine']['device']}")
+    if r.get("labels"):
+        print(f"  labels        {r['labels']}")
     o = r["ours"]
     print(f"  ours, cold    {o['cold_s']:9.1f} s   (reference {o['reference_s']:.1f} s, batch {o['batch']})")
     print(f"  ours, cached  {o['cached_s']:9.1f} s   ({o['images_per_s']:.2f} generated img/s)")

@@ -8,6 +8,8 @@ Markdown table ready for docs/benchmarks.md and the JSON next to it. Examples::
     # GPU, official protocol at batch 1 plus larger batches in bf16
     python benchmarks/bench_generators.py --device cuda --batch 1 --precision tf32
     python benchmarks/bench_generators.py --device cuda --batch 32 --precision bf16 --rounds 100 --train
+    # class-conditional configurations (G and D get uniform random labels, seeded; the table says so)
+    python benchmarks/bench_generators.py --models stylenat,stylegan2 --set model.num_classes=10 --batch 1,4
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def markdown(result: dict) -> str:
     lines = [f"Device: {m['device_name']} ({m['device']}), torch {m['torch']}; precision {s['precision']}, "
              f"compile {s['compile'] or 'off'}, {s['warmup']} warm-up / {s['rounds']} timed passes; "
              f"memory = {rows[0].get('memory_method', '-') if rows else '-'} (added over the resident baseline).",
+             *[f"{r['model']}: {r['labels']}." for r in rows if r.get("labels")],
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["model"], str(r["resolution"]), f"{r['g_params'] / 1e6:.2f}",
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-rounds", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--resolution", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE",
+                   help="model override, e.g. model.num_classes=10 (class-conditional: uniform random labels)")
     p.add_argument("--peak-tflops", type=float)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=None, help="write JSON here and Markdown next to it (.md)")
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                              train_rounds=args.train_rounds, device=args.device, peak_tflops=args.peak_tflops,
                              threads=args.threads)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    result = benchmark(names, settings, resolution=args.resolution,
+    result = benchmark(names, settings, resolution=args.resolution, sets=args.set,
                        on_start=lambda n, i, k: print(f"[{i + 1}/{k}] {n} ...", file=sys.stderr, flush=True))
     table = markdown(result)
     print(table)

@@ -9,6 +9,8 @@ real weights are given (timing only: the values are meaningless then).
     # CPU (docs/benchmarks.md): 64px narrow StyleGAN2, random-weight Inception and VGG16
     python benchmarks/bench_metrics.py --device cpu --num 128 --resolution 64 \
         --model-config '{"channel_max": 64, "channel_multiplier": 1}' --json
+    # class-conditional: G gets the labels `nat-gan fid` gives it (the synthetic reference is labelled)
+    python benchmarks/bench_metrics.py --device cpu --num 128 --model-config '{"num_classes": 10}' --json
     # GPU acceptance: importable
     from bench_metrics import measure; measure("cuda", 50_000, 256)
 """
@@ -62,7 +64,8 @@ def measure(device: str = "auto", n: int = 10_000, res: int = 64, *, model: str 
         inception = None if weights else random_pytorch_fid_weights(tmp / "pt_inception-2015-12-05-6726825d.pth")
         extractors = {"inception": build_inception(mode, device=dev, inception=inception, weights_dir=weights),
                       "vgg16": build_vgg16(device=dev, weights_dir=weights, random_weights=weights is None)}
-        ref = synthetic_reference(tmp / "ref", n, res)
+        k = int(getattr(G, "num_classes", 0) or 0)  # conditional: a labelled reference, labels as `nat-gan fid`
+        ref = synthetic_reference(tmp / "ref", n, res, k)
         kw = dict(num=n, mode=mode, batch_size=batch or auto_batch_size(dev, res), device=dev, extractors=extractors,
                   progress=False, workers=workers, use_cache=False)
 
@@ -81,6 +84,9 @@ def measure(device: str = "auto", n: int = 10_000, res: int = 64, *, model: str 
             "num": n, "num_ref": n, "mode": mode,
             "weights": "real" if weights else "random (timing only)", "batch": kw["batch_size"],
         }
+        if k:
+            out["labels"] = (f"class-conditional ({k} classes): image i gets the label of a synthetic reference "
+                             f"image drawn with seed i (balanced classes), as nat-gan fid")
         if "fid" in runs:
             fid_s, fid_result = run(["fid"])
             out.update(fid_only_s=round(fid_s, 2), fid_only_timings=fid_result["timings"])

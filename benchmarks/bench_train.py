@@ -6,7 +6,8 @@
 ``nat-gan bench --train`` times a bare G+D step. This script runs the trainer itself: data loading, bCR,
 lazy R1 at its interval, D clipping, EMA, mixed precision and the recipe's batch. That is the figure to
 compare with the official code's training images/s. The data is the built-in digits set, upscaled to the
-recipe's resolution, so it needs no download.
+recipe's resolution, so it needs no download; a class-conditional recipe (``model.num_classes = 10``, e.g.
+recipes/demo_conditional.toml) trains on the digits' 10 labels as ``nat-gan train`` would.
 The run logs every ``--warmup`` steps (logging every step would add TensorBoard writes to what is timed). Each
 logged rate covers the time since the previous log line, so consecutive lines add up to the wall time between
 them; that also holds on a GPU, where reading the losses synchronises. The first ``--warmup`` steps (allocator,
@@ -73,7 +74,10 @@ def measure_training(recipe_path: Path, *, steps: int = 60, warmup: int = 10, de
             "steps_timed": steps, "warmup": warmup, "img_per_s": batch * steps / seconds,
             "ms_per_step": 1e3 * seconds / steps, "finished_step": result.step,
             "peak_memory_mb": None if peak is None else round(peak / 2**20, 1), "memory_method": mem.report.method,
-            "torch": torch.__version__}
+            "torch": torch.__version__,
+            **({"labels": f"class-conditional ({recipe.model.num_classes} classes): the trainer's own labels (reals "
+                          f"with their digit labels, fakes drawn from the digits' label distribution)"}
+               if getattr(recipe.model, "num_classes", 0) else {})}
 
 
 def main() -> None:
@@ -98,6 +102,8 @@ def main() -> None:
               f"bCR {report['bcr']}, R1 every {report['r1_every']}: {report['img_per_s']:.1f} img/s "
               f"({report['ms_per_step']:.1f} ms/step over {args.steps} steps after {args.warmup} warm-up; "
               f"peak memory {report['peak_memory_mb']} MB)")
+        if report.get("labels"):
+            print(f"labels: {report['labels']}")
 
 
 if __name__ == "__main__":

@@ -441,3 +441,171 @@ def test_list_counts_match_real_builds():
     assert count_params(meta.discriminator) == count_params(real.discriminator)
     nat = _shapes_only("stylenat")                      # the official FFHQ-256 pair (reference §1.7)
     assert (count_params(nat.generator), count_params(nat.discriminator)) == (48_921_000, 26_211_585)
+
+
+# ------------------------------------------------------------------------------------- class-conditional
+
+COND_SETS = ["model.resolution=16", "model.style_dim=16", "model.n_mlp=2", "model.channel_max=16",
+             "model.num_classes=3"]  # a reduced conditional StyleGAN2 (tests/reduced_models.py)
+
+
+def _conditional_pair():
+    from natgan.models import create
+    from reduced_models import reduced
+
+    torch.manual_seed(0)
+    return create("stylegan2", **reduced("stylegan2", 3))
+
+
+def test_bench_inputs_labels_are_uniform_seeded_and_leave_z_alone():
+    """A conditional G gets seeded labels in [0, K) from a stream of their own: z is what the unconditional
+    model gets, the same seed gives the same labels, and every class is drawn."""
+    from natgan.bench.measure import bench_inputs
+
+    G = _conditional_pair().generator
+    z, c = bench_inputs(G, 64, torch.device("cpu"), 5)
+    assert c.dtype == torch.long and c.shape == (64,) and set(c.tolist()) == {0, 1, 2}
+    z2, c2 = bench_inputs(G, 64, torch.device("cpu"), 5)
+    assert torch.equal(z, z2) and torch.equal(c, c2)
+    assert not torch.equal(c, bench_inputs(G, 64, torch.device("cpu"), 6)[1])
+    plain = create_tiny()
+    zu, cu = bench_inputs(plain, 64, torch.device("cpu"), 5)
+    assert cu is None and torch.equal(zu, torch.randn(64, plain.z_dim, generator=torch.Generator().manual_seed(5)))
+
+
+def create_tiny():
+    from natgan.models import create
+
+    return create(TINY).generator
+
+
+def test_conditional_generator_throughput_and_flops():
+    """measure_generator on a conditional G: every call (FLOPs pass and timed calls) gets labels, and the
+    result says which. Without labels the conditional G raises, so a finished measurement proves they were fed."""
+    G = _conditional_pair().generator
+    seen = []
+    G.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[1] if len(args) > 1 else kwargs.get("c")),
+                                with_kwargs=True)
+    res = measure_generator(G, BenchSettings(batches=(2,), **FAST), label="cond")
+    assert res["labels"].startswith("class-conditional (3 classes): uniform random class labels")
+    assert res["gflops_per_img"] > 0 and res["throughput"][0]["img_per_s"] > 0
+    assert seen and all(c is not None and c.dtype == torch.long for c in seen)
+    assert {len(c) for c in seen} == {1, 2}  # the FLOPs pass (batch 1) and the timed batch
+
+
+def test_conditional_training_step_feeds_labels_to_g_and_d():
+    """One step of the bench's training step on a conditional pair updates G's label embedding and D's
+    projection head (only labels reach them), so both networks were given labels."""
+    from natgan.bench.measure import train_step_fn
+
+    pair = _conditional_pair()
+    G, D = pair.generator, pair.discriminator
+    embed0 = G.label_embed.embed.weight.detach().clone()
+    head = [(n, p.detach().clone()) for n, p in D.named_parameters() if "mapping" in n or "head" in n]
+    assert head
+    step = train_step_fn(G, D, 4, torch.device("cpu"), lambda: torch.autocast("cpu", enabled=False))
+    step()
+    assert not torch.equal(embed0, G.label_embed.embed.weight)
+    params = dict(D.named_parameters())
+    assert any(not torch.equal(p0, params[n]) for n, p0 in head)
+
+
+def test_conditional_config_benches_through_the_cli(capsys):
+    """`nat-gan bench --set model.num_classes=3 --train` measures G and the training step and says which labels
+    were fed, in the JSON and in the table caption."""
+    sets = [a for s in COND_SETS for a in ("--set", s)]
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--model", "stylegan2", *sets, "--json", "--rounds", "1", "--warmup", "0", "--device", "cpu",
+              "--train", "--train-rounds", "1", "--batch", "2"])
+    captured = capsys.readouterr()
+    assert (exc.value.code or 0) == 0, captured.err
+    (row,) = json.loads(captured.out)["results"]
+    assert "uniform random class labels" in row["labels"] and "uniform random class labels" in row["train"]["labels"]
+    assert row["throughput"][0]["img_per_s"] > 0 and row["train"]["img_per_s"] > 0
+    result = benchmark(["stylegan2"], BenchSettings(flops=False, **FAST), sets=COND_SETS)
+    from rich.console import Console
+
+    console = Console(width=400, record=True)
+    console.print(results_table(result))
+    caption = " ".join(console.export_text().split())  # the caption wraps at the table's width
+    assert "stylegan2: class-conditional (3 classes): uniform random class labels" in caption
+    assert "labels" not in benchmark([TINY], BenchSettings(flops=False, **FAST))["results"][0]
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conditional_config_in_the_benchmark_script(tmp_path, capsys):
+    """benchmarks/bench_generators.py --set model.num_classes=...: measured, and the Markdown says how."""
+    out = tmp_path / "gen.json"
+    assert _script("bench_generators").main(
+        ["--models", "stylegan2", *[a for s in COND_SETS for a in ("--set", s)], "--batch", "2", "--warmup", "0",
+         "--rounds", "1", "--device", "cpu", "--train", "--train-rounds", "1", "--out", str(out)]) == 0
+    table = out.with_suffix(".md").read_text()
+    assert "stylegan2: class-conditional (3 classes): uniform random class labels" in table
+    assert "| stylegan2 | 16 |" in table
+
+
+def test_conditional_recipe_in_the_trainer_benchmark(tmp_path):
+    """benchmarks/bench_train.py on recipes/demo_conditional.toml: the real trainer on the digits' labels."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "demo_conditional.toml"
+    report = _script("bench_train").measure_training(
+        recipe, steps=1, warmup=1, device="cpu", workdir=tmp_path,
+        sets=["model.resolution=16", "model.channels=[16,16,16]", "model.d_channels=[16,16,16]", "train.batch=2"])
+    assert report["finished_step"] == 2 and report["img_per_s"] > 0
+    assert report["labels"].startswith("class-conditional (10 classes): the trainer's own labels")
+
+
+class _MeanColours(nn.Module):
+    """An offline stand-in for Inception: 2x2 mean colours of the 299-px resized image (12 numbers)."""
+
+    def forward(self, x):
+        x = torch.nn.functional.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False)
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+
+def test_conditional_generator_in_the_fid_benchmark(tmp_path, monkeypatch):
+    """benchmarks/bench_fid.py --set model.num_classes=3: the synthetic reference is labelled, and our path and
+    the official write-PNGs path generate the same (z, label) pairs, so their FIDs agree."""
+    import warnings
+
+    from natgan.metrics import FeatureExtractor
+
+    bench_fid = _script("bench_fid")
+    monkeypatch.setenv("NATGAN_CACHE_DIR", str(tmp_path / "cache"))  # compare() points it into its workdir too
+    args = bench_fid.parse_args(["--model", "stylegan2", *[a for s in COND_SETS for a in ("--set", s)], "--num", "8",
+                                 "--num-ref", "9", "--workers", "0", "--batch", "4", "--device", "cpu"])
+    G, described = bench_fid.build_generator(args, torch.device("cpu"))
+    assert G.num_classes == 3 and "model.num_classes=3" in described
+    ext = FeatureExtractor(_MeanColours().eval(), mode="legacy_pytorch", name=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bench_fid.compare(G, described, args, torch.device("cpu"), tmp_path / "work", extractor=ext)
+    ours, official = result["ours"]["fid"], result["official"]["fid"]
+    assert "class-conditional (3 classes)" in result["labels"]
+    assert ours == pytest.approx(official, rel=1e-3)
+
+
+def test_conditional_generator_in_the_metrics_benchmark(tmp_path, monkeypatch):
+    """benchmarks/bench_metrics.py with a conditional model config: labelled synthetic reference, FID measured."""
+    from natgan.metrics import FeatureExtractor
+
+    bench_metrics = _script("bench_metrics")
+    monkeypatch.setattr(bench_metrics, "random_pytorch_fid_weights", lambda path: None)
+    monkeypatch.setattr(bench_metrics, "build_inception",
+                        lambda mode, **kw: FeatureExtractor(_MeanColours().eval(), mode=mode, name=None))
+    monkeypatch.setattr(bench_metrics, "build_vgg16", lambda **kw: None)
+    out = bench_metrics.measure("cpu", 8, 16, model="stylegan2", workdir=tmp_path, separately=False, runs=("fid",),
+                                batch=4, model_config={"style_dim": 16, "n_mlp": 2, "channel_max": 16,
+                                                       "num_classes": 3})
+    assert "class-conditional (3 classes)" in out["labels"] and out["fid_only_s"] > 0

@@ -1,4 +1,5 @@
-"""`nat-gan import` of official snapshots whose channel table is not a StyleGAN2 default.
+"""`nat-gan import` of official snapshots whose channel table is not a StyleGAN2 default (and the shared checks
+of every conditional NVlabs fixture: sample/fid/train --init, poisoned module sources).
 
 The fixtures (tests/fixtures/official/*-widths, stylegan3-stylegan2, *-cond; see its README) were written by
 the official code with ``channel_base``/``channel_max`` pairs whose widths follow no
@@ -164,10 +165,12 @@ def digits32(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan2-ada-cond"])
+@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan2-ada-cond", "stylegan2-ada-cifar",
+                                    "stylegan2-ada-cifar-legacy"])
 def test_imported_file_works_with_sample_fid_and_train_init(folder, digits32, tmp_path, capsys, monkeypatch):
     out, ckpt = _imported(folder, tmp_path)
-    conditional = ckpt["model"]["config"]["num_classes"] > 0
+    cfg = ckpt["model"]["config"]
+    conditional = cfg["num_classes"] > 0
     assert _cli(["sample", "--ckpt", str(out), "--seeds", "0-1", "--trunc", "0.7", "--outdir", str(tmp_path / "s"),
                  "--device", "cpu", *(["--class", "3"] if conditional else [])]) == 0
     assert len(list((tmp_path / "s").glob("*.png"))) == 2
@@ -194,15 +197,17 @@ def test_imported_file_works_with_sample_fid_and_train_init(folder, digits32, tm
                            f'pl_weight = 0.0\n')
     recipe, init_ck, _ = resolve_init(recipe_path=recipe_path, overrides=[], outdir=tmp_path / "ft",
                                       init=str(out), data_override=[])
-    assert recipe.model.channels == [16, 16, 8, 4]
-    assert recipe.model.num_classes == ckpt["model"]["config"]["num_classes"]
+    assert recipe.model.channels == cfg["channels"]
+    assert (recipe.model.num_classes, recipe.model.d_architecture) == (cfg["num_classes"], cfg["d_architecture"])
     t = Trainer(recipe, tmp_path / "ft", init_from=init_ck, show_progress=False)
     for name, module in (("G", t.G), ("G_ema", t.G_ema), ("D", t.D)):
         for key, value in module.state_dict().items():
             assert torch.equal(value, ckpt["weights"][name][key]), (name, key)
     result = train(recipe, tmp_path / "ft2", init_from=init_ck, show_progress=False)
     assert result.step == 2
-    assert checkpoint.load(tmp_path / "ft2" / "latest.pt")["model"]["config"]["channels"] == [16, 16, 8, 4]
+    trained = checkpoint.load(tmp_path / "ft2" / "latest.pt")["model"]["config"]
+    assert {k: trained[k] for k in ("channels", "d_architecture", "mbstd_group")} == \
+        {k: cfg[k] for k in ("channels", "d_architecture", "mbstd_group")}
 
 
 def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
@@ -210,8 +215,14 @@ def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
     tree = {k: _tree(v) if isinstance(v, PersistentRecord) else _plain_dicts(v) for k, v in snapshot.items()}
     base = tree["D"]["state"]["_init_kwargs"]
     tree["D"]["state"]["_init_kwargs"] = dict(base, mapping_kwargs={"num_layers": 4})
-    with pytest.raises(CheckpointError, match=r"D mapping_kwargs.num_layers = 4 .*cannot express"):
+    with pytest.raises(CheckpointError, match=r"D: mapping_kwargs.num_layers = 4 but the file holds 8 label mapping"):
         import_checkpoint(_nvlabs_pickle(tree, tmp_path / "a.pkl", monkeypatch), "auto")
+    tree["D"]["state"]["_init_kwargs"] = dict(base, mapping_kwargs={"activation": "relu"})
+    with pytest.raises(CheckpointError, match=r"D mapping_kwargs.activation = 'relu' \(only 'lrelu'\).*cannot express"):
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / "a2.pkl", monkeypatch), "auto")
+    tree["D"]["state"]["_init_kwargs"] = dict(base, cmap_dim=8)
+    with pytest.raises(CheckpointError, match=r"D cmap_dim = 8 differs from the 4x4 width 16 .*cannot express"):
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / "a3.pkl", monkeypatch), "auto")
     tree["D"]["state"]["_init_kwargs"] = dict(base, c_dim=5)
     with pytest.raises(CheckpointError, match=r"G has c_dim = 10 but D has c_dim = 5"):
         import_checkpoint(_nvlabs_pickle(tree, tmp_path / "b.pkl", monkeypatch), "auto")
@@ -223,7 +234,8 @@ def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths",
-                                    "stylegan2-ada-cond", "ganformer-cond"])
+                                    "stylegan2-ada-cond", "ganformer-cond", "stylegan2-ada-cifar",
+                                    "stylegan2-ada-skip", "stylegan2-ada-clamp", "stylegan2-ada-cifar-legacy"])
 def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monkeypatch):
     """The records' ``module_src`` is data: a poisoned copy still imports (same images), nothing runs."""
     marker = tmp_path / "PWNED"

@@ -187,6 +187,29 @@ def test_freezed_counts_layers_as_stylegan2_ada_pytorch():
         frozen_modules(D, resolution, levels=1, layers=4)
 
 
+@pytest.mark.parametrize("architecture", ["orig", "skip"])
+def test_freezed_counts_orig_and_skip_layers_as_stylegan2_ada_pytorch(architecture):
+    """The same count for the official non-residual blocks: DiscriminatorBlock builds fromrgb when it is the
+    first block or the architecture is 'skip', then conv0, conv1, and no skip conv; the epilogue (with the
+    'skip' D's 4x4 fromrgb) is never frozen."""
+    from natgan.train.freeze import official_layers
+
+    resolution = 32
+    D = create("stylegan2", resolution=resolution, style_dim=16, n_mlp=2, channel_max=16,
+               d_architecture=architecture).discriminator
+    official = [f"b{r}.{layer}" for r in (32, 16, 8)
+                for layer in (("fromrgb",) if r == resolution or architecture == "skip" else ()) + ("conv0", "conv1")]
+
+    def as_official(name):
+        parts = name.split(".")
+        k = int(parts[1])
+        if k == 0:
+            return "b32.fromrgb"
+        return f"b{resolution >> (k - 1)}." + {"from_rgb": "fromrgb", "conv1": "conv0", "conv2": "conv1"}[parts[2]]
+
+    assert [as_official(layer[0]) for layer in official_layers(D, resolution)] == official
+
+
 def test_freezed_and_freeze_d_together_are_refused(tmp_path, digits):  # noqa: F811
     with pytest.raises(ConfigError, match="train.freezed.*not both"):
         recipes.load(tiny_recipe(tmp_path, digits, freeze_d=1, freezed=4))

@@ -5,6 +5,10 @@ z — with the official protocol by default on CUDA (batch 1, 10 warm-up, 500 ti
 events) and at any other batch sizes. ``measure_train_step`` times one full GAN step (D step + G step,
 forward and backward, Adam updates). ``benchmark`` does both for several models with the same
 settings on the same machine and returns one JSON-ready dict per model.
+
+A class-conditional model (``num_classes > 0``) is measured as it runs in training and sampling: G and D
+get labels ``c`` beside z and the images, uniform random classes drawn from the run's seed
+(:func:`bench_inputs`); which labels were fed is part of every result (``labels``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from natgan.bench.timing import time_calls
 from natgan.devices import PRECISIONS, precision_context, resolve_device
 from natgan.errors import ConfigError, NatGanError
 from natgan.models import set_requires_grad
+from natgan.sampling.classes import num_classes_of
 
 Precision = Literal["fp32", "tf32", "bf16"]
 ATTN_BACKENDS = ("torch", "natten", "flex")
@@ -172,9 +177,29 @@ def _mb(n: int | None) -> float | None:
     return None if n is None else round(n / 2**20, 1)
 
 
-def _latent(G: nn.Module, batch: int, device: torch.device, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, G.z_dim, generator=gen).to(device)
+LABEL_SEED_SALT = 0x5EED_C1A5  # the label stream is its own, so a conditional model's z equals the unconditional one's
+
+
+def bench_inputs(G: nn.Module, batch: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(z, c)`` for one call of ``G``: z from ``seed`` (as before labels existed), and for a class-conditional
+    ``G`` labels of uniformly random classes from a stream of their own (``seed`` salted), else None.
+
+    Why uniform: a benchmark has no dataset, and the cost of a conditional forward does not depend on which
+    classes are asked for (the label embedding is one small matrix product per image)."""
+    z = torch.randn(batch, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    k = num_classes_of(G)
+    if not k:
+        return z, None
+    c = torch.randint(k, (batch,), generator=torch.Generator().manual_seed(seed ^ LABEL_SEED_SALT))
+    return z, c.to(device)
+
+
+def labels_protocol(num_classes: int, seed: int) -> str | None:
+    """How a conditional model's labels were chosen, in words (None for an unconditional model)."""
+    if not num_classes:
+        return None
+    return (f"class-conditional ({num_classes} classes): uniform random class labels for G and D, drawn from seed "
+            f"{seed}")
 
 
 def _compiled(module: nn.Module, mode: str | None) -> Callable:
@@ -212,14 +237,17 @@ def measure_generator(G: nn.Module, settings: BenchSettings | None = None, *, de
     warmup, rounds = _counts(settings, device)
     G = G.to(device).eval()
     result: dict[str, Any] = {"warmup": warmup, "rounds": rounds, "throughput": []}
+    labels = labels_protocol(num_classes_of(G), settings.seed)
+    if labels:
+        result["labels"] = labels
     with _device_scope(device), attention_backend(settings.attn_backend), \
             precision_context(settings.precision, device) as autocast:
         if settings.flops:
-            z1 = _latent(G, 1, device, settings.seed)
+            z1, c1 = bench_inputs(G, 1, device, settings.seed)
 
             def one() -> None:
                 with autocast():
-                    G(z1)
+                    G(z1) if c1 is None else G(z1, c1)
 
             report = _run_guarded(f"{label}: counting FLOPs", lambda: count_flops(one, [G]))
             result["gflops_per_img"] = round(report.total / 1e9, 3)
@@ -228,11 +256,11 @@ def measure_generator(G: nn.Module, settings: BenchSettings | None = None, *, de
             result["flops_method"] = report.method
         forward = _compiled(G, settings.compile)
         for batch in settings.batches:
-            z = _latent(G, batch, device, settings.seed)
+            z, c = bench_inputs(G, batch, device, settings.seed)
 
             def call() -> None:
                 with torch.inference_mode(), autocast():
-                    forward(z)  # noqa: B023 (called within this iteration only)
+                    forward(z) if c is None else forward(z, c)  # noqa: B023 (called within this iteration only)
 
             def timed():
                 with PeakMemory(device) as mem:
@@ -268,7 +296,8 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
     length) and bCR are left out, so this is the cost of the plain step that dominates training.
     D sees fakes and reals as one concatenated batch: the same work as two calls, and a compiled
     spectral-norm D cannot be called twice before backward (each call updates its power-iteration
-    vectors in place, invalidating what the first call saved).
+    vectors in place, invalidating what the first call saved). A class-conditional pair gets labels as in
+    training: the fakes' labels go into G and, with the reals' own labels, into D (:func:`bench_inputs`).
     """
     G.train().to(device)
     D.train().to(device)
@@ -278,14 +307,24 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(batch, G.z_dim, generator=gen).to(device)
     real = torch.randn(batch, 3, G.resolution, G.resolution, generator=gen).to(device)
+    _, c_fake = bench_inputs(G, batch, device, seed)
+    _, c_real = bench_inputs(G, batch, device, seed + 1)
+    conditional = c_fake is not None
+    c_both = torch.cat([c_fake, c_real]) if conditional else None
+
+    def generate(z: torch.Tensor) -> torch.Tensor:
+        return g_fn(z, c_fake) if conditional else g_fn(z)
+
+    def discriminate(images: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return d_fn(images, c) if conditional else d_fn(images)
 
     def step() -> None:
         set_requires_grad(G, False)
         set_requires_grad(D, True)
         with autocast():
             with torch.no_grad():
-                fake = g_fn(z)
-            logits = d_fn(torch.cat([fake, real]))
+                fake = generate(z)
+            logits = discriminate(torch.cat([fake, real]), c_both)
             d_loss = F.softplus(logits[:batch]).mean() + F.softplus(-logits[batch:]).mean()
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -293,7 +332,7 @@ def train_step_fn(G: nn.Module, D: nn.Module, batch: int, device: torch.device,
         set_requires_grad(G, True)
         set_requires_grad(D, False)
         with autocast():
-            g_loss = F.softplus(-d_fn(g_fn(z))).mean()
+            g_loss = F.softplus(-discriminate(generate(z), c_fake)).mean()
         g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         g_opt.step()
@@ -321,7 +360,9 @@ def measure_train_step(G: nn.Module, D: nn.Module, settings: BenchSettings | Non
             return timing, mem.report
 
         timing, mem = _run_guarded(f"{label}: training step at batch {batch}", timed)
+    labels = labels_protocol(num_classes_of(G), settings.seed)
     return {
+        **({"labels": labels} if labels else {}),
         "batch": batch,
         "warmup": warmup,
         "rounds": rounds,

@@ -107,6 +107,12 @@ def _write_json(obj: Any, path: Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def _labels_note(rows: list[dict]) -> str:
+    """What a class-conditional model was fed (uniform random labels), for the table caption; '' if none is."""
+    notes = sorted({f"{r['model']}: {r['labels']}" for r in rows if r.get("labels")})
+    return "".join(f"; {note}" for note in notes)
+
+
 def _fmt(value: Any, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -121,7 +127,7 @@ def results_table(result: dict):
                         f"{machine['torch']})",
                   caption=f"precision {settings['precision']}{compile_txt}, {settings['warmup']} warm-up / "
                           f"{settings['rounds']} timed passes, mapping network included; memory: "
-                          f"{rows[0].get('memory_method', '-') if rows else '-'}")
+                          f"{rows[0].get('memory_method', '-') if rows else '-'}{_labels_note(rows)}")
     table.add_column("model")
     table.add_column("res", justify="right")
     table.add_column("G (M)", justify="right")

@@ -42,6 +42,7 @@ def _summary(result: dict, recorded: str | None) -> None:
     intra = result["details"].get("intra_fid")
     if intra:
         console.print("  per class  " + ", ".join(f"{name} {value:.2f}" for name, value in intra["per_class"].items()))
+        _intra_cache_note(intra.get("reference_cache"))
     if gen.get("kind") == "generator":
         console.print(f"  generated  {gen.get('checkpoint', 'generator')} ({'EMA' if gen.get('ema', True) else 'raw'} "
                       f"weights, step {gen.get('step')}), seeds {gen['seeds']}, trunc {gen['trunc']}")
@@ -69,14 +70,31 @@ def _summary(result: dict, recorded: str | None) -> None:
         console.print(f"  recorded   {recorded}")
 
 
-def _cache_note(stored: Path) -> None:
-    """Say what a new cache entry costs and how full the cache is (it is capped; `nat-gan cache` lists/clears)."""
+def _cache_note(stored: Path | float, what: str = "statistics") -> None:
+    """Say what a new cache entry costs and how full the cache is (it is capped; `nat-gan cache` lists/clears).
+    ``stored``: the new entry's file, or the MB of several new entries."""
     from natgan.metrics.cache import StatsCache, max_cache_bytes
 
-    size = stored.stat().st_size if stored.is_file() else 0
-    console.print(f"  cached     {size / 2**20:,.1f} MB of statistics; the cache holds "
+    if isinstance(stored, Path):
+        mb = (stored.stat().st_size if stored.is_file() else 0) / 2**20
+    else:
+        mb = float(stored)
+    console.print(f"  cached     {mb:,.1f} MB of {what}; the cache holds "
                   f"{StatsCache().total_bytes() / 2**20:,.1f} of {max_cache_bytes() / 2**20:,.0f} MB "
                   f"(`nat-gan cache list`, `nat-gan cache clear`)", markup=False)
+
+
+def _intra_cache_note(report: dict | None) -> None:
+    """intra-FID's per-class reference statistics: how many classes came from the cache, what was stored."""
+    if not report:
+        return
+    k = report["classes"]
+    if report["cached"]:
+        console.print(f"  per-class  real statistics of {report['cached']} of {k} classes from the cache", markup=False)
+    if report["stored"]:
+        _cache_note(report["stored_mb"], f"per-class statistics ({report['stored']} of {k} classes)")
+    for note in report.get("notes", []):
+        console.print(f"  per-class  {note}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -29,8 +29,10 @@ def register(app: typer.Typer) -> None:
                                            help="Tile the seeds into one PNG, OUTDIR/grid.png (e.g. 8x8)."),
         fmt: str = typer.Option("png", "--format", help="png (seedNNNN.png per seed) | zip (samples.zip) | npz "
                                                         "(samples.npz: images uint8 [N,H,W,3], seeds)."),
-        trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi in w space (1 = off; the centre is the mean "
-                                                         "w of 10k fixed-seed latents)."),
+        trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi in w space (1 = off), in every mode: toward "
+                                                         "the checkpoint's stored centre (imported official files), "
+                                                         "else the mean w of 10k fixed-seed latents (of the class, "
+                                                         "for class-conditional models)."),
         interpolate: Optional[str] = typer.Option(None, "--interpolate", metavar="SEED_A,SEED_B",
                                                   help="Walk between seeds (keyframes A,B,C,...; several walks "
                                                        "1,5/2,7 play as a grid): OUTDIR/interp_<seeds>.gif|mp4 and "
@@ -72,7 +74,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate images for seeds (same seed, same image on any device and batch size)."""
         from natgan.data.progress import ProgressBar
-        from natgan.sampling import (FORMATS, auto_batch_size, compute_w_avg, fixed_class, format_seeds,
+        from natgan.sampling import (FORMATS, auto_batch_size, fixed_class, format_seeds,
                                      load_generator, parse_grid, parse_seeds, resolve_device, write_class_grid,
                                      write_grid, write_samples)
 
@@ -125,9 +127,7 @@ def register(app: typer.Typer) -> None:
         refuse_existing([Path(outdir) / "grid.png"] if cols_rows else
                         [f for folder in folders for f in sample_outputs(folder, seed_list, fmt)])
         batch_size = batch or auto_batch_size(dev, int(G.resolution))
-        w_avg = None if trunc == 1.0 else loaded.truncation_centre()
-        if trunc != 1.0 and w_avg is None and not classes:
-            w_avg = compute_w_avg(G)   # conditional: each image's class centre (natgan.sampling.ImageGenerator)
+        w_avg = loaded.centre(trunc)  # None for a conditional model without a stored one: each image's class centre
         common = dict(batch_size=batch_size, psi=trunc, w_avg=w_avg, noise_mode=noise_mode)
         labels = fixed_class(classes[0]) if len(classes) == 1 else None
         total = len(seed_list) * max(1, len(classes) if (per_class_rows or not cols_rows) else 1)

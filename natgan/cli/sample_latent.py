@@ -55,7 +55,7 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
     from natgan.latent.space import format_layers, parse_layers
     from natgan.fsutil import output_in
     from natgan.latent.store import load_latents
-    from natgan.sampling import auto_batch_size, compute_w_avg, format_seeds, load_generator, parse_seeds, \
+    from natgan.sampling import auto_batch_size, format_seeds, load_generator, parse_seeds, \
         resolve_device
     from natgan.sampling.export import grid_image, save_png, to_hwc
     from natgan.fsutil import refuse_existing
@@ -73,7 +73,7 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
     loaded = load_generator(ckpt, ema=not no_ema, device=dev)
     G = loaded.for_class(class_opt)  # a conditional generator bound to its --class (truncation: that class's mean)
     batch_size = batch or auto_batch_size(dev, int(G.resolution))
-    w_avg = compute_w_avg(G) if trunc != 1.0 else None
+    w_avg = loaded.centre(trunc, G)  # as `sample --trunc`: the stored centre, else G's (its class's) mean w
     info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode, "mode": mode,
             "outdir": str(outdir), **({"class": loaded.class_names()[G.label]} if G is not loaded.G else {})}
     outdir = Path(outdir)

@@ -2,11 +2,14 @@
 nat-gan's ``stylegan2``.
 
 The snapshot is read by :mod:`natgan.importers.nvlabs_pickle` (no code from the file runs). The generator
-must be what nat-gan's StyleGAN2 computes: RGB, ``skip`` synthesis, residual discriminator, ``z_dim == w_dim``,
-FIR ``[1, 3, 3, 1]``, and when class-conditional (``c_dim > 0``) the official label layers with their defaults
-(embedding ``w_dim`` wide, D label mapping of 8 layers at lr 0.01, ``cmap_dim`` = the 4x4 width); anything else
-is refused with the reason. The widths come from the weight shapes, whatever ``channel_base``/``channel_max``
-made them. Renaming (NVlabs -> ours, which are rosinality's):
+must be what nat-gan's StyleGAN2 computes: RGB, ``skip`` synthesis, ``z_dim == w_dim``, FIR ``[1, 3, 3, 1]``,
+and when class-conditional (``c_dim > 0``) the official label layers at their default widths (embedding
+``w_dim`` wide, ``cmap_dim`` = the 4x4 width; the D label mapping's depth and lr multiplier are read:
+``model.d_mapping_layers`` / ``d_mapping_lr``); anything else is refused with the reason. The widths come from the weight shapes, whatever ``channel_base``/``channel_max`` made them; the mapping
+depth from the weights too (``--cfg=cifar``'s 2 layers); the D's ``architecture`` ('resnet', 'orig' as
+``--cfg=cifar``, 'skip') and its minibatch-stddev group and channel count from its constructor kwargs, stored
+as ``model.d_architecture``, ``mbstd_group``, ``mbstd_channels``; G's and D's ``conv_clamp`` (one value) as
+``model.conv_clamp``. Renaming (NVlabs -> ours, which are rosinality's):
 
 =======================================  ==================================================================
 ``mapping.fc{i}.{weight,bias}``          ``style.{i+1}.{weight,bias}``; ``mapping.w_avg`` -> truncation centre
@@ -18,7 +21,8 @@ made them. Renaming (NVlabs -> ours, which are rosinality's):
 layer ``weight [O,I,k,k]``               ``conv.weight [1,O,I,k,k]``; ``affine`` -> ``conv.modulation``;
                                          ``bias`` -> ``activate.bias`` (ToRGB: ``bias [1,3,1,1]``);
                                          ``noise_strength`` -> ``noise.weight``; ``noise_const`` -> ``noises.noise_j``
-D ``b{R}.fromrgb``, ``b{r}.conv0/conv1/skip``  ``convs.0``, ``convs.{j}.conv1/conv2/skip``
+D ``b{R}.fromrgb``, ``b{r}.conv0/conv1/skip``  ``convs.0``, ``convs.{j}.conv1/conv2/skip`` (no ``skip`` in 'orig'/'skip')
+D 'skip': ``b{r}.fromrgb`` (r < R), ``b4.fromrgb``  ``convs.{j}.from_rgb``, ``final_from_rgb``
 D ``b4.conv/fc/out``                     ``final_conv``, ``final_linear.0``, ``final_linear.1``
 D ``mapping.embed`` / ``mapping.fc{i}``  ``projection.mapping.embed.embed`` / ``projection.mapping.layers.{i}``
                                          (``b4.out`` then emits cmap features; logit = <x, cmap> / sqrt(cmap_dim))
@@ -45,6 +49,7 @@ from natgan.importers.nvlabs_records import (PersistentRecord, cannot_express, c
                                              state_dict)
 from natgan.importers.stylegan2_family import Imported, assemble, plan_stylegan2, stylegan2_train_settings
 from natgan.models.conditioning import D_MAPPING_LAYERS
+from natgan.models.stylegan2_layers import D_ARCHITECTURES
 
 KIND = "stylegan2-ada"
 FIR = torch.tensor([1.0, 3.0, 3.0, 1.0])
@@ -62,7 +67,10 @@ def _refuse(src: str, what: str) -> CheckpointError:
 def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
     """The G constructor kwargs, refused when they describe something nat-gan's stylegan2 does not compute."""
     kw = check_network(g, "Generator", "stylegan2", src, conditional=True)
-    mapping, synthesis = _kwargs(g, "mapping_kwargs"), _kwargs(g, "synthesis_kwargs")
+    mapping = _kwargs(g, "mapping_kwargs")
+    # stylegan2-ada nests the synthesis kwargs; stylegan3's networks_stylegan2.Generator takes them flat
+    synthesis = {**{k: v for k, v in kw.items() if k not in ("mapping_kwargs", "synthesis_kwargs")},
+                 **_kwargs(g, "synthesis_kwargs")}
     if mapping.get("layer_features") not in (None, kw.get("w_dim")):
         raise _refuse(src, f"mapping layer_features = {mapping['layer_features']} differs from w_dim")
     if mapping.get("embed_features") not in (None, kw.get("w_dim")):
@@ -73,24 +81,79 @@ def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
     return {"mapping": mapping, "synthesis": synthesis, "c_dim": class_count(kw, src, "G")}
 
 
-# official MappingNetwork defaults the conditional D's label mapping uses; nat-gan's ProjectionHead is built so
-_D_MAPPING = {"num_layers": D_MAPPING_LAYERS, "lr_multiplier": 0.01, "activation": "lrelu"}
+def _label_mapping(d: PersistentRecord, src: str) -> dict[str, Any]:
+    """The conditional D's label mapping (``mapping_kwargs``, official ``MappingNetwork`` defaults where
+    absent): depth and lr multiplier become ``model.d_mapping_layers`` / ``d_mapping_lr`` (stylegan2-ada-pytorch
+    trains 8 / 0.01; a TensorFlow stylegan2-ada D converted by its ``legacy.py`` has 0 / 0.1); its widths must be
+    the cmap width nat-gan uses."""
+    mapping = _kwargs(d, "mapping_kwargs")
+    layers, lr = mapping.get("num_layers", D_MAPPING_LAYERS), mapping.get("lr_multiplier", 0.01)
+    if not _count(layers, 0):
+        raise _refuse(src, f"D mapping_kwargs.num_layers = {layers!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise _refuse(src, f"D mapping_kwargs.lr_multiplier = {lr!r}")
+    if mapping.get("activation", "lrelu") != "lrelu":
+        raise _refuse(src, f"D mapping_kwargs.activation = {mapping['activation']!r} (only 'lrelu')")
+    widths = {key: mapping.get(key) for key in ("embed_features", "layer_features")}
+    return {"d_mapping_layers": layers, "d_mapping_lr": float(lr), "cmap_dim": d.init_kwargs.get("cmap_dim"),
+            **widths}
 
 
 def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
+    """The D constructor kwargs nat-gan's stylegan2 needs (architecture, minibatch-stddev head, c_dim), refused
+    with the reason when they describe a discriminator it does not compute."""
     kw = check_network(d, "Discriminator", "stylegan2", src, conditional=True)
-    epilogue = _kwargs(d, "epilogue_kwargs")
+    epilogue, block = _kwargs(d, "epilogue_kwargs"), _kwargs(d, "block_kwargs")
     c_dim = class_count(kw, src, "D")
-    if c_dim:
-        mapping = _kwargs(d, "mapping_kwargs")
-        for key, want in _D_MAPPING.items():
-            if mapping.get(key, want) != want:
-                raise _refuse(src, f"D mapping_kwargs.{key} = {mapping[key]!r} (nat-gan's label mapping: {want!r})")
-    if kw.get("architecture", "resnet") != "resnet":
-        raise _refuse(src, f"D architecture '{kw['architecture']}' (only 'resnet' = config-f)")
-    if epilogue.get("mbstd_num_channels", 1) != 1:
-        raise _refuse(src, f"D minibatch-stddev with {epilogue['mbstd_num_channels']} channels (only 1)")
-    return {"mbstd_group": epilogue.get("mbstd_group_size", 4), "c_dim": c_dim}
+    label_mapping = _label_mapping(d, src) if c_dim else {}
+    architecture = kw.get("architecture", "resnet")
+    if architecture not in D_ARCHITECTURES:
+        raise _refuse(src, f"D architecture {architecture!r} (nat-gan has {', '.join(map(repr, D_ARCHITECTURES))})")
+    for where, kwargs in (("block_kwargs", block), ("epilogue_kwargs", epilogue)):
+        if kwargs.get("activation", "lrelu") != "lrelu":
+            raise _refuse(src, f"D {where}.activation = {kwargs['activation']!r} (only 'lrelu')")
+    group, channels = epilogue.get("mbstd_group_size", 4), epilogue.get("mbstd_num_channels", 1)
+    if not _count(group, 1):
+        raise _refuse(src, f"D minibatch-stddev group {group!r} (nat-gan needs a fixed group size >= 1; None = "
+                           f"the whole minibatch)")
+    if not _count(channels, 0):
+        raise _refuse(src, f"D minibatch-stddev with {channels!r} channels")
+    return {"mbstd_group": group, "mbstd_channels": channels, "architecture": architecture, "c_dim": c_dim,
+            "conv_clamp": kw.get("conv_clamp"), "label_mapping": label_mapping}
+
+
+def check_label_mapping(mapping: dict[str, Any], d: dict[str, torch.Tensor], src: str) -> dict[str, Any]:
+    """The conditional D's label mapping against its weights (nat-gan names): the cmap width is the 4x4 width
+    (official default ``cmap_dim``), every mapping layer as wide, as many layers as ``num_layers`` says.
+    Returns the model config fields."""
+    if not mapping:
+        return {}
+    width = d["final_linear.0.weight"].shape[0]
+    for key in ("cmap_dim", "embed_features", "layer_features"):
+        if mapping[key] not in (None, width):
+            raise _refuse(src, f"D {key} = {mapping[key]!r} differs from the 4x4 width {width} (nat-gan's label "
+                               f"mapping is that wide, the official default)")
+    stored = sum(1 for k in d if re.fullmatch(r"projection\.mapping\.layers\.\d+\.weight", k))
+    if stored != mapping["d_mapping_layers"]:
+        raise CheckpointError(f"{src}: D: mapping_kwargs.num_layers = {mapping['d_mapping_layers']} but the file "
+                              f"holds {stored} label mapping layers")
+    return {"d_mapping_layers": mapping["d_mapping_layers"], "d_mapping_lr": mapping["d_mapping_lr"]}
+
+
+def conv_clamp(g_clamp: Any, d_clamp: Any, has_d: bool, src: str) -> float | None:
+    """The one ``model.conv_clamp`` of G and D (train.py gives both the same value: 256, or none without
+    mixed precision); differing or non-numeric values are refused."""
+    for which, clamp in (("G", g_clamp), ("D", d_clamp)):
+        if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float))
+                                  or not math.isfinite(clamp) or clamp <= 0):
+            raise _refuse(src, f"{which} conv_clamp = {clamp!r}")
+    if has_d and g_clamp != d_clamp:
+        raise _refuse(src, f"G conv_clamp = {g_clamp} but D conv_clamp = {d_clamp} (one model.conv_clamp for both)")
+    return None if g_clamp is None else float(g_clamp)
+
+
+def _count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _check_filters(sd: dict[str, torch.Tensor], src: str, which: str) -> None:
@@ -158,8 +221,13 @@ def convert_generator(sd: dict[str, torch.Tensor], src: str, which: str
     return out, sd.get("mapping.w_avg")
 
 
-def convert_discriminator(sd: dict[str, torch.Tensor], src: str) -> dict[str, torch.Tensor]:
-    """NVlabs residual D state -> nat-gan (rosinality) D state."""
+def convert_discriminator(sd: dict[str, torch.Tensor], src: str, architecture: str = "resnet"
+                          ) -> dict[str, torch.Tensor]:
+    """NVlabs D state (``architecture`` 'resnet', 'orig' or 'skip') -> nat-gan (rosinality-named) D state.
+
+    Every tensor of the file must be used (FIR filters aside, checked above): a key the architecture has no
+    place for, e.g. a ``skip`` conv in an 'orig' D, is an error naming it, never silently dropped.
+    """
     _check_filters(sd, src, "D")
     resolutions = sorted({int(m.group(1)) for k in sd if (m := re.match(r"b(\d+)\.", k))}, reverse=True)
     top = resolutions[0] if resolutions else 0
@@ -167,27 +235,43 @@ def convert_discriminator(sd: dict[str, torch.Tensor], src: str) -> dict[str, to
         raise CheckpointError(f"{src}: D: blocks {', '.join(f'b{r}' for r in resolutions)} are not "
                               f"b{top}, b{top // 2}, ..., b4")
     out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+
+    def conv(theirs: str, ours: str, index: int = 0) -> None:
+        """An official conv layer -> nat-gan's ConvLayer ``ours``: its conv at ``index`` (1 after a down-sampling
+        blur), the bias in the activation that follows."""
+        out[f"{ours}.{index}.weight"], out[f"{ours}.{index + 1}.bias"] = sd[f"{theirs}.weight"], sd[f"{theirs}.bias"]
+        used.update((f"{theirs}.weight", f"{theirs}.bias"))
+
     try:
-        out["convs.0.0.weight"], out["convs.0.1.bias"] = sd[f"b{top}.fromrgb.weight"], sd[f"b{top}.fromrgb.bias"]
+        conv(f"b{top}.fromrgb", "convs.0")
         for j, res in enumerate((r for r in resolutions if r > 4), start=1):
-            out[f"convs.{j}.conv1.0.weight"], out[f"convs.{j}.conv1.1.bias"] = sd[f"b{res}.conv0.weight"], sd[f"b{res}.conv0.bias"]
-            out[f"convs.{j}.conv2.1.weight"], out[f"convs.{j}.conv2.2.bias"] = sd[f"b{res}.conv1.weight"], sd[f"b{res}.conv1.bias"]
-            out[f"convs.{j}.skip.1.weight"] = sd[f"b{res}.skip.weight"]
-        out["final_conv.0.weight"], out["final_conv.1.bias"] = sd["b4.conv.weight"], sd["b4.conv.bias"]
-        out["final_linear.0.weight"], out["final_linear.0.bias"] = sd["b4.fc.weight"], sd["b4.fc.bias"]
-        out["final_linear.1.weight"], out["final_linear.1.bias"] = sd["b4.out.weight"], sd["b4.out.bias"]
+            if architecture == "skip" and res < top:
+                conv(f"b{res}.fromrgb", f"convs.{j}.from_rgb")
+            conv(f"b{res}.conv0", f"convs.{j}.conv1")
+            conv(f"b{res}.conv1", f"convs.{j}.conv2", index=1)
+            if architecture == "resnet":
+                out[f"convs.{j}.skip.1.weight"] = sd[f"b{res}.skip.weight"]
+                used.add(f"b{res}.skip.weight")
+        if architecture == "skip":
+            conv("b4.fromrgb", "final_from_rgb")
+        conv("b4.conv", "final_conv")
+        for theirs, ours in (("fc", "0"), ("out", "1")):
+            for name in ("weight", "bias"):
+                out[f"final_linear.{ours}.{name}"] = sd[f"b4.{theirs}.{name}"]
+                used.add(f"b4.{theirs}.{name}")
         for key in sd:                          # conditional: the label mapping network of the projection head
             m = re.fullmatch(r"mapping\.(embed|fc(\d+))\.(weight|bias)", key)
             if m:
                 ours = "embed.embed" if m.group(1) == "embed" else f"layers.{m.group(2)}"
                 out[f"projection.mapping.{ours}.{m.group(3)}"] = sd[key]
+                used.add(key)
     except KeyError as exc:
-        raise CheckpointError(f"{src}: D: missing key '{exc.args[0]}'") from None
-    known = re.compile(r"b\d+\.(resample_filter|(fromrgb|conv0|conv1|skip|conv|fc|out)\.(weight|bias|resample_filter))|"
-                       r"mapping\.(embed|fc\d+)\.(weight|bias)")
+        raise CheckpointError(f"{src}: D: missing key '{exc.args[0]}' (a '{architecture}' discriminator)") from None
     for key in sd:
-        if not known.fullmatch(key):
-            raise CheckpointError(f"{src}: D: unexpected key '{key}' (no counterpart in nat-gan's stylegan2)")
+        if key not in used and not re.fullmatch(r"b\d+\.((fromrgb|conv0|conv1|skip|conv)\.)?resample_filter", key):
+            raise CheckpointError(f"{src}: D: unexpected key '{key}' (no counterpart in nat-gan's stylegan2 "
+                                  f"'{architecture}' discriminator)")
     return out
 
 
@@ -202,13 +286,20 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
     if isinstance(snapshot.get("G"), PersistentRecord):
         check_generator(snapshot["G"], src)
         g, _ = convert_generator(state_dict(snapshot["G"], src), src, "G")
-    d, mbstd = None, 4
+    d, d_model, d_clamp = None, {}, None
     if isinstance(snapshot.get("D"), PersistentRecord):
         d_kwargs = check_discriminator(snapshot["D"], src)
         if d_kwargs["c_dim"] != kwargs["c_dim"]:
             raise CheckpointError(f"{src}: G has c_dim = {kwargs['c_dim']} but D has c_dim = {d_kwargs['c_dim']}")
-        mbstd = d_kwargs["mbstd_group"]
-        d = convert_discriminator(state_dict(snapshot["D"], src), src)
+        d_model = {"mbstd_group": d_kwargs["mbstd_group"], "mbstd_channels": d_kwargs["mbstd_channels"],
+                   "d_architecture": d_kwargs["architecture"]}
+        d_clamp = d_kwargs["conv_clamp"]
+        d = convert_discriminator(state_dict(snapshot["D"], src), src, d_kwargs["architecture"])
+        d_model.update(check_label_mapping(d_kwargs["label_mapping"], d, src))
+        if d_kwargs["architecture"] == "orig" and d_kwargs["mbstd_group"] == 32:
+            assumptions.append("D architecture 'orig' with minibatch-stddev group 32 is what train.py --cfg=cifar "
+                               "builds; its training values (batch 64, lr 0.0025, R1 gamma 0.01, EMA 500 kimg, no "
+                               "path length or style mixing) are not in the file: set them with --set to fine-tune")
     model = plan_stylegan2(g_ema, d, src, size)
     if model["num_classes"] != kwargs["c_dim"]:
         raise CheckpointError(f"{src}: G_ema: c_dim = {kwargs['c_dim']} but the label embedding has "
@@ -218,11 +309,8 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
                            f"indices 0..{model['num_classes'] - 1} (the file stores no class names); the truncation "
                            f"centre is the official w_avg over all classes")
     lr_mlp = kwargs["mapping"].get("lr_multiplier", 0.01)
-    model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": int(mbstd)})
-    clamp = kwargs["synthesis"].get("conv_clamp")
-    if clamp is not None:
-        assumptions.append(f"conv_clamp = {clamp}: NVlabs clamps activations to ±{clamp} (an fp16 guard); nat-gan "
-                           f"does not, which changes nothing unless an activation exceeds it")
+    model.update({"lr_mlp": float(lr_mlp), "blur_kernel": [1, 3, 3, 1], "mbstd_group": 4, **d_model,
+                  "conv_clamp": conv_clamp(kwargs["synthesis"].get("conv_clamp"), d_clamp, d is not None, src)})
     assumptions.append("NVlabs snapshots store no training settings: the recipe's [train] is StyleGAN2 config-f's "
                        "(batch 32, lr 0.002, R1 10); set the run's own values with --set when fine-tuning")
     if step is None:

@@ -3,7 +3,8 @@
 A reference is a dataset path (nat-gan/official LMDB, image folder, zip; opened through
 :func:`natgan.data.open_dataset`) or a published name (``cleanfid:ffhq:256:trainval70k``). Dataset
 statistics are cached under the user cache, keyed by content hash, size, mode, extractor and count;
-changing the data changes the content hash and so misses the cache.
+changing the data changes the content hash and so misses the cache. :func:`subset_statistics` is that policy
+for any set of a source's images (intra-FID's per-class references use it too).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -86,6 +88,44 @@ def subset_indices(length: int, count: int | None, seed: int = SUBSET_SEED) -> t
     return np.sort(rng.choice(length, size=count, replace=False)), f"random-{seed}"
 
 
+@dataclass
+class SubsetStatistics:
+    stats: Statistics
+    cached: bool              # read from the cache
+    stats_file: Path | None   # the cache entry read or written (None: not cached)
+
+
+def subset_statistics(src, indices: np.ndarray, subset: str, extractor, *, kid: bool = False,
+                      covariance: bool = True, batch_size: int = 64, workers: int | None = None,
+                      use_cache: bool = True, store: bool | Callable[[Statistics], bool] = True,
+                      progress: bool = False, label: str = "reference") -> SubsetStatistics:
+    """Statistics of the images ``indices`` of an open source, from the cache when an entry has the same key.
+
+    The one cache policy of every reference (whole datasets, fixed random subsets, intra-FID's classes): the
+    key is the source's content hash and size, the extractor's mode, name and weights digest, the image count and
+    ``subset`` (which images: ``"all"``, ``"random-<seed>"``, a class of a labelling); an extractor without a
+    name is never cached. Computed statistics are stored when ``store`` (a bool, or a function of the statistics
+    that decides, e.g. on their size) and the set has at least :data:`~natgan.metrics.cache.MIN_CACHED_IMAGES`
+    images."""
+    name = getattr(extractor, "name", None)
+    key = StatsKey(content_hash=src.content_hash, resolution=int(src.resolution), mode=extractor.mode,
+                   extractor=name or "", count=len(indices), subset=subset,
+                   weights=getattr(extractor, "weights_id", ""))
+    cache = StatsCache() if (use_cache and name) else None
+    hit = cache.load(key, need_feats=kid, need_sigma=covariance) if cache else None
+    if hit is not None:
+        stats = Statistics(mu=hit.mu, sigma=hit.sigma, count=len(indices), feats=hit.feats)
+        return SubsetStatistics(stats, cached=True, stats_file=hit.path)
+    with ProgressBar(len(indices), f"{label} features", enabled=progress) as bar:
+        feats = dataset_features(src, indices, extractor, batch_size=batch_size,
+                                 workers=default_workers() if workers is None else workers, advance=bar.advance)
+    stats = statistics(feats, keep_feats=kid, side=f"{label} {src.path}", covariance=covariance)
+    saved = None
+    if cache and worth_caching(len(indices)) and (store(stats) if callable(store) else store):
+        saved = cache.save(key, stats.mu, stats.sigma, feats if kid else None)
+    return SubsetStatistics(stats, cached=False, stats_file=saved)
+
+
 def dataset_reference(path: str | Path, extractor, *, resolution: int | None = None, num: int | None = None,
                       kid: bool = False, batch_size: int = 64, workers: int | None = None, use_cache: bool = True,
                       progress: bool = True, label: str = "reference", covariance: bool = True,
@@ -99,30 +139,17 @@ def dataset_reference(path: str | Path, extractor, *, resolution: int | None = N
     src = open_source(path, resolution)
     try:
         indices, subset = subset_indices(len(src), num)
-        name = getattr(extractor, "name", None)
-        key = StatsKey(content_hash=src.content_hash, resolution=int(src.resolution), mode=extractor.mode,
-                       extractor=name or "", count=len(indices), subset=subset,
-                       weights=getattr(extractor, "weights_id", ""))
-        cache = StatsCache() if (use_cache and name) else None
         identity = {"kind": "dataset", "path": str(path), "description": src.description,
                     "content_hash": src.content_hash, "resolution": int(src.resolution), "length": len(src),
                     "count": len(indices), "subset": subset}
         if getattr(src, "mixed_sizes", None):
             identity["mixed_sizes"] = list(src.mixed_sizes)
-        hit = cache.load(key, need_feats=kid, need_sigma=covariance) if cache else None
-        if hit is not None:
-            identity["stats_file"] = str(hit.path)
-            stats = Statistics(mu=hit.mu, sigma=hit.sigma, count=len(indices), feats=hit.feats)
-            return Reference(stats, identity, cached=True, seconds=time.perf_counter() - start)
-        with ProgressBar(len(indices), f"{label} features", enabled=progress) as bar:
-            feats = dataset_features(src, indices, extractor, batch_size=batch_size,
-                                     workers=default_workers() if workers is None else workers, advance=bar.advance)
-        stats = statistics(feats, keep_feats=kid, side=f"{label} {path}", covariance=covariance)
-        if cache and store and worth_caching(len(indices)):
-            saved = cache.save(key, stats.mu, stats.sigma, feats if kid else None)
-            if saved is not None:
-                identity["stats_file"] = str(saved)
-        return Reference(stats, identity, cached=False, seconds=time.perf_counter() - start)
+        found = subset_statistics(src, indices, subset, extractor, kid=kid, covariance=covariance,
+                                  batch_size=batch_size, workers=workers, use_cache=use_cache, store=store,
+                                  progress=progress, label=label)
+        if found.stats_file is not None:
+            identity["stats_file"] = str(found.stats_file)
+        return Reference(found.stats, identity, cached=found.cached, seconds=time.perf_counter() - start)
     finally:
         src.close()
 

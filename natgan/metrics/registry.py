@@ -49,6 +49,8 @@ class MetricInputs:
     G: Any = None                       # the generator (None when scoring datasets)
     weights_dir: Any = None             # --weights / $NATGAN_WEIGHTS, for metrics that load their own networks
     options: dict[str, Any] = field(default_factory=dict)   # metric-specific options (CLI/recipe pass-through)
+    use_cache: bool = True              # metrics that read reference images themselves (intra-FID) cache as FID
+    workers: int | None = None          # decoder processes for those reference images (None: by machine)
     memo: dict[Any, Any] = field(default_factory=dict)
 
     def shared(self, key: Any, compute: Callable[[], Any]) -> Any:
@@ -175,7 +177,8 @@ def _intra_fid(x: MetricInputs) -> dict:
     names = cond["class_names"]
     per_class = max(2, x.num // len(names))
     out = intra_fid(x.G, cond["source"], x.extractors["inception"], per_class=per_class, seed=x.seed,
-                    batch_size=x.batch_size, psi=x.options.get("psi", 1.0), class_names=names)
+                    batch_size=x.batch_size, psi=x.options.get("psi", 1.0),
+                    w_avg=x.options.get("w_avg"), class_names=names, use_cache=x.use_cache, workers=x.workers)
     return {**out, "per_class_generated": per_class,
             "protocol": f"intra-FID (Miyato & Koyama 2018): mean over {len(names)} classes of the FID of {per_class} "
                         f"generated images of the class (seeds {x.seed}-{x.seed + per_class - 1}) against the real "

@@ -252,7 +252,8 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     t2 = time.perf_counter()
     inputs = MetricInputs(gen=feats, ref=refs, extractors=exts, mode=mode, pr_features=pr_features, seed=seed,
                           num=num, batch_size=batch_size, device=device, G=G, weights_dir=weights_dir,
-                          options=dict(options or {}, psi=psi, noise_mode=noise_mode,
+                          use_cache=use_cache, workers=workers,
+                          options=dict(options or {}, psi=psi, w_avg=w_avg, noise_mode=noise_mode,
                                        **({"conditioning": cond} if cond else {})))
     try:
         scores, details = _score(chosen, inputs)

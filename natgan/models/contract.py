@@ -3,8 +3,8 @@
 The contract itself (``G.mapping``, ``G.synthesis``, ``G.n_latent``, ...) is in :mod:`natgan.models.registry`.
 Projection, walks, SeFa, style editing (:mod:`natgan.latent`) and PPL (:mod:`natgan.metrics.ppl`) also rely on:
 
-* a model whose ``mapping`` returns ``z`` unchanged has no mapping network (HiT): its latent space is z,
-  which :func:`has_mapping_network` probes;
+* a model whose ``mapping`` returns ``z`` unchanged has no mapping network (HiT; conditional: z unchanged
+  ahead of the label embedding): its latent space is z, which :func:`has_mapping_network` probes;
 * models with noise (StyleGAN2, GANformer) keep one stored map per layer as a ``[1, 1, H, W]`` buffer whose
   name contains ``noise`` (used when ``noise_mode = "const"``). :func:`noise_inputs` finds them;
   :func:`using_noise` temporarily puts other tensors (trainable ones, or maps loaded from a ``.npz``) in
@@ -25,12 +25,21 @@ from natgan.errors import NatGanError
 
 
 def has_mapping_network(G: nn.Module) -> bool:
-    """False when ``G.mapping`` is the identity (probed on two fixed latents)."""
+    """False when ``G.mapping`` is the identity (probed on two fixed latents).
+
+    A class-conditional ``G`` (``num_classes > 0``) refuses a call without labels, so it is probed with class
+    0; z that comes through unchanged as w's leading features (HiT's conditional ``w = [z, embed(c)]``) is
+    no mapping network either, so such a model keeps the z-space protocols (PPL's slerp in z) of its
+    unconditional form."""
     z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1))
     device = next(iter(G.parameters())).device
+    k = int(getattr(G, "num_classes", 0) or 0)
     with torch.no_grad():
-        w = G.mapping(z.to(device))
-    return not (w.shape == z.shape and torch.equal(w.cpu(), z))
+        if not k:
+            w = G.mapping(z.to(device)).cpu()
+            return not (w.shape == z.shape and torch.equal(w, z))
+        w = G.mapping(z.to(device), torch.zeros(2, dtype=torch.long, device=device)).cpu()
+    return not (w.ndim == 2 and w.shape[1] >= z.shape[1] and torch.equal(w[:, :z.shape[1]], z))
 
 
 def noise_inputs(G: nn.Module) -> dict[str, torch.Tensor]:

@@ -26,15 +26,20 @@ def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, slope: f
 
 
 class FusedLeakyReLU(nn.Module):
-    """Leaky ReLU with its own per-channel bias (the bias of the preceding bias-free layer)."""
+    """Leaky ReLU with its own per-channel bias (the bias of the preceding bias-free layer).
 
-    def __init__(self, channels: int, slope: float = 0.2, gain: float = SQRT2):
+    ``clamp``: limit the output to ±clamp after the gain, as stylegan2-ada-pytorch's ``conv_clamp`` does in
+    ``bias_act`` (none = no clamp, no extra operation).
+    """
+
+    def __init__(self, channels: int, slope: float = 0.2, gain: float = SQRT2, clamp: float | None = None):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.slope, self.gain = slope, gain
+        self.slope, self.gain, self.clamp = slope, gain, clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_leaky_relu(x, self.bias, self.slope, self.gain)
+        out = fused_leaky_relu(x, self.bias, self.slope, self.gain)
+        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
 class ScaledLeakyReLU(nn.Module):
@@ -168,7 +173,7 @@ class ConvLayer(nn.Sequential):
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, downsample: bool = False,
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), bias: bool = True, activate: bool = True,
-                 sn: bool = False):
+                 sn: bool = False, clamp: float | None = None):
         layers: list[nn.Module] = []
         if downsample:
             p = (len(blur_kernel) - 2) + (kernel_size - 1)
@@ -183,17 +188,22 @@ class ConvLayer(nn.Sequential):
             layers.append(EqualConv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding,
                                       bias=bias and not activate))
         if activate:
-            layers.append(FusedLeakyReLU(out_ch) if bias else ScaledLeakyReLU(0.2))
+            layers.append(FusedLeakyReLU(out_ch, clamp=clamp) if bias else ScaledLeakyReLU(0.2))
         super().__init__(*layers)
 
 
 class ResBlock(nn.Module):
-    """StyleGAN2 residual discriminator block: two 3x3 convs (second downsamples) + 1x1 skip, / sqrt(2)."""
+    """StyleGAN2 residual discriminator block: two 3x3 convs (second downsamples) + 1x1 skip, / sqrt(2).
 
-    def __init__(self, in_ch: int, out_ch: int, blur_kernel: Sequence[float] = (1, 3, 3, 1), sn: bool = False):
+    ``clamp`` bounds the two convs' activations (official ``conv_clamp``; its ``clamp * sqrt(1/2)`` after the
+    ``sqrt(1/2)`` gain is this clamp before the division), never the skip conv's, as in the official block.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, blur_kernel: Sequence[float] = (1, 3, 3, 1), sn: bool = False,
+                 clamp: float | None = None):
         super().__init__()
-        self.conv1 = ConvLayer(in_ch, in_ch, 3, sn=sn)
-        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, blur_kernel=blur_kernel, sn=sn)
+        self.conv1 = ConvLayer(in_ch, in_ch, 3, sn=sn, clamp=clamp)
+        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, blur_kernel=blur_kernel, sn=sn, clamp=clamp)
         self.skip = ConvLayer(in_ch, out_ch, 1, downsample=True, blur_kernel=blur_kernel, activate=False,
                               bias=False, sn=sn)
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
 from natgan.config import option
+from natgan.errors import ConfigError
 from natgan.models.checkpointing import checkpointed
 from natgan.models.conditioning import LabelEmbedding, conditional_mapping
 from natgan.models.layers import FusedLeakyReLU, mapping_network
@@ -51,12 +52,32 @@ class StyleGAN2Config:
                                                                "(none = the generator's)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
     mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
+    mbstd_channels: int = option(1, min=0, help="minibatch-stddev features (official mbstd_num_channels; "
+                                                "0 = no minibatch-stddev head)")
+    d_architecture: Literal["resnet", "orig", "skip"] = option(
+        "resnet", help="discriminator blocks as stylegan2-ada-pytorch's: resnet = config-e/f residual, orig = "
+                       "plain conv pairs (its --cfg=cifar), skip = a fromRGB of the down-sampled image per level")
     num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional)")
+    d_mapping_layers: int = option(8, min=0, help="conditional D: label mapping layers after the embedding "
+                                                  "(stylegan2-ada-pytorch 8; its TensorFlow version 0)")
+    d_mapping_lr: float = option(0.01, min=0.0, help="conditional D: the label mapping's lr multiplier "
+                                                     "(stylegan2-ada-pytorch 0.01; its TensorFlow version 0.1)")
+    conv_clamp: Optional[float] = option(None, min=0.0, help="clamp G and D conv activations to ±X as "
+                                                             "stylegan2-ada-pytorch's conv_clamp (its configs: 256 "
+                                                             "with mixed precision); none = no clamp")
 
     def validate(self) -> None:
         check_synthesis_config(self.resolution, self.blur_kernel)
         check_width_list("channels", self.channels, self.resolution)
         check_width_list("d_channels", self.d_channels, self.resolution)
+        if not self.d_mapping_lr > 0:
+            raise ConfigError(f"key 'model.d_mapping_lr': expected a multiplier > 0, got {self.d_mapping_lr}")
+        if self.conv_clamp is not None and not self.conv_clamp > 0:
+            raise ConfigError(f"key 'model.conv_clamp': expected a bound > 0 or none, got {self.conv_clamp}")
+        d_width = stylegan2_d_widths(self)(4)
+        if self.mbstd_channels and d_width % self.mbstd_channels:
+            raise ConfigError(f"key 'model.mbstd_channels': {self.mbstd_channels} does not divide the "
+                              f"discriminator's {d_width} channels at 4x4")
 
 
 def stylegan2_widths(cfg: StyleGAN2Config):
@@ -75,11 +96,11 @@ class StyledConv(nn.Module):
     """Modulated 3x3 conv (optionally x2 up) -> noise -> bias + leaky ReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, style_dim: int, upsample: bool = False,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), clamp: float | None = None):
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, out_ch, 3, style_dim, upsample=upsample, blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
-        self.activate = FusedLeakyReLU(out_ch)
+        self.activate = FusedLeakyReLU(out_ch, clamp=clamp)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), noise))
@@ -112,8 +133,9 @@ class StyleGAN2Generator(nn.Module):
         embed_dim = cfg.style_dim if cfg.num_classes else 0      # official embed_features = w_dim
         self.style = mapping_network(cfg.style_dim + embed_dim, cfg.style_dim, cfg.n_mlp, cfg.lr_mlp)
         self.input = ConstantInput(ch[4])
-        self.conv1 = StyledConv(ch[4], ch[4], cfg.style_dim, blur_kernel=cfg.blur_kernel)
-        self.to_rgb1 = ToRGB(ch[4], cfg.style_dim, upsample=False)
+        clamp = cfg.conv_clamp
+        self.conv1 = StyledConv(ch[4], ch[4], cfg.style_dim, blur_kernel=cfg.blur_kernel, clamp=clamp)
+        self.to_rgb1 = ToRGB(ch[4], cfg.style_dim, upsample=False, clamp=clamp)
 
         self.activation_checkpointing = False
         self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
@@ -122,9 +144,10 @@ class StyleGAN2Generator(nn.Module):
         in_ch = ch[4]
         for i in range(3, self.log_res + 1):
             res = 2 ** i
-            self.convs.append(StyledConv(in_ch, ch[res], cfg.style_dim, upsample=True, blur_kernel=cfg.blur_kernel))
-            self.convs.append(StyledConv(ch[res], ch[res], cfg.style_dim, blur_kernel=cfg.blur_kernel))
-            self.to_rgbs.append(ToRGB(ch[res], cfg.style_dim, blur_kernel=cfg.blur_kernel))
+            self.convs.append(StyledConv(in_ch, ch[res], cfg.style_dim, upsample=True, blur_kernel=cfg.blur_kernel,
+                                         clamp=clamp))
+            self.convs.append(StyledConv(ch[res], ch[res], cfg.style_dim, blur_kernel=cfg.blur_kernel, clamp=clamp))
+            self.to_rgbs.append(ToRGB(ch[res], cfg.style_dim, blur_kernel=cfg.blur_kernel, clamp=clamp))
             for j in (1, 2):
                 self.noises.register_buffer(f"noise_{2 * (i - 3) + j}", torch.randn(1, 1, res, res))
             in_ch = ch[res]
@@ -173,5 +196,7 @@ class StyleGAN2Generator(nn.Module):
 def build(cfg: StyleGAN2Config) -> tuple[nn.Module, nn.Module]:
     generator = StyleGAN2Generator(cfg)
     discriminator = StyleGAN2Discriminator(cfg.resolution, stylegan2_d_widths(cfg), cfg.blur_kernel, cfg.mbstd_group,
-                                           num_classes=cfg.num_classes)
+                                           num_classes=cfg.num_classes, architecture=cfg.d_architecture,
+                                           mbstd_channels=cfg.mbstd_channels, conv_clamp=cfg.conv_clamp,
+                                           label_mapping=(cfg.d_mapping_layers, cfg.d_mapping_lr))
     return generator, discriminator

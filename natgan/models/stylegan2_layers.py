@@ -1,7 +1,8 @@
 """StyleGAN2 pieces shared by the `stylegan2` and `ganformer` models.
 
 Modulated convolution (style-scaled input channels, optional weight demodulation), per-pixel noise
-injection, the modulated ToRGB with FIR-upsampled skip, and the StyleGAN2 residual discriminator.
+injection, the modulated ToRGB with FIR-upsampled skip, and the StyleGAN2 discriminator (residual, or
+stylegan2-ada-pytorch's ``orig`` / ``skip`` blocks).
 Parameter names and shapes follow rosinality's stylegan2-pytorch (``conv.weight`` is ``[1, out, in,
 k, k]``, ``conv.modulation``, ``noise.weight``, ``activate.bias``) so its checkpoints could be imported
 key-for-key; the arithmetic is Karras et al. 2020 (Analyzing and Improving the Image Quality of StyleGAN).
@@ -17,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import ConfigError
-from natgan.models.conditioning import DirectProjection, ProjectionHead, project_logits
-from natgan.models.layers import Blur, ConvLayer, EqualLinear, ResBlock, Upsample, minibatch_stddev
+from natgan.models.conditioning import D_MAPPING_LAYERS, DirectProjection, ProjectionHead, project_logits
+from natgan.models.layers import (Blur, ConvLayer, Downsample, EqualLinear, ResBlock, Upsample,
+                                  minibatch_stddev)
 
 NOISE_MODES = ("random", "const", "none")
 
@@ -136,46 +138,97 @@ def make_noise(batch: int, size: int, mode: str, const: torch.Tensor) -> torch.T
 
 
 class ToRGB(nn.Module):
-    """1x1 modulated conv without demodulation + bias; adds the FIR-upsampled RGB of the previous level."""
+    """1x1 modulated conv without demodulation + bias; adds the FIR-upsampled RGB of the previous level.
+
+    ``clamp`` bounds this level's own RGB (conv + bias) before the sum, as the official ``ToRGBLayer``'s
+    ``conv_clamp``.
+    """
 
     def __init__(self, in_ch: int, style_dim: int, upsample: bool = True,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1), out_ch: int = 3):
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), out_ch: int = 3, clamp: float | None = None):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_ch, out_ch, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, out_ch, 1, 1))
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, style) + self.bias
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
 
 
-class StyleGAN2Discriminator(nn.Module):
-    """StyleGAN2 residual discriminator (config-e/f 'resnet' D), used by StyleGAN2 and GANformer.
+D_ARCHITECTURES = ("resnet", "orig", "skip")
 
-    fromRGB 1x1 -> one ResBlock per resolution down to 4x4 -> minibatch stddev (group 4, 1 feature) ->
+
+class DownBlock(nn.Module):
+    """A non-residual StyleGAN2 discriminator level (stylegan2-ada-pytorch's ``orig`` and ``skip`` blocks).
+
+    3x3 conv, then 3x3 conv with x2 FIR down-sampling, both with bias + leaky ReLU, and no 1x1 residual
+    path (so no 1/sqrt(2) gain either). ``from_rgb``: the ``skip`` block first adds its own 1x1 fromRGB of the
+    image down-sampled to its resolution. Sub-module names follow :class:`~natgan.models.layers.ResBlock`
+    (``conv1``, ``conv2``), with ``from_rgb`` registered first so that Freeze-D's official layer count sees
+    the official order (fromrgb, conv0, conv1).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, blur_kernel: Sequence[float] = (1, 3, 3, 1),
+                 from_rgb: bool = False, clamp: float | None = None):
+        super().__init__()
+        self.from_rgb = ConvLayer(3, in_ch, 1, clamp=clamp) if from_rgb else None
+        self.conv1 = ConvLayer(in_ch, in_ch, 3, clamp=clamp)
+        self.conv2 = ConvLayer(in_ch, out_ch, 3, downsample=True, blur_kernel=blur_kernel, clamp=clamp)
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        if self.from_rgb is not None:
+            x = x + self.from_rgb(image)
+        return self.conv2(self.conv1(x))
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """StyleGAN2 discriminator, used by StyleGAN2 and GANformer; by default the config-e/f residual D.
+
+    fromRGB 1x1 -> one block per resolution down to 4x4 -> minibatch stddev (group 4, 1 feature) ->
     3x3 conv -> FC -> FC(1). Names follow rosinality (``convs``, ``final_conv``, ``final_linear``).
+    ``architecture`` picks the blocks as stylegan2-ada-pytorch's ``Discriminator(architecture=...)`` does:
+    ``"resnet"`` (:class:`ResBlock`, config-e/f), ``"orig"`` (:class:`DownBlock`, plain conv pairs; its
+    ``--cfg=cifar``), ``"skip"`` (DownBlocks that each add a fromRGB of the down-sampled image, plus one at
+    4x4 before the minibatch-stddev head). ``mbstd_channels`` is the official ``mbstd_num_channels`` (0 = no
+    minibatch-stddev head). ``conv_clamp`` bounds the conv activations as the official ``conv_clamp`` (every
+    fromRGB and conv except the residual skip conv and the 4x4 fromRGB of ``skip``, which the official leaves
+    unclamped; none = no clamp).
     Class-conditional (``num_classes > 0``): the last FC emits ``cmap_dim`` = the 4x4 width and
-    stylegan2-ada's projection head makes the logit (``projection = "mapping"``), or it emits one feature
+    stylegan2-ada's projection head makes the logit (``projection = "mapping"``; ``label_mapping`` = its
+    label mapping's depth and lr multiplier), or it emits one feature
     per class and the label picks one (``"direct"``, GANformer's official epilogue).
     """
 
     def __init__(self, resolution: int, widths: Callable[[int], int],
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), mbstd_group: int = 4, num_classes: int = 0,
-                 projection: str = "mapping"):
+                 projection: str = "mapping", architecture: str = "resnet", mbstd_channels: int = 1,
+                 conv_clamp: float | None = None, label_mapping: tuple[int, float] = (D_MAPPING_LAYERS, 0.01)):
         """``widths(res)`` is the feature width at ``res`` (the generator's table, so G and D mirror)."""
         super().__init__()
+        if architecture not in D_ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {D_ARCHITECTURES}, got {architecture!r}")
         log_res = int(math.log2(resolution))
         ch = {i: widths(2 ** i) for i in range(2, log_res + 1)}
-        blocks: list[nn.Module] = [ConvLayer(3, ch[log_res], 1)]
+        clamp = conv_clamp
+        blocks: list[nn.Module] = [ConvLayer(3, ch[log_res], 1, clamp=clamp)]
         for i in range(log_res, 2, -1):
-            blocks.append(ResBlock(ch[i], ch[i - 1], blur_kernel))
+            if architecture == "resnet":
+                blocks.append(ResBlock(ch[i], ch[i - 1], blur_kernel, clamp=clamp))
+            else:                               # the top level's fromRGB is convs.0, as in every architecture
+                blocks.append(DownBlock(ch[i], ch[i - 1], blur_kernel, from_rgb=architecture == "skip" and i < log_res,
+                                        clamp=clamp))
         self.convs = nn.Sequential(*blocks)
-        self.mbstd_group = mbstd_group
-        self.final_conv = ConvLayer(ch[2] + 1, ch[2], 3)
+        self.architecture = architecture
+        self.mbstd_group = mbstd_group if mbstd_channels else None
+        self.mbstd_channels = mbstd_channels
+        self.final_conv = ConvLayer(ch[2] + mbstd_channels, ch[2], 3, clamp=clamp)
         out_dim = 1 if not num_classes else ch[2] if projection == "mapping" else num_classes
         self.final_linear = nn.Sequential(EqualLinear(ch[2] * 16, ch[2], activation="fused_lrelu"),
                                           EqualLinear(ch[2], out_dim))
@@ -184,15 +237,30 @@ class StyleGAN2Discriminator(nn.Module):
         if not num_classes:
             self.projection = None
         elif projection == "mapping":
-            self.projection = ProjectionHead(num_classes, ch[2])
+            self.projection = ProjectionHead(num_classes, ch[2], *label_mapping)
         elif projection == "direct":
             self.projection = DirectProjection(num_classes)
         else:
             raise ValueError(f"projection must be 'mapping' or 'direct', got {projection!r}")
+        if architecture == "skip":              # built last: the residual D's parameters and draws stay as they were
+            self.image_down = Downsample(blur_kernel)
+            self.final_from_rgb = ConvLayer(3, ch[2], 1)
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """The 4x4 feature map the minibatch-stddev head reads."""
+        if self.architecture != "skip":
+            return self.convs(image)
+        x, img = self.convs[0](image), image
+        for j, block in enumerate(self.convs[1:]):
+            if j:                               # each level below the top sees the image at its own size
+                img = self.image_down(img)
+            x = block(x, img)
+        return x + self.final_from_rgb(self.image_down(img))
 
     def forward(self, image: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.convs(image)
-        x = minibatch_stddev(x, group=self.mbstd_group, features=1)
+        x = self.features(image)
+        if self.mbstd_channels:
+            x = minibatch_stddev(x, group=self.mbstd_group, features=self.mbstd_channels)
         x = self.final_conv(x)
         return project_logits(self.projection, self.final_linear(x.flatten(1)), c)
 
@@ -208,7 +276,7 @@ class ConstantInput(nn.Module):
         return self.input.expand(batch, -1, -1, -1)
 
 
-__all__ = ["ConstantInput", "ModulatedConv2d", "NOISE_MODES", "NoiseInjection",
+__all__ = ["ConstantInput", "D_ARCHITECTURES", "DownBlock", "ModulatedConv2d", "NOISE_MODES", "NoiseInjection",
            "StyleGAN2Discriminator", "ToRGB", "channels_for", "check_width_list", "make_noise", "rosinality_channels",
            "width_table"]
 

@@ -1,8 +1,9 @@
 """The truncation trick, one rule for every registered generator.
 
 ``G(z, psi, w_avg)`` moves ``w = G.mapping(z)`` towards ``w_avg`` by ``psi`` before synthesis. The centre
-is the caller's: :func:`natgan.sampling.compute_w_avg` (10,000 fixed-seed latents) is what ``sample``,
-``fid`` and the trainer use, so a model never keeps a private average that another model would lack.
+is the caller's: :func:`natgan.sampling.truncation_centre` (a checkpoint's stored centre, else
+:func:`natgan.sampling.compute_w_avg`, 10,000 fixed-seed latents) is what ``sample``, ``fid`` and the trainer
+use, so a model never keeps a private average that another model would lack.
 ``psi != 1`` without ``w_avg`` is an error rather than a silently untruncated (or differently
 centred) image.
 """

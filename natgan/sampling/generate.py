@@ -69,11 +69,34 @@ def compute_w_avg(G: nn.Module, *, num: int = 10_000, seed: int = W_AVG_SEED, ba
     return (total / num).float()
 
 
+def truncation_centre(G: nn.Module, psi: float, stored: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The centre every sampling path truncates toward (``sample`` in all its modes, ``fid``, the studio).
+
+    Why one policy: ``sample --trunc``, its style-mixing, edit and walk modes and the studio must put the same
+    seed on the same image. In order:
+
+    * ``stored`` (a checkpoint's ``extra.w_avg``: rosinality's ``latent_avg``, NVlabs' ``mapping.w_avg``) wins,
+      because the official code truncates toward it, so an imported model's truncated images are the official
+      ones; for a class-conditional stylegan2-ada import that is the official centre over all classes;
+    * else ``psi == 1`` needs none (None);
+    * else an unconditional generator (or one bound to a class,
+      :class:`~natgan.models.conditioning.ClassBoundGenerator`) gets :func:`compute_w_avg`, the mean w of 10,000
+      fixed-seed latents (of that class when bound);
+    * an unbound class-conditional generator gets None: :class:`ImageGenerator` then moves each image toward
+      its own class's centre (computed on first use).
+    """
+    if stored is not None:
+        return stored
+    if psi == 1.0 or num_classes_of(G):
+        return None
+    return compute_w_avg(G)
+
+
 class ImageGenerator:
     """Turns seeds into uint8 ``[B, 3, R, R]`` batches on the model's device.
 
-    ``psi != 1`` truncates in w space towards ``w_avg`` (computed with :func:`compute_w_avg` when not
-    given). On CUDA an out-of-memory error halves the batch and retries, so an optimistic automatic
+    ``psi != 1`` truncates in w space towards ``w_avg`` (when not given: :func:`truncation_centre`'s
+    computed centre). On CUDA an out-of-memory error halves the batch and retries, so an optimistic automatic
     batch size never kills a long run.
 
     Class-conditional generators need ``labels`` (a label source of :mod:`natgan.sampling.classes`: the
@@ -95,8 +118,7 @@ class ImageGenerator:
             raise ValueError("the generator is unconditional: labels are not accepted")
         self.labels = labels
         self._class_centres: dict[int, torch.Tensor] = {}
-        if self.psi != 1.0 and w_avg is None and not self.num_classes:
-            w_avg = compute_w_avg(G)
+        w_avg = truncation_centre(G, self.psi, w_avg)
         self.w_avg = None if w_avg is None else w_avg.to(self.device)
 
     def class_centre(self, c: int) -> torch.Tensor:

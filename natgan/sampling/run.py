@@ -17,7 +17,7 @@ from natgan.noise_modes import DEFAULT_NOISE_MODE
 from natgan.sampling.classes import (LabelSource, bind_class, chosen_classes, class_names_of, fixed_class,
                                      num_classes_of)
 from natgan.sampling.export import SampleWriter, grid_image, save_png, seed_name
-from natgan.sampling.generate import ImageGenerator, eval_mode
+from natgan.sampling.generate import ImageGenerator, eval_mode, truncation_centre
 
 Progress = Callable[[int], None]  # called with the number of images just finished
 
@@ -29,8 +29,16 @@ class LoadedGenerator:
     path: Path
     ema: bool  # whether the EMA weights were used
 
+    def centre(self, psi: float, G: nn.Module | None = None) -> torch.Tensor | None:
+        """The truncation centre for ``psi`` on ``G`` (``self.G``, or ``self.G`` bound to one class): the policy of
+        :func:`natgan.sampling.generate.truncation_centre` with this checkpoint's stored centre. Every
+        sampling path asks here, so ``sample --trunc`` in every mode and the studio agree on each seed's image."""
+        return truncation_centre(self.G if G is None else G, psi,
+                                 self.truncation_centre() if psi != 1.0 else None)
+
     def truncation_centre(self) -> torch.Tensor | None:
-        """The centre stored in the checkpoint (imported official files carry ``latent_avg``/``w_avg``), else None.
+        """The centre stored in the checkpoint (imported official files carry ``latent_avg``/``w_avg``), else None
+        (validated against this generator's w; :meth:`centre` is the policy that falls back to a computed one).
 
         Truncated samples of an imported model then match the official code's, which truncates towards its
         training-time running average rather than a fresh estimate.
