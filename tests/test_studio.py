@@ -413,7 +413,7 @@ def test_conditional_truncation_moves_toward_the_class_centre(conditional, tmp_p
     assert np.array_equal(cat[0].image, cat[1].image) and not np.array_equal(cat[0].image, dog.image)
     G = studio.model(0).G
     assert torch.allclose(cat[1].latents.w[0], compute_w_avg(G, c=0).expand_as(cat[1].latents.w[0]))
-    assert torch.equal(studio.model(0).centre(1), compute_w_avg(G, c=1))
+    assert torch.equal(studio.model(0).centre(0.5, 1), compute_w_avg(G, c=1))
 
 
 def test_class_errors_are_one_line(conditional, ckpts, tmp_path):

@@ -40,7 +40,7 @@ from natgan.latent.space import n_rows
 from natgan.models.contract import has_mapping_network
 from natgan.latent.store import StoredLatents
 from natgan.models.conditioning import ClassBoundGenerator
-from natgan.sampling import ImageGenerator, LoadedGenerator, compute_w_avg, eval_mode, fixed_class, load_generator
+from natgan.sampling import ImageGenerator, LoadedGenerator, eval_mode, fixed_class, load_generator
 from natgan.sampling.export import to_hwc
 from natgan.studio.capture import Capture, capture_name, write_capture
 from natgan.studio.catalog import Entry
@@ -105,15 +105,16 @@ class Model:
             self._bound[label] = ClassBoundGenerator(self.G, label)
         return self._bound[label]
 
-    def centre(self, label: int | None = None) -> torch.Tensor:
-        """The truncation centre ``sample --trunc [--class]`` uses: the checkpoint's stored one, else the mean w
-        of 10k fixed latents (of class ``label`` for a conditional checkpoint)."""
-        label = self.check_label(label)
+    def centre(self, psi: float, label: int | None = None) -> torch.Tensor | None:
+        """The truncation centre for ``psi`` (None for 1) by the policy every sampling path shares
+        (:meth:`~natgan.sampling.LoadedGenerator.centre`, so ``sample --trunc [--class]`` agrees): the checkpoint's
+        stored centre, else the mean w of 10k fixed latents, of class ``label`` for a conditional checkpoint.
+        Computed once per checkpoint (and class)."""
+        G = self.generator(label)
+        if psi == 1.0:
+            return None
         if label not in self._centres:
-            centre = self.loaded.truncation_centre()
-            if centre is None:
-                centre = compute_w_avg(self.G) if label is None else compute_w_avg(self.G, c=label)
-            self._centres[label] = centre
+            self._centres[label] = self.loaded.centre(psi, G)
         return self._centres[label]
 
     def directions(self) -> Directions:
@@ -247,7 +248,7 @@ class Studio:
         if spec.noise_mode != "const" and model.features.noise:
             spec = replace(spec, noise_mode="const")
         with self.lock:
-            w_avg = model.centre(spec.label) if spec.psi != 1.0 else None   # once per checkpoint (and class)
+            w_avg = model.centre(spec.psi, spec.label)   # computed once per checkpoint (and class)
             directions = model.directions() if any(spec.strengths) else None
             start = time.perf_counter()
             latents = build_latent(G, spec, w_avg=w_avg, directions=directions, name=capture_name(spec),
