@@ -2,12 +2,14 @@
 
 NVIDIA's released ``cifar10.pkl`` was trained with ``train.py --cfg=cifar --cond=1``: D ``architecture = 'orig'``
 (no residual path), minibatch-stddev group 32, a 2-layer mapping network, ``c_dim = 10``, ``conv_clamp = 256``.
-The fixtures (tests/fixtures/official/stylegan2-ada-{cifar,skip,clamp}; see its README) were written by the
-official code: those settings at a tiny width; a ``skip`` D (a fromRGB per level) with 2 minibatch-stddev
-channels; and, so that the official ``conv_clamp`` visibly acts, the ``skip`` and a residual D with clamps of 1
-and 0.5 (256 never binds at these widths). Importing them with ``--from auto`` must reproduce the official images
-and D logits, also on a batch the minibatch-stddev group splits into several groups, and refuse what nat-gan
-does not compute in one line.
+The fixtures (tests/fixtures/official/stylegan2-ada-{cifar,cifar-legacy,skip,clamp}; see its README) were
+written by the official code: those settings at a tiny width, once as stylegan2-ada-pytorch's train.py builds
+them and once as its legacy.py converts a TensorFlow stylegan2-ada ``--cfg=cifar`` network (the likely origin of
+NVIDIA's release pickles: a D label mapping of 0 layers at lr 0.1, no training_set_kwargs, no augment_pipe); a
+``skip`` D (a fromRGB per level) with 2 minibatch-stddev channels; and, so that the official ``conv_clamp``
+visibly acts, the ``skip`` and a residual D with clamps of 1 and 0.5 (256 never binds at these widths).
+Importing them with ``--from auto`` must reproduce the official images and D logits, also on a batch the
+minibatch-stddev group splits into several groups, and refuse what nat-gan does not compute in one line.
 """
 
 from pathlib import Path
@@ -28,7 +30,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures/official"
 # fixture -> the nat-gan config the import must state (read from the D kwargs and the weight shapes)
 CASES = {
     "stylegan2-ada-cifar": {"d_architecture": "orig", "mbstd_group": 32, "mbstd_channels": 1, "n_mlp": 2,
-                            "channels": [16, 16, 16, 16], "num_classes": 10, "style_dim": 16, "conv_clamp": 256.0},
+                            "channels": [16, 16, 16, 16], "num_classes": 10, "style_dim": 16, "conv_clamp": 256.0,
+                            "d_mapping_layers": 8, "d_mapping_lr": 0.01},
+    "stylegan2-ada-cifar-legacy": {"d_architecture": "orig", "mbstd_group": 32, "mbstd_channels": 1, "n_mlp": 2,
+                                   "channels": [16, 16, 16, 16], "num_classes": 10, "style_dim": 16,
+                                   "conv_clamp": 256.0, "d_mapping_layers": 0, "d_mapping_lr": 0.1},
     "stylegan2-ada-skip": {"d_architecture": "skip", "mbstd_group": 8, "mbstd_channels": 2, "n_mlp": 2,
                            "channels": [16, 16, 16, 8], "num_classes": 10, "style_dim": 16, "conv_clamp": 1.0},
     "stylegan2-ada-clamp": {"d_architecture": "resnet", "mbstd_group": 8, "mbstd_channels": 1, "n_mlp": 2,
@@ -70,7 +76,7 @@ def test_d_architecture_snapshot_reproduces_the_official_images_and_logits(folde
     notes = " ".join(ckpt["extra"]["import"]["assumptions"])
     # the file holds no training values: the import says which --cfg=cifar used (sample/fid/train --init on
     # the imported file: test_import_widths.test_imported_file_works_with_sample_fid_and_train_init)
-    assert ("--cfg=cifar" in notes and "R1 gamma 0.01" in notes) == (folder == "stylegan2-ada-cifar")
+    assert ("--cfg=cifar" in notes and "R1 gamma 0.01" in notes) == folder.startswith("stylegan2-ada-cifar")
 
 
 @pytest.mark.parametrize("folder", ["stylegan2-ada-skip", "stylegan2-ada-clamp"])
@@ -103,6 +109,20 @@ def test_the_residual_discriminator_cannot_stand_in_for_orig(tmp_path):
     D.load_state_dict(state)
     with torch.no_grad():
         assert (D.eval()(ex["images"], ex["c"]) - ex["d_logits"]).abs().max() > 1e-3
+
+
+def test_released_style_file_name_imports_from_the_cli(tmp_path, capsys):
+    """``nat-gan import cifar10.pkl --from auto`` as a user types it (no kimg in the name, legacy layout)."""
+    src = tmp_path / "cifar10.pkl"
+    src.write_bytes((FIXTURES / "stylegan2-ada-cifar-legacy" / SNAPSHOT).read_bytes())
+    out = tmp_path / "cifar10.pt"
+    assert _cli(["import", str(src), "--from", "auto", "--out", str(out)]) == 0
+    ckpt = checkpoint.load(out)
+    assert (ckpt["model"]["config"]["d_architecture"], ckpt["progress"]["step"]) == ("orig", 0)
+    assert any("training progress unknown" in a for a in ckpt["extra"]["import"]["assumptions"])
+    ex = _expected("stylegan2-ada-cifar-legacy")
+    with torch.no_grad():
+        torch.testing.assert_close(_discriminator(ckpt)(ex["images"], ex["c"]), ex["d_logits"], atol=1e-5, rtol=0)
 
 
 def _tree_of(folder):

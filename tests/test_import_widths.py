@@ -165,7 +165,8 @@ def digits32(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan2-ada-cond", "stylegan2-ada-cifar"])
+@pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan2-ada-cond", "stylegan2-ada-cifar",
+                                    "stylegan2-ada-cifar-legacy"])
 def test_imported_file_works_with_sample_fid_and_train_init(folder, digits32, tmp_path, capsys, monkeypatch):
     out, ckpt = _imported(folder, tmp_path)
     cfg = ckpt["model"]["config"]
@@ -214,8 +215,14 @@ def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
     tree = {k: _tree(v) if isinstance(v, PersistentRecord) else _plain_dicts(v) for k, v in snapshot.items()}
     base = tree["D"]["state"]["_init_kwargs"]
     tree["D"]["state"]["_init_kwargs"] = dict(base, mapping_kwargs={"num_layers": 4})
-    with pytest.raises(CheckpointError, match=r"D mapping_kwargs.num_layers = 4 .*cannot express"):
+    with pytest.raises(CheckpointError, match=r"D: mapping_kwargs.num_layers = 4 but the file holds 8 label mapping"):
         import_checkpoint(_nvlabs_pickle(tree, tmp_path / "a.pkl", monkeypatch), "auto")
+    tree["D"]["state"]["_init_kwargs"] = dict(base, mapping_kwargs={"activation": "relu"})
+    with pytest.raises(CheckpointError, match=r"D mapping_kwargs.activation = 'relu' \(only 'lrelu'\).*cannot express"):
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / "a2.pkl", monkeypatch), "auto")
+    tree["D"]["state"]["_init_kwargs"] = dict(base, cmap_dim=8)
+    with pytest.raises(CheckpointError, match=r"D cmap_dim = 8 differs from the 4x4 width 16 .*cannot express"):
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / "a3.pkl", monkeypatch), "auto")
     tree["D"]["state"]["_init_kwargs"] = dict(base, c_dim=5)
     with pytest.raises(CheckpointError, match=r"G has c_dim = 10 but D has c_dim = 5"):
         import_checkpoint(_nvlabs_pickle(tree, tmp_path / "b.pkl", monkeypatch), "auto")
@@ -228,7 +235,7 @@ def test_conditional_refusals_name_the_reason(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("folder", ["stylegan2-ada-widths", "stylegan3-stylegan2", "ganformer-widths",
                                     "stylegan2-ada-cond", "ganformer-cond", "stylegan2-ada-cifar",
-                                    "stylegan2-ada-skip", "stylegan2-ada-clamp"])
+                                    "stylegan2-ada-skip", "stylegan2-ada-clamp", "stylegan2-ada-cifar-legacy"])
 def test_poisoned_record_source_never_runs_on_these_paths(folder, tmp_path, monkeypatch):
     """The records' ``module_src`` is data: a poisoned copy still imports (same images), nothing runs."""
     marker = tmp_path / "PWNED"

@@ -29,6 +29,7 @@ from natgan.data import check_dataset, imaging, open_dataset, prepare_dataset, p
 from natgan.data.parallel import OrderedMap
 from natgan.data.prepare import Transcoder
 from natgan.errors import ConfigError, DataError
+from natgan.fsutil import pid_alive
 
 SKLEARN_IMAGES = Path(list(importlib.util.find_spec("sklearn").submodule_search_locations)[0]) / "datasets" / "images"
 
@@ -381,6 +382,62 @@ def test_killed_build_leaves_nothing_that_looks_complete(tmp_path, files):
 
     result = prepare_dataset(src, out, sizes=32, workers=0, progress=False)  # re-run cleans up
     assert result["count"] == 40 and not list(tmp_path.glob("killed.lmdb.partial-*"))
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=120)
+    return proc.pid
+
+
+def _partial_like(path: Path) -> Path:
+    """A directory as a killed builder leaves it (an LMDB without its length record)."""
+    lmdb.open(str(path), map_size=1 << 20).close()
+    return path
+
+
+def test_later_prepare_removes_dead_partials_and_names_what_it_leaves(tmp_path, sources, capsys):
+    """A killed fresh build leaves <out>.partial-PID; the next prepare of the same --out deletes it and says so
+    in one line, and leaves a running process's build, an --overwrite's moved-aside dataset and foreign
+    directories alone (each named in one line)."""
+    out = tmp_path / "x.lmdb"
+    dead = _dead_pid()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        stale = _partial_like(tmp_path / f"x.lmdb.partial-{dead}")
+        running = _partial_like(tmp_path / f"x.lmdb.partial-{live.pid}")
+        aside = _partial_like(tmp_path / f"x.lmdb.replaced-{dead}")
+        foreign = tmp_path / "x.lmdb.partial-999999999"                 # above any pid_max: a dead pid
+        assert not pid_alive(999999999)
+        foreign.mkdir()
+        (foreign / "notes.txt").write_text("mine")
+        other = _partial_like(tmp_path / f"y.lmdb.partial-{dead}")          # another --out's: not looked at
+
+        code, _, err = run(capsys, "prepare", "folder", sources["folder"], "--out", out, "--sizes", "32",
+                           "--workers", "0")
+        assert code == 0, err
+        assert not stale.exists()
+        assert running.is_dir() and aside.is_dir() and (foreign / "notes.txt").is_file() and other.is_dir()
+        lines = err.strip().splitlines()
+        assert f"removed 1 partial build(s) of the same --out left by killed runs: {stale}" in lines
+        assert any(line.startswith("warning: 1 build(s) of the same --out by running processes") and
+                   str(running) in line for line in lines)
+        assert any(line.startswith(f"warning: {aside}: the dataset an interrupted --overwrite moved aside")
+                   for line in lines)
+        assert any(line.startswith(f"warning: {foreign}: named like a partial build") for line in lines)
+
+        # the next run finds the dataset up to date; the moved-aside copy now has a published --out beside it
+        result = prepare_dataset(sources["folder"], out, sizes=32, workers=0, progress=False)
+        assert result["status"] == "up-to-date" and result["leftovers"]["removed"] == [str(aside)]
+        assert not aside.exists() and running.is_dir()
+    finally:
+        live.kill()
+        live.wait(timeout=120)
+    stale = _partial_like(tmp_path / f"x.lmdb.partial-{dead}")
+    result = prepare_dataset(sources["folder"], out, sizes=32, workers=0, progress=False)
+    assert result["leftovers"]["removed"] == sorted([str(stale), str(running)])
+    assert len(open_dataset(out)) == result["count"] and result["status"] == "up-to-date"
 
 
 # ---------------------------------------------------------------- check

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from natgan.models.spectral_norm import settle
 from peers.official import redraw
 
 
@@ -21,7 +22,7 @@ def save_styleswin_format(g: nn.Module, d: nn.Module, args: argparse.Namespace, 
     optimisers, TTUR learning rates and reg-ratio betas included; never stepped, so their state is empty)."""
     _redraw_transformer(g)
     redraw(d)
-    _settle_spectral_norm(d, args.size)
+    settle(d, 30)  # a fresh D's eval logits are ~1e11 (natgan.models.spectral_norm): settle as 30 training steps
     g_ratio = args.g_reg_every / (args.g_reg_every + 1) if hasattr(args, "g_reg_every") else 1.0
     d_ratio = args.d_reg_every / (args.d_reg_every + 1)
     g_lr = args.D_lr / 4 if args.ttur else args.G_lr
@@ -32,18 +33,6 @@ def save_styleswin_format(g: nn.Module, d: nn.Module, args: argparse.Namespace, 
     torch.save({"g": g.state_dict(), "d": d.state_dict(), "g_ema": g.state_dict(), "g_optim": g_optim.state_dict(),
                 "d_optim": d_optim.state_dict(), "args": args}, path)
     return path
-
-
-def _settle_spectral_norm(d: nn.Module, size: int, iterations: int = 30) -> None:
-    """Run the power iteration the way training does (one step per forward in train mode) until the stored
-    ``weight_u``/``weight_v`` estimate each sigma: with the freshly drawn vectors of a new D, eval-mode sigma
-    is far too small and the logits reach ~1e11, which makes absolute logit differences meaningless."""
-    x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(7))
-    d.train()
-    with torch.no_grad():
-        for _ in range(iterations):
-            d(x)
-    d.eval()
 
 
 def widths_note(divisor: int) -> str:

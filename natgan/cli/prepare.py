@@ -85,10 +85,27 @@ def _report(result: dict[str, Any], json_out: bool) -> None:
         console.print(f"ignored {result['ignored_files']:,} files without an image extension", markup=False)
     for warning in result.get("warnings", []):
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for line in leftover_lines(result.get("leftovers", {})):
+        err_console.print(line, markup=False, highlight=False)
     if result["skipped"]:
         err_console.print(f"[yellow]skipped {len(result['skipped'])} unreadable files:[/]", highlight=False)
         for item in result["skipped"]:
             err_console.print(f"  {item['path']}: {item['error']}", markup=False, highlight=False)
+
+
+LEFTOVER_LINES = {
+    "removed": "removed {n} partial build(s) of the same --out left by killed runs: {paths}",
+    "in_progress": "warning: {n} build(s) of the same --out by running processes, left alone: {paths}",
+    "moved_aside": "warning: {paths}: the dataset an interrupted --overwrite moved aside, kept for now (move it "
+                   "elsewhere to keep it: the next prepare of this --out deletes it)",
+    "not_ours": "warning: {paths}: named like a partial build of this --out but holds other files; left alone",
+}
+
+
+def leftover_lines(leftovers: dict[str, list[str]]) -> list[str]:
+    """One line per kind of leftover :func:`natgan.data.writer.tidy_leftovers` found."""
+    return [LEFTOVER_LINES[kind].format(n=len(paths), paths=", ".join(paths))
+            for kind, paths in leftovers.items() if paths]
 
 
 def class_histogram_line(labels: dict[str, Any]) -> str:

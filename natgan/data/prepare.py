@@ -29,7 +29,7 @@ from natgan.data.parallel import OrderedMap
 from natgan.data.progress import ProgressBar, ProgressCallback
 from natgan.data.sources import IMAGE_EXTENSIONS, MissingSourceError, RawSource, SourceError, open_raw_source
 from natgan.fsutil import same_file
-from natgan.data.writer import BATCH_IMAGES, LmdbBuilder, check_replaceable
+from natgan.data.writer import BATCH_IMAGES, LmdbBuilder, check_replaceable, tidy_leftovers
 from natgan.errors import ConfigError, DataError
 
 DATASETS = ("ffhq", "church", "folder", "digits")
@@ -202,9 +202,10 @@ def prepare_dataset(src: str | os.PathLike | RawSource | None, out: str | os.Pat
     if found is not None:  # only labelled datasets carry the key: unlabelled requests are what they were
         request["labels"] = {"origin": found.origin, "classes": found.classes,
                              "sha256": labelling.digest(labelling.encode(found.indices))}
+    leftovers = {"leftovers": found_left} if (found_left := tidy_leftovers(out_path)) else {}
     existing = _existing_result(out_path, request, force)
     if existing is not None:
-        return existing
+        return {**existing, **leftovers}
 
     transcoder = Transcoder(source, size_list, filter, encoding, jpeg_quality)
     candidates = len(source)
@@ -271,7 +272,7 @@ def prepare_dataset(src: str | os.PathLike | RawSource | None, out: str | os.Pat
             builder.add(labelling.LABELS_KEY, value)
             meta["labels"] = labelling.metadata(found, np.array(kept, dtype=np.int64), value)
         builder.finish(count, meta)
-    return {**_result_from_meta(out_path, meta), "status": "built"}
+    return {**_result_from_meta(out_path, meta), "status": "built", **leftovers}
 
 
 def _open_checked(src: str | os.PathLike | RawSource | None, dataset: str) -> RawSource:

@@ -8,7 +8,9 @@ Safety design (two independent guards):
    (or an official build that died) has no ``length``, and every nat-gan reader refuses it as
    incomplete.
 
-Leftover partial directories of dead processes are removed by the next build of the same ``<out>``.
+Leftover partial directories of dead processes are removed by the next ``prepare`` of the same ``<out>``
+(:func:`tidy_leftovers`, which also says what it leaves: builds still running, an interrupted
+``--overwrite``'s previous dataset).
 ``--overwrite`` replaces an existing LMDB by renaming it aside, renaming the new one in, then deleting
 the old one; a directory that is not an LMDB is never deleted, even with ``--overwrite``.
 """
@@ -30,22 +32,61 @@ BATCH_BYTES = 256 << 20    # commit at least every 256 MiB ...
 BATCH_IMAGES = 2048        # ... or every 2048 images: few large transactions, bounded memory
 
 
-def stale_partials(out: Path) -> list[Path]:
-    """Partial builds of ``out`` whose writer process no longer exists."""
-    stale = []
-    if not out.parent.is_dir():
-        return stale
-    for sibling in out.parent.iterdir():
+def _leftovers(out: Path) -> list[tuple[Path, str, int]]:
+    """``(path, tag, pid)`` of every ``<out>.partial-PID`` / ``<out>.replaced-PID`` next to ``out``."""
+    found = []
+    try:
+        siblings = sorted(out.parent.iterdir())
+    except OSError:
+        return found
+    for sibling in siblings:
         for tag in (".partial-", ".replaced-"):
             prefix = out.name + tag
             if sibling.name.startswith(prefix) and sibling.name[len(prefix):].isdigit():
-                if not pid_alive(int(sibling.name[len(prefix):])):
-                    stale.append(sibling)
-    return stale
+                found.append((sibling, tag, int(sibling.name[len(prefix):])))
+    return found
 
 
 def _only_lmdb_files(path: Path) -> bool:
     return fmt.is_lmdb_dir(path) and all(p.name in ("data.mdb", "lock.mdb") for p in path.iterdir())
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` is what a builder leaves: a real directory, empty or holding only the LMDB files."""
+    try:
+        return path.is_dir() and not path.is_symlink() and \
+            all(p.name in ("data.mdb", "lock.mdb") for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def tidy_leftovers(out: Path) -> dict[str, list[str]]:
+    """Remove what killed builds of ``out`` left behind, and say what stays (the lists that are not empty).
+
+    * ``removed``: ``<out>.partial-PID`` of dead processes (a killed ``prepare``; never published, so never
+      a dataset), and ``<out>.replaced-PID`` of dead processes when ``out`` exists (the old LMDB an
+      ``--overwrite`` had already replaced);
+    * ``in_progress``: partial builds of processes that are still running: another ``prepare`` of the same
+      ``--out``, left alone;
+    * ``moved_aside``: ``<out>.replaced-PID`` of a dead process while ``out`` is missing: an ``--overwrite``
+      killed between its two renames; that is the previous dataset, kept for the user to rename back;
+    * ``not_ours``: leftovers by name that hold more than LMDB files (not something a builder wrote), kept.
+    """
+    report: dict[str, list[str]] = {}
+    for path, tag, pid in _leftovers(out):
+        if pid == os.getpid():
+            continue                     # this process's own build: LmdbBuilder starts it afresh
+        if pid_alive(pid):
+            kind = "in_progress"
+        elif not _ours(path):
+            kind = "not_ours"
+        elif tag == ".replaced-" and not out.exists():
+            kind = "moved_aside"
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            kind = "removed"
+        report.setdefault(kind, []).append(str(path))
+    return report
 
 
 def check_replaceable(out: Path) -> None:
@@ -75,9 +116,7 @@ class LmdbBuilder:
 
     def __enter__(self) -> "LmdbBuilder":
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        for stale in stale_partials(self.out):
-            if not stale.name.startswith(self.out.name + ".replaced-") or self.out.exists():
-                shutil.rmtree(stale, ignore_errors=True)
+        tidy_leftovers(self.out)
         if self.tmp.exists():
             shutil.rmtree(self.tmp)
         # sync=False/metasync=False: no fsync per commit; durability comes from the explicit

@@ -3,9 +3,9 @@ nat-gan's ``stylegan2``.
 
 The snapshot is read by :mod:`natgan.importers.nvlabs_pickle` (no code from the file runs). The generator
 must be what nat-gan's StyleGAN2 computes: RGB, ``skip`` synthesis, ``z_dim == w_dim``, FIR ``[1, 3, 3, 1]``,
-and when class-conditional (``c_dim > 0``) the official label layers with their defaults (embedding ``w_dim``
-wide, D label mapping of 8 layers at lr 0.01, ``cmap_dim`` = the 4x4 width); anything else is refused with the
-reason. The widths come from the weight shapes, whatever ``channel_base``/``channel_max`` made them; the mapping
+and when class-conditional (``c_dim > 0``) the official label layers at their default widths (embedding
+``w_dim`` wide, ``cmap_dim`` = the 4x4 width; the D label mapping's depth and lr multiplier are read:
+``model.d_mapping_layers`` / ``d_mapping_lr``); anything else is refused with the reason. The widths come from the weight shapes, whatever ``channel_base``/``channel_max`` made them; the mapping
 depth from the weights too (``--cfg=cifar``'s 2 layers); the D's ``architecture`` ('resnet', 'orig' as
 ``--cfg=cifar``, 'skip') and its minibatch-stddev group and channel count from its constructor kwargs, stored
 as ``model.d_architecture``, ``mbstd_group``, ``mbstd_channels``; G's and D's ``conv_clamp`` (one value) as
@@ -81,8 +81,22 @@ def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
     return {"mapping": mapping, "synthesis": synthesis, "c_dim": class_count(kw, src, "G")}
 
 
-# official MappingNetwork defaults the conditional D's label mapping uses; nat-gan's ProjectionHead is built so
-_D_MAPPING = {"num_layers": D_MAPPING_LAYERS, "lr_multiplier": 0.01, "activation": "lrelu"}
+def _label_mapping(d: PersistentRecord, src: str) -> dict[str, Any]:
+    """The conditional D's label mapping (``mapping_kwargs``, official ``MappingNetwork`` defaults where
+    absent): depth and lr multiplier become ``model.d_mapping_layers`` / ``d_mapping_lr`` (stylegan2-ada-pytorch
+    trains 8 / 0.01; a TensorFlow stylegan2-ada D converted by its ``legacy.py`` has 0 / 0.1); its widths must be
+    the cmap width nat-gan uses."""
+    mapping = _kwargs(d, "mapping_kwargs")
+    layers, lr = mapping.get("num_layers", D_MAPPING_LAYERS), mapping.get("lr_multiplier", 0.01)
+    if not _count(layers, 0):
+        raise _refuse(src, f"D mapping_kwargs.num_layers = {layers!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise _refuse(src, f"D mapping_kwargs.lr_multiplier = {lr!r}")
+    if mapping.get("activation", "lrelu") != "lrelu":
+        raise _refuse(src, f"D mapping_kwargs.activation = {mapping['activation']!r} (only 'lrelu')")
+    widths = {key: mapping.get(key) for key in ("embed_features", "layer_features")}
+    return {"d_mapping_layers": layers, "d_mapping_lr": float(lr), "cmap_dim": d.init_kwargs.get("cmap_dim"),
+            **widths}
 
 
 def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
@@ -91,11 +105,7 @@ def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
     kw = check_network(d, "Discriminator", "stylegan2", src, conditional=True)
     epilogue, block = _kwargs(d, "epilogue_kwargs"), _kwargs(d, "block_kwargs")
     c_dim = class_count(kw, src, "D")
-    if c_dim:
-        mapping = _kwargs(d, "mapping_kwargs")
-        for key, want in _D_MAPPING.items():
-            if mapping.get(key, want) != want:
-                raise _refuse(src, f"D mapping_kwargs.{key} = {mapping[key]!r} (nat-gan's label mapping: {want!r})")
+    label_mapping = _label_mapping(d, src) if c_dim else {}
     architecture = kw.get("architecture", "resnet")
     if architecture not in D_ARCHITECTURES:
         raise _refuse(src, f"D architecture {architecture!r} (nat-gan has {', '.join(map(repr, D_ARCHITECTURES))})")
@@ -109,7 +119,25 @@ def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
     if not _count(channels, 0):
         raise _refuse(src, f"D minibatch-stddev with {channels!r} channels")
     return {"mbstd_group": group, "mbstd_channels": channels, "architecture": architecture, "c_dim": c_dim,
-            "conv_clamp": kw.get("conv_clamp")}
+            "conv_clamp": kw.get("conv_clamp"), "label_mapping": label_mapping}
+
+
+def check_label_mapping(mapping: dict[str, Any], d: dict[str, torch.Tensor], src: str) -> dict[str, Any]:
+    """The conditional D's label mapping against its weights (nat-gan names): the cmap width is the 4x4 width
+    (official default ``cmap_dim``), every mapping layer as wide, as many layers as ``num_layers`` says.
+    Returns the model config fields."""
+    if not mapping:
+        return {}
+    width = d["final_linear.0.weight"].shape[0]
+    for key in ("cmap_dim", "embed_features", "layer_features"):
+        if mapping[key] not in (None, width):
+            raise _refuse(src, f"D {key} = {mapping[key]!r} differs from the 4x4 width {width} (nat-gan's label "
+                               f"mapping is that wide, the official default)")
+    stored = sum(1 for k in d if re.fullmatch(r"projection\.mapping\.layers\.\d+\.weight", k))
+    if stored != mapping["d_mapping_layers"]:
+        raise CheckpointError(f"{src}: D: mapping_kwargs.num_layers = {mapping['d_mapping_layers']} but the file "
+                              f"holds {stored} label mapping layers")
+    return {"d_mapping_layers": mapping["d_mapping_layers"], "d_mapping_lr": mapping["d_mapping_lr"]}
 
 
 def conv_clamp(g_clamp: Any, d_clamp: Any, has_d: bool, src: str) -> float | None:
@@ -267,6 +295,7 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
                    "d_architecture": d_kwargs["architecture"]}
         d_clamp = d_kwargs["conv_clamp"]
         d = convert_discriminator(state_dict(snapshot["D"], src), src, d_kwargs["architecture"])
+        d_model.update(check_label_mapping(d_kwargs["label_mapping"], d, src))
         if d_kwargs["architecture"] == "orig" and d_kwargs["mbstd_group"] == 32:
             assumptions.append("D architecture 'orig' with minibatch-stddev group 32 is what train.py --cfg=cifar "
                                "builds; its training values (batch 64, lr 0.0025, R1 gamma 0.01, EMA 500 kimg, no "

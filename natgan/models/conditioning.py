@@ -84,10 +84,13 @@ class LabelMapping(nn.Module):
 class ProjectionHead(nn.Module):
     """``<features, cmap(c)> / sqrt(cmap_dim)``: the logit of the official conditional discriminator."""
 
-    def __init__(self, num_classes: int, cmap_dim: int):
+    def __init__(self, num_classes: int, cmap_dim: int, mapping_layers: int = D_MAPPING_LAYERS,
+                 mapping_lr: float = 0.01):
+        """``mapping_layers``/``mapping_lr``: the label mapping's depth and lr multiplier (official
+        ``mapping_kwargs``; stylegan2-ada-pytorch's defaults 8 / 0.01, the TensorFlow stylegan2-ada D's 0 / 0.1)."""
         super().__init__()
         self.num_classes, self.cmap_dim = num_classes, cmap_dim
-        self.mapping = LabelMapping(num_classes, cmap_dim)
+        self.mapping = LabelMapping(num_classes, cmap_dim, mapping_layers, mapping_lr)
 
     def forward(self, features: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         cmap = self.mapping(c).to(features.dtype)

@@ -58,6 +58,10 @@ class StyleGAN2Config:
         "resnet", help="discriminator blocks as stylegan2-ada-pytorch's: resnet = config-e/f residual, orig = "
                        "plain conv pairs (its --cfg=cifar), skip = a fromRGB of the down-sampled image per level")
     num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional)")
+    d_mapping_layers: int = option(8, min=0, help="conditional D: label mapping layers after the embedding "
+                                                  "(stylegan2-ada-pytorch 8; its TensorFlow version 0)")
+    d_mapping_lr: float = option(0.01, min=0.0, help="conditional D: the label mapping's lr multiplier "
+                                                     "(stylegan2-ada-pytorch 0.01; its TensorFlow version 0.1)")
     conv_clamp: Optional[float] = option(None, min=0.0, help="clamp G and D conv activations to ±X as "
                                                              "stylegan2-ada-pytorch's conv_clamp (its configs: 256 "
                                                              "with mixed precision); none = no clamp")
@@ -66,6 +70,8 @@ class StyleGAN2Config:
         check_synthesis_config(self.resolution, self.blur_kernel)
         check_width_list("channels", self.channels, self.resolution)
         check_width_list("d_channels", self.d_channels, self.resolution)
+        if not self.d_mapping_lr > 0:
+            raise ConfigError(f"key 'model.d_mapping_lr': expected a multiplier > 0, got {self.d_mapping_lr}")
         if self.conv_clamp is not None and not self.conv_clamp > 0:
             raise ConfigError(f"key 'model.conv_clamp': expected a bound > 0 or none, got {self.conv_clamp}")
         d_width = stylegan2_d_widths(self)(4)
@@ -191,5 +197,6 @@ def build(cfg: StyleGAN2Config) -> tuple[nn.Module, nn.Module]:
     generator = StyleGAN2Generator(cfg)
     discriminator = StyleGAN2Discriminator(cfg.resolution, stylegan2_d_widths(cfg), cfg.blur_kernel, cfg.mbstd_group,
                                            num_classes=cfg.num_classes, architecture=cfg.d_architecture,
-                                           mbstd_channels=cfg.mbstd_channels, conv_clamp=cfg.conv_clamp)
+                                           mbstd_channels=cfg.mbstd_channels, conv_clamp=cfg.conv_clamp,
+                                           label_mapping=(cfg.d_mapping_layers, cfg.d_mapping_lr))
     return generator, discriminator

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from natgan.errors import ConfigError
-from natgan.models.conditioning import DirectProjection, ProjectionHead, project_logits
+from natgan.models.conditioning import D_MAPPING_LAYERS, DirectProjection, ProjectionHead, project_logits
 from natgan.models.layers import (Blur, ConvLayer, Downsample, EqualLinear, ResBlock, Upsample,
                                   minibatch_stddev)
 
@@ -201,14 +201,15 @@ class StyleGAN2Discriminator(nn.Module):
     fromRGB and conv except the residual skip conv and the 4x4 fromRGB of ``skip``, which the official leaves
     unclamped; none = no clamp).
     Class-conditional (``num_classes > 0``): the last FC emits ``cmap_dim`` = the 4x4 width and
-    stylegan2-ada's projection head makes the logit (``projection = "mapping"``), or it emits one feature
+    stylegan2-ada's projection head makes the logit (``projection = "mapping"``; ``label_mapping`` = its
+    label mapping's depth and lr multiplier), or it emits one feature
     per class and the label picks one (``"direct"``, GANformer's official epilogue).
     """
 
     def __init__(self, resolution: int, widths: Callable[[int], int],
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), mbstd_group: int = 4, num_classes: int = 0,
                  projection: str = "mapping", architecture: str = "resnet", mbstd_channels: int = 1,
-                 conv_clamp: float | None = None):
+                 conv_clamp: float | None = None, label_mapping: tuple[int, float] = (D_MAPPING_LAYERS, 0.01)):
         """``widths(res)`` is the feature width at ``res`` (the generator's table, so G and D mirror)."""
         super().__init__()
         if architecture not in D_ARCHITECTURES:
@@ -236,7 +237,7 @@ class StyleGAN2Discriminator(nn.Module):
         if not num_classes:
             self.projection = None
         elif projection == "mapping":
-            self.projection = ProjectionHead(num_classes, ch[2])
+            self.projection = ProjectionHead(num_classes, ch[2], *label_mapping)
         elif projection == "direct":
             self.projection = DirectProjection(num_classes)
         else:

@@ -6,7 +6,8 @@ transformed again, and a 1x1 "FromRGB" conv of it is added to the features, so t
 direct view of the high-frequency bands where transformer generators make their artefacts. The
 residual-free conv trunk, minibatch-stddev head and spectral norm (``sn=True``) follow the official
 code; module names match the official state dict (``dwt``, ``from_rgbs``, ``convs``, ``final_conv``,
-``final_linear``).
+``final_linear``). As in the official code, a D that has never run in training mode gives logits of 1e14-1e31
+in eval mode (spectral norm's unsettled vectors): see :mod:`natgan.models.spectral_norm`.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def module_levels(D: torch.nn.Module, resolution: int) -> dict[str, int]:
     try:
         param = next(D.parameters())
         was_training = D.training
-        D.eval()
+        D.eval()  # no spectral-norm power-iteration step (natgan.models.spectral_norm): training stays as it was
         with torch.no_grad():
             image = torch.zeros(1, 3, resolution, resolution, device=param.device, dtype=param.dtype)
             if getattr(D, "num_classes", 0):  # a conditional D needs a label; its label mapping sees no image
