@@ -1,5 +1,6 @@
 """`nat-gan studio`'s library (natgan.studio), without a browser: what the page shows is what the captured
-`nat-gan sample` command writes, byte for byte, for every kind of latent the page can make, on every family.
+`nat-gan sample` command writes, byte for byte, for every kind of latent the page can make, on every family,
+unconditional and class-conditional (tiny conditional models trained here on a folder of named classes).
 
 The page itself is driven in a real browser by tests/test_studio_browser.py.
 """
@@ -21,6 +22,7 @@ from natgan.errors import ConfigError, DataError, NatGanError
 from natgan.studio.catalog import expand
 from natgan.studio.session import Studio, fraction
 from natgan.studio.spec import LatentSpec
+from reduced_models import reduced
 from test_latent_cli import family_checkpoint
 from test_sample import run_cli
 
@@ -61,6 +63,46 @@ def ckpts(tmp_path_factory):
         paths[name] = folder / f"{name}.pt"
         family_checkpoint(name, paths[name])
     return paths
+
+
+CLASSES = ["cat", "dog", "snow leopard"]  # sorted sub-folder names; one needs shell quoting
+
+
+def labelled_dataset(folder: Path) -> Path:
+    """A 16-px LMDB of noise images in three named class sub-folders (labels from the folders)."""
+    from natgan.data import prepare_dataset
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(CLASSES):
+        (folder / "src" / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) // (k + 1)
+            Image.fromarray(pixels).save(folder / "src" / name / f"{i}.png")
+    out = folder / "animals.lmdb"
+    prepare_dataset(folder / "src", out, sizes=[16], labels="folders", workers=0, progress=False)
+    return out
+
+
+def conditional_checkpoint(name: str, data: Path, run: Path) -> Path:
+    """One training step of a reduced class-conditional model on ``data`` (the checkpoint records its class
+    names, as every conditional run does)."""
+    from natgan import recipe as recipes
+    from natgan.train import train
+
+    extra = dict(update="simultaneous", r1_every=1, ema_start=1, ema_buffers="average") if name == "hit" else {}
+    recipe = recipes.from_dict({"model": {"name": name, **reduced(name, num_classes=len(CLASSES))},
+                                "data": {"path": str(data), "workers": 0},
+                                "train": {"batch": 4, "iterations": 1, "checkpoint_every": 1, "sample_every": 1,
+                                          "lr_decay": False, **extra}})
+    train(recipe, run, show_progress=False)
+    return run / "latest.pt"
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("studio-conditional")
+    data = labelled_dataset(folder)
+    return {name: conditional_checkpoint(name, data, folder / name) for name in ("stylenat", "stylegan2", "hit")}
 
 
 SPECS = {
@@ -337,3 +379,106 @@ def test_server_policy_helpers():
         taken.listen()
         with pytest.raises(ConfigError, match=f"--port {port}: cannot listen"):
             check_port("127.0.0.1", port)
+
+
+# ------------------------------------------------------------------------------------- class-conditional
+
+@pytest.mark.parametrize("family", ["stylenat", "stylegan2", "hit"])
+def test_conditional_captures_name_the_class_and_write_the_png_shown(family, conditional, tmp_path, capsys):
+    """Every kind of latent in two classes: the command carries --class (the name, quoted by the shell line)
+    and writes the PNG shown; the class changes every image."""
+    studio = studio_for([conditional[family]], tmp_path)
+    assert studio.model(0).classes == CLASSES and studio.model(0).info()["classes"] == 3
+    for key, spec in SPECS.items():
+        if key == "mixing" and family == "hit":
+            continue
+        images = []
+        for label in (0, 2):
+            frame = studio.render(0, replace(spec, label=label))
+            capture = studio.capture(frame)
+            argv = shlex.split(capture.command)
+            assert argv[argv.index("--class") + 1] == CLASSES[label], capture.command
+            assert np.array_equal(run_capture(capture, capture.latents.parent, capsys), frame.image), (key, label)
+            images.append(frame.image)
+        assert not np.array_equal(*images), key
+
+
+def test_conditional_truncation_moves_toward_the_class_centre(conditional, tmp_path):
+    """psi 0 puts every seed of a class on that class's own mean w (what `sample --trunc --class` does)."""
+    from natgan.sampling import compute_w_avg
+
+    studio = studio_for([conditional["stylegan2"]], tmp_path)
+    cat = [studio.render(0, LatentSpec(seed=s, psi=0.0, label=0)) for s in (1, 2.5)]
+    dog = studio.render(0, LatentSpec(seed=1, psi=0.0, label=1))
+    assert np.array_equal(cat[0].image, cat[1].image) and not np.array_equal(cat[0].image, dog.image)
+    G = studio.model(0).G
+    assert torch.allclose(cat[1].latents.w[0], compute_w_avg(G, c=0).expand_as(cat[1].latents.w[0]))
+    assert torch.equal(studio.model(0).centre(0.5, 1), compute_w_avg(G, c=1))
+
+
+def test_class_errors_are_one_line(conditional, ckpts, tmp_path):
+    studio = studio_for([conditional["stylenat"], ckpts["stylenat"]], tmp_path)
+    for index, spec, message in ((0, LatentSpec(seed=1), r"class-conditional \(3 classes\): choose a class"),
+                                 (0, LatentSpec(seed=1, label=3), "class 3: .* has 3 classes"),
+                                 (0, LatentSpec(seed=1, label=1.5), "class 1.5"),
+                                 (1, LatentSpec(seed=1, label=0), "unconditional")):
+        with pytest.raises(ConfigError, match=message) as info:
+            studio.render(index, spec)
+        assert "\n" not in str(info.value)
+
+
+def test_switching_and_ab_carry_the_class_by_name(conditional, ckpts, tmp_path):
+    """The class stays by name across checkpoints (another checkpoint may order its classes otherwise), is
+    left out on an unconditional one, and starts at class 0 coming from one."""
+    from natgan import checkpoint as ckpt_io
+
+    reordered = tmp_path / "reordered.pt"
+    ckpt = ckpt_io.load(conditional["stylenat"])
+    ckpt["extra"]["classes"] = ["snow leopard", "cat", "lynx"]
+    ckpt_io.save(ckpt, reordered)
+    studio = studio_for([conditional["stylenat"], reordered, ckpts["stylenat"]], tmp_path)
+    spec = LatentSpec(seed=4, label=2)  # snow leopard
+    kept, notes = studio.switch(spec, 1, source=0)
+    assert kept.label == 0 and notes == []
+    kept, notes = studio.switch(LatentSpec(seed=4, label=1), 1, source=0)  # dog: not in the reordered one
+    assert kept.label == 1 and any("no class dog" in n and "class cat shown" in n for n in notes)
+    kept, notes = studio.switch(spec, 2, source=0)
+    assert kept.label is None and any("snow leopard left out" in n for n in notes)
+    assert studio.render(2, kept).image.shape == (16, 16, 3)
+    kept, notes = studio.switch(LatentSpec(seed=4), 0, source=2)
+    assert kept.label == 0 and any("class-conditional" in n for n in notes)
+    # A/B: B renders A's latent in the class of the same name (index 0 there; the weights are A's)
+    b = studio.render_b(1, spec, source=0)
+    assert b.spec.label == 0 and np.array_equal(b.image, studio.render(0, LatentSpec(seed=4, label=0)).image)
+    assert not np.array_equal(b.image, studio.render(0, spec).image)
+    assert studio.render_b(2, spec, source=0).spec.label is None
+
+
+def test_conditional_projection_attention_and_directions(conditional, tmp_path, capsys):
+    studio = studio_for([conditional["stylenat"]], tmp_path)
+    target_img = studio.render(0, LatentSpec(seed=11, label=1)).image
+    Image.fromarray(target_img).save(tmp_path / "photo.png")
+    target = studio.load_target(tmp_path / "photo.png", 0)
+    updates = list(studio.project(0, target, steps=3, label=1))
+    latents = updates[-1].latents
+    frame = studio.render(0, LatentSpec(projected=latents, label=1, strengths=(2.0,)))
+    assert any("finished w" in n for n in frame.notes)
+    capture = studio.capture(frame)
+    assert "--class dog" in capture.command
+    assert np.array_equal(run_capture(capture, capture.latents.parent, capsys), frame.image)
+    view = studio.attention(studio.render(0, LatentSpec(seed=3, label=2)))
+    assert view.image.shape == (16, 16, 3)
+    with pytest.raises(ConfigError, match="choose a class"):
+        studio.project(0, target, steps=2).__next__()
+
+
+def test_class_argument_reads_back_as_the_same_class():
+    from natgan.sampling.classes import class_argument, parse_class
+
+    names = ["cat", "3", "snow leopard", "a,b", "all", " x", "0"]
+    for k, expected in enumerate(["cat", "3", "snow leopard", None, "4", "5", "0"]):
+        if expected is None:  # its name has a comma and "3" names class 1: nothing selects it
+            with pytest.raises(ConfigError, match="cannot select"):
+                class_argument(k, names)
+            continue
+        assert class_argument(k, names) == expected and parse_class(expected, names) == [k]

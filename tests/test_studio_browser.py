@@ -1,9 +1,12 @@
 """`nat-gan studio` in a real browser: Debian's Chromium driven by Playwright (the pip package, no bundled browser).
 
-One studio process serves three checkpoints (reduced StyleGAN2 and StyleNAT, and a file that is not a
-checkpoint) on a free port of 127.0.0.1. The test changes seed and psi, checks that the image changes and that
+One studio process serves four checkpoints (reduced StyleGAN2 and StyleNAT, a file that is not a checkpoint,
+and a reduced class-conditional StyleGAN2 trained here on named classes) on a free port of 127.0.0.1. The test
+changes seed and psi, checks that the image changes and that
 the PNG the browser shows is byte-identical to what the captured `nat-gan sample` command writes, mixes
 styles, uploads a photo and projects it for a few steps, switches checkpoints, looks at attention and A/B,
+picks a class of the conditional checkpoint (the class control exists only there) and checks the image changes
+and the captured command names the class,
 sends bad input (a non-image upload, an out-of-range seed, the broken checkpoint) and checks that each is a
 message in the page while the server keeps serving, that the page fetches nothing from outside 127.0.0.1 and
 serves no file it was not given, and that Ctrl-C stops the server cleanly. Screenshots go to
@@ -29,7 +32,7 @@ from PIL import Image
 from natgan.errors import NatGanError
 from natgan.studio.browser import CHROMIUM, launch_chromium, start_studio
 from test_latent_cli import family_checkpoint
-from test_studio import run_command
+from test_studio import conditional_checkpoint, labelled_dataset, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("NATGAN_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "studio"
@@ -59,11 +62,12 @@ def server(tmp_path_factory):
     family_checkpoint("stylegan2", folder / "sg2.pt")
     family_checkpoint("stylenat", folder / "nat.pt")
     (folder / "broken.pt").write_bytes(b"this is not a checkpoint")
+    conditional_checkpoint("stylegan2", labelled_dataset(folder / "labelled"), folder / "cond")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(folder)}
     log = folder / "studio.log"
     try:
-        proc, url = start_studio(["sg2.pt", "nat.pt", "broken.pt", "--device", "cpu", "--random-lpips"], cwd=folder,
-                                 log=log, env=env)
+        proc, url = start_studio(["sg2.pt", "nat.pt", "broken.pt", "cond/latest.pt", "--device", "cpu",
+                                  "--random-lpips"], cwd=folder, log=log, env=env)
     except NatGanError as exc:
         pytest.fail(str(exc))
     yield {"url": url, "proc": proc, "folder": folder, "log": log}
@@ -189,6 +193,7 @@ def walk_through_the_page(server, page, tmp_path, capsys):
     url = server["url"]
     first = src(page)
     assert "stylegan2" in page.locator("#ckpt-info").inner_text()
+    assert page.locator("#class").is_hidden()  # an unconditional checkpoint has no class control
     shot(page, "01-start")
 
     # seed and psi change the image; the PNG shown is what the captured command writes
@@ -291,6 +296,30 @@ def walk_through_the_page(server, page, tmp_path, capsys):
     wait_src_change(page, None, "image-b")
     assert re.search(r"\d+(\.\d+)? ms", wait_text(page, "status-b", "ms"))
     shot(page, "10-ab")
+
+    # a class-conditional checkpoint: the class control appears, choosing a class regenerates the image, and the
+    # captured command names the class (quoted: the name has a space)
+    choose(page, "ckpt", "cond/latest.pt")
+    wait_text(page, "ckpt-info", "class-conditional: 3 classes")
+    page.locator("#class").wait_for(state="visible")
+    rendered(page, r"^cond/latest\.pt · .* · seed 12 · psi 0\.5 · class cat · mixed with seed 3")
+    page.locator("#mix-on input").uncheck()
+    cat = rendered(page, r"^cond/latest\.pt · .* · seed 12 · psi 0\.5 · class cat(?!.*mixed)")
+    assert "class cat left out" in wait_text(page, "status-b", "left out")  # B (sg2.pt) is unconditional
+    choose(page, "class", "2: snow leopard")
+    leopard = rendered(page, r"seed 12 · psi 0\.5 · class snow leopard")
+    assert not np.array_equal(pixels(fetch(page, cat)), pixels(fetch(page, leopard)))
+    command = capture_and_check(page, tmp_path / "cap7", capsys, fetch(page, leopard))
+    assert "--seeds 12" in command and "--trunc 0.5" in command and "--class 'snow leopard'" in command
+    shot(page, "11-class")
+    set_number(page, "seed", 12.5)  # a latent file, in the chosen class
+    frac = rendered(page, r"seed 12\.5 · psi 0\.5 · class snow leopard")
+    command = capture_and_check(page, tmp_path / "cap8", capsys, fetch(page, frac))
+    assert "--w seed12.5-w.npz" in command and "--class 'snow leopard'" in command
+    choose(page, "ckpt", "sg2.pt")  # back to an unconditional checkpoint: the control goes away
+    wait_text(page, "ckpt-info", "stylegan2")
+    page.locator("#class").wait_for(state="hidden")
+    rendered(page, r"^sg2\.pt · .* · seed 12\.5 · psi 0\.5 · class snow leopard left out")
 
     # nothing outside 127.0.0.1 was requested; files the studio was not given are not served
     outside = [u for u in page.requests if not u.startswith(url) and not u.startswith("data:")

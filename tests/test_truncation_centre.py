@@ -115,6 +115,18 @@ def test_every_sample_mode_truncates_toward_the_stored_centre(stored_ckpt, tmp_p
     assert np.array_equal(_png(frames[0]), seed[0]) and np.array_equal(_png(frames[-1]), seed[1])
 
 
+def test_json_says_which_centre(stored_ckpt, tmp_path, capsys):
+    import json
+
+    path, _ = stored_ckpt
+    _checkpoint(tmp_path / "plain.pt", stored=False)
+    for ckpt, trunc, kind in ((path, PSI, "stored"), (tmp_path / "plain.pt", PSI, "mean w"), (path, 1, None)):
+        for mode in (["--seeds", "0"], ["--style-mix", "0", "--with", "1", "--layers", "0"]):
+            info = json.loads(_sample(capsys, "--ckpt", ckpt, *mode, "--trunc", trunc, "--json",
+                                      "--outdir", tmp_path / f"{ckpt.stem}{trunc}{mode[0]}"))
+            assert info["trunc_centre"] == kind
+
+
 def test_seed_images_differ_between_stored_and_computed_centre(stored_ckpt):
     path, w_avg = stored_ckpt
     G = load_generator(path).G

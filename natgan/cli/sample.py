@@ -146,7 +146,8 @@ def register(app: typer.Typer) -> None:
             else:
                 files = write_samples(G, seed_list, outdir, fmt=fmt, progress=bar.advance, labels=labels, **common)
 
-        info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode,
+        info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "trunc_centre": loaded.centre_kind(trunc),
+                "noise_mode": noise_mode,
                 **({"classes": [loaded.class_names()[k] for k in classes]} if classes else {}),
                 "format": "grid" if cols_rows else fmt, "seeds": format_seeds(seed_list),
                 "images": total, "outdir": str(outdir), "files": [str(f) for f in files]}

@@ -74,7 +74,8 @@ def run_latent_mode(mode: str, *, ckpt: Path, seeds: Optional[str], outdir: Path
     G = loaded.for_class(class_opt)  # a conditional generator bound to its --class (truncation: that class's mean)
     batch_size = batch or auto_batch_size(dev, int(G.resolution))
     w_avg = loaded.centre(trunc, G)  # as `sample --trunc`: the stored centre, else G's (its class's) mean w
-    info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "noise_mode": noise_mode, "mode": mode,
+    info = {**loaded.describe(), "device": str(dev), "trunc": trunc, "trunc_centre": loaded.centre_kind(trunc),
+            "noise_mode": noise_mode, "mode": mode,
             "outdir": str(outdir), **({"class": loaded.class_names()[G.label]} if G is not loaded.G else {})}
     outdir = Path(outdir)
 

@@ -219,6 +219,7 @@ class HiTGenerator(nn.Module):
         self.z_dim, self.resolution = cfg.z_dim, cfg.resolution
         self.num_classes = cfg.num_classes
         embed_dim = cfg.z_dim if cfg.num_classes else 0
+        self.w_dim = cfg.z_dim + embed_dim  # the width of w = mapping(z, c): z itself, or [z, embed(c)]
         c0, tokens = specs[0].width, cfg.latent_grid ** 2
         self.c0, self.tokens = c0, tokens
         self.initial = linear(cfg.z_dim + embed_dim, INITIAL_SIZE * INITIAL_SIZE * c0)

@@ -82,6 +82,23 @@ def parse_class(text: str, names: Sequence[str], *, option: str = "--class") -> 
     return out
 
 
+def class_argument(index: int, names: Sequence[str], *, option: str = "--class") -> str:
+    """The ``--class`` text that :func:`parse_class` reads back as exactly class ``index``: its name when that
+    is unambiguous (readable in a command line), else the index. The inverse that captured commands need."""
+    if not 0 <= int(index) < len(names):
+        raise ConfigError(f"class {index}: outside 0-{len(names) - 1}")
+    candidates = [names[index], str(int(index))]
+    for text in candidates:
+        if "," not in text and text.strip() == text and text and text.lower() != "all":
+            try:
+                if parse_class(text, names, option=option) == [int(index)]:
+                    return text
+            except ConfigError:
+                continue
+    raise ConfigError(f"class {index} ({names[index]!r}): its name and index both name another class; "
+                      f"{option} cannot select it")
+
+
 def chosen_classes(G: nn.Module, ckpt: dict | None, text: str | None, *, option: str = "--class",
                    where: object = "the generator") -> list[int]:
     """``--class`` text -> class indices; [] for an unconditional model without it. One-line ConfigErrors for

@@ -36,6 +36,15 @@ class LoadedGenerator:
         return truncation_centre(self.G if G is None else G, psi,
                                  self.truncation_centre() if psi != 1.0 else None)
 
+    def centre_kind(self, psi: float) -> str | None:
+        """What :meth:`centre` truncates toward, for ``--json`` records: ``stored`` (the checkpoint's), ``mean w``
+        (10k fixed-seed latents), ``class mean w`` (of the bound class, or each image's class), None at psi 1."""
+        if psi == 1.0:
+            return None
+        if self.truncation_centre() is not None:
+            return "stored"
+        return "class mean w" if num_classes_of(self.G) else "mean w"
+
     def truncation_centre(self) -> torch.Tensor | None:
         """The centre stored in the checkpoint (imported official files carry ``latent_avg``/``w_avg``), else None
         (validated against this generator's w; :meth:`centre` is the policy that falls back to a computed one).

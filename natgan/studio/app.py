@@ -3,7 +3,8 @@
 Only layout and wiring live here. Every image is handed to Gradio as a PNG file written by
 :func:`natgan.sampling.export.save_png` (Gradio would re-encode arrays, as lossy WebP by default), so the
 image in the browser is the file ``nat-gan sample`` writes. Errors from the library become one line in
-the page's status box; anything unexpected is logged on the server and shown as one line too.
+the page's status box; anything unexpected is logged on the server and shown as one line too. The class
+control is shown only while the checkpoint is class-conditional; every view renders in its class.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from natgan.errors import NatGanError
+from natgan.errors import ConfigError, NatGanError
 from natgan.noise_modes import NOISE_MODES
+from natgan.sampling.classes import parse_class
 from natgan.sampling.export import save_png
 from natgan.studio.session import TOP_DIRECTIONS, Frame, Studio, fraction
 from natgan.studio.spec import BLEND_SPACES, MAX_STRENGTH, PSI_RANGE, LatentSpec
@@ -43,7 +45,8 @@ class PageState:
     projected: StoredLatents | None = None
     where: tuple[float, float] | None = None
     index: int = 0
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a switch of checkpoint said, shown with its frame
+    notes_for: str | None = None                     # the frame the notes were shown with (None: not yet)
 
 
 class Page:
@@ -76,10 +79,30 @@ class Page:
         first = (str(exc).splitlines() or [""])[0]
         return f"error: unexpected {type(exc).__name__}: {first} (details in the server log)"
 
-    def spec(self, state: PageState, seed, psi, noise, blend, mix_on, mix_seed, mix_layers, strengths) -> LatentSpec:
+    def spec(self, state: PageState, klass, seed, psi, noise, blend, mix_on, mix_seed, mix_layers,
+             strengths) -> LatentSpec:
         return LatentSpec(seed=seed if seed is not None else float("nan"), blend=blend, psi=psi, noise_mode=noise,
                           mix_seed=mix_seed if mix_on else None, mix_layers=mix_layers if mix_on else "",
-                          strengths=tuple(strengths), projected=state.projected)
+                          strengths=tuple(strengths), projected=state.projected,
+                          label=self.class_index(klass, self.studio.model(state.index).classes))
+
+    @staticmethod
+    def class_index(klass, names: list[str]) -> int | None:
+        """The class control's value as a class index: None for an unconditional checkpoint (its control is
+        hidden), a chosen entry's index, or typed text read as ``sample --class`` reads it (a name or an index)."""
+        if not names:
+            return None
+        if isinstance(klass, str):
+            found = parse_class(klass, names, option="class")
+            if len(found) != 1:
+                raise ConfigError(f"class '{klass}': choose one class")
+            return found[0]
+        return klass
+
+    @staticmethod
+    def class_choices(names: list[str]) -> list[tuple[str, int]]:
+        """The class drop-down's entries: ``(shown text, class index)``; the index is shown beside a name."""
+        return [(name if name == str(k) else f"{k}: {name}", k) for k, name in enumerate(names)]
 
     def info_markdown(self, index: int) -> str:
         model = self.studio.model(index)
@@ -89,19 +112,22 @@ class Page:
         lines = [f"**{info['model']}** · {info['resolution']} px · step {info['step']} · "
                  f"{'EMA' if info['ema'] else 'raw'} weights · {info['latent']} · device {self.studio.device}",
                  f"metrics: {metrics}"]
+        if model.classes:
+            shown = ", ".join(model.classes[:8]) + (", ..." if len(model.classes) > 8 else "")
+            lines.append(f"class-conditional: {len(model.classes)} classes ({shown})")
         for name, reason in (("style mixing", f.mixing), ("noise mode", f.noise), ("attention", f.attention)):
             if reason:
                 lines.append(f"{name}: off ({reason})")
         return "  \n".join(lines)
 
     # --------------------------------------------------------------------------------------- callbacks
-    def refresh(self, state: PageState, ckpt_b, attn_on, level, block, head, seed, psi, noise, blend, mix_on,
+    def refresh(self, state: PageState, ckpt_b, attn_on, level, block, head, klass, seed, psi, noise, blend, mix_on,
                 mix_seed, mix_layers, *strengths):
         state = state or PageState(index=self.initial)
         outputs = dict(image=gr.update(), status="", image_b=gr.update(), status_b="", attn=gr.update(),
                        attn_caption="", command="", files=None)  # a capture belongs to the frame it was made of
         try:
-            spec = self.spec(state, seed, psi, noise, blend, mix_on, mix_seed, mix_layers, strengths)
+            spec = self.spec(state, klass, seed, psi, noise, blend, mix_on, mix_seed, mix_layers, strengths)
             frame = self.studio.render(state.index, spec)
             state.frame = frame
             shown = "projected latent" if spec.projected is not None else f"seed {frame.spec.seed:g}"
@@ -110,19 +136,26 @@ class Page:
             for old in list(state.shown)[:-KEEP_FRAMES]:
                 del state.shown[old]
             parts = [self.studio.entries[frame.index].label, f"{frame.ms:.1f} ms", shown, f"psi {frame.spec.psi:g}"]
+            if frame.spec.label is not None:
+                parts.append(f"class {self.studio.model(frame.index).classes[frame.spec.label]}")
             if frame.spec.mixing:
                 parts.append(f"mixed with seed {frame.spec.mix_seed} (layers {frame.spec.mix_layers})")
             if any(frame.spec.strengths):
                 parts.append("directions " + ", ".join(f"{k}: {v:+g}" for k, v in enumerate(frame.spec.strengths)
                                                        if v))
+            # a switch's notes stay while the page re-renders the same frame (the checkpoint drop-down reports a
+            # choice more than once, and each report re-renders); the next other frame clears them
+            shown_as = f"{frame.index}:{frame.spec!r}"
+            if state.notes_for not in (None, shown_as):
+                state.notes = []
             outputs["status"] = " · ".join(parts + state.notes + frame.notes)
-            state.notes = []
+            state.notes_for = shown_as
         except Exception as exc:  # noqa: BLE001 - every failure becomes a line in the page
             outputs["status"] = self.message(exc)
             return state, *outputs.values()
         if ckpt_b and ckpt_b != NONE_B:
             try:
-                b = self.studio.render_b(self.studio.index_of(ckpt_b), spec)
+                b = self.studio.render_b(self.studio.index_of(ckpt_b), spec, source=state.index)
                 outputs["image_b"] = self.png(b.image, "b")
                 outputs["status_b"] = " · ".join([f"{b.ms:.1f} ms", ckpt_b, *b.notes])
             except Exception as exc:  # noqa: BLE001
@@ -155,36 +188,42 @@ class Page:
         image, caption = self._attention(state, level, block, head)
         return state, image, caption
 
-    def switch(self, state: PageState, label, seed, psi, noise, blend, mix_on, mix_seed, mix_layers, *strengths):
+    def switch(self, state: PageState, label, klass, seed, psi, noise, blend, mix_on, mix_seed, mix_layers,
+               *strengths):
         state = state or PageState(index=self.initial)
         zero = [0.0] * TOP_DIRECTIONS
         try:
             index = self.studio.index_of(label)
-            spec = self.spec(state, seed, psi, noise, blend, mix_on, mix_seed, mix_layers, strengths)
+            if index == state.index:  # the drop-down reports a choice more than once: switched already
+                return (state, *[gr.update()] * (7 + TOP_DIRECTIONS))
+            spec = self.spec(state, klass, seed, psi, noise, blend, mix_on, mix_seed, mix_layers, strengths)
             self.studio.model(index)
-            kept, notes = self.studio.switch(spec, index)
+            kept, notes = self.studio.switch(spec, index, source=state.index)
         except Exception as exc:  # noqa: BLE001 - a checkpoint that fails to load: say so, keep the current one
             current = self.studio.entries[state.index].label
-            state.notes = [self.message(exc)]  # the refresh that follows keeps saying it
+            state.notes, state.notes_for = [self.message(exc)], None  # the refresh that follows keeps saying it
             return (state, gr.update(value=current), state.notes[0], gr.update(), gr.update(), gr.update(),
-                    gr.update(), *[gr.update()] * TOP_DIRECTIONS)
-        state.index, state.projected, state.notes = index, kept.projected, notes
+                    gr.update(), gr.update(), *[gr.update()] * TOP_DIRECTIONS)
+        state.index, state.projected, state.notes, state.notes_for = index, kept.projected, notes, None
         state.where = None
         f = self.studio.model(index).features
+        names = self.studio.model(index).classes
         return (state, gr.update(), "", self.info_markdown(index),
+                gr.update(choices=self.class_choices(names), value=kept.label if names else None, visible=bool(names)),
                 gr.update(value=bool(kept.mixing and mix_on), interactive=f.mixing is None),
                 gr.update(value=kept.noise_mode if f.noise is None else "const", interactive=f.noise is None),
                 gr.update(interactive=f.attention is None, **({} if f.attention is None else {"value": False})),
                 *zero)
 
-    def project(self, state: PageState, upload, steps, space):
+    def project(self, state: PageState, upload, steps, space, klass):
         state = state or PageState(index=self.initial)
         if not upload:
             yield state, gr.update(), "error: choose an image file to project first"
             return
         try:
             target = self.studio.load_target(upload, state.index)
-            for update in self.studio.project(state.index, target, steps=int(steps or 0), space=space,
+            label = self.class_index(klass, self.studio.model(state.index).classes)
+            for update in self.studio.project(state.index, target, steps=int(steps or 0), space=space, label=label,
                                               every=max(1, int(steps or 1) // 20)):
                 text = f"projection step {update.step}/{update.steps}"
                 if update.latents is not None:
@@ -234,6 +273,10 @@ class Page:
                         if self.failures:
                             gr.Markdown("not loaded: " + "; ".join(self.failures), elem_id="load-failures")
                     with gr.Accordion("latent", elem_id="acc-latent", open=True):
+                        names = model.classes
+                        klass = gr.Dropdown(self.class_choices(names), value=0 if names else None,
+                                            label="class (the checkpoint is class-conditional)", elem_id="class",
+                                            visible=bool(names), filterable=True, allow_custom_value=True)
                         seed = gr.Number(0, label="seed (a fraction blends the two neighbouring seeds)",
                                          elem_id="seed", step=0.05)
                         psi = gr.Slider(*PSI_RANGE, value=1.0, step=0.05, label="truncation psi", elem_id="psi")
@@ -297,20 +340,20 @@ class Page:
                                                    "(run it where the .npz is)", elem_id="command",
                                              buttons=["copy"], interactive=False)
 
-            latent_in = [seed, psi, noise, blend, mix_on, mix_seed, mix_layers, *sliders]
+            latent_in = [klass, seed, psi, noise, blend, mix_on, mix_seed, mix_layers, *sliders]
             refresh_in = [state, ckpt_b, attn_on, level, block, head, *latent_in]
             refresh_out = [state, image, status, image_b, status_b, attn, attn_caption, command, cap_files]
             queued = dict(concurrency_limit=1, concurrency_id="device", trigger_mode="always_last")
-            for control in (seed, psi, noise, blend, mix_on, mix_seed, *sliders, ckpt_b, attn_on, level, block,
-                            head):
+            for control in (klass, seed, psi, noise, blend, mix_on, mix_seed, *sliders, ckpt_b, attn_on, level,
+                            block, head):
                 control.input(self.refresh, refresh_in, refresh_out, **queued)
             for event in (mix_layers.submit, mix_layers.blur):  # not per keystroke: "0-" is half a range
                 event(self.refresh, refresh_in, refresh_out, **queued)
             ckpt.input(self.switch, [state, ckpt, *latent_in],
-                       [state, ckpt, status, info, mix_on, noise, attn_on, *sliders],
+                       [state, ckpt, status, info, klass, mix_on, noise, attn_on, *sliders],
                        **queued).then(self.refresh, refresh_in, refresh_out, **queued)
             image.select(self.click, [state, image, level, block, head], [state, attn, attn_caption], **queued)
-            run_proj.click(self.project, [state, upload, steps, space], [state, proj_image, proj_status],
+            run_proj.click(self.project, [state, upload, steps, space, klass], [state, proj_image, proj_status],
                            **queued).then(self.refresh, refresh_in, refresh_out, **queued)
             back.click(self.unproject, [state], [state, proj_status]).then(self.refresh, refresh_in, refresh_out,
                                                                             **queued)

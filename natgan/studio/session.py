@@ -10,7 +10,11 @@ in one place:
   tabs cannot run the GPU out of memory;
 * a latent renders through ``sample``'s own code (:class:`~natgan.sampling.ImageGenerator` for a plain seed,
   :func:`~natgan.latent.edit.images_from_stored` otherwise), so the captured command writes the same PNG;
-* SeFa directions and the truncation centre are computed once per checkpoint.
+* SeFa directions and the truncation centre are computed once per checkpoint (the centre once per class of a
+  class-conditional checkpoint: the class's mean w, as ``sample --trunc --class`` uses);
+* a class-conditional checkpoint renders every latent in the page's class: the latent tools get the generator
+  bound to that class (:class:`~natgan.models.conditioning.ClassBoundGenerator`, as ``sample --class`` binds it),
+  and a plain seed renders through ``sample --seeds --class``'s own label source.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from natgan.latent.sefa import Directions, factorize
 from natgan.latent.space import n_rows
 from natgan.models.contract import has_mapping_network
 from natgan.latent.store import StoredLatents
-from natgan.sampling import ImageGenerator, LoadedGenerator, compute_w_avg, eval_mode, load_generator
+from natgan.models.conditioning import ClassBoundGenerator
+from natgan.sampling import ImageGenerator, LoadedGenerator, eval_mode, fixed_class, load_generator
 from natgan.sampling.export import to_hwc
 from natgan.studio.capture import Capture, capture_name, write_capture
 from natgan.studio.catalog import Entry
@@ -60,7 +65,8 @@ class Model:
     entry: Entry
     loaded: LoadedGenerator
     features: Features
-    _centre: torch.Tensor | None = None
+    _centres: dict = field(default_factory=dict)    # class (None: unconditional) -> truncation centre
+    _bound: dict = field(default_factory=dict)      # class -> the generator bound to it
     _directions: Directions | None = None
     _directions_error: str | None = None
 
@@ -72,19 +78,50 @@ class Model:
     def name(self) -> str:
         return self.loaded.ckpt["model"]["name"]
 
-    def centre(self) -> torch.Tensor:
-        """The truncation centre ``sample --trunc`` uses: the checkpoint's stored one, else 10k fixed latents."""
-        if self._centre is None:
-            self._centre = self.loaded.truncation_centre()
-            if self._centre is None:
-                self._centre = compute_w_avg(self.G)
-        return self._centre
+    @property
+    def classes(self) -> list[str]:
+        """The class names of a class-conditional checkpoint (as ``sample --class`` reads them), [] otherwise."""
+        return self.loaded.class_names()
+
+    def check_label(self, label: int | None) -> int | None:
+        """``label`` when it fits this checkpoint: a class index of a conditional one, None for an unconditional one."""
+        names = self.classes
+        if not names:
+            if label is not None:
+                raise ConfigError(f"class {label}: {self.entry.label} is unconditional (model.num_classes = 0)")
+            return None
+        if label is None:
+            raise ConfigError(f"{self.entry.label} is class-conditional ({len(names)} classes): choose a class")
+        if not 0 <= int(label) < len(names):
+            raise ConfigError(f"class {label}: {self.entry.label} has {len(names)} classes (0-{len(names) - 1})")
+        return int(label)
+
+    def generator(self, label: int | None) -> torch.nn.Module:
+        """What the latent tools run: ``G`` when unconditional, else ``G`` bound to class ``label``."""
+        label = self.check_label(label)
+        if label is None:
+            return self.G
+        if label not in self._bound:
+            self._bound[label] = ClassBoundGenerator(self.G, label)
+        return self._bound[label]
+
+    def centre(self, psi: float, label: int | None = None) -> torch.Tensor | None:
+        """The truncation centre for ``psi`` (None for 1) by the policy every sampling path shares
+        (:meth:`~natgan.sampling.LoadedGenerator.centre`, so ``sample --trunc [--class]`` agrees): the checkpoint's
+        stored centre, else the mean w of 10k fixed latents, of class ``label`` for a conditional checkpoint.
+        Computed once per checkpoint (and class)."""
+        G = self.generator(label)
+        if psi == 1.0:
+            return None
+        if label not in self._centres:
+            self._centres[label] = self.loaded.centre(psi, G)
+        return self._centres[label]
 
     def directions(self) -> Directions:
         """SeFa over every style layer, computed once (raises the reason when SeFa does not apply)."""
         if self._directions is None and self._directions_error is None:
-            try:
-                self._directions = factorize(self.G)
+            try:  # SeFa reads style weights, which no label enters: any class's bound generator gives them
+                self._directions = factorize(self.generator(0 if self.classes else None))
             except NatGanError as exc:
                 self._directions_error = str(exc)
         if self._directions is None:
@@ -102,7 +139,8 @@ class Model:
         return {"checkpoint": str(self.entry.path), "model": self.name, "resolution": int(self.G.resolution),
                 "step": progress.get("step"), "images_seen": progress.get("images_seen"), "ema": self.loaded.ema,
                 "latent": "one per layer (n_latent %d)" % n_rows(self.G) if n_rows(self.G) else "one latent",
-                "mapping": has_mapping_network(self.G), "metrics": metrics}
+                "mapping": has_mapping_network(self.generator(0 if self.classes else None)),
+                "classes": len(self.classes), "metrics": metrics}
 
 
 def features_of(G: torch.nn.Module) -> Features:
@@ -203,34 +241,57 @@ class Studio:
         """The image of ``spec`` on checkpoint ``index`` (validated; one-line errors for bad controls)."""
         spec = spec.validated()
         model = self.model(index)
-        G = model.G
+        G = model.generator(spec.label)   # bound to the spec's class when the checkpoint is class-conditional
         notes = []
         if spec.mixing and model.features.mixing:
             raise ConfigError(f"style mixing: {model.features.mixing}")
         if spec.noise_mode != "const" and model.features.noise:
             spec = replace(spec, noise_mode="const")
         with self.lock:
-            w_avg = model.centre() if spec.psi != 1.0 else None           # once per checkpoint
+            w_avg = model.centre(spec.psi, spec.label)   # computed once per checkpoint (and class)
             directions = model.directions() if any(spec.strengths) else None
             start = time.perf_counter()
             latents = build_latent(G, spec, w_avg=w_avg, directions=directions, name=capture_name(spec),
                                    model=model.name)
-            if spec.seed_only:  # `sample --seeds N --trunc PSI`'s own path
-                with eval_mode(G, spec.noise_mode):
-                    images = ImageGenerator(G, batch_size=1, psi=spec.psi, w_avg=w_avg).images([int(spec.seed)])
+            if spec.seed_only:  # `sample --seeds N --trunc PSI [--class K]`'s own path
+                labels = None if spec.label is None else fixed_class(spec.label)
+                with eval_mode(model.G, spec.noise_mode):
+                    images = ImageGenerator(model.G, batch_size=1, psi=spec.psi, w_avg=w_avg,
+                                            labels=labels).images([int(spec.seed)])
             else:               # `sample --w FILE.npz`'s own path
                 images = images_from_stored(G, latents.to(self.device), batch_size=1, noise_mode=spec.noise_mode)
             image = to_hwc(images.cpu())[0]
             ms = (time.perf_counter() - start) * 1000
         if spec.noise_mode == "random":
             notes.append("random noise: every render draws new noise, so the captured command gives another image")
+        if spec.projected is not None and spec.label is not None and has_mapping_network(G):
+            notes.append("a projected latent is a finished w: the class changes only the seeds mixed into it")
         return Frame(index, spec, latents, image, ms, notes)
 
-    def render_b(self, index: int, spec: LatentSpec) -> Frame:
+    def carry_class(self, label: int | None, source: int | None, target: int) -> tuple[int | None, list[str]]:
+        """The class to show on checkpoint ``target`` for class ``label`` of checkpoint ``source``: the class of
+        the same name, else the same index, else class 0 (None when ``target`` is unconditional)."""
+        names = self.model(target).classes
+        before = self.model(source).classes if source is not None else []
+        name = before[label] if label is not None and label < len(before) else None
+        if not names:
+            return None, ([f"class {name} left out: {self.entries[target].label} is unconditional"]
+                          if name is not None else [])
+        if name is not None and name in names:
+            return names.index(name), []
+        new = label if label is not None and label < len(names) else 0
+        why = f"no class {name} in {self.entries[target].label}" if name is not None else \
+            f"{self.entries[target].label} is class-conditional"
+        return new, [f"{why}: class {names[new]} shown"]
+
+    def render_b(self, index: int, spec: LatentSpec, source: int | None = None) -> Frame:
         """The same latent on checkpoint ``index`` for A/B: direction strengths belong to A's own SeFa
-        components and are left out; a projected latent is kept when it fits B."""
+        components and are left out; a projected latent is kept when it fits B; the class is A's class
+        (``source`` is A's checkpoint), matched by name (see :meth:`carry_class`)."""
         notes = ["directions are A's own SeFa components: not applied to B"] if any(spec.strengths) else []
-        spec = replace(spec, strengths=())
+        label, class_notes = self.carry_class(spec.label, source, index)
+        notes += class_notes
+        spec = replace(spec, strengths=(), label=label)
         model = self.model(index)
         if spec.mixing and model.features.mixing:
             spec = replace(spec, mix_seed=None, mix_layers="")
@@ -250,17 +311,19 @@ class Studio:
         with self.lock:
             return model.directions()
 
-    def switch(self, spec: LatentSpec, index: int) -> tuple[LatentSpec, list[str]]:
-        """The spec to keep when checkpoint ``index`` is chosen: seeds, psi, noise and mixing stay; direction
-        strengths reset (each checkpoint has its own components); a projected latent stays when it fits."""
-        notes = []
+    def switch(self, spec: LatentSpec, index: int, source: int | None = None) -> tuple[LatentSpec, list[str]]:
+        """The spec to keep when checkpoint ``index`` is chosen (coming from checkpoint ``source``): seeds, psi,
+        noise and mixing stay; direction strengths reset (each checkpoint has its own components); a projected
+        latent stays when it fits; the class stays by name where it can (see :meth:`carry_class`)."""
         model = self.model(index)
+        label, notes = self.carry_class(spec.label, source, index)
+        spec = replace(spec, label=label)
         if any(spec.strengths):
             notes.append("direction strengths reset: each checkpoint has its own SeFa components")
         spec = replace(spec, strengths=())
         if spec.projected is not None:
             try:
-                spec.projected.synthesis_input(model.G, "projected latent")
+                spec.projected.synthesis_input(model.generator(label), "projected latent")
             except NatGanError as exc:
                 notes.append(f"projected latent dropped: {exc}")
                 spec = replace(spec, projected=None)
@@ -279,7 +342,7 @@ class Studio:
         model = self.model(frame.index)
         if model.features.attention:
             raise NatGanError(f"attention: {model.features.attention}")
-        G = model.G
+        G = model.generator(frame.spec.label)
         with self.lock:
             latents = frame.latents.to(self.device)
             with torch.no_grad():
@@ -321,8 +384,10 @@ class Studio:
             raise DataError(str(exc).replace(str(path), path.name)) from None
 
     def project(self, index: int, target: torch.Tensor, *, steps: int = 200, space: str = "w", seed: int = 303,
-                every: int = 1) -> Iterator[ProjectionUpdate]:
+                every: int = 1, label: int | None = None) -> Iterator[ProjectionUpdate]:
         """Run ``project`` on a worker thread, yielding progress (every ``every`` steps) and the final latent.
+        A class-conditional checkpoint projects in class ``label`` (as ``project --class``: it starts from that
+        class's mean w).
 
         Closing the iterator early (the page went away) stops the optimisation at its next step.
         """
@@ -332,9 +397,10 @@ class Studio:
             raise ConfigError(f"projection steps {steps}: expected 1 to {MAX_PROJECTION_STEPS}")
         steps = int(steps)
         model = self.model(index)
-        settings = ProjectionSettings(steps=steps, space=space if has_mapping_network(model.G) else "w", seed=seed)
+        G = model.generator(label)
+        settings = ProjectionSettings(steps=steps, space=space if has_mapping_network(G) else "w", seed=seed)
         settings.validate()
-        if settings.space == "wplus" and not n_rows(model.G):
+        if settings.space == "wplus" and not n_rows(G):
             raise ConfigError("projection space wplus: this model has one latent for every layer")
         lpips = self._lpips_model()
         updates: queue.Queue = queue.Queue()
@@ -352,7 +418,7 @@ class Studio:
         def work() -> None:
             try:
                 with self.lock:
-                    result = project(model.G, target, lpips, settings, name="projected", on_step=on_step)
+                    result = project(G, target, lpips, settings, name="projected", on_step=on_step)
                 result.latents.model = model.name
                 updates.put(ProjectionUpdate(steps, steps, to_hwc(result.image)[0], result.lpips, result.latents))
             except _Stopped:
@@ -382,7 +448,7 @@ class Studio:
         self._captures += 1
         folder = self.workdir / f"capture-{self._captures:04d}"
         return write_capture(folder, frame.image, frame.latents, self.entries[frame.index].path, frame.spec,
-                             no_ema=not self.ema)
+                             no_ema=not self.ema, classes=self.model(frame.index).classes)
 
 
 def fraction(xy: Sequence[float], size: int) -> tuple[float, float]:

@@ -47,6 +47,7 @@ class LatentSpec:
     mix_layers: str = ""
     strengths: tuple[float, ...] = ()   # SeFa component k moved by strengths[k]
     projected: StoredLatents | None = field(default=None, repr=False)
+    label: int | None = None            # the class of a class-conditional checkpoint (None: unconditional)
 
     def validated(self) -> "LatentSpec":
         """A copy with numbers normalised; one-line ConfigErrors naming the control and value at fault."""
@@ -72,8 +73,14 @@ class LatentSpec:
             if abs(s) > MAX_STRENGTH:
                 raise ConfigError(f"direction {k} strength {s}: expected a number from -{MAX_STRENGTH:g} "
                                   f"to {MAX_STRENGTH:g}")
+        label = None
+        if self.label is not None:
+            value = _number(self.label, "class")
+            if value != int(value) or value < 0:
+                raise ConfigError(f"class {self.label}: expected a class index (0 or more)")
+            label = int(value)
         return replace(self, seed=seed, psi=psi, mix_seed=mix_seed, mix_layers=(self.mix_layers or "").strip(),
-                       strengths=strengths)
+                       strengths=strengths, label=label)
 
     @property
     def mixing(self) -> bool:
