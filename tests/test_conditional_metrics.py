@@ -190,9 +190,7 @@ def intra(G, ref, ext, **kw):
     return out, out["details"]["intra_fid"]
 
 
-# generated images each intra-FID run below embeds: the runner's shared set of `num` (labels from the data), then
-# intra-FID's own 3 per class
-GENERATED = 2 * 3 * K
+GENERATED = 3 * K  # generated images each intra-FID run below embeds: 3 per class (no shared set is made for it)
 LABELS = [k for k in range(K) for _ in range(PER_CLASS_REAL)]
 
 
@@ -323,3 +321,21 @@ def test_every_registry_metric_scores_a_conditional_generator(digits16, lpips):
     for key in ("fid", "kid", "precision", "recall", "density", "coverage", "is", "ppl", "intra_fid"):
         assert np.isfinite(out[key]), key
     assert "labels follow" in out["generated"]["labels"]
+
+
+def test_intra_fid_generates_as_the_shared_set_does(tmp_path, cond_G):
+    """intra-FID's per-class images are made like the shared generated set: G in eval mode with the metric noise
+    mode (random noise, the published protocol), and the caller's global random stream left where it was (the
+    trainer scores with it running)."""
+    ref = labelled_folder(tmp_path / "ref", LABELS)
+    G = cond_G.train()
+    G.noise_mode = "const"
+    seen = []
+    G.register_forward_pre_hook(lambda m, args: seen.append((m.training, m.noise_mode)))
+    ext = extractor()  # built first: its layers' initialisation draws from the global stream
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    intra(G, ref, ext)
+    assert len(seen) == K and set(seen) == {(False, "random")}  # one batch per class
+    assert torch.equal(torch.get_rng_state(), before)
+    assert G.training and G.noise_mode == "const"

@@ -72,7 +72,8 @@ class Metric:
     compute: Callable[[MetricInputs], dict]   # -> {output key: float, "protocol": str, ...extra facts}
     features: str | None = "inception"        # a FEATURE_SETS name, MANIFOLD, or None (e.g. generator metrics)
     real: RealNeed = "statistics"
-    gen: RealNeed = "features"                # of the generated side: "statistics" when mean/cov suffice (FID)
+    gen: RealNeed = "features"                # of the generated side: "statistics" when mean/cov suffice (FID),
+                                              # "none" when the metric generates its own images (intra-FID)
     generator: bool = False                   # needs the generator itself (refused for dataset vs dataset)
     min_gen: int = 2
 
@@ -200,8 +201,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            min_gen=10),
     Metric("ppl", "PPL", (Output("ppl", "lower", ".2f"),), _ppl, features=None, real="none", generator=True,
            min_gen=1),
-    # reads the per-class real images itself; "inception" so the runner builds (and shares) the extractor
-    Metric("intra_fid", "intra-FID", (Output("intra_fid", "lower"),), _intra_fid, real="none", gen="statistics",
+    # reads the per-class real images and generates per class itself (gen "none": the shared generated set is not
+    # made for it alone); "inception" so the runner builds (and shares) the extractor
+    Metric("intra_fid", "intra-FID", (Output("intra_fid", "lower"),), _intra_fid, real="none", gen="none",
            generator=True),
 )}
 

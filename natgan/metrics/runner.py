@@ -232,31 +232,36 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     feats: dict = {}
     gen = ImageGenerator(G, batch_size=batch_size, psi=psi, w_avg=w_avg,
                          labels=dataset_labels(cond["pool"]) if cond else None)
-    if exts:
+    # the feature sets some metric reads generated features of (intra-FID generates per class itself)
+    shared = {fs: e for fs, e in exts.items() if any(m.gen != "none" and m.feature_set(pr_features) == fs
+                                                      for m in chosen)}
+    try:
         # Random noise is drawn from the global RNG (seeded per batch by ImageGenerator): fork it for this
-        # run, leaving the caller's (e.g. the trainer's) random stream exactly where it was.
+        # run, leaving the caller's (e.g. the trainer's) random stream exactly where it was. Scoring runs in the
+        # same scope, so metrics that generate their own images (intra-FID per class) use the same eval mode,
+        # noise mode and forked stream as the shared set.
         with torch.random.fork_rng(devices=[gen_device] if gen_device.type == "cuda" else []), \
                 eval_mode(G, noise_mode):
             torch.manual_seed(seed)
-            if on_estimate is not None:  # the plan, after every check and the reference, before the long part
-                on_estimate({"total": num, "done": 0, "images_per_s": None, "eta_s": None})
-            with ProgressBar(num, "generated features", enabled=progress) as bar:
-                estimate = FirstBatchEstimate(num, on_estimate) if on_estimate is not None else None
+            if shared:
+                if on_estimate is not None:  # the plan, after every check and the reference, before the long part
+                    on_estimate({"total": num, "done": 0, "images_per_s": None, "eta_s": None})
+                with ProgressBar(num, "generated features", enabled=progress) as bar:
+                    estimate = FirstBatchEstimate(num, on_estimate) if on_estimate is not None else None
 
-                def advance(n: int) -> None:
-                    bar.advance(n)
-                    if estimate is not None:
-                        estimate.advance(n)
+                    def advance(n: int) -> None:
+                        bar.advance(n)
+                        if estimate is not None:
+                            estimate.advance(n)
 
-                feats = generator_features(gen, seeds, _Together(exts), advance=advance, overlap=overlap)
-    t2 = time.perf_counter()
-    inputs = MetricInputs(gen=feats, ref=refs, extractors=exts, mode=mode, pr_features=pr_features, seed=seed,
-                          num=num, batch_size=batch_size, device=device, G=G, weights_dir=weights_dir,
-                          use_cache=use_cache, workers=workers,
-                          options=dict(options or {}, psi=psi, w_avg=w_avg, noise_mode=noise_mode,
-                                       **({"conditioning": cond} if cond else {})))
-    try:
-        scores, details = _score(chosen, inputs)
+                    feats = generator_features(gen, seeds, _Together(shared), advance=advance, overlap=overlap)
+            t2 = time.perf_counter()
+            inputs = MetricInputs(gen=feats, ref=refs, extractors=exts, mode=mode, pr_features=pr_features,
+                                  seed=seed, num=num, batch_size=batch_size, device=device, G=G,
+                                  weights_dir=weights_dir, use_cache=use_cache, workers=workers,
+                                  options=dict(options or {}, psi=psi, w_avg=w_avg, noise_mode=noise_mode,
+                                               **({"conditioning": cond} if cond else {})))
+            scores, details = _score(chosen, inputs)
     finally:
         if cond:
             cond["source"].close()
@@ -272,7 +277,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
                                f"each class's mean w"} if cond else {})}
     timings = {"reference_s": round(t1 - t0, 3), "generate_and_embed_s": round(t2 - t1, 3),
                "score_s": round(t3 - t2, 3), "total_s": round(t3 - t0, 3),
-               "images_per_s": round(num / max(t2 - t1, 1e-9), 2)}
+               **({"images_per_s": round(num / max(t2 - t1, 1e-9), 2)} if shared else {})}
     extra = {"batch_size": gen.batch_size, "device": str(device)}
     warnings = [w for r in refs.values() for w in _resolution_warning(r.identity, int(G.resolution))]
     if warnings:
