@@ -482,3 +482,14 @@ def test_class_argument_reads_back_as_the_same_class():
                 class_argument(k, names)
             continue
         assert class_argument(k, names) == expected and parse_class(expected, names) == [k]
+
+
+def test_the_class_control_reads_indices_and_typed_names():
+    from natgan.studio.spec import class_of_control
+
+    assert class_of_control(2, CLASSES) == 2 and class_of_control(None, CLASSES) is None
+    assert class_of_control("snow leopard", CLASSES) == 2 and class_of_control("1", CLASSES) == 1
+    assert class_of_control(2, []) is None and class_of_control("cat", []) is None  # unconditional: no class
+    for typed, message in (("lynx", "not a class of this checkpoint"), ("all", "choose one class, not 3")):
+        with pytest.raises(ConfigError, match=message):
+            class_of_control(typed, CLASSES)

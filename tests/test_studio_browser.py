@@ -316,10 +316,14 @@ def walk_through_the_page(server, page, tmp_path, capsys):
     frac = rendered(page, r"seed 12\.5 · psi 0\.5 · class snow leopard")
     command = capture_and_check(page, tmp_path / "cap8", capsys, fetch(page, frac))
     assert "--w seed12.5-w.npz" in command and "--class 'snow leopard'" in command
+    page.locator("#class input").fill("dog")  # a typed name, as `sample --class` reads it
+    page.locator("#class input").press("Enter")
+    dog = rendered(page, r"seed 12\.5 · psi 0\.5 · class dog")
+    assert not np.array_equal(pixels(fetch(page, frac)), pixels(fetch(page, dog)))
     choose(page, "ckpt", "sg2.pt")  # back to an unconditional checkpoint: the control goes away
     wait_text(page, "ckpt-info", "stylegan2")
     page.locator("#class").wait_for(state="hidden")
-    rendered(page, r"^sg2\.pt · .* · seed 12\.5 · psi 0\.5 · class snow leopard left out")
+    rendered(page, r"^sg2\.pt · .* · seed 12\.5 · psi 0\.5 · class dog left out")
 
     # nothing outside 127.0.0.1 was requested; files the studio was not given are not served
     outside = [u for u in page.requests if not u.startswith(url) and not u.startswith("data:")

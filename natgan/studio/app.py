@@ -18,12 +18,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from natgan.errors import ConfigError, NatGanError
+from natgan.errors import NatGanError
 from natgan.noise_modes import NOISE_MODES
-from natgan.sampling.classes import parse_class
 from natgan.sampling.export import save_png
 from natgan.studio.session import TOP_DIRECTIONS, Frame, Studio, fraction
-from natgan.studio.spec import BLEND_SPACES, MAX_STRENGTH, PSI_RANGE, LatentSpec
+from natgan.studio.spec import BLEND_SPACES, MAX_STRENGTH, PSI_RANGE, LatentSpec, class_of_control
 from natgan.latent.store import StoredLatents
 
 NONE_B = "(none)"
@@ -84,20 +83,7 @@ class Page:
         return LatentSpec(seed=seed if seed is not None else float("nan"), blend=blend, psi=psi, noise_mode=noise,
                           mix_seed=mix_seed if mix_on else None, mix_layers=mix_layers if mix_on else "",
                           strengths=tuple(strengths), projected=state.projected,
-                          label=self.class_index(klass, self.studio.model(state.index).classes))
-
-    @staticmethod
-    def class_index(klass, names: list[str]) -> int | None:
-        """The class control's value as a class index: None for an unconditional checkpoint (its control is
-        hidden), a chosen entry's index, or typed text read as ``sample --class`` reads it (a name or an index)."""
-        if not names:
-            return None
-        if isinstance(klass, str):
-            found = parse_class(klass, names, option="class")
-            if len(found) != 1:
-                raise ConfigError(f"class '{klass}': choose one class")
-            return found[0]
-        return klass
+                          label=class_of_control(klass, self.studio.model(state.index).classes))
 
     @staticmethod
     def class_choices(names: list[str]) -> list[tuple[str, int]]:
@@ -222,7 +208,7 @@ class Page:
             return
         try:
             target = self.studio.load_target(upload, state.index)
-            label = self.class_index(klass, self.studio.model(state.index).classes)
+            label = class_of_control(klass, self.studio.model(state.index).classes)
             for update in self.studio.project(state.index, target, steps=int(steps or 0), space=space, label=label,
                                               every=max(1, int(steps or 1) // 20)):
                 text = f"projection step {update.step}/{update.steps}"

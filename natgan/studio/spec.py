@@ -7,7 +7,9 @@ chosen layers' rows with those of a second seed (truncated alike); SeFa directio
 last. A projected latent replaces the seed as the starting point and keeps its optimised noise maps.
 
 The result is always a :class:`~natgan.latent.store.StoredLatents` of one latent, so what the page shows
-is what ``nat-gan sample --w`` regenerates from the captured ``.npz``. A spec that only names an integer
+is what ``nat-gan sample --w`` regenerates from the captured ``.npz``. For a class-conditional checkpoint the
+spec names a class (``label``) and :func:`build_latent` is given the generator bound to it, so every latent
+(seeds, mixing, the truncation centre) is that class's. A spec that only names an integer
 seed (no blend, mixing, edit or projection) is also expressible as ``sample --seeds``, and is rendered
 through ``sample``'s own code path.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -28,6 +31,7 @@ from natgan.models.contract import has_mapping_network
 from natgan.latent.store import StoredLatents
 from natgan.latent.walk import slerp
 from natgan.noise_modes import DEFAULT_NOISE_MODE, NOISE_MODES
+from natgan.sampling.classes import parse_class
 from natgan.sampling.generate import truncate
 from natgan.sampling.seeds import latents_for_seeds
 
@@ -91,6 +95,20 @@ class LatentSpec:
         """True when ``nat-gan sample --seeds N --trunc PSI`` names this latent on its own."""
         return (self.projected is None and float(self.seed).is_integer() and not self.mixing
                 and not any(self.strengths))
+
+
+def class_of_control(value, names: Sequence[str]) -> int | None:
+    """The class control's value as a class index: None for an unconditional checkpoint (``names`` empty; its
+    control is hidden and its value stale), a chosen entry's index as it is (validated when rendering), or typed
+    text read as ``sample --class`` reads it (a name or an index; one class)."""
+    if not names:
+        return None
+    if isinstance(value, str):
+        found = parse_class(value, names, option="class")
+        if len(found) != 1:
+            raise ConfigError(f"class '{value}': choose one class, not {len(found)}")
+        return found[0]
+    return value
 
 
 def _number(value, name: str) -> float:
