@@ -24,7 +24,8 @@ from natgan.importers.nvlabs_pickle import read_snapshot
 from natgan.importers.nvlabs_records import PersistentRecord
 from natgan.models import create, get_spec
 from test_import_baselines import _cli, _nvlabs_pickle, _plain_dicts, _tree
-from test_import_widths import SNAPSHOT, _assert_official, _discriminator, _expected, _imported
+from test_import_widths import (SNAPSHOT, _assert_official, _discriminator, _expected, _imported,
+                                _imported_stylegan2)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures/official"
 # fixture -> the nat-gan config the import must state (read from the D kwargs and the weight shapes)
@@ -50,10 +51,7 @@ def _big_batch():
 
 @pytest.mark.parametrize("folder", sorted(CASES))
 def test_d_architecture_snapshot_reproduces_the_official_images_and_logits(folder, tmp_path):
-    ex = _expected(folder)
-    _, ckpt = _imported(folder, tmp_path)
-    cfg = ckpt["model"]["config"]
-    assert ckpt["model"]["name"] == "stylegan2" and ckpt["extra"]["import"]["from"] == "stylegan2-ada"
+    ex, ckpt, cfg = _imported_stylegan2(folder, tmp_path)
     assert {k: cfg[k] for k in CASES[folder]} == CASES[folder]
     assert cfg["d_architecture"] == ex["config"]["d_architecture"]
     assert cfg["channels"] == [ex["config"]["widths"][r] for r in (4, 8, 16, 32)]
