@@ -222,6 +222,18 @@ def test_intra_fid_reuses_its_per_class_reference_statistics(tmp_path, cond_G):
     assert [s.split(",")[0] for s in subsets] == [f"class {k} ({k})" for k in range(K)]
 
 
+def test_cache_list_shows_which_class_an_entry_holds(tmp_path, cond_G, capsys, monkeypatch):
+    from natgan.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    intra(cond_G, labelled_folder(tmp_path / "ref", LABELS), extractor())
+    with pytest.raises(SystemExit) as exc:
+        main(["cache", "list"])
+    out = capsys.readouterr().out
+    assert (exc.value.code or 0) == 0 and "subset" in out
+    assert all(f"class {k} ({k}), images " in out for k in range(K))
+
+
 @pytest.mark.parametrize("change", ["images", "labels", "weights", "mode", "extractor"])
 def test_intra_fid_cache_misses_when_a_key_part_changes(tmp_path, cond_G, change):
     """Each part of the key misses on its own: the dataset's content (the images rewritten), the class's members
