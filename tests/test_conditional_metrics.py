@@ -222,6 +222,18 @@ def test_intra_fid_reuses_its_per_class_reference_statistics(tmp_path, cond_G):
     assert [s.split(",")[0] for s in subsets] == [f"class {k} ({k})" for k in range(K)]
 
 
+def test_cache_list_shows_which_class_an_entry_holds(tmp_path, cond_G, capsys, monkeypatch):
+    from natgan.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    intra(cond_G, labelled_folder(tmp_path / "ref", LABELS), extractor())
+    with pytest.raises(SystemExit) as exc:
+        main(["cache", "list"])
+    out = capsys.readouterr().out
+    assert (exc.value.code or 0) == 0 and "subset" in out
+    assert all(f"class {k} ({k}), images " in out for k in range(K))
+
+
 @pytest.mark.parametrize("change", ["images", "labels", "weights", "mode", "extractor"])
 def test_intra_fid_cache_misses_when_a_key_part_changes(tmp_path, cond_G, change):
     """Each part of the key misses on its own: the dataset's content (the images rewritten), the class's members
@@ -339,3 +351,31 @@ def test_intra_fid_generates_as_the_shared_set_does(tmp_path, cond_G):
     assert len(seen) == K and set(seen) == {(False, "random")}  # one batch per class
     assert torch.equal(torch.get_rng_state(), before)
     assert G.training and G.noise_mode == "const"
+
+
+def test_periodic_conditional_metrics_in_training_leave_training_unchanged(tmp_path, digits16):
+    """`eval.every` with fid and intra_fid on a conditional run: both are logged at each evaluation (labels from
+    the training data), and the weights after 4 steps are bit for bit those of the same run without evaluations
+    (the metrics' generation and scoring leave the trainer's random streams and G_ema's mode alone)."""
+    from natgan import checkpoint
+    from natgan import recipe as recipes
+    from natgan.train import train
+
+    def run(out, **ev):
+        recipe = recipes.from_dict({
+            "model": {"name": "stylegan2", **reduced("stylegan2", 10)},
+            "data": {"path": digits16, "workers": 0},
+            "train": {"batch": 4, "iterations": 4, "lr_decay": False, "r1_every": 2, "checkpoint_every": 4,
+                      "sample_every": 4, "log_every": 1},
+            "eval": {"every": 0, **ev}})
+        return train(recipe, out, show_progress=False, fid_extractor=lambda images: images.float().mean(dim=(2, 3)))
+
+    evaluated = run(tmp_path / "eval", every=2, num=20, batch=8, metrics=["fid", "intra_fid"])
+    assert [m["step"] for m in evaluated.metrics] == [2, 4]
+    assert all(np.isfinite(m["fid"]) and np.isfinite(m["intra_fid"]) for m in evaluated.metrics)
+    assert "labels follow" in evaluated.metrics[0]["generated"]["labels"]
+    run(tmp_path / "plain")
+    a, b = checkpoint.load(tmp_path / "eval" / "latest.pt"), checkpoint.load(tmp_path / "plain" / "latest.pt")
+    for net in ("G", "G_ema", "D"):
+        for key, value in a["weights"][net].items():
+            assert torch.equal(value, b["weights"][net][key]), f"{net}.{key}"

@@ -77,6 +77,8 @@ def test_d_architecture_snapshot_reproduces_the_official_images_and_logits(folde
     # the file holds no training values: the import says which --cfg=cifar used (sample/fid/train --init on
     # the imported file: test_import_widths.test_imported_file_works_with_sample_fid_and_train_init)
     assert ("--cfg=cifar" in notes and "R1 gamma 0.01" in notes) == folder.startswith("stylegan2-ada-cifar")
+    # the run's ADA: nat-gan has one, the note says how to continue with it (the legacy layout has no pipe)
+    assert ("--set train.augment=ada --set train.augment_p=0.125" in notes) == (folder != "stylegan2-ada-cifar-legacy")
 
 
 @pytest.mark.parametrize("folder", ["stylegan2-ada-skip", "stylegan2-ada-clamp"])

@@ -61,8 +61,9 @@ def _train_settings(args: dict[str, Any], assumptions: list[str]) -> dict[str, A
                                f"(global batch {per_gpu * gpus})")
         batch = {"batch": per_gpu * gpus, "batch_per_gpu": per_gpu}
     if args.get("augment"):
-        assumptions.append("the run used rosinality's adaptive augmentation (--augment); nat-gan has no ADA, "
-                           "so a continued run trains without it (ada_aug_p is kept under extra.import)")
+        assumptions.append("the run used rosinality's adaptive augmentation (--augment); the imported recipe "
+                           "leaves it off (train.augment = \"none\"): --set train.augment=ada --set "
+                           "train.augment_p=<p> continues with nat-gan's ADA (ada_aug_p is kept under extra.import)")
     lr = num("lr", float)
     iterations = num("iter", int)
     return stylegan2_train_settings(

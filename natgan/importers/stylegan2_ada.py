@@ -329,8 +329,10 @@ def import_stylegan2_ada(snapshot: dict[str, Any], src: str, size: int | None = 
     if isinstance(augment, PersistentRecord):
         p = (augment.state.get("_buffers") or {}).get("p")
         ada_p = float(p) if isinstance(p, torch.Tensor) and p.numel() == 1 else None
-        assumptions.append("the run used ADA (augment_pipe); nat-gan has no ADA, so a continued run trains "
-                           "without it (p is kept under extra.import.ada_p)")
+        assumptions.append(f"the run used ADA (augment_pipe, p = {ada_p}); the imported recipe leaves it off "
+                           f"(train.augment = \"none\"): --set train.augment=ada --set train.augment_p="
+                           f"{ada_p if ada_p is not None else '<p>'} continues with nat-gan's ADA (p is kept under "
+                           f"extra.import.ada_p)")
     train = stylegan2_train_settings(batch=32, iterations=max(781_250, step + 1), g_lr=0.002, d_lr=0.002, beta1=0.0,
                                      beta2=0.99, r1=10.0, r1_every=16, pl_weight=2.0, g_reg_every=4,
                                      style_mixing=0.9, lr_decay_start=max(781_250, step + 1))
