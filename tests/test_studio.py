@@ -1,6 +1,7 @@
 """`nat-gan studio`'s library (natgan.studio), without a browser: what the page shows is what the captured
 `nat-gan sample` command writes, byte for byte, for every kind of latent the page can make, on every family,
-unconditional and class-conditional (tiny conditional models trained here on a folder of named classes).
+unconditional and class-conditional (a tiny conditional model of every family, trained here on a folder of named
+classes).
 
 The page itself is driven in a real browser by tests/test_studio_browser.py.
 """
@@ -22,7 +23,7 @@ from natgan.errors import ConfigError, DataError, NatGanError
 from natgan.studio.catalog import expand
 from natgan.studio.session import Studio, fraction
 from natgan.studio.spec import LatentSpec
-from reduced_models import reduced
+from reduced_models import REDUCED, reduced
 from test_latent_cli import family_checkpoint
 from test_sample import run_cli
 
@@ -102,7 +103,7 @@ def conditional_checkpoint(name: str, data: Path, run: Path) -> Path:
 def conditional(tmp_path_factory):
     folder = tmp_path_factory.mktemp("studio-conditional")
     data = labelled_dataset(folder)
-    return {name: conditional_checkpoint(name, data, folder / name) for name in ("stylenat", "stylegan2", "hit")}
+    return {name: conditional_checkpoint(name, data, folder / name) for name in sorted(REDUCED)}
 
 
 SPECS = {
@@ -383,7 +384,7 @@ def test_server_policy_helpers():
 
 # ------------------------------------------------------------------------------------- class-conditional
 
-@pytest.mark.parametrize("family", ["stylenat", "stylegan2", "hit"])
+@pytest.mark.parametrize("family", sorted(REDUCED))
 def test_conditional_captures_name_the_class_and_write_the_png_shown(family, conditional, tmp_path, capsys):
     """Every kind of latent in two classes: the command carries --class (the name, quoted by the shell line)
     and writes the PNG shown; the class changes every image."""
