@@ -494,3 +494,26 @@ def test_the_class_control_reads_indices_and_typed_names():
     for typed, message in (("lynx", "not a class of this checkpoint"), ("all", "choose one class, not 3")):
         with pytest.raises(ConfigError, match=message):
             class_of_control(typed, CLASSES)
+
+
+def test_an_imported_conditional_checkpoint_truncates_toward_its_stored_centre(tmp_path, capsys):
+    """An imported stylegan2-ada snapshot (c_dim > 0) keeps the official centre (one over all classes), as
+    `sample --trunc --class` does: psi 0 is that centre in every class, and captures still reproduce."""
+    from natgan.sampling import load_generator
+
+    snapshot = Path(__file__).parent / "fixtures/official/stylegan2-ada-cond/network-snapshot-000012.pkl"
+    ckpt = tmp_path / "imported.pt"
+    code, _, err = run_cli(["import", str(snapshot), "--from", "auto", "--out", str(ckpt)], capsys)
+    assert code == 0, err
+    studio = studio_for([ckpt], tmp_path)
+    names = studio.model(0).classes
+    stored = load_generator(ckpt).truncation_centre()
+    assert len(names) > 1 and stored is not None
+    centre = [studio.render(0, LatentSpec(seed=1.5, psi=0.0, label=k)) for k in (0, 1)]
+    for frame in centre:
+        assert torch.allclose(frame.latents.w[0], stored.expand_as(frame.latents.w[0]))
+    for spec in (LatentSpec(seed=3, psi=0.7, label=1), LatentSpec(seed=3.5, psi=0.7, label=1)):
+        frame = studio.render(0, spec)
+        capture = studio.capture(frame)
+        assert "--class" in capture.command
+        assert np.array_equal(run_capture(capture, capture.latents.parent, capsys), frame.image)
