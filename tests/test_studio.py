@@ -1,6 +1,7 @@
 """`nat-gan studio`'s library (natgan.studio), without a browser: what the page shows is what the captured
 `nat-gan sample` command writes, byte for byte, for every kind of latent the page can make, on every family,
-unconditional and class-conditional (tiny conditional models trained here on a folder of named classes).
+unconditional and class-conditional (a tiny conditional model of every family, trained here on a folder of named
+classes).
 
 The page itself is driven in a real browser by tests/test_studio_browser.py.
 """
@@ -22,7 +23,7 @@ from natgan.errors import ConfigError, DataError, NatGanError
 from natgan.studio.catalog import expand
 from natgan.studio.session import Studio, fraction
 from natgan.studio.spec import LatentSpec
-from reduced_models import reduced
+from reduced_models import REDUCED, reduced
 from test_latent_cli import family_checkpoint
 from test_sample import run_cli
 
@@ -102,7 +103,7 @@ def conditional_checkpoint(name: str, data: Path, run: Path) -> Path:
 def conditional(tmp_path_factory):
     folder = tmp_path_factory.mktemp("studio-conditional")
     data = labelled_dataset(folder)
-    return {name: conditional_checkpoint(name, data, folder / name) for name in ("stylenat", "stylegan2", "hit")}
+    return {name: conditional_checkpoint(name, data, folder / name) for name in sorted(REDUCED)}
 
 
 SPECS = {
@@ -383,7 +384,7 @@ def test_server_policy_helpers():
 
 # ------------------------------------------------------------------------------------- class-conditional
 
-@pytest.mark.parametrize("family", ["stylenat", "stylegan2", "hit"])
+@pytest.mark.parametrize("family", sorted(REDUCED))
 def test_conditional_captures_name_the_class_and_write_the_png_shown(family, conditional, tmp_path, capsys):
     """Every kind of latent in two classes: the command carries --class (the name, quoted by the shell line)
     and writes the PNG shown; the class changes every image."""
@@ -493,3 +494,26 @@ def test_the_class_control_reads_indices_and_typed_names():
     for typed, message in (("lynx", "not a class of this checkpoint"), ("all", "choose one class, not 3")):
         with pytest.raises(ConfigError, match=message):
             class_of_control(typed, CLASSES)
+
+
+def test_an_imported_conditional_checkpoint_truncates_toward_its_stored_centre(tmp_path, capsys):
+    """An imported stylegan2-ada snapshot (c_dim > 0) keeps the official centre (one over all classes), as
+    `sample --trunc --class` does: psi 0 is that centre in every class, and captures still reproduce."""
+    from natgan.sampling import load_generator
+
+    snapshot = Path(__file__).parent / "fixtures/official/stylegan2-ada-cond/network-snapshot-000012.pkl"
+    ckpt = tmp_path / "imported.pt"
+    code, _, err = run_cli(["import", str(snapshot), "--from", "auto", "--out", str(ckpt)], capsys)
+    assert code == 0, err
+    studio = studio_for([ckpt], tmp_path)
+    names = studio.model(0).classes
+    stored = load_generator(ckpt).truncation_centre()
+    assert len(names) > 1 and stored is not None
+    centre = [studio.render(0, LatentSpec(seed=1.5, psi=0.0, label=k)) for k in (0, 1)]
+    for frame in centre:
+        assert torch.allclose(frame.latents.w[0], stored.expand_as(frame.latents.w[0]))
+    for spec in (LatentSpec(seed=3, psi=0.7, label=1), LatentSpec(seed=3.5, psi=0.7, label=1)):
+        frame = studio.render(0, spec)
+        capture = studio.capture(frame)
+        assert "--class" in capture.command
+        assert np.array_equal(run_capture(capture, capture.latents.parent, capsys), frame.image)

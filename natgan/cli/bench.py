@@ -48,7 +48,10 @@ def register(app: typer.Typer) -> None:
         output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the JSON result here."),
         json_out: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     ) -> None:
-        """Benchmark models: parameters, throughput, memory, FLOPs (and training step time with --train)."""
+        """Benchmark models: parameters, throughput, memory, FLOPs (and training step time with --train).
+
+        A class-conditional model (model.num_classes > 0) gets seeded uniform random class labels in every G and
+        D call; the table caption and the JSON (`labels`) say so."""
         if list_models:
             _list(json_out)
             return

@@ -38,12 +38,12 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print machine-
         console.print(f"  {s['name']:<15} {s['files']:>4} files {_mb(s['bytes']):>12}  {s['what']}", markup=False)
     if report["stats"]:
         table = Table(title="reference statistics", title_justify="left")
-        for col in ("last used", "MB", "mode", "extractor", "px", "images", "dataset"):
+        for col in ("last used", "MB", "mode", "extractor", "px", "images", "subset", "dataset"):
             table.add_column(col, justify="right" if col in ("MB", "px", "images") else "left")
         for e in report["stats"]:
             table.add_row(e["last_used"], f"{e['bytes'] / 2**20:.1f}", str(e.get("mode", "?")),
                           str(e.get("extractor", "?")), str(e.get("resolution", "?")), f"{e.get('count', '?')}",
-                          str(e.get("content_hash", "?"))[:16])
+                          str(e.get("subset", "?")), str(e.get("content_hash", "?"))[:16])
         console.print(table)
 
 
