@@ -166,6 +166,11 @@ def from_dict(data: dict[str, Any], *, source: str = "<dict>") -> Recipe:
     sections = {name: cfg.build(cls, data.get(name, {}), section=name, source=source)
                 for name, cls in SECTIONS.items()}
     _check_keep_best(sections["train"], sections["eval"], source)
+    if sections["eval"].every:  # evaluated during training: refused now, not at the first evaluation
+        from natgan.metrics.registry import check_conditional
+
+        check_conditional(sections["eval"].metrics, int(getattr(model_cfg, "num_classes", 0) or 0),
+                          f"{source}: key 'eval.metrics': ")
     return Recipe(model_name=spec.name, model=model_cfg, source=source, **sections)
 
 

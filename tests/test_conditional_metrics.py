@@ -379,3 +379,22 @@ def test_periodic_conditional_metrics_in_training_leave_training_unchanged(tmp_p
     for net in ("G", "G_ema", "D"):
         for key, value in a["weights"][net].items():
             assert torch.equal(value, b["weights"][net][key]), f"{net}.{key}"
+
+
+def test_intra_fid_on_an_unconditional_model_is_refused_before_any_work(tmp_path, digits16):
+    """One line naming the metric, before any reference or generated image is embedded; a recipe that would run
+    it every eval.every steps is refused when it is read, not at the first evaluation hours later."""
+    from natgan import recipe as recipes
+    from natgan.errors import ConfigError
+
+    ext = extractor()
+    G = create("stylegan2", **reduced("stylegan2")).generator.eval()
+    with pytest.raises(ConfigError, match="metric 'intra_fid' needs a class-conditional generator"):
+        evaluate_generator(G, digits16, metrics=["fid", "intra_fid"], num=4, extractor=ext, progress=False,
+                           workers=0, mode=ext.mode)
+    assert ext.images == 0
+    data = {"model": {"name": "stylegan2", **reduced("stylegan2")}, "data": {"path": digits16},
+            "eval": {"every": 100, "metrics": ["fid", "intra_fid"]}}
+    with pytest.raises(ConfigError, match="key 'eval.metrics': metric 'intra_fid' needs a class-conditional"):
+        recipes.from_dict(data)
+    recipes.from_dict({**data, "model": {"name": "stylegan2", **reduced("stylegan2", 10)}})  # conditional: fine

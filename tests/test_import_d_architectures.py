@@ -24,7 +24,8 @@ from natgan.importers.nvlabs_pickle import read_snapshot
 from natgan.importers.nvlabs_records import PersistentRecord
 from natgan.models import create, get_spec
 from test_import_baselines import _cli, _nvlabs_pickle, _plain_dicts, _tree
-from test_import_widths import SNAPSHOT, _assert_official, _discriminator, _expected, _imported
+from test_import_widths import (SNAPSHOT, _assert_official, _discriminator, _expected, _imported,
+                                _imported_stylegan2)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures/official"
 # fixture -> the nat-gan config the import must state (read from the D kwargs and the weight shapes)
@@ -50,10 +51,7 @@ def _big_batch():
 
 @pytest.mark.parametrize("folder", sorted(CASES))
 def test_d_architecture_snapshot_reproduces_the_official_images_and_logits(folder, tmp_path):
-    ex = _expected(folder)
-    _, ckpt = _imported(folder, tmp_path)
-    cfg = ckpt["model"]["config"]
-    assert ckpt["model"]["name"] == "stylegan2" and ckpt["extra"]["import"]["from"] == "stylegan2-ada"
+    ex, ckpt, cfg = _imported_stylegan2(folder, tmp_path)
     assert {k: cfg[k] for k in CASES[folder]} == CASES[folder]
     assert cfg["d_architecture"] == ex["config"]["d_architecture"]
     assert cfg["channels"] == [ex["config"]["widths"][r] for r in (4, 8, 16, 32)]
@@ -136,7 +134,8 @@ def _tree_of(folder):
     ({"architecture": "fancy"}, r"D architecture 'fancy' \(nat-gan has 'resnet', 'orig', 'skip'\).*cannot express"),
     ({"architecture": "resnet"}, r"D: missing key 'b32.skip.weight' \(a 'resnet' discriminator\)"),
     ({"architecture": "skip"}, r"D: missing key 'b16.fromrgb.weight' \(a 'skip' discriminator\)"),
-    ({"epilogue_kwargs": {"mbstd_group_size": None}}, r"minibatch-stddev group None .*cannot express"),
+    ({"epilogue_kwargs": {"mbstd_group_size": 0}}, r"D minibatch-stddev group 0; .*cannot express"),
+    ({"epilogue_kwargs": {"mbstd_group_size": "32"}}, r"D minibatch-stddev group '32'; .*cannot express"),
     ({"epilogue_kwargs": {"mbstd_group_size": 32, "mbstd_num_channels": -1}},
      r"minibatch-stddev with -1 channels.*cannot express"),
     ({"epilogue_kwargs": {"mbstd_group_size": 32, "mbstd_num_channels": 3}},
@@ -153,6 +152,39 @@ def test_d_kwargs_nat_gan_cannot_follow_are_one_line_errors(change, message, tmp
     with pytest.raises(CheckpointError, match=message) as info:
         import_checkpoint(_nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch), "auto")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("folder", ["stylegan2-ada-cifar", "ganformer"])
+def test_a_minibatch_stddev_group_of_none_is_the_whole_minibatch(folder, tmp_path, monkeypatch):
+    """The official ``mbstd_group_size = None`` (``G = N``; what legacy.py gives a TensorFlow D that did not
+    state it) imports as ``model.mbstd_group = 0``, which nat-gan computes over the whole minibatch."""
+    tree = _tree_of(folder)
+    kwargs = tree["D"]["state"]["_init_kwargs"]
+    tree["D"]["state"]["_init_kwargs"] = {**kwargs, "epilogue_kwargs": {**(kwargs.get("epilogue_kwargs") or {}),
+                                                                       "mbstd_group_size": None}}
+    _, ckpt = import_checkpoint(_nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch), "auto")
+    assert ckpt["model"]["config"]["mbstd_group"] == 0
+    D = _discriminator(ckpt)
+    c = {} if folder == "ganformer" else {"c": torch.arange(64) % 10}
+    images = _big_batch()[0][:, :, :D.resolution, :D.resolution]
+    with torch.no_grad():
+        whole = D(images, **c)
+        D.mbstd_group = 64                                      # official: G = N when the group is None
+        torch.testing.assert_close(whole, D(images, **c), atol=0, rtol=0)
+        D.mbstd_group = 2
+        assert (whole - D(images, **c)).abs().max() > 1e-4
+        D.mbstd_group = 0
+    from natgan.train.batch_checks import check_discriminator_batch
+
+    check_discriminator_batch(D, 7)                             # any batch is one group
+
+
+def test_ganformer_d_with_other_minibatch_stddev_channels_is_refused(tmp_path, monkeypatch):
+    tree = _tree_of("ganformer")
+    kwargs = tree["D"]["state"]["_init_kwargs"]
+    tree["D"]["state"]["_init_kwargs"] = {**kwargs, "epilogue_kwargs": {"mbstd_num_channels": 2}}
+    with pytest.raises(CheckpointError, match=r"D minibatch-stddev with 2 channels \(only 1\).*cannot express"):
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch), "auto")
 
 
 def test_an_orig_d_holding_a_residual_conv_is_refused_not_dropped(tmp_path, monkeypatch):

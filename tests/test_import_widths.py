@@ -41,6 +41,14 @@ def _imported(folder, tmp_path):
     return out, checkpoint.load(out)
 
 
+def _imported_stylegan2(folder, tmp_path):
+    """(expected, checkpoint, model config) of an NVlabs fixture imported with ``--from auto`` as stylegan2."""
+    ex = _expected(folder)
+    _, ckpt = _imported(folder, tmp_path)
+    assert ckpt["model"]["name"] == "stylegan2" and ckpt["extra"]["import"]["from"] == "stylegan2-ada"
+    return ex, ckpt, ckpt["model"]["config"]
+
+
 def _discriminator(ckpt):
     spec = get_spec(ckpt["model"]["name"])
     _, D = spec.builder(spec.make_config(ckpt["model"]["config"]))
@@ -60,10 +68,7 @@ def _assert_official(ckpt, G, w, ex, c=None):
 
 @pytest.mark.parametrize("folder", sorted(STYLEGAN2))
 def test_nvlabs_custom_widths_reproduce_the_official_images(folder, tmp_path):
-    ex = _expected(folder)
-    _, ckpt = _imported(folder, tmp_path)
-    cfg = ckpt["model"]["config"]
-    assert ckpt["model"]["name"] == "stylegan2" and ckpt["extra"]["import"]["from"] == "stylegan2-ada"
+    ex, ckpt, cfg = _imported_stylegan2(folder, tmp_path)
     widths = STYLEGAN2[folder]
     assert cfg["channels"] == widths == [ex["config"]["widths"][r] for r in (4, 8, 16, 32)]
     assert cfg["d_channels"] is None                                   # D built from the same table

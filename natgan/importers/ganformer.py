@@ -38,7 +38,7 @@ import torch
 from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
 from natgan.importers.nvlabs_records import (PersistentRecord, cannot_express, check_network, class_count,
-                                             state_dict)
+                                             minibatch_stddev_head, state_dict)
 from natgan.importers.stylegan2_ada import FIR, convert_discriminator
 from natgan.importers.stylegan2_family import Imported, assemble, stylegan2_train_settings, width_fields
 
@@ -138,12 +138,14 @@ def _d_state(record: PersistentRecord, src: str) -> tuple[dict[str, torch.Tensor
     kw = check_network(record, "Discriminator", "ganformer", src, conditional=True)
     if kw.get("architecture", "resnet") != "resnet":
         raise _refuse(src, f"D architecture '{kw['architecture']}' (only 'resnet')")
-    epilogue = dict(kw.get("epilogue_kwargs") or {})
+    head = minibatch_stddev_head(dict(kw.get("epilogue_kwargs") or {}), src, "ganformer")
+    if head["mbstd_channels"] != 1:
+        raise _refuse(src, f"D minibatch-stddev with {head['mbstd_channels']} channels (only 1)")
     # same network as stylegan2-ada's D; only the bias lives under 'biasAct'
     sd = {re.sub(r"\.biasAct\.bias$", ".bias", k): v for k, v in state_dict(record, src).items()}
     sd = {k.replace("resample_kernel", "resample_filter"): v for k, v in sd.items()}
     # conditional: b4.out emits one feature per class and the logit is the label's (nat-gan's "direct" projection)
-    return convert_discriminator(sd, src), int(epilogue.get("mbstd_group_size", 4)), class_count(kw, src, "D")
+    return convert_discriminator(sd, src), head["mbstd_group"], class_count(kw, src, "D")
 
 
 def import_ganformer(snapshot: dict[str, Any], src: str, size: int | None = None, *, step: int | None = None

@@ -118,3 +118,19 @@ def class_count(kwargs: dict[str, Any], src: str, which: str) -> int:
 def cannot_express(src: str, what: str, model: str) -> CheckpointError:
     """The one-line refusal for configurations nat-gan's ``model`` does not compute."""
     return CheckpointError(f"{src}: {what}; nat-gan's {model} cannot express it")
+
+
+def is_count(value: Any, least: int) -> bool:
+    """An int (not a bool) of at least ``least``: what the official constructors take as a size or count."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def minibatch_stddev_head(epilogue: dict[str, Any], src: str, model: str) -> dict[str, int]:
+    """``mbstd_group`` / ``mbstd_channels`` from a D's ``epilogue_kwargs`` (official defaults 4 / 1; a group of
+    None, the whole minibatch, is nat-gan's 0), refused unless they are counts."""
+    group, channels = epilogue.get("mbstd_group_size", 4), epilogue.get("mbstd_num_channels", 1)
+    if group is not None and not is_count(group, 1):
+        raise cannot_express(src, f"D minibatch-stddev group {group!r}", model)
+    if not is_count(channels, 0):
+        raise cannot_express(src, f"D minibatch-stddev with {channels!r} channels", model)
+    return {"mbstd_group": 0 if group is None else group, "mbstd_channels": channels}

@@ -46,7 +46,7 @@ import torch
 from natgan.errors import CheckpointError
 from natgan.importers.common import plain, step_from_filename
 from natgan.importers.nvlabs_records import (PersistentRecord, cannot_express, check_network, class_count,
-                                             state_dict)
+                                             is_count, minibatch_stddev_head, state_dict)
 from natgan.importers.stylegan2_family import Imported, assemble, plan_stylegan2, stylegan2_train_settings
 from natgan.models.conditioning import D_MAPPING_LAYERS
 from natgan.models.stylegan2_layers import D_ARCHITECTURES
@@ -88,7 +88,7 @@ def _label_mapping(d: PersistentRecord, src: str) -> dict[str, Any]:
     the cmap width nat-gan uses."""
     mapping = _kwargs(d, "mapping_kwargs")
     layers, lr = mapping.get("num_layers", D_MAPPING_LAYERS), mapping.get("lr_multiplier", 0.01)
-    if not _count(layers, 0):
+    if not is_count(layers, 0):
         raise _refuse(src, f"D mapping_kwargs.num_layers = {layers!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise _refuse(src, f"D mapping_kwargs.lr_multiplier = {lr!r}")
@@ -112,13 +112,7 @@ def check_discriminator(d: PersistentRecord, src: str) -> dict[str, Any]:
     for where, kwargs in (("block_kwargs", block), ("epilogue_kwargs", epilogue)):
         if kwargs.get("activation", "lrelu") != "lrelu":
             raise _refuse(src, f"D {where}.activation = {kwargs['activation']!r} (only 'lrelu')")
-    group, channels = epilogue.get("mbstd_group_size", 4), epilogue.get("mbstd_num_channels", 1)
-    if not _count(group, 1):
-        raise _refuse(src, f"D minibatch-stddev group {group!r} (nat-gan needs a fixed group size >= 1; None = "
-                           f"the whole minibatch)")
-    if not _count(channels, 0):
-        raise _refuse(src, f"D minibatch-stddev with {channels!r} channels")
-    return {"mbstd_group": group, "mbstd_channels": channels, "architecture": architecture, "c_dim": c_dim,
+    return {**minibatch_stddev_head(epilogue, src, "stylegan2"), "architecture": architecture, "c_dim": c_dim,
             "conv_clamp": kw.get("conv_clamp"), "label_mapping": label_mapping}
 
 
@@ -150,10 +144,6 @@ def conv_clamp(g_clamp: Any, d_clamp: Any, has_d: bool, src: str) -> float | Non
     if has_d and g_clamp != d_clamp:
         raise _refuse(src, f"G conv_clamp = {g_clamp} but D conv_clamp = {d_clamp} (one model.conv_clamp for both)")
     return None if g_clamp is None else float(g_clamp)
-
-
-def _count(value: Any, least: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _check_filters(sd: dict[str, torch.Tensor], src: str, which: str) -> None:

@@ -75,6 +75,7 @@ class Metric:
     gen: RealNeed = "features"                # of the generated side: "statistics" when mean/cov suffice (FID),
                                               # "none" when the metric generates its own images (intra-FID)
     generator: bool = False                   # needs the generator itself (refused for dataset vs dataset)
+    conditional: bool = False                 # needs a class-conditional generator and a labelled reference
     min_gen: int = 2
 
     def feature_set(self, pr_features: str) -> str | None:
@@ -171,10 +172,7 @@ def _intra_fid(x: MetricInputs) -> dict:
     """Per-class FID of a class-conditional generator (its code: :mod:`natgan.metrics.intra_fid`)."""
     from natgan.metrics.intra_fid import intra_fid
 
-    cond = x.options.get("conditioning")
-    if not cond:
-        raise ConfigError("metric 'intra_fid' needs a class-conditional generator (model.num_classes > 0) and a "
-                          "labelled reference dataset")
+    cond = x.options["conditioning"]  # the runner refused an unconditional G (check_conditional)
     names = cond["class_names"]
     per_class = max(2, x.num // len(names))
     out = intra_fid(x.G, cond["source"], x.extractors["inception"], per_class=per_class, seed=x.seed,
@@ -204,7 +202,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     # reads the per-class real images and generates per class itself (gen "none": the shared generated set is not
     # made for it alone); "inception" so the runner builds (and shares) the extractor
     Metric("intra_fid", "intra-FID", (Output("intra_fid", "lower"),), _intra_fid, real="none", gen="none",
-           generator=True),
+           generator=True, conditional=True),
 )}
 
 
@@ -226,6 +224,17 @@ def parse_metrics(value: str | list[str] | tuple[str, ...], *, source: str = "--
     if not out:
         raise ConfigError(f"{source}: no metric named; expected some of {', '.join(METRICS)}")
     return out
+
+
+def check_conditional(names: list[str], num_classes: int, where: str = "") -> None:
+    """A metric that only a class-conditional generator has (intra-FID) refused for an unconditional one, before
+    any work (and, for ``eval.metrics``, before training starts)."""
+    if num_classes:
+        return
+    for name in names:
+        if METRICS[name].conditional:
+            raise ConfigError(f"{where}metric '{name}' needs a class-conditional generator (model.num_classes > 0) "
+                              f"and a labelled reference dataset; this model is unconditional")
 
 
 def outputs() -> dict[str, Output]:

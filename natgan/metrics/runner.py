@@ -23,7 +23,7 @@ from natgan.metrics import published
 from natgan.metrics.extractors import as_extractor, build_inception
 from natgan.metrics.pipeline import generator_features
 from natgan.metrics.reference import Reference, dataset_reference, load_reference, matched_resolutions
-from natgan.metrics.registry import FEATURE_SETS, METRICS, Metric, MetricInputs, parse_metrics
+from natgan.metrics.registry import FEATURE_SETS, METRICS, Metric, MetricInputs, check_conditional, parse_metrics
 from natgan.metrics.weights import MODES, WEIGHTS, MissingWeights, locate, missing_error
 from natgan.devices import resolve_device
 from natgan.noise_modes import METRIC_NOISE_MODE
@@ -219,6 +219,7 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
     (:class:`FirstBatchEstimate`).
     """
     t0 = time.perf_counter()
+    check_conditional(parse_metrics(metrics, source="metrics"), num_classes_of(G))
     cond = _conditioning(G, reference)  # a conditional G's labels come from the reference: check it first
     names, chosen, needs, device, exts, mode = _prepare(
         metrics, pr_features, generator=True, num=num, num_ref=num_ref, mode=mode, device=device,

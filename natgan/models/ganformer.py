@@ -83,7 +83,8 @@ class GANformerConfig:
                                                                "(none = the generator's)")
     conv_last: bool = option(True, help="extra modulated 3x3 conv before the final ToRGB (official code)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
-    mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
+    mbstd_group: int = option(4, min=0, help="discriminator minibatch-stddev group size (0 = the whole "
+                                             "minibatch, the official mbstd_group_size = None)")
     num_classes: int = option(0, min=0, help="class-conditional with this many classes (0 = unconditional): the "
                                              "label embedding joins the global latent, D projects on the label")
 

@@ -227,8 +227,9 @@ def minibatch_stddev(x: torch.Tensor, group: int = 4, features: int = 1) -> torc
 
 
 def mbstd_group_size(batch: int, group: int) -> int:
-    """``min(group, batch)``; raises ValueError when that does not divide ``batch``."""
-    g = min(batch, group)
+    """``min(group, batch)``, the whole batch for ``group = 0`` (the official ``mbstd_group_size = None``);
+    raises ValueError when that does not divide ``batch``."""
+    g = min(batch, group) if group else batch
     if batch % g:
         raise ValueError(f"minibatch-stddev group {g} does not divide the batch {batch}")
     return g

@@ -51,7 +51,8 @@ class StyleGAN2Config:
     d_channels: Optional[list[int]] = option(None, min=1, help="explicit D width per level 4..resolution "
                                                                "(none = the generator's)")
     blur_kernel: list[int] = option([1, 3, 3, 1], help="FIR taps for up/down-sampling")
-    mbstd_group: int = option(4, min=1, help="discriminator minibatch-stddev group size")
+    mbstd_group: int = option(4, min=0, help="discriminator minibatch-stddev group size (0 = the whole "
+                                             "minibatch, the official mbstd_group_size = None)")
     mbstd_channels: int = option(1, min=0, help="minibatch-stddev features (official mbstd_num_channels; "
                                                 "0 = no minibatch-stddev head)")
     d_architecture: Literal["resnet", "orig", "skip"] = option(
