@@ -199,6 +199,7 @@ class Studio:
         self._models: OrderedDict[int, Model] = OrderedDict()
         self._lpips = None
         self._captures = 0
+        self.first_class = 0            # the class the page starts in (for a class-conditional first checkpoint)
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="natgan-studio-"))
 
     # ------------------------------------------------------------------------------------------- models
@@ -224,6 +225,17 @@ class Studio:
         while len(self._models) > self.max_models:
             self._models.popitem(last=False)
         return model
+
+    def class_named(self, index: int, text: str, *, option: str = "--class") -> int:
+        """``--class`` text for checkpoint ``index`` -> its one class index, read as ``sample --class`` reads it
+        (one-line errors for an unknown class, several classes, or an unconditional checkpoint)."""
+        try:
+            found = self.model(index).loaded.chosen_classes(text, option=option)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.entries[index].label}: {exc}") from None
+        if len(found) != 1:
+            raise ConfigError(f"{option} '{text}': the studio shows one class at a time, not {len(found)}")
+        return found[0]
 
     def first_loadable(self) -> tuple[int, list[str]]:
         """The first checkpoint that loads, and one line per checkpoint that did not before it."""
