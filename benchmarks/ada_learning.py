@@ -30,10 +30,12 @@ from natgan.metrics.stats import frechet_distance, statistics
 from natgan.train import resolve_run, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning_curve import features, generated, load_real, train_extractor  # noqa: E402
+from learning_curve import digit_labels, features, generated, load_real, train_extractor  # noqa: E402
 
 
-def run_curve(name: str, recipe: recipes.Recipe, run: Path, steps: int, every: int, net, ref, num: int) -> list:
+def run_curve(name: str, recipe: recipes.Recipe, run: Path, steps: int, every: int, net, ref, num: int,
+              label_pool=None) -> list:
+    """FID per ``every`` steps; a class-conditional recipe's images get labels drawn from ``label_pool``."""
     rows, step, start = [], 0, time.time()
     while step < steps:
         resolved, ck = recipe, None
@@ -42,7 +44,7 @@ def run_curve(name: str, recipe: recipes.Recipe, run: Path, steps: int, every: i
         result = train(resolved, run, resume_from=ck, max_steps=every, show_progress=False)
         step = result.step
         aug = checkpoint.load(run / "latest.pt")["extra"]["augment"]
-        fid = frechet_distance(statistics(features(net, generated(run / "latest.pt", num))), ref)
+        fid = frechet_distance(statistics(features(net, generated(run / "latest.pt", num, label_pool))), ref)
         rows.append((step, result.images_seen / 1000, aug["p"], aug["rt"], fid, (time.time() - start) / 60))
         print(f"{name}: step {step:5d}  p {aug['p']:.3f}  r_t {aug['rt']:.3f}  digits-FID {fid:8.2f}  "
               f"{rows[-1][-1]:.1f} min", flush=True)
@@ -83,7 +85,8 @@ def main() -> None:
     tables = {}
     for name in args.runs.split(","):
         recipe = recipes.load(args.recipe, common + settings[name])
-        tables[name] = run_curve(name, recipe, out / f"run-{name}", args.steps, args.every, net, ref, args.num)
+        tables[name] = run_curve(name, recipe, out / f"run-{name}", args.steps, args.every, net, ref, args.num,
+                                 digit_labels(full))
     for name, rows in tables.items():
         print(f"\n{name}: {args.images} digits, {args.steps} steps\n\n"
               "| step | kimg | p | r_t | digits-FID | minutes |\n"

@@ -6,6 +6,7 @@ downloaded offline; this is the usual practice for MNIST-like data. The number i
 comparable with Inception FIDs, but it falls only if generated digits become realistic and diverse.
 
     .venv/bin/python benchmarks/learning_curve.py --steps 600 --every 100 --outdir /tmp/curve
+    .venv/bin/python benchmarks/learning_curve.py --recipe recipes/demo_conditional.toml   # labels from the digits
 
 Prints a markdown table (step, kimg, wall-clock minutes, FID) for docs/benchmarks.md.
 """
@@ -45,6 +46,15 @@ def load_real(path: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([src[i] for i in range(len(src))])).permute(0, 3, 1, 2)
 
 
+def digit_labels(path) -> torch.Tensor | None:
+    """The labels of a prepared digits dataset (what a class-conditional model's images are drawn from)."""
+    src = open_dataset(str(path))
+    try:
+        return None if src.labels is None else torch.as_tensor(src.labels, dtype=torch.long)
+    finally:
+        src.close()
+
+
 def train_extractor(images: torch.Tensor, seed: int = 0) -> nn.Module:
     from sklearn.datasets import load_digits
 
@@ -74,11 +84,18 @@ def features(net: nn.Module, uint8: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def generated(ckpt_path: Path, n: int) -> torch.Tensor:
+def generated(ckpt_path: Path, n: int, label_pool: torch.Tensor | None = None) -> torch.Tensor:
+    """``n`` images of the checkpoint's G; a class-conditional G gets labels drawn from ``label_pool`` (the
+    digits' labels: their class distribution, as `nat-gan fid` does)."""
+    from natgan.sampling.classes import dataset_labels, num_classes_of
+
     ck = checkpoint.load(ckpt_path)
     G = checkpoint.build_generator(ck)
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(123))
-    return torch.cat([to_uint8(G(b), G.normalization) for b in z.split(100)])
+    if not num_classes_of(G):
+        return torch.cat([to_uint8(G(b), G.normalization) for b in z.split(100)])
+    c = dataset_labels(label_pool)(range(n))
+    return torch.cat([to_uint8(G(b, cb), G.normalization) for b, cb in zip(z.split(100), c.split(100))])
 
 
 def main() -> None:
@@ -95,6 +112,7 @@ def main() -> None:
     if not data.exists():
         prepare_digits(data, progress=False)
     real = load_real(str(data))
+    label_pool = digit_labels(data)
     net = train_extractor(real)
     ref = statistics(features(net, real))
 
@@ -113,7 +131,7 @@ def main() -> None:
         result = train(resolved, run, resume_from=ck, max_steps=args.every, show_progress=False)
         step = result.step
         train_minutes = (time.time() - start) / 60
-        fake = generated(run / "latest.pt", args.num)
+        fake = generated(run / "latest.pt", args.num, label_pool)
         fid = frechet_distance(statistics(features(net, fake)), ref)
         rows.append((step, result.images_seen / 1000, train_minutes, fid))
         print(f"step {step:5d}  kimg {result.images_seen / 1000:6.1f}  {train_minutes:6.1f} min  "

@@ -609,3 +609,47 @@ def test_conditional_generator_in_the_metrics_benchmark(tmp_path, monkeypatch):
                                 batch=4, model_config={"style_dim": 16, "n_mlp": 2, "channel_max": 16,
                                                        "num_classes": 3})
     assert "class-conditional (3 classes)" in out["labels"] and out["fid_only_s"] > 0
+
+
+def test_conditional_checkpoint_in_the_learning_curve(tmp_path):
+    """benchmarks/learning_curve.py --recipe recipes/demo_conditional.toml: the generated digits of a conditional
+    checkpoint carry labels drawn from the digits' labels (it called G without labels)."""
+    from natgan import recipe as recipes
+    from natgan.data import prepare_digits
+    from natgan.sampling.classes import dataset_labels
+    from natgan.train import train
+    from reduced_models import reduced
+
+    data = tmp_path / "digits16.lmdb"
+    prepare_digits(data, sizes=[16], progress=False)
+    recipe = recipes.from_dict({"model": {"name": "stylegan2", **reduced("stylegan2", 10)},
+                                "data": {"path": str(data), "workers": 0},
+                                "train": {"batch": 2, "iterations": 1, "lr_decay": False, "checkpoint_every": 1,
+                                          "sample_every": 1}})
+    train(recipe, tmp_path / "run", show_progress=False)
+    curve = _script("learning_curve")
+    pool = torch.tensor([3, 3, 7])
+    images = curve.generated(tmp_path / "run" / "latest.pt", 5, pool)
+    assert images.shape == (5, 3, 16, 16) and images.dtype == torch.uint8
+    from natgan import checkpoint
+
+    G = checkpoint.build_generator(checkpoint.load(tmp_path / "run" / "latest.pt"))
+    z = torch.randn(5, G.z_dim, generator=torch.Generator().manual_seed(123))
+    from natgan.models.normalization import to_uint8
+
+    with torch.no_grad():
+        expected = to_uint8(G(z, dataset_labels(pool)(range(5))), G.normalization)
+    assert torch.equal(images, expected)
+
+
+def test_conditional_recipe_in_the_ada_benchmark():
+    """benchmarks/bench_ada.py --recipe recipes/demo_conditional.toml: the real update rule on synthetic reals
+    with seeded uniform labels, fakes labelled from a uniform pool (it fed unlabelled reals)."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "demo_conditional.toml"
+    configs = {"none": ["train.augment=\"none\"", "train.batch=2"],
+               "diffaug": ["train.augment=\"diffaug\"", "train.batch=2"]}
+    out = _script("bench_ada").measure("cpu", steps=1, rounds=1, warmup=0, recipe=str(recipe), configs=configs)
+    assert out["labels"].startswith("class-conditional (10 classes): seeded uniform random labels")
+    assert set(out["img_per_s"]) == {"none", "diffaug"} and all(v > 0 for v in out["img_per_s"].values())

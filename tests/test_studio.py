@@ -517,3 +517,27 @@ def test_an_imported_conditional_checkpoint_truncates_toward_its_stored_centre(t
         capture = studio.capture(frame)
         assert "--class" in capture.command
         assert np.array_equal(run_capture(capture, capture.latents.parent, capsys), frame.image)
+
+
+def test_studio_class_option_chooses_the_first_class(conditional, ckpts, tmp_path, capsys, monkeypatch):
+    """`nat-gan studio CKPT --class NAME` starts the page in that class; a bad --class is one line before serving."""
+    from natgan.studio import server
+
+    studio = studio_for([conditional["stylenat"]], tmp_path)
+    assert studio.class_named(0, "snow leopard") == 2 and studio.class_named(0, "1") == 1
+    monkeypatch.setattr(server, "require_gradio", lambda: None)  # the checks below come before any serving
+    for ckpt, option, message in ((conditional["stylenat"], "lynx", "'lynx': not a class of this checkpoint"),
+                                  (conditional["stylenat"], "all", "one class at a time, not 3"),
+                                  (ckpts["hit"], "1", "hit.pt: --class 1: the checkpoint is unconditional")):
+        code, _, err = run_cli(["studio", str(ckpt), "--class", option, "--port", "0"], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    gradio = pytest.importorskip("gradio")
+    from natgan.studio.app import build_page
+
+    def class_control(page):
+        return next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "class")
+
+    studio.first_class = 2
+    control = class_control(build_page(studio))
+    assert isinstance(control, gradio.Dropdown) and control.value == 2 and control.visible
+    assert not class_control(build_page(studio_for([ckpts["hit"]], tmp_path / "plain"))).visible

@@ -22,6 +22,10 @@ def register(app: typer.Typer) -> None:
         no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw generator weights, not the EMA weights."),
         weights: Optional[Path] = typer.Option(None, "--weights", help="Directory with the LPIPS files projection "
                                                                        "needs (default $NATGAN_WEIGHTS)."),
+        class_opt: Optional[str] = typer.Option(None, "--class", metavar="CLASS",
+                                                help="Class-conditional checkpoints: the class the page starts in "
+                                                     "(index or name; default the first). The page has a class "
+                                                     "control for every conditional checkpoint."),
         random_lpips: bool = typer.Option(False, "--random-lpips", hidden=True,
                                           help="Random-init VGG for projection (testing only)."),
     ) -> None:
@@ -42,6 +46,8 @@ def register(app: typer.Typer) -> None:
         studio = Studio(entries, resolve_device(device), ema=not no_ema, weights=weights, random_lpips=random_lpips)
         try:
             initial, failures = studio.first_loadable()
+            if class_opt is not None:
+                studio.first_class = studio.class_named(initial, class_opt)
         except BaseException:
             import shutil
 

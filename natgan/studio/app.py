@@ -260,7 +260,7 @@ class Page:
                             gr.Markdown("not loaded: " + "; ".join(self.failures), elem_id="load-failures")
                     with gr.Accordion("latent", elem_id="acc-latent", open=True):
                         names = model.classes
-                        klass = gr.Dropdown(self.class_choices(names), value=0 if names else None,
+                        klass = gr.Dropdown(self.class_choices(names), value=self.studio.first_class if names else None,
                                             label="class (the checkpoint is class-conditional)", elem_id="class",
                                             visible=bool(names), filterable=True, allow_custom_value=True)
                         seed = gr.Number(0, label="seed (a fraction blends the two neighbouring seeds)",

@@ -11,7 +11,8 @@ in one place:
 * a latent renders through ``sample``'s own code (:class:`~natgan.sampling.ImageGenerator` for a plain seed,
   :func:`~natgan.latent.edit.images_from_stored` otherwise), so the captured command writes the same PNG;
 * SeFa directions and the truncation centre are computed once per checkpoint (the centre once per class of a
-  class-conditional checkpoint: the class's mean w, as ``sample --trunc --class`` uses);
+  class-conditional checkpoint: the class's mean w unless the checkpoint stores one, as ``sample --trunc
+  --class`` truncates);
 * a class-conditional checkpoint renders every latent in the page's class: the latent tools get the generator
   bound to that class (:class:`~natgan.models.conditioning.ClassBoundGenerator`, as ``sample --class`` binds it),
   and a plain seed renders through ``sample --seeds --class``'s own label source.
@@ -199,6 +200,7 @@ class Studio:
         self._models: OrderedDict[int, Model] = OrderedDict()
         self._lpips = None
         self._captures = 0
+        self.first_class = 0            # the class the page starts in (for a class-conditional first checkpoint)
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="natgan-studio-"))
 
     # ------------------------------------------------------------------------------------------- models
@@ -224,6 +226,17 @@ class Studio:
         while len(self._models) > self.max_models:
             self._models.popitem(last=False)
         return model
+
+    def class_named(self, index: int, text: str, *, option: str = "--class") -> int:
+        """``--class`` text for checkpoint ``index`` -> its one class index, read as ``sample --class`` reads it
+        (one-line errors for an unknown class, several classes, or an unconditional checkpoint)."""
+        try:
+            found = self.model(index).loaded.chosen_classes(text, option=option)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.entries[index].label}: {exc}") from None
+        if len(found) != 1:
+            raise ConfigError(f"{option} '{text}': the studio shows one class at a time, not {len(found)}")
+        return found[0]
 
     def first_loadable(self) -> tuple[int, list[str]]:
         """The first checkpoint that loads, and one line per checkpoint that did not before it."""
