@@ -187,6 +187,22 @@ def test_ganformer_d_with_other_minibatch_stddev_channels_is_refused(tmp_path, m
         import_checkpoint(_nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch), "auto")
 
 
+@pytest.mark.parametrize("key,value,message", [
+    ("synthesis_kwargs", {"use_noise": False}, r"G synthesis_kwargs.use_noise = False .*cannot express"),
+    ("synthesis_kwargs", {"activation": "relu"}, r"G synthesis_kwargs.activation = 'relu' \(only 'lrelu'\)"),
+    ("mapping_kwargs", {"activation": "linear"}, r"G mapping_kwargs.activation = 'linear' \(only 'lrelu'\)"),
+])
+def test_legacy_g_kwargs_nat_gan_cannot_follow_are_one_line_errors(key, value, message, tmp_path, monkeypatch):
+    """legacy.py states activation and use_noise for converted TensorFlow generators: others are refused."""
+    tree = _tree_of("stylegan2-ada-cifar-legacy")
+    for name in ("G", "G_ema"):
+        kwargs = tree[name]["state"]["_init_kwargs"]
+        tree[name]["state"]["_init_kwargs"] = {**kwargs, key: {**kwargs[key], **value}}
+    with pytest.raises(CheckpointError, match=message) as info:
+        import_checkpoint(_nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch), "auto")
+    assert "\n" not in str(info.value)
+
+
 def test_an_orig_d_holding_a_residual_conv_is_refused_not_dropped(tmp_path, monkeypatch):
     """Weights the stated architecture has no place for are errors (the residual 'skip' conv in an 'orig' D)."""
     tree = _tree_of("stylegan2-ada-cifar")

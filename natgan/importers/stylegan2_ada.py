@@ -78,6 +78,13 @@ def check_generator(g: PersistentRecord, src: str) -> dict[str, Any]:
                            f"label embedding is w_dim wide, the official default)")
     if synthesis.get("architecture", "skip") != "skip":
         raise _refuse(src, f"synthesis architecture '{synthesis['architecture']}' (only 'skip' = config-f)")
+    # legacy.py states these for converted TensorFlow networks
+    for where, kwargs in (("mapping_kwargs", mapping), ("synthesis_kwargs", synthesis)):
+        if kwargs.get("activation", "lrelu") != "lrelu":
+            raise _refuse(src, f"G {where}.activation = {kwargs['activation']!r} (only 'lrelu')")
+    if synthesis.get("use_noise", True) is not True:
+        raise _refuse(src, f"G synthesis_kwargs.use_noise = {synthesis['use_noise']!r} (nat-gan's synthesis has "
+                           f"noise inputs)")
     return {"mapping": mapping, "synthesis": synthesis, "c_dim": class_count(kw, src, "G")}
 
 

@@ -11,7 +11,8 @@ in one place:
 * a latent renders through ``sample``'s own code (:class:`~natgan.sampling.ImageGenerator` for a plain seed,
   :func:`~natgan.latent.edit.images_from_stored` otherwise), so the captured command writes the same PNG;
 * SeFa directions and the truncation centre are computed once per checkpoint (the centre once per class of a
-  class-conditional checkpoint: the class's mean w, as ``sample --trunc --class`` uses);
+  class-conditional checkpoint: the class's mean w unless the checkpoint stores one, as ``sample --trunc
+  --class`` truncates);
 * a class-conditional checkpoint renders every latent in the page's class: the latent tools get the generator
   bound to that class (:class:`~natgan.models.conditioning.ClassBoundGenerator`, as ``sample --class`` binds it),
   and a plain seed renders through ``sample --seeds --class``'s own label source.
