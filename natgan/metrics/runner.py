@@ -244,9 +244,9 @@ def evaluate_generator(G: nn.Module, reference: str | Path | None, *, metrics: l
         with torch.random.fork_rng(devices=[gen_device] if gen_device.type == "cuda" else []), \
                 eval_mode(G, noise_mode):
             torch.manual_seed(seed)
+            if on_estimate is not None and exts:  # the plan, after every check and the reference, before the long part
+                on_estimate({"total": num, "done": 0, "images_per_s": None, "eta_s": None})
             if shared:
-                if on_estimate is not None:  # the plan, after every check and the reference, before the long part
-                    on_estimate({"total": num, "done": 0, "images_per_s": None, "eta_s": None})
                 with ProgressBar(num, "generated features", enabled=progress) as bar:
                     estimate = FirstBatchEstimate(num, on_estimate) if on_estimate is not None else None
 
