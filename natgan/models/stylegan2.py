@@ -9,6 +9,11 @@ each level adding its modulated 1x1 ToRGB (no demodulation) to the FIR-upsampled
 ``w`` is ``[B, n_latent, 512]`` with ``n_latent = 2 log2(R) - 2``: row ``i`` styles conv ``i`` and the ToRGB
 of a level reads the row after its second conv (rosinality's indexing), so style mixing swaps rows.
 Images live in [-1, 1] (``normalization = "symmetric"``).
+
+The discriminator is config-f's residual one unless ``d_architecture`` picks stylegan2-ada-pytorch's ``orig``
+(its ``--cfg=cifar``) or ``skip`` blocks; ``mbstd_channels``, ``conv_clamp`` and the conditional D's label
+mapping (``d_mapping_layers``, ``d_mapping_lr``) are there so that every NVlabs snapshot's settings have a
+place in the config. Their defaults build the models exactly as before.
 """
 
 from __future__ import annotations
