@@ -335,7 +335,7 @@ def test_device_resolution():
 def test_cli_several_models_one_table(second_tiny, tmp_path, monkeypatch):
     from natgan.cli.console import console
 
-    monkeypatch.setattr(console, "width", 250)
+    monkeypatch.setattr(console, "_width", 250)  # not "width": its setter would pin the old width after the test
     out_file = tmp_path / "bench.json"
     res = CliRunner().invoke(app, ["bench", "--models", f"{TINY},_tiny_wide", "--batch", "1,2", "--warmup", "0",
                                    "--rounds", "1", "--device", "cpu", "--output", str(out_file)],
