@@ -271,7 +271,10 @@ def tiny_features(images: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(REDUCED))
 def test_conditional_train_sample_fid_round_trip(name, tmp_path, digits16, capsys):
     """Each family: conditional training steps -> `sample --class` (one class, every class as grid rows) ->
-    the conditional metric protocol (FID with dataset labels, intra-FID per class)."""
+    the conditional metric protocol (FID with dataset labels, intra-FID per class) -> `train --init` of the
+    checkpoint into a new conditional run (its G and D weights imported, then one step trained on).
+    Official conditional files (stylegan2-ada, stylegan3, GANformer) are imported in test_import_widths.py and
+    test_import_d_architectures.py; StyleNAT, StyleSwin and HiT have no official conditional format."""
     from natgan.metrics import evaluate_generator
 
     hit = family(name) == "hit"
@@ -297,6 +300,20 @@ def test_conditional_train_sample_fid_round_trip(name, tmp_path, digits16, capsy
     per = out["details"]["intra_fid"]["per_class"]
     assert list(per) == [str(d) for d in range(10)] and out["intra_fid"] == pytest.approx(np.mean(list(per.values())))
     assert "labels follow" in out["generated"]["labels"]
+
+    recipe = tmp_path / "ft.toml"
+    recipe.write_text(recipes.dump_toml({"model": {"name": name, **reduced(name, num_classes=10)},
+                                         "train": {"batch": 4, "iterations": 1, "lr_decay": False, "seed": 1, **cfg}}))
+    ft = cli(capsys, ["train", "--recipe", str(recipe), "--data", digits16, "--outdir", str(tmp_path / "ft"),
+                      "--init", str(ckpt), "--no-progress"])
+    assert ft.exit_code == 0, ft.output
+    source, tuned = checkpoint.load(ckpt), checkpoint.load(tmp_path / "ft" / "latest.pt")
+    assert tuned["progress"]["step"] == 1 and tuned["extra"]["classes"] == source["extra"]["classes"]
+    for net in ("G", "D"):  # one small Adam step away from the source, not a fresh (seed 1) initialisation
+        moved = [(v.float() - source["weights"][net][k].float()).abs().max().item()
+                 for k, v in tuned["weights"][net].items()
+                 if v.is_floating_point() and not k.endswith(("weight_u", "weight_v"))]  # spectral norm's u, v
+        assert max(moved) > 0 and max(moved) < 0.05, (net, max(moved))
 
 
 # ------------------------------------------------------------------------------------------ sampling
