@@ -313,3 +313,11 @@ def test_truncated_width_list_in_a_snapshot_is_a_one_line_error(tmp_path, monkey
     path = _nvlabs_pickle(tree, tmp_path / SNAPSHOT, monkeypatch)
     with pytest.raises(CheckpointError, match=r"D: blocks b32, b8, b4 are not b32, b16, ..., b4"):
         import_checkpoint(path, "auto")
+
+
+def test_import_notes_print_bracketed_text_verbatim(tmp_path, capsys, monkeypatch):
+    """The notes name recipe tables (``[train]``): printed as rich markup they vanished ("the recipe's  is")."""
+    monkeypatch.setenv("COLUMNS", "400")
+    _imported("stylegan2-ada-cifar", tmp_path)
+    out = capsys.readouterr().out
+    assert "the recipe's [train] is StyleGAN2 config-f's" in out

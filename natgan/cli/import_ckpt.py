@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from rich.markup import escape
+
 from natgan.cli.console import console, emit_json
 from natgan.errors import ConfigError
 
@@ -84,5 +86,5 @@ def register(app: typer.Typer) -> None:
         console.print(f"weights: {', '.join(result['weights'])}; optimizer states: "
                       f"{', '.join(result['optimizers']) or 'none'}; {result['layout']}")
         for note in result["assumptions"]:
-            console.print(f"[yellow]note:[/] {note}")
+            console.print(f"[yellow]note:[/] {escape(note)}")
         console.print(f"wrote {out}")
